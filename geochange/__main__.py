@@ -1,0 +1,5 @@
+"""``python -m geochange`` runs the command line."""
+
+from geochange.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""The ``geochange`` command line.
+
+``geochange fit|validate|test`` are LightningCLI commands (see :mod:`geochange.cli.lightning`);
+every other subcommand lives in its own module of this package exposing ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``. Heavy imports happen inside ``run`` so the
+command line starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+from geochange.errors import GeochangeError
+
+#: Subcommand name -> module implementing it.
+SUBCOMMANDS: dict[str, str] = {
+    "demo": "geochange.cli.demo",
+    "synth": "geochange.cli.synth",
+    "predict": "geochange.cli.predict",
+    "vectorize": "geochange.cli.vectorize",
+    "evaluate": "geochange.cli.evaluate",
+    "pseudo-labels": "geochange.cli.pseudo_labels",
+}
+LIGHTNING_COMMANDS = ("fit", "validate", "test")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level argument parser with one subparser per available subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="geochange",
+        description="Bi-temporal change detection over very large georeferenced scenes.",
+        epilog="fit | validate | test --config CONFIG.yaml: training through LightningCLI.",
+    )
+    from geochange import __version__
+
+    parser.add_argument("--version", action="version", version=f"geochange {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in SUBCOMMANDS.items():
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in LIGHTNING_COMMANDS:
+        from geochange.cli.lightning import main as lightning_main
+
+        lightning_main(args_list)
+        return 0
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except GeochangeError as err:
+        print(f"geochange {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""Raster and file I/O helpers shared by the generator, the predictor and the vectorizer.
+
+All outputs are written atomically: data goes to a temporary file next to the destination, which
+is renamed over the destination only once complete, so an interrupted run never leaves a file that
+looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import rasterio
+import rasterio.shutil
+from rasterio.enums import Resampling
+
+from geochange.errors import DataError, OutputError
+
+#: Creation options for the intermediate tiled GeoTIFFs that block writers stream into.
+TILED_GTIFF_OPTIONS: dict[str, Any] = {
+    "driver": "GTiff",
+    "tiled": True,
+    "blockxsize": 512,
+    "blockysize": 512,
+    "compress": "zstd",
+    "predictor": 2,
+    "bigtiff": "IF_SAFER",
+    "num_threads": "ALL_CPUS",
+}
+
+
+def check_writable_dir(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` if needed and check that files can be written in it.
+
+    Args:
+        path: a directory.
+
+    Returns:
+        The directory as a :class:`~pathlib.Path`.
+
+    Raises:
+        OutputError: if the directory cannot be created or written to.
+    """
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".geochange-write-test-"):
+            pass
+    except OSError as err:
+        raise OutputError(f"output directory {str(directory)!r} is not writable: {err}") from err
+    return directory
+
+
+def partial_path(path: str | os.PathLike[str]) -> Path:
+    """Return the temporary name a file is written under before its final rename."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path to write to; rename it to ``path`` when the block succeeds.
+
+    On error the temporary file is removed and ``path`` is left untouched.
+
+    Args:
+        path: the final destination.
+
+    Yields:
+        A temporary path in the same directory (so the rename is atomic).
+    """
+    final = Path(path)
+    check_writable_dir(final.parent if str(final.parent) else ".")
+    tmp = partial_path(final)
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def open_raster(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
+    """Open a raster for reading, turning GDAL errors into a :class:`DataError` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"raster file not found: {str(path)!r}")
+    try:
+        return rasterio.open(path)
+    except rasterio.RasterioIOError as err:
+        raise DataError(f"cannot read raster {str(path)!r} (corrupt or not a raster): {err}") from err
+
+
+def overview_factors(height: int, width: int, min_size: int = 256) -> list[int]:
+    """Overview decimation factors (2, 4, 8, ...) until the smaller side drops below ``min_size``."""
+    factors: list[int] = []
+    factor = 2
+    while min(height, width) // factor >= min_size:
+        factors.append(factor)
+        factor *= 2
+    if not factors and min(height, width) > 1:
+        factors.append(2)
+    return factors
+
+
+def finalize_cog(
+    tiled_path: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    resampling: str = "nearest",
+    factors: Sequence[int] | None = None,
+    keep_tiled: bool = False,
+) -> Path:
+    """Turn a tiled GeoTIFF written block by block into a Cloud-Optimized GeoTIFF at ``dst``.
+
+    Overviews are built into the tiled file (GDAL reads it block by block, so memory stays
+    bounded), then GDAL's COG driver copies it, reusing those overviews, to a temporary name that
+    is atomically renamed to ``dst``.
+
+    Args:
+        tiled_path: the intermediate tiled GeoTIFF (removed afterwards unless ``keep_tiled``).
+        dst: the final COG path.
+        resampling: overview resampling (``"nearest"`` for classes, ``"average"`` for images).
+        factors: overview factors; default from :func:`overview_factors`.
+        keep_tiled: keep the intermediate file.
+
+    Returns:
+        ``dst`` as a :class:`~pathlib.Path`.
+    """
+    tiled_path = Path(tiled_path)
+    with rasterio.open(tiled_path, "r+") as ds:
+        levels = list(factors) if factors is not None else overview_factors(ds.height, ds.width)
+        if levels:
+            ds.build_overviews(levels, Resampling[resampling])
+            ds.update_tags(ns="rio_overview", resampling=resampling)
+    with atomic_output(dst) as tmp:
+        rasterio.shutil.copy(
+            tiled_path,
+            tmp,
+            driver="COG",
+            compress="ZSTD",
+            predictor="YES",
+            blocksize=512,
+            bigtiff="IF_SAFER",
+            overviews="FORCE_USE_EXISTING" if levels else "NONE",
+            num_threads="ALL_CPUS",
+        )
+    if not keep_tiled:
+        tiled_path.unlink()
+    return Path(dst)

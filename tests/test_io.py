@@ -1,0 +1,27 @@
+import numpy as np
+import rasterio
+from rasterio.transform import from_origin
+
+from geochange.io import TILED_GTIFF_OPTIONS, finalize_cog, overview_factors
+
+
+def test_finalize_cog_keeps_georeferencing_and_adds_overviews(tmp_path):
+    tiled = tmp_path / "tiled.tif"
+    transform = from_origin(500000, 4000000, 0.6, 0.6)
+    data = (np.arange(1024 * 768) % 251).astype("uint8").reshape(768, 1024)
+    profile = dict(TILED_GTIFF_OPTIONS, height=768, width=1024, count=1, dtype="uint8",
+                   crs="EPSG:32650", transform=transform, nodata=255)
+    with rasterio.open(tiled, "w", **profile) as ds:
+        ds.write(data[:512], 1, window=((0, 512), (0, 1024)))
+        ds.write(data[512:], 1, window=((512, 768), (0, 1024)))
+        ds.update_tags(class_names="a,b")
+    out = finalize_cog(tiled, tmp_path / "out.tif")
+    assert not tiled.exists()
+    with rasterio.open(out) as ds:
+        assert ds.crs.to_epsg() == 32650
+        assert ds.transform == transform
+        assert ds.nodata == 255
+        assert ds.overviews(1) == overview_factors(768, 1024) == [2]
+        assert ds.profile["tiled"] and ds.tags()["class_names"] == "a,b"
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        np.testing.assert_array_equal(ds.read(1), data)
