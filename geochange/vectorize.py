@@ -1,0 +1,1176 @@
+"""Block-wise vectorization of change rasters into change polygons (GeoPackage, GeoParquet, ...).
+
+A 48000 x 32500 change mask cannot be polygonized in one piece without holding several GB of
+labels and geometries, so :func:`vectorize_changes` works block by block:
+
+1. Every block (``block_size`` pixels square) is read on its own, its changed pixels are given a
+   *change code* (1 for binary change; with semantic rasters, one code per change type) and
+   connected regions of equal code are labelled. GDAL's polygonizer
+   (:func:`rasterio.features.shapes`) turns the labels into polygons in integer pixel
+   coordinates, and per-label statistics (pixel count, probability sum/max, class histograms)
+   are computed with ``numpy.bincount``. Blocks run in a process pool (both cores).
+2. Labels on the two sides of every block seam are linked where the pixels are neighbours
+   (4- or 8-connectivity) and carry the same code; ``scipy.sparse.csgraph.connected_components``
+   groups the pieces of every object that crosses seams.
+3. Pieces of the same object are unioned. Because all coordinates are integer pixel corners
+   the union is exact, so the result is identical to polygonizing the whole raster at once:
+   same polygons, holes and areas (pixel count x pixel area). Objects that touch no seam are
+   used as they come out of their block.
+4. Geometries are mapped to the raster's CRS with its affine transform, filtered, optionally
+   simplified/regularized, given attributes and written atomically with pyogrio (GeoPackage,
+   FlatGeobuf, GeoJSON) or GeoParquet.
+
+Memory is bounded by the block size (each worker holds one block) plus the output polygons.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import re
+import shutil
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import rasterio
+import rasterio.features
+import rasterio.windows
+import scipy.ndimage as ndi
+import shapely
+import shapely.affinity
+from affine import Affine
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from geochange.errors import ConfigurationError, DataError, OutputError
+from geochange.io import atomic_output, check_writable_dir, open_raster
+
+__all__ = [
+    "BUILDING_CLASS",
+    "OUTPUT_DRIVERS",
+    "change_type_name",
+    "read_class_names",
+    "regularize_polygon",
+    "vectorize_changes",
+    "write_changes",
+]
+
+#: Output file extension -> OGR driver (``None``: GeoParquet written through GeoPandas/pyarrow).
+OUTPUT_DRIVERS: dict[str, str | None] = {
+    ".gpkg": "GPKG",
+    ".parquet": None,
+    ".geoparquet": None,
+    ".geojson": "GeoJSON",
+    ".json": "GeoJSON",
+    ".fgb": "FlatGeobuf",
+}
+#: Name of the class whose appearance/disappearance gets the "new/demolished building" types.
+BUILDING_CLASS = "building"
+#: Raster metadata tag holding the JSON list of class names in class-id order.
+CLASS_NAMES_TAG = "GEOCHANGE_CLASS_NAMES"
+
+# Change codes used in the per-pixel code raster (0 = no change).
+_CODE_CHANGE = 1  # binary change, or "new building" in change-type mode
+_CODE_DEMOLISHED = 2
+_FIRST_TRANSITION_CODE = 3
+
+Regularize = Literal["rectangle", "orthogonal"]
+GroupBy = Literal["change_type", "change"]
+WriteMode = Literal["create", "overwrite", "append"]
+
+#: Columns of the output table, in order, with their pandas dtypes.
+SCHEMA: dict[str, str] = {
+    "change_id": "int64",
+    "area_m2": "float64",
+    "perimeter_m": "float64",
+    "pixel_count": "int64",
+    "mean_prob": "Float64",
+    "max_prob": "Float64",
+    "from_class": "object",
+    "to_class": "object",
+    "change_type": "object",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """Validated input rasters and the grid they share."""
+
+    change: Path
+    probability: Path | None
+    semantic_pre: Path | None
+    semantic_post: Path | None
+    height: int
+    width: int
+    transform: Affine
+    crs: Any
+    change_nodata: float | None
+    probability_scale: float
+    probability_nodata: float | None
+    class_names: list[str] | None
+
+
+def read_class_names(path: str | os.PathLike[str]) -> list[str] | None:
+    """Read the ``GEOCHANGE_CLASS_NAMES`` tag (JSON list of names) of a class raster.
+
+    Args:
+        path: a class raster written by geochange (or any raster carrying the tag on the
+            dataset or on its first band).
+
+    Returns:
+        The class names in class-id order, or ``None`` when the raster has no such tag.
+
+    Raises:
+        DataError: if the tag is present but is not a JSON list of strings.
+    """
+    with open_raster(path) as ds:
+        value = ds.tags().get(CLASS_NAMES_TAG) or ds.tags(1).get(CLASS_NAMES_TAG)
+    if value is None:
+        return None
+    try:
+        names = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{CLASS_NAMES_TAG} tag of {str(path)!r} is not valid JSON: {err}") from err
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise DataError(f"{CLASS_NAMES_TAG} tag of {str(path)!r} is not a JSON list of names")
+    return names
+
+
+def _as_path(value: Any, what: str) -> Path | None:
+    if value is None:
+        return None
+    if isinstance(value, str | os.PathLike):
+        return Path(value)
+    raise ConfigurationError(f"{what} must be a raster path, got {type(value).__name__}")
+
+
+def _check_same_grid(path: Path, ref: rasterio.DatasetReader, what: str) -> rasterio.DatasetReader:
+    ds = open_raster(path)
+    if ds.count != 1:
+        ds.close()
+        raise DataError(f"{what} raster {str(path)!r} has {ds.count} bands; expected one band")
+    if (ds.height, ds.width) != (ref.height, ref.width) or not ds.transform.almost_equals(
+        ref.transform
+    ):
+        ds.close()
+        raise DataError(
+            f"{what} raster {str(path)!r} is not on the change raster's grid: "
+            f"{ds.width}x{ds.height} px with transform {tuple(ds.transform)[:6]} vs "
+            f"{ref.width}x{ref.height} px with {tuple(ref.transform)[:6]} "
+            "(reproject it onto the change raster's grid first, e.g. with rasterio.warp)"
+        )
+    if ds.crs != ref.crs:
+        ds.close()
+        raise DataError(
+            f"{what} raster {str(path)!r} has CRS {ds.crs} but the change raster has {ref.crs}"
+        )
+    return ds
+
+
+def _resolve_inputs(
+    change: Any,
+    probability: Any,
+    semantic_pre: Any,
+    semantic_post: Any,
+    class_names: Sequence[str] | None,
+) -> _Inputs:
+    # Duck typing for geochange.predict.PredictionResult (or anything alike): take the rasters
+    # from its attributes unless given explicitly.
+    if not isinstance(change, str | os.PathLike) and hasattr(change, "change"):
+        result = change
+        change = result.change
+        probability = (
+            probability if probability is not None else getattr(result, "probability", None)
+        )
+        semantic_pre = (
+            semantic_pre if semantic_pre is not None else getattr(result, "semantic_pre", None)
+        )
+        semantic_post = (
+            semantic_post if semantic_post is not None else getattr(result, "semantic_post", None)
+        )
+        if class_names is None and getattr(result, "class_names", None):
+            class_names = list(result.class_names)
+        if change is None:
+            raise DataError("the prediction result has no change raster to vectorize")
+    change_path = _as_path(change, "change")
+    assert change_path is not None
+    probability_path = _as_path(probability, "probability")
+    pre_path = _as_path(semantic_pre, "semantic_pre")
+    post_path = _as_path(semantic_post, "semantic_post")
+    if (pre_path is None) != (post_path is None):
+        raise ConfigurationError(
+            "semantic_pre and semantic_post must be given together (from/to classes need both)"
+        )
+
+    with open_raster(change_path) as ref:
+        if ref.count != 1:
+            raise DataError(
+                f"change raster {str(change_path)!r} has {ref.count} bands; expected a single "
+                "band of 0 (no change) / 1 (change)"
+            )
+        if not np.issubdtype(np.dtype(ref.dtypes[0]), np.integer):
+            raise DataError(
+                f"change raster {str(change_path)!r} has data type {ref.dtypes[0]}; expected an "
+                "integer raster (uint8 0/1, nodata 255) — threshold probabilities first"
+            )
+        probability_scale = 1.0
+        probability_nodata = None
+        if probability_path is not None:
+            with _check_same_grid(probability_path, ref, "probability") as ds:
+                dtype = np.dtype(ds.dtypes[0])
+                if dtype == np.uint8:
+                    probability_scale = 1.0 / 255.0
+                elif not np.issubdtype(dtype, np.floating):
+                    raise DataError(
+                        f"probability raster {str(probability_path)!r} has data type {dtype}; "
+                        "expected uint8 (0..255 scaled) or float (0..1)"
+                    )
+                probability_nodata = ds.nodata
+        for path, what in ((pre_path, "semantic_pre"), (post_path, "semantic_post")):
+            if path is not None:
+                with _check_same_grid(path, ref, what) as ds:
+                    if not np.issubdtype(np.dtype(ds.dtypes[0]), np.integer):
+                        raise DataError(
+                            f"{what} raster {str(path)!r} has data type {ds.dtypes[0]}; "
+                            "expected integer class ids"
+                        )
+        names: list[str] | None = list(class_names) if class_names is not None else None
+        if names is None and pre_path is not None and post_path is not None:
+            names = read_class_names(pre_path) or read_class_names(post_path)
+        return _Inputs(
+            change=change_path,
+            probability=probability_path,
+            semantic_pre=pre_path,
+            semantic_post=post_path,
+            height=ref.height,
+            width=ref.width,
+            transform=ref.transform,
+            crs=ref.crs,
+            change_nodata=ref.nodata,
+            probability_scale=probability_scale,
+            probability_nodata=probability_nodata,
+            class_names=names,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Per-block work (runs in worker processes)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _BlockJob:
+    """Everything a worker needs to polygonize one block."""
+
+    index: int
+    row_off: int
+    col_off: int
+    height: int
+    width: int
+    change: str
+    change_nodata: float | None
+    probability: str | None
+    probability_scale: float
+    probability_nodata: float | None
+    semantic_pre: str | None
+    semantic_post: str | None
+    num_classes: int
+    building: int | None
+    group_by: str
+    connectivity: int
+
+
+@dataclass
+class _BlockResult:
+    """Polygons and statistics of one block's labels (label ``i`` at index ``i - 1``)."""
+
+    index: int
+    wkb: npt.NDArray[np.object_]
+    codes: npt.NDArray[np.int32]
+    pixel_count: npt.NDArray[np.int64]
+    prob_count: npt.NDArray[np.int64]
+    prob_sum: npt.NDArray[np.float64]
+    prob_max: npt.NDArray[np.float64]
+    pre_major: npt.NDArray[np.int32]
+    post_major: npt.NDArray[np.int32]
+    # Local labels (0 = background) along the block's four edges, for seam linking.
+    top: npt.NDArray[np.int32]
+    bottom: npt.NDArray[np.int32]
+    left: npt.NDArray[np.int32]
+    right: npt.NDArray[np.int32]
+    # Class histograms of labels touching an edge, so pieces can be summed after merging.
+    edge_labels: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    edge_pre_hist: npt.NDArray[np.int64] | None = None
+    edge_post_hist: npt.NDArray[np.int64] | None = None
+
+    @property
+    def count(self) -> int:
+        """Number of labels (objects or object pieces) in the block."""
+        return int(self.codes.size)
+
+
+_DATASETS: dict[str, rasterio.DatasetReader] = {}
+
+
+def _read(path: str, window: rasterio.windows.Window) -> npt.NDArray[Any]:
+    # Each worker keeps its datasets open across blocks (opening a COG costs a few ms).
+    ds = _DATASETS.get(path)
+    if ds is None:
+        ds = _DATASETS[path] = rasterio.open(path)
+    return ds.read(1, window=window)
+
+
+def _structure(connectivity: int) -> npt.NDArray[np.bool_]:
+    return ndi.generate_binary_structure(2, 1 if connectivity == 4 else 2)
+
+
+def _change_codes(
+    job: _BlockJob, window: rasterio.windows.Window
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[Any] | None, npt.NDArray[Any] | None]:
+    """Per-pixel change code (0 = no change) and the block's semantic classes."""
+    change = _read(job.change, window)
+    changed = change != 0
+    if job.change_nodata is not None:
+        changed &= change != job.change_nodata
+    pre = post = None
+    codes = changed.astype(np.int32)
+    if job.semantic_pre is not None and job.semantic_post is not None:
+        pre = _read(job.semantic_pre, window)
+        post = _read(job.semantic_post, window)
+        if job.group_by == "change_type":
+            k = job.num_classes
+            pre_c = np.where((pre >= 0) & (pre < k), pre, k).astype(np.int32)
+            post_c = np.where((post >= 0) & (post < k), post, k).astype(np.int32)
+            codes = _FIRST_TRANSITION_CODE + pre_c * (k + 1) + post_c
+            if job.building is not None:
+                b = job.building
+                codes[(post_c == b) & (pre_c != b)] = _CODE_CHANGE
+                codes[(pre_c == b) & (post_c != b)] = _CODE_DEMOLISHED
+            codes[~changed] = 0
+    return codes, pre, post
+
+
+def _label_codes(
+    codes: npt.NDArray[np.int32], connectivity: int
+) -> tuple[npt.NDArray[np.int32], int]:
+    """Label connected regions of equal non-zero code."""
+    structure = _structure(connectivity)
+    present = np.unique(codes[codes != 0]) if codes.any() else np.zeros(0, np.int32)
+    if present.size <= 1:
+        labels, count = ndi.label(codes != 0, structure=structure, output=np.int32)
+        return labels, int(count)
+    labels = np.zeros(codes.shape, np.int32)
+    total = 0
+    # Several codes: label each one inside its own bounding box (codes act as labels for
+    # find_objects, so boxes come in one pass).
+    boxes = ndi.find_objects(codes)
+    for code in present:
+        box = boxes[int(code) - 1]
+        assert box is not None
+        sub, count = ndi.label(codes[box] == code, structure=structure, output=np.int32)
+        target = labels[box]
+        np.add(target, np.where(sub > 0, sub + total, 0), out=target)
+        total += int(count)
+    return labels, total
+
+
+def _majority(hist: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
+    """Most frequent class per row of a histogram (-1 where the row is empty)."""
+    if hist.shape[1] == 0:
+        return np.full(hist.shape[0], -1, np.int32)
+    major = hist.argmax(axis=1).astype(np.int32)
+    major[hist.sum(axis=1) == 0] = -1
+    return major
+
+
+def _class_hist(
+    lab: npt.NDArray[np.int32], classes: npt.NDArray[Any], count: int, k: int
+) -> npt.NDArray[np.int64]:
+    valid = (classes >= 0) & (classes < k)
+    flat = lab[valid].astype(np.int64) * k + classes[valid].astype(np.int64)
+    return np.bincount(flat, minlength=(count + 1) * k).reshape(count + 1, k)
+
+
+def _polygonize_block(job: _BlockJob) -> _BlockResult:
+    """Polygonize one block in integer pixel coordinates and compute per-label statistics."""
+    window = rasterio.windows.Window(job.col_off, job.row_off, job.width, job.height)
+    codes, pre, post = _change_codes(job, window)
+    labels, count = _label_codes(codes, job.connectivity)
+
+    wkb = np.empty(count, dtype=object)
+    if count:
+        # Integer pixel-corner coordinates (global grid): exact unions across seams later.
+        offset = Affine.translation(job.col_off, job.row_off)
+        for geojson, value in rasterio.features.shapes(
+            labels, mask=labels > 0, connectivity=job.connectivity, transform=offset
+        ):
+            rings = geojson["coordinates"]
+            polygon = shapely.polygons(rings[0], rings[1:] or None)
+            wkb[int(value) - 1] = polygon
+        geoms = wkb
+        if job.connectivity == 8:
+            # GDAL joins diagonal neighbours with a self-touching ring, which is invalid;
+            # make_valid turns it into the equivalent valid (multi)polygon.
+            invalid = ~shapely.is_valid(geoms)
+            if invalid.any():
+                geoms[invalid] = shapely.make_valid(geoms[invalid])
+        wkb = shapely.to_wkb(geoms)
+
+    flat_labels = labels.ravel()
+    foreground = np.flatnonzero(flat_labels)
+    lab = flat_labels[foreground]
+    pixel_count = np.bincount(lab, minlength=count + 1)
+    label_codes = np.zeros(count + 1, np.int32)
+    label_codes[lab] = codes.ravel()[foreground]
+
+    prob_count = np.zeros(count + 1, np.int64)
+    prob_sum = np.zeros(count + 1, np.float64)
+    prob_max = np.full(count + 1, np.nan, np.float64)
+    if job.probability is not None and count:
+        prob = _read(job.probability, window).ravel()[foreground]
+        valid = np.isfinite(prob)
+        if job.probability_nodata is not None:
+            valid &= prob != job.probability_nodata
+        values = prob[valid].astype(np.float64) * job.probability_scale
+        plab = lab[valid]
+        prob_count = np.bincount(plab, minlength=count + 1)
+        prob_sum = np.bincount(plab, weights=values, minlength=count + 1)
+        if plab.size:
+            order = np.argsort(plab, kind="stable")
+            sorted_labels = plab[order]
+            starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+            prob_max[sorted_labels[starts]] = np.maximum.reduceat(values[order], starts)
+
+    top = labels[0].copy()
+    bottom = labels[-1].copy()
+    left = labels[:, 0].copy()
+    right = labels[:, -1].copy()
+    edge_labels = np.unique(np.concatenate([top, bottom, left, right]))
+    edge_labels = edge_labels[edge_labels > 0].astype(np.int32)
+
+    k = job.num_classes
+    pre_major = np.full(count + 1, -1, np.int32)
+    post_major = np.full(count + 1, -1, np.int32)
+    edge_pre_hist = edge_post_hist = None
+    if pre is not None and post is not None and count:
+        pre_hist = _class_hist(lab, pre.ravel()[foreground], count, k)
+        post_hist = _class_hist(lab, post.ravel()[foreground], count, k)
+        pre_major = _majority(pre_hist)
+        post_major = _majority(post_hist)
+        edge_pre_hist = pre_hist[edge_labels]
+        edge_post_hist = post_hist[edge_labels]
+
+    return _BlockResult(
+        index=job.index,
+        wkb=wkb,
+        codes=label_codes[1:],
+        pixel_count=pixel_count[1:].astype(np.int64),
+        prob_count=prob_count[1:].astype(np.int64),
+        prob_sum=prob_sum[1:],
+        prob_max=prob_max[1:],
+        pre_major=pre_major[1:],
+        post_major=post_major[1:],
+        top=top,
+        bottom=bottom,
+        left=left,
+        right=right,
+        edge_labels=edge_labels,
+        edge_pre_hist=edge_pre_hist,
+        edge_post_hist=edge_post_hist,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Merging pieces across block seams
+# --------------------------------------------------------------------------------------------
+
+
+def _seam_pairs(
+    first: npt.NDArray[np.int64], second: npt.NDArray[np.int64], connectivity: int
+) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+    """Pairs of global labels facing each other across a seam (0 = background)."""
+    shifts = (0, -1, 1) if connectivity == 8 else (0,)
+    n = first.size
+    for shift in shifts:
+        if shift == 0:
+            a, b = first, second
+        elif shift < 0:
+            a, b = first[1:], second[: n - 1]
+        else:
+            a, b = first[: n - 1], second[1:]
+        keep = (a > 0) & (b > 0)
+        yield a[keep], b[keep]
+
+
+@dataclass
+class _Objects:
+    """All objects of the raster after merging (pixel coordinates)."""
+
+    geometry: npt.NDArray[np.object_]
+    codes: npt.NDArray[np.int32]
+    pixel_count: npt.NDArray[np.int64]
+    prob_mean: npt.NDArray[np.float64]
+    prob_max: npt.NDArray[np.float64]
+    pre_major: npt.NDArray[np.int32]
+    post_major: npt.NDArray[np.int32]
+
+
+def _merge_blocks(
+    results: list[_BlockResult], rows: int, cols: int, connectivity: int, num_classes: int
+) -> _Objects:
+    """Link labels across seams and union the pieces of objects spanning several blocks."""
+    counts = np.array([r.count for r in results], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)])  # global id = offset + local label
+    total = int(offsets[-1])
+
+    def global_ids(block: int, local: npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:
+        ids = local.astype(np.int64)
+        return np.where(ids > 0, ids + offsets[block], 0)
+
+    codes = np.concatenate([np.zeros(1, np.int32)] + [r.codes for r in results])
+    sources: list[npt.NDArray[np.int64]] = []
+    targets: list[npt.NDArray[np.int64]] = []
+
+    def link(first: npt.NDArray[np.int64], second: npt.NDArray[np.int64]) -> None:
+        for a, b in _seam_pairs(first, second, connectivity):
+            same = codes[a] == codes[b]
+            sources.append(a[same])
+            targets.append(b[same])
+
+    grid = np.arange(rows * cols).reshape(rows, cols)
+    for r in range(rows - 1):  # horizontal seams, full raster width
+        upper = np.concatenate([global_ids(b, results[b].bottom) for b in grid[r]])
+        lower = np.concatenate([global_ids(b, results[b].top) for b in grid[r + 1]])
+        link(upper, lower)
+    for c in range(cols - 1):  # vertical seams, full raster height
+        west = np.concatenate([global_ids(b, results[b].right) for b in grid[:, c]])
+        east = np.concatenate([global_ids(b, results[b].left) for b in grid[:, c + 1]])
+        link(west, east)
+
+    wkb = np.concatenate([r.wkb for r in results]) if results else np.empty(0, object)
+    pixel_count = np.concatenate([r.pixel_count for r in results]) if results else np.zeros(0)
+    prob_count = np.concatenate([r.prob_count for r in results]) if results else np.zeros(0)
+    prob_sum = np.concatenate([r.prob_sum for r in results]) if results else np.zeros(0)
+    prob_max = np.concatenate([r.prob_max for r in results]) if results else np.zeros(0)
+    pre_major = np.concatenate([r.pre_major for r in results]) if results else np.zeros(0)
+    post_major = np.concatenate([r.post_major for r in results]) if results else np.zeros(0)
+    geometry = shapely.from_wkb(wkb) if total else np.empty(0, object)
+    codes = codes[1:]
+
+    if sources and sum(s.size for s in sources):
+        a = np.concatenate(sources) - 1
+        b = np.concatenate(targets) - 1
+        graph = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(total, total))
+        _, component = connected_components(graph, directed=False)
+        sizes = np.bincount(component)
+        merged = sizes[component] > 1
+        keep = ~merged
+        member_ids = np.flatnonzero(merged)
+        order = member_ids[np.argsort(component[member_ids], kind="stable")]
+        group_of = component[order]
+        starts = np.flatnonzero(np.r_[True, group_of[1:] != group_of[:-1]])
+        ends = np.r_[starts[1:], order.size]
+
+        # Class histograms of merged pieces (pieces of merged objects always touch an edge).
+        hist_pre: dict[int, npt.NDArray[np.int64]] = {}
+        hist_post: dict[int, npt.NDArray[np.int64]] = {}
+        for i, res in enumerate(results):
+            if res.edge_pre_hist is None or res.edge_post_hist is None:
+                continue
+            for j, local in enumerate(res.edge_labels):
+                gid = int(offsets[i]) + int(local) - 1
+                if merged[gid]:
+                    hist_pre[gid] = res.edge_pre_hist[j]
+                    hist_post[gid] = res.edge_post_hist[j]
+
+        n_groups = starts.size
+        new_geometry = np.empty(n_groups, object)
+        new_codes = np.empty(n_groups, np.int32)
+        new_count = np.empty(n_groups, np.int64)
+        new_pcount = np.empty(n_groups, np.int64)
+        new_psum = np.empty(n_groups, np.float64)
+        new_pmax = np.empty(n_groups, np.float64)
+        new_pre = np.full(n_groups, -1, np.int32)
+        new_post = np.full(n_groups, -1, np.int32)
+        for g, (s, e) in enumerate(zip(starts, ends, strict=True)):
+            members = order[s:e]
+            # Exact: every vertex is an integer pixel corner, the grid_size=1 overlay keeps
+            # them exactly; simplify(0) drops the collinear vertices left on the seams.
+            union = shapely.union_all(geometry[members], grid_size=1.0)
+            new_geometry[g] = shapely.simplify(union, 0.0)
+            new_codes[g] = codes[members[0]]
+            new_count[g] = pixel_count[members].sum()
+            new_pcount[g] = prob_count[members].sum()
+            new_psum[g] = prob_sum[members].sum()
+            new_pmax[g] = np.nanmax(prob_max[members]) if new_pcount[g] else np.nan
+            if hist_pre:
+                pre_h = np.sum([hist_pre[int(m)] for m in members], axis=0)
+                post_h = np.sum([hist_post[int(m)] for m in members], axis=0)
+                new_pre[g] = _majority(pre_h[None, :])[0]
+                new_post[g] = _majority(post_h[None, :])[0]
+        geometry = np.concatenate([geometry[keep], new_geometry])
+        codes = np.concatenate([codes[keep], new_codes])
+        pixel_count = np.concatenate([pixel_count[keep], new_count])
+        prob_count = np.concatenate([prob_count[keep], new_pcount])
+        prob_sum = np.concatenate([prob_sum[keep], new_psum])
+        prob_max = np.concatenate([prob_max[keep], new_pmax])
+        pre_major = np.concatenate([pre_major[keep], new_pre])
+        post_major = np.concatenate([post_major[keep], new_post])
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prob_mean = np.where(prob_count > 0, prob_sum / np.maximum(prob_count, 1), np.nan)
+    prob_max = np.where(prob_count > 0, prob_max, np.nan)
+    return _Objects(
+        geometry=geometry,
+        codes=codes.astype(np.int32),
+        pixel_count=pixel_count.astype(np.int64),
+        prob_mean=prob_mean.astype(np.float64),
+        prob_max=prob_max.astype(np.float64),
+        pre_major=pre_major.astype(np.int32),
+        post_major=post_major.astype(np.int32),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry post-processing
+# --------------------------------------------------------------------------------------------
+
+
+def _orthogonalize_ring(coords: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
+    """Snap a ring (already rotated to its dominant axis) to horizontal/vertical edges."""
+    pts = coords[:-1]
+    if len(pts) < 4:
+        return None
+    nxt = np.roll(pts, -1, axis=0)
+    delta = nxt - pts
+    horizontal = np.abs(delta[:, 0]) >= np.abs(delta[:, 1])
+    lengths = np.hypot(delta[:, 0], delta[:, 1])
+    # Each edge becomes an axis-parallel line at the length-weighted mean offset; runs of
+    # edges with the same orientation merge into one line.
+    offsets = np.where(horizontal, (pts[:, 1] + nxt[:, 1]) / 2, (pts[:, 0] + nxt[:, 0]) / 2)
+    lines: list[list[float]] = []  # [is_horizontal, weighted offset sum, weight]
+    for h, off, w in zip(horizontal, offsets, lengths, strict=True):
+        if lines and bool(lines[-1][0]) == bool(h):
+            lines[-1][1] += off * w
+            lines[-1][2] += w
+        else:
+            lines.append([float(h), off * w, w])
+    if len(lines) > 1 and bool(lines[0][0]) == bool(lines[-1][0]):
+        lines[0][1] += lines[-1][1]
+        lines[0][2] += lines[-1][2]
+        lines.pop()
+    if len(lines) < 4 or len(lines) % 2:
+        return None
+    values = [(bool(h), s / max(w, 1e-12)) for h, s, w in lines]
+    out = []
+    for i, (h, v) in enumerate(values):
+        _, v_next = values[(i + 1) % len(values)]
+        out.append((v_next, v) if h else (v, v_next))
+    out.append(out[0])
+    return np.asarray(out, dtype=np.float64)
+
+
+def regularize_polygon(
+    polygon: shapely.Geometry,
+    mode: Regularize = "rectangle",
+    *,
+    pixel_size: float = 1.0,
+    fill_ratio: float = 0.85,
+) -> shapely.Geometry:
+    """Square up a building outline.
+
+    ``"rectangle"`` replaces the outline with its minimum rotated rectangle when the polygon
+    fills at least ``fill_ratio`` of it, and orthogonalizes it otherwise; ``"orthogonal"``
+    always orthogonalizes: the outline is rotated to the rectangle's axis, its pixel staircase
+    is smoothed (tolerance one pixel), every edge is snapped to the nearer of the two axes, and
+    the result is rotated back. Multi-part geometries are regularized part by part. When the
+    snapped outline is invalid or changes the area by more than half, the original is kept.
+
+    Args:
+        polygon: a polygon or multipolygon in map units.
+        mode: ``"rectangle"`` or ``"orthogonal"``.
+        pixel_size: pixel size in map units (smoothing tolerance).
+        fill_ratio: minimum area / rectangle-area ratio for the rectangle replacement.
+
+    Returns:
+        The regularized geometry.
+    """
+    if isinstance(polygon, shapely.MultiPolygon):
+        parts = [
+            regularize_polygon(p, mode, pixel_size=pixel_size, fill_ratio=fill_ratio)
+            for p in polygon.geoms
+        ]
+        return shapely.make_valid(shapely.MultiPolygon(parts))
+    if polygon.is_empty or polygon.area == 0:
+        return polygon
+    rectangle = shapely.oriented_envelope(polygon)
+    if mode == "rectangle" and polygon.area / rectangle.area >= fill_ratio:
+        return rectangle
+    corners = np.asarray(rectangle.exterior.coords)
+    edges = np.diff(corners[:3], axis=0)
+    longest = edges[int(np.argmax(np.hypot(edges[:, 0], edges[:, 1])))]
+    angle = math.degrees(math.atan2(longest[1], longest[0]))
+    centre = polygon.centroid
+    rotated = shapely.affinity.rotate(polygon, -angle, origin=centre)
+    smooth = rotated.simplify(pixel_size, preserve_topology=True)
+    if not isinstance(smooth, shapely.Polygon):
+        return polygon
+    shell = _orthogonalize_ring(np.asarray(smooth.exterior.coords))
+    if shell is None:
+        return rectangle if mode == "rectangle" else polygon
+    holes = [
+        h
+        for h in (_orthogonalize_ring(np.asarray(r.coords)) for r in smooth.interiors)
+        if h is not None
+    ]
+    candidate = shapely.affinity.rotate(shapely.Polygon(shell, holes), angle, origin=centre)
+    if not candidate.is_valid or not 0.5 <= candidate.area / polygon.area <= 1.5:
+        return rectangle if mode == "rectangle" else polygon
+    return candidate
+
+
+def _to_map(geometry: npt.NDArray[np.object_], transform: Affine) -> npt.NDArray[np.object_]:
+    """Map integer pixel-corner coordinates to the raster CRS with its affine transform."""
+    a, b, c, d, e, f = tuple(transform)[:6]
+
+    def apply(xy: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        col, row = xy[:, 0], xy[:, 1]
+        return np.column_stack([c + col * a + row * b, f + col * d + row * e])
+
+    return shapely.transform(geometry, apply)
+
+
+def change_type_name(
+    from_class: str | None, to_class: str | None, building: str = BUILDING_CLASS
+) -> str | None:
+    """Name a change: "new building", "demolished building", otherwise "from → to".
+
+    Args:
+        from_class: class before (``None`` when unknown).
+        to_class: class after (``None`` when unknown).
+        building: name of the building class.
+
+    Returns:
+        The change type, or ``None`` when both classes are unknown.
+    """
+    if from_class is None and to_class is None:
+        return None
+    if to_class == building and from_class != building:
+        return f"new {building}"
+    if from_class == building and to_class != building:
+        return f"demolished {building}"
+    return f"{from_class or 'unknown'} → {to_class or 'unknown'}"
+
+
+def _metric_measures(
+    geometry: npt.NDArray[np.object_], crs: Any
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Area (m²) and perimeter (m): geodesic for geographic CRSs, scaled planar otherwise."""
+    if crs is not None and crs.is_geographic:
+        import pyproj
+
+        geod = pyproj.CRS.from_user_input(crs.to_wkt()).get_geod()
+        assert geod is not None
+        measures = [geod.geometry_area_perimeter(g) for g in geometry]
+        area = np.array([abs(m[0]) for m in measures], np.float64)
+        perimeter = np.array([m[1] for m in measures], np.float64)
+        return area, perimeter
+    factor = 1.0
+    if crs is not None:
+        try:
+            factor = float(crs.linear_units_factor[1])
+        except Exception:  # CRS without linear units: keep map units
+            factor = 1.0
+    area = shapely.area(geometry) * factor * factor
+    perimeter = shapely.length(geometry) * factor
+    return np.asarray(area, np.float64), np.asarray(perimeter, np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def _output_driver(out: Path) -> str | None:
+    suffix = out.suffix.lower()
+    if suffix not in OUTPUT_DRIVERS:
+        raise OutputError(
+            f"unknown output format {suffix or '(no extension)'!r} for {str(out)!r}; use one of "
+            + ", ".join(sorted(OUTPUT_DRIVERS))
+        )
+    return OUTPUT_DRIVERS[suffix]
+
+
+def _layer_slug(name: str) -> str:
+    text = name.replace("→", " to ").lower()
+    return re.sub(r"[^0-9a-z]+", "_", text).strip("_") or "unknown"
+
+
+def _check_write_options(out: Path, mode: WriteMode, layer_per_type: bool) -> str | None:
+    driver = _output_driver(out)
+    if mode not in ("create", "overwrite", "append"):
+        raise ConfigurationError(f"mode must be 'create', 'overwrite' or 'append', got {mode!r}")
+    if driver != "GPKG" and (layer_per_type or mode != "create"):
+        raise ConfigurationError(
+            f"{out.suffix} files hold a single layer: layer_per_type and mode={mode!r} need a "
+            ".gpkg output"
+        )
+    check_writable_dir(out.parent if str(out.parent) else ".")
+    return driver
+
+
+def write_changes(
+    frame: Any,
+    out: str | os.PathLike[str],
+    *,
+    layer: str = "changes",
+    mode: WriteMode = "create",
+    layer_per_type: bool = False,
+) -> Path:
+    """Write change polygons atomically, with CRS, field types and a spatial index.
+
+    Formats by extension: ``.gpkg`` (GeoPackage, R-tree index), ``.parquet`` (GeoParquet with a
+    bbox covering column), ``.geojson`` and ``.fgb`` (FlatGeobuf, packed R-tree). The file is
+    written under a temporary name and renamed when complete; with ``mode="overwrite"`` or
+    ``"append"`` the existing GeoPackage is copied first, so a failure leaves it untouched.
+
+    Args:
+        frame: a GeoDataFrame as returned by :func:`vectorize_changes` (may be empty).
+        out: output path.
+        layer: layer name (prefix of the per-type layer names with ``layer_per_type``).
+        mode: ``"create"`` replaces the file; ``"overwrite"`` replaces only the written layers
+            of an existing GeoPackage and keeps its other layers; ``"append"`` adds features
+            to existing layers (creating them if needed).
+        layer_per_type: one layer per ``change_type`` (``"<layer>_new_building"``, ...);
+            polygons without a change type go to ``layer``.
+
+    Returns:
+        The output path.
+
+    Raises:
+        OutputError: unknown extension or unwritable location.
+        ConfigurationError: layer options a single-layer format cannot honour.
+    """
+    import pyogrio
+
+    out = Path(out)
+    driver = _check_write_options(out, mode, layer_per_type)
+    parts: list[tuple[str, Any]] = []
+    if layer_per_type and len(frame) and frame["change_type"].notna().any():
+        types = frame["change_type"].fillna("")
+        for name in sorted(types.unique()):
+            sub = frame[types == name]
+            parts.append((f"{layer}_{_layer_slug(name)}" if name else layer, sub))
+    else:
+        parts.append((layer, frame))
+
+    with atomic_output(out) as tmp:
+        if driver is None:
+            frame.to_parquet(tmp, index=False, write_covering_bbox=True)
+            return out
+        if mode != "create" and out.exists():
+            shutil.copy2(out, tmp)
+        for name, sub in parts:
+            types = set(sub.geom_type.unique()) if len(sub) else set()
+            geometry_type = "MultiPolygon" if "MultiPolygon" in types else "Polygon"
+            options: dict[str, Any] = {}
+            if driver == "GPKG":
+                options["SPATIAL_INDEX"] = "YES"
+            elif driver == "FlatGeobuf":
+                options["SPATIAL_INDEX"] = "YES"
+            append = mode == "append" and tmp.exists() and name in _layers(tmp)
+            pyogrio.write_dataframe(
+                sub,
+                tmp,
+                layer=name,
+                driver=driver,
+                geometry_type=geometry_type,
+                promote_to_multi=geometry_type == "MultiPolygon",
+                append=append,
+                **options,
+            )
+    return out
+
+
+def _layers(path: Path) -> set[str]:
+    import pyogrio
+
+    try:
+        return {str(row[0]) for row in pyogrio.list_layers(path)}
+    except Exception:
+        return set()
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------------------------
+
+
+def _run_blocks(jobs: list[_BlockJob], workers: int, progress: bool) -> list[_BlockResult]:
+    results: list[_BlockResult | None] = [None] * len(jobs)
+    bar: Any = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc="vectorize", unit="block")
+
+    def done(result: _BlockResult) -> None:
+        results[result.index] = result
+        if bar is not None:
+            bar.update(1)
+
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            done(_polygonize_block(job))
+    else:
+        # forkserver: workers do not inherit the caller's memory (a training process may hold GBs).
+        method = "forkserver" if sys.platform.startswith("linux") else None
+        context = multiprocessing.get_context(method)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            for result in pool.map(_polygonize_block, jobs, chunksize=1):
+                done(result)
+    if bar is not None:
+        bar.close()
+    return [r for r in results if r is not None]
+
+
+def _class_id(value: str | int, names: list[str] | None) -> int:
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if names is not None and value in names:
+        return names.index(value)
+    raise ConfigurationError(f"unknown class {value!r} in change_classes; classes are {names}")
+
+
+def vectorize_changes(
+    change: Any,
+    out: str | os.PathLike[str] | None = None,
+    *,
+    probability: str | os.PathLike[str] | None = None,
+    semantic_pre: str | os.PathLike[str] | None = None,
+    semantic_post: str | os.PathLike[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    change_classes: Iterable[str | int] | None = None,
+    min_area: float = 0.0,
+    simplify: float = 0.0,
+    regularize: Regularize | None = None,
+    block_size: int = 4096,
+    layer: str = "changes",
+    connectivity: Literal[4, 8] = 4,
+    group_by: GroupBy = "change_type",
+    layer_per_type: bool = False,
+    mode: WriteMode = "create",
+    workers: int | None = None,
+    progress: bool = False,
+) -> Any:
+    """Vectorize a change raster into change polygons, block by block, at any raster size.
+
+    The polygons are identical to polygonizing the whole raster at once with
+    :func:`rasterio.features.shapes` (same objects, vertices, holes; area = pixel count x pixel
+    area), in the raster's CRS, while memory stays bounded by ``block_size``. Under
+    8-connectivity, pixels joined only through a corner are returned as a valid
+    (multi)polygon instead of GDAL's invalid self-touching ring.
+
+    Args:
+        change: change raster path (uint8: 0 no change, 1 change, nodata 255 = no change), or
+            a ``geochange.predict.PredictionResult`` (any object with ``change``,
+            ``probability``, ``semantic_pre``, ``semantic_post`` and ``class_names``
+            attributes).
+        out: optional output path; format from the extension (``.gpkg``, ``.parquet``,
+            ``.geojson``, ``.fgb``).
+        probability: change probability raster (uint8 0..255 scaled, or float 0..1) for
+            ``mean_prob`` / ``max_prob``.
+        semantic_pre: class raster before (uint8 class ids, nodata 255).
+        semantic_post: class raster after.
+        class_names: class names in id order; default from the semantic rasters'
+            ``GEOCHANGE_CLASS_NAMES`` tag.
+        change_classes: keep only changes whose from- or to-class is one of these (names or
+            ids), e.g. ``["building"]``.
+        min_area: drop polygons smaller than this (square map units, counted in pixels before
+            simplification).
+        simplify: simplification tolerance in map units (0: none); topology is preserved:
+            no self-intersections, no new overlaps, shared edges stay shared.
+        regularize: ``"rectangle"`` or ``"orthogonal"`` squares up building outlines (see
+            :func:`regularize_polygon`); applied to building change types only, or to every
+            polygon of a binary change raster (binary building-change models).
+        block_size: block side in pixels (memory per worker grows with its square).
+        layer: output layer name.
+        connectivity: 4 (edge neighbours) or 8 (also corner neighbours) pixel connectivity.
+        group_by: with semantic rasters, ``"change_type"`` (default) makes one polygon per
+            connected region of one change type, so a new building next to a new road stays a
+            separate polygon; ``"change"`` makes one polygon per connected changed region, with
+            majority from/to classes.
+        layer_per_type: write one layer per change type (GeoPackage only).
+        mode: ``"create"``, ``"overwrite"`` (replace these layers, keep others) or
+            ``"append"``; see :func:`write_changes`.
+        workers: processes polygonizing blocks (default: all cores).
+        progress: show a progress bar.
+
+    Returns:
+        A ``geopandas.GeoDataFrame`` with columns ``change_id``, ``area_m2``, ``perimeter_m``,
+        ``pixel_count``, ``mean_prob``, ``max_prob``, ``from_class``, ``to_class``,
+        ``change_type`` and the geometry, in the raster's CRS, ordered top to bottom, left to
+        right. Class fields are null for binary inputs, probability fields without a
+        probability raster.
+
+    Raises:
+        DataError: bad input rasters (multi-band or float change raster, grid mismatch).
+        ConfigurationError: inconsistent arguments.
+        OutputError: unknown output extension or unwritable output.
+    """
+    import geopandas as gpd
+    import pandas as pd
+
+    # ---- validate everything before any long work
+    if connectivity not in (4, 8):
+        raise ConfigurationError(f"connectivity must be 4 or 8, got {connectivity!r}")
+    if regularize not in (None, "rectangle", "orthogonal"):
+        raise ConfigurationError(
+            f"regularize must be None, 'rectangle' or 'orthogonal', got {regularize!r}"
+        )
+    if group_by not in ("change_type", "change"):
+        raise ConfigurationError(f"group_by must be 'change_type' or 'change', got {group_by!r}")
+    if block_size < 2:
+        raise ConfigurationError(f"block_size must be at least 2 pixels, got {block_size}")
+    if min_area < 0 or simplify < 0:
+        raise ConfigurationError("min_area and simplify must be non-negative")
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        _check_write_options(out_path, mode, layer_per_type)
+    inputs = _resolve_inputs(change, probability, semantic_pre, semantic_post, class_names)
+    semantic = inputs.semantic_pre is not None
+    names = inputs.class_names
+    num_classes = len(names) if names is not None else 255
+    building = names.index(BUILDING_CLASS) if names and BUILDING_CLASS in names else None
+    wanted = {_class_id(c, names) for c in change_classes} if change_classes is not None else None
+    if wanted is not None and not semantic:
+        raise ConfigurationError("change_classes needs semantic_pre and semantic_post rasters")
+
+    # ---- block plan and per-block polygonization
+    rows = math.ceil(inputs.height / block_size)
+    cols = math.ceil(inputs.width / block_size)
+    jobs: list[_BlockJob] = []
+    for r in range(rows):
+        for c in range(cols):
+            row_off, col_off = r * block_size, c * block_size
+            jobs.append(
+                _BlockJob(
+                    index=len(jobs),
+                    row_off=row_off,
+                    col_off=col_off,
+                    height=min(block_size, inputs.height - row_off),
+                    width=min(block_size, inputs.width - col_off),
+                    change=str(inputs.change),
+                    change_nodata=inputs.change_nodata,
+                    probability=str(inputs.probability) if inputs.probability else None,
+                    probability_scale=inputs.probability_scale,
+                    probability_nodata=inputs.probability_nodata,
+                    semantic_pre=str(inputs.semantic_pre) if semantic else None,
+                    semantic_post=str(inputs.semantic_post) if semantic else None,
+                    num_classes=num_classes,
+                    building=building,
+                    group_by=group_by,
+                    connectivity=connectivity,
+                )
+            )
+    n_workers = min(workers or os.cpu_count() or 1, len(jobs))
+    results = _run_blocks(jobs, n_workers, progress)
+    objects = _merge_blocks(results, rows, cols, connectivity, num_classes)
+    del results
+
+    # ---- filters
+    pixel_area = abs(inputs.transform.determinant)
+    keep = objects.pixel_count * pixel_area >= min_area
+    if wanted is not None:
+        keep &= np.isin(objects.pre_major, list(wanted)) | np.isin(objects.post_major, list(wanted))
+    geometry = objects.geometry[keep]
+    codes = objects.codes[keep]
+    pixel_count = objects.pixel_count[keep]
+    prob_mean = objects.prob_mean[keep]
+    prob_max = objects.prob_max[keep]
+    pre_major = objects.pre_major[keep]
+    post_major = objects.post_major[keep]
+
+    # Deterministic order, independent of the block size: top row, then left column.
+    if geometry.size:
+        bounds = shapely.bounds(geometry)
+        order = np.lexsort((codes, bounds[:, 3], bounds[:, 2], bounds[:, 0], bounds[:, 1]))
+        geometry, codes, pixel_count = geometry[order], codes[order], pixel_count[order]
+        prob_mean, prob_max = prob_mean[order], prob_max[order]
+        pre_major, post_major = pre_major[order], post_major[order]
+
+    # ---- classes and change types
+    def class_name(index: int) -> str | None:
+        if index < 0:
+            return None
+        return names[index] if names is not None and index < len(names) else str(index)
+
+    if semantic:
+        from_class = [class_name(int(i)) for i in pre_major]
+        to_class = [class_name(int(i)) for i in post_major]
+        if group_by == "change_type" and building is not None:
+            # The region's code fixes its type (from/to majority could disagree at edges).
+            bname = BUILDING_CLASS
+            change_type = [
+                f"new {bname}"
+                if code == _CODE_CHANGE
+                else f"demolished {bname}"
+                if code == _CODE_DEMOLISHED
+                else change_type_name(f, t)
+                for code, f, t in zip(codes, from_class, to_class, strict=True)
+            ]
+        else:
+            change_type = [
+                change_type_name(f, t) for f, t in zip(from_class, to_class, strict=True)
+            ]
+    else:
+        from_class = to_class = change_type = [None] * geometry.size
+
+    # ---- geometry: map coordinates, simplification, regularization
+    geometry = _to_map(geometry, inputs.transform)
+    if simplify > 0 and geometry.size:
+        simplified = shapely.coverage_simplify(geometry, simplify)
+        bad = ~shapely.is_valid(simplified) | shapely.is_empty(simplified)
+        simplified[bad] = shapely.simplify(geometry[bad], simplify, preserve_topology=True)
+        geometry = simplified
+    if regularize is not None and geometry.size:
+        pixel_size = math.sqrt(pixel_area)
+        for i, ctype in enumerate(change_type):
+            if not semantic or (ctype is not None and BUILDING_CLASS in ctype):
+                geometry[i] = regularize_polygon(geometry[i], regularize, pixel_size=pixel_size)
+    area, perimeter = _metric_measures(geometry, inputs.crs)
+
+    frame = gpd.GeoDataFrame(
+        {
+            "change_id": pd.array(np.arange(1, geometry.size + 1), dtype="int64"),
+            "area_m2": pd.array(area, dtype="float64"),
+            "perimeter_m": pd.array(perimeter, dtype="float64"),
+            "pixel_count": pd.array(pixel_count, dtype="int64"),
+            "mean_prob": pd.array(prob_mean, dtype="Float64"),
+            "max_prob": pd.array(prob_max, dtype="Float64"),
+            "from_class": pd.Series(from_class, dtype="object"),
+            "to_class": pd.Series(to_class, dtype="object"),
+            "change_type": pd.Series(change_type, dtype="object"),
+        },
+        geometry=gpd.GeoSeries(geometry, crs=inputs.crs),
+        crs=inputs.crs,
+    )
+    # NaN probabilities become nulls (written as NULL, not NaN).
+    for column in ("mean_prob", "max_prob"):
+        frame[column] = frame[column].astype("Float64").mask(frame[column].isna(), pd.NA)
+    if out_path is not None:
+        write_changes(frame, out_path, layer=layer, mode=mode, layer_per_type=layer_per_type)
+    return frame
