@@ -418,8 +418,8 @@ def _polygonize_block(job: _BlockJob) -> _BlockResult:
             labels, mask=labels > 0, connectivity=job.connectivity, transform=offset
         ):
             rings = geojson["coordinates"]
-            polygon = shapely.polygons(rings[0], rings[1:] or None)
-            wkb[int(value) - 1] = polygon
+            holes = [shapely.linearrings(ring) for ring in rings[1:]] or None
+            wkb[int(value) - 1] = shapely.polygons(rings[0], holes)
         geoms = wkb
         if job.connectivity == 8:
             # GDAL joins diagonal neighbours with a self-touching ring, which is invalid;
@@ -864,8 +864,6 @@ def write_changes(
         OutputError: unknown extension or unwritable location.
         ConfigurationError: layer options a single-layer format cannot honour.
     """
-    import pyogrio
-
     out = Path(out)
     driver = _check_write_options(out, mode, layer_per_type)
     parts: list[tuple[str, Any]] = []
@@ -878,31 +876,40 @@ def write_changes(
         parts.append((layer, frame))
 
     with atomic_output(out) as tmp:
-        if driver is None:
-            frame.to_parquet(tmp, index=False, write_covering_bbox=True)
-            return out
-        if mode != "create" and out.exists():
-            shutil.copy2(out, tmp)
-        for name, sub in parts:
-            types = set(sub.geom_type.unique()) if len(sub) else set()
-            geometry_type = "MultiPolygon" if "MultiPolygon" in types else "Polygon"
-            options: dict[str, Any] = {}
-            if driver == "GPKG":
-                options["SPATIAL_INDEX"] = "YES"
-            elif driver == "FlatGeobuf":
-                options["SPATIAL_INDEX"] = "YES"
-            append = mode == "append" and tmp.exists() and name in _layers(tmp)
-            pyogrio.write_dataframe(
-                sub,
-                tmp,
-                layer=name,
-                driver=driver,
-                geometry_type=geometry_type,
-                promote_to_multi=geometry_type == "MultiPolygon",
-                append=append,
-                **options,
-            )
+        # GDAL picks behaviour from the extension, so work on a hidden file that keeps it and
+        # move it onto atomic_output's temporary name once complete.
+        work = tmp.with_name(f"{tmp.name}{out.suffix}")
+        try:
+            if driver is None:
+                frame.to_parquet(work, index=False, write_covering_bbox=True)
+            else:
+                if mode != "create" and out.exists():
+                    shutil.copy2(out, work)
+                for name, sub in parts:
+                    _write_layer(sub, work, name, driver, mode == "append")
+            os.replace(work, tmp)
+        finally:
+            work.unlink(missing_ok=True)
     return out
+
+
+def _write_layer(frame: Any, path: Path, name: str, driver: str, append: bool) -> None:
+    import pyogrio
+
+    types = set(frame.geom_type.unique()) if len(frame) else set()
+    # Plain polygons stay polygons; any multipolygon (8-connectivity) promotes the layer.
+    geometry_type = "MultiPolygon" if "MultiPolygon" in types else "Polygon"
+    options = {"SPATIAL_INDEX": "YES"} if driver in ("GPKG", "FlatGeobuf") else {}
+    pyogrio.write_dataframe(
+        frame,
+        path,
+        layer=name,
+        driver=driver,
+        geometry_type=geometry_type,
+        promote_to_multi=geometry_type == "MultiPolygon",
+        append=append and path.exists() and name in _layers(path),
+        **options,
+    )
 
 
 def _layers(path: Path) -> set[str]:
@@ -1153,6 +1160,8 @@ def vectorize_changes(
                 geometry[i] = regularize_polygon(geometry[i], regularize, pixel_size=pixel_size)
     area, perimeter = _metric_measures(geometry, inputs.crs)
 
+    # "EPSG:xxxx" when the raster's CRS has an authority code, its WKT otherwise.
+    crs = inputs.crs.to_string() if inputs.crs is not None else None
     frame = gpd.GeoDataFrame(
         {
             "change_id": pd.array(np.arange(1, geometry.size + 1), dtype="int64"),
@@ -1165,8 +1174,8 @@ def vectorize_changes(
             "to_class": pd.Series(to_class, dtype="object"),
             "change_type": pd.Series(change_type, dtype="object"),
         },
-        geometry=gpd.GeoSeries(geometry, crs=inputs.crs),
-        crs=inputs.crs,
+        geometry=gpd.GeoSeries(geometry, crs=crs),
+        crs=crs,
     )
     # NaN probabilities become nulls (written as NULL, not NaN).
     for column in ("mean_prob", "max_prob"):

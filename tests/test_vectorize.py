@@ -1,0 +1,514 @@
+"""Tests of geochange.vectorize: block-wise polygonization equals whole-raster polygonization."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+import rasterio.features
+import shapely
+from affine import Affine
+from shapely.geometry import shape
+
+from geochange.errors import ConfigurationError, DataError, OutputError
+from geochange.vectorize import (
+    SCHEMA,
+    change_type_name,
+    regularize_polygon,
+    vectorize_changes,
+)
+
+DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
+CRS = "EPSG:32650"
+RES = 0.6
+TRANSFORM = Affine(RES, 0.0, 500_000.0, 0.0, -RES, 4_000_000.0)
+CLASSES = ["building", "road", "water", "bare land", "tree", "cropland", "others"]
+
+
+def write_raster(
+    path: Path,
+    array: np.ndarray,
+    *,
+    transform: Affine = TRANSFORM,
+    crs: str | None = CRS,
+    nodata: float | None = 255,
+    class_names: list[str] | None = None,
+) -> Path:
+    arrays = array[None] if array.ndim == 2 else array
+    profile = {
+        "driver": "GTiff",
+        "height": arrays.shape[1],
+        "width": arrays.shape[2],
+        "count": arrays.shape[0],
+        "dtype": arrays.dtype,
+        "transform": transform,
+        "crs": crs,
+        "nodata": nodata,
+    }
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(arrays)
+        if class_names is not None:
+            ds.update_tags(GEOCHANGE_CLASS_NAMES=json.dumps(class_names))
+    return path
+
+
+def whole_raster_polygons(
+    values: np.ndarray, connectivity: int, transform: Affine = TRANSFORM
+) -> list[shapely.Geometry]:
+    """The reference: polygonize the whole array at once (GDAL), valid geometries."""
+    geoms = [
+        shape(geojson)
+        for geojson, _ in rasterio.features.shapes(
+            values.astype(np.int32),
+            mask=values > 0,
+            connectivity=connectivity,
+            transform=transform,
+        )
+    ]
+    return [g if g.is_valid else shapely.make_valid(g) for g in geoms]
+
+
+def sort_key(geom: shapely.Geometry) -> tuple[float, ...]:
+    minx, miny, maxx, maxy = geom.bounds
+    return (-maxy, minx, -miny, maxx, geom.area)
+
+
+def assert_same_polygons(frame, reference: list[shapely.Geometry]) -> None:
+    ours = sorted(frame.geometry, key=sort_key)
+    ref = sorted(reference, key=sort_key)
+    assert len(ours) == len(ref)
+    assert shapely.is_valid(np.array(ours, dtype=object)).all()
+    for mine, theirs in zip(ours, ref, strict=True):
+        assert mine.equals(theirs), (mine.wkt, theirs.wkt)
+        # Same vertices (up to ring start/orientation), not just the same point set.
+        assert shapely.equals_exact(
+            shapely.normalize(mine), shapely.normalize(theirs), tolerance=1e-6
+        ), (mine.wkt, theirs.wkt)
+    pixel_area = RES * RES
+    np.testing.assert_allclose(frame.geometry.area, frame["pixel_count"] * pixel_area, rtol=1e-9)
+    np.testing.assert_allclose(frame["area_m2"], frame["pixel_count"] * pixel_area, rtol=1e-9)
+
+
+def stress_mask() -> np.ndarray:
+    """A 53 x 61 mask (block size 8 does not divide it) with seam-crossing shapes."""
+    m = np.zeros((53, 61), np.uint8)
+    m[2:6, 5:12] = 1  # spans the vertical seam at x=8 (2 blocks)
+    m[6:11, 14:19] = 1  # spans the corner (8, 16): 4 blocks
+    m[18:31, 18:31] = 1  # ring with a hole crossing seams at 24
+    m[20:29, 20:29] = 0
+    m[23:26, 23:26] = 1  # island inside the hole (separate polygon)
+    m[7, 31] = 1  # diagonal pair across the corner (8, 32)
+    m[8, 32] = 1
+    m[15, 39] = 1  # diagonal across a horizontal seam (y=16)
+    m[16, 40] = 1
+    m[0, 0:3] = 1  # raster border, top-left
+    m[50:53, 58:61] = 1  # bottom-right corner (partial block)
+    m[35:52, 2:4] = 1  # U shape: arms join below, through several blocks
+    m[35:52, 12:14] = 1
+    m[50:52, 2:14] = 1
+    m[40:47, 44:56] = 1  # shape whose hole reaches the seam at x=48 with a 1-px gap
+    m[42:45, 46:54] = 0
+    m[43, 50] = 255  # nodata counts as no change
+    return m
+
+
+@pytest.fixture(scope="module")
+def stress_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_raster(tmp_path_factory.mktemp("stress") / "change.tif", stress_mask())
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+@pytest.mark.parametrize("block_size", [8, 16, 13, 4096])
+def test_stress_mask_equals_whole_raster(
+    stress_path: Path, connectivity: int, block_size: int
+) -> None:
+    frame = vectorize_changes(
+        stress_path, block_size=block_size, connectivity=connectivity, workers=1
+    )
+    mask = stress_mask()
+    reference = whole_raster_polygons((mask == 1).astype(np.uint8), connectivity)
+    assert_same_polygons(frame, reference)
+    assert str(frame.crs) == CRS
+    assert frame["change_id"].tolist() == list(range(1, len(frame) + 1))
+    # The ring keeps its hole: its area excludes the 9x9 hole.
+    ring = frame[frame["pixel_count"] == 13 * 13 - 9 * 9]
+    assert len(ring) == 1 and len(ring.geometry.iloc[0].interiors) == 1
+
+
+def test_connectivity_changes_object_count(stress_path: Path) -> None:
+    four = vectorize_changes(stress_path, block_size=8, connectivity=4, workers=1)
+    eight = vectorize_changes(stress_path, block_size=8, connectivity=8, workers=1)
+    # The two diagonal pairs are 4 objects under 4-connectivity and 2 under 8.
+    assert len(four) - len(eight) == 2
+    joined = eight[eight["pixel_count"] == 2]
+    assert len(joined) == 2
+    assert all(g.geom_type == "MultiPolygon" and g.is_valid for g in joined.geometry)
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_random_noise_equals_whole_raster(tmp_path: Path, connectivity: int) -> None:
+    # Dense noise: many objects touching seams, holes, diagonal contacts everywhere.
+    rng = np.random.default_rng(7)
+    mask = (rng.random((90, 77)) < 0.45).astype(np.uint8)
+    path = write_raster(tmp_path / "noise.tif", mask)
+    reference = whole_raster_polygons(mask, connectivity)
+    for block_size in (7, 32):
+        frame = vectorize_changes(path, block_size=block_size, connectivity=connectivity, workers=1)
+        assert_same_polygons(frame, reference)
+
+
+def test_process_pool_gives_same_result(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    mask = (rng.random((120, 100)) < 0.3).astype(np.uint8)
+    path = write_raster(tmp_path / "noise.tif", mask)
+    serial = vectorize_changes(path, block_size=32, workers=1)
+    parallel = vectorize_changes(path, block_size=32, workers=2)
+    assert len(serial) == len(parallel)
+    assert serial.geometry.geom_equals_exact(parallel.geometry, tolerance=0).all()
+    assert (serial["pixel_count"] == parallel["pixel_count"]).all()
+
+
+def test_real_levircd_labels_equal_whole_raster(tmp_path: Path) -> None:
+    labels = sorted((DATA / "levircd-samples" / "label").glob("*.png"))[:4]
+    if len(labels) < 4:
+        pytest.skip("shared LEVIR-CD samples not available")
+    tiles = []
+    for path in labels:
+        with rasterio.open(path) as ds:
+            tiles.append((ds.read(1) > 0).astype(np.uint8))
+    mosaic = np.block([[tiles[0], tiles[1]], [tiles[2], tiles[3]]])
+    path = write_raster(tmp_path / "levir.tif", mosaic)
+    frame = vectorize_changes(path, block_size=100, workers=1)
+    assert len(frame) > 10
+    assert_same_polygons(frame, whole_raster_polygons(mosaic, 4))
+
+
+def semantic_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """pre/post classes, change and probability with known building changes across seams."""
+    pre = np.full((40, 40), 5, np.uint8)  # cropland
+    post = pre.copy()
+    pre[20:40, 30:40] = 3  # bare land in the south-east
+    post[20:40, 30:40] = 3
+    post[5:14, 5:14] = 0  # new building over a seam corner (block 8)
+    post[30:36, 26:35] = 0  # new building over cropland and bare land
+    pre[22:28, 2:12] = 0  # demolished building, becomes bare land
+    post[22:28, 2:12] = 3
+    post[5:14, 14:18] = 1  # new road touching the new building (stays a separate polygon)
+    pre[0, 39] = 255  # nodata classes
+    change = (pre != post).astype(np.uint8)
+    prob = np.zeros((40, 40), np.uint8)
+    prob[change == 1] = 200
+    prob[6, 6] = 255
+    return pre, post, change, prob
+
+
+@pytest.fixture
+def semantic_paths(tmp_path: Path) -> SimpleNamespace:
+    pre, post, change, prob = semantic_scene()
+    return SimpleNamespace(
+        change=write_raster(tmp_path / "change.tif", change),
+        probability=write_raster(tmp_path / "prob.tif", prob, nodata=None),
+        semantic_pre=write_raster(tmp_path / "pre.tif", pre, class_names=CLASSES),
+        semantic_post=write_raster(tmp_path / "post.tif", post, class_names=CLASSES),
+        transition=None,
+        class_names=None,
+    )
+
+
+def test_semantic_attributes_and_change_types(semantic_paths: SimpleNamespace) -> None:
+    # A PredictionResult-like object (duck typing); class names from the rasters' tag.
+    frame = vectorize_changes(semantic_paths, block_size=8, workers=1)
+    assert list(frame.columns) == [*SCHEMA, "geometry"]
+    by_type = frame.groupby("change_type")["pixel_count"].apply(sorted).to_dict()
+    assert by_type["new building"] == [6 * 9, 9 * 9]
+    assert by_type["demolished building"] == [6 * 10]
+    assert by_type["cropland → road"] == [9 * 4]
+    new = frame[frame["change_type"] == "new building"].sort_values("pixel_count")
+    # The building over cropland and bare land: to building, from the majority (cropland 4x6
+    # vs bare land 5x6 -> bare land).
+    assert new["to_class"].tolist() == ["building", "building"]
+    assert new["from_class"].tolist() == ["bare land", "cropland"]
+    big = new.iloc[1]
+    assert big["max_prob"] == pytest.approx(1.0)
+    assert big["mean_prob"] == pytest.approx((200 * 80 + 255) / 81 / 255)
+    demolished = frame[frame["change_type"] == "demolished building"].iloc[0]
+    assert (demolished["from_class"], demolished["to_class"]) == ("building", "bare land")
+    # Geometries equal whole-raster polygonization of the change-type regions.
+    pre, post, change, _ = semantic_scene()
+    codes = np.where(change == 1, 3 + pre.astype(np.int32) * 8 + post, 0)
+    codes[(change == 1) & (post == 0)] = 1
+    codes[(change == 1) & (pre == 0)] = 2
+    codes[(change == 1) & (pre == 255)] = 3 + 7 * 8 + post[(change == 1) & (pre == 255)]
+    assert_same_polygons(frame, whole_raster_polygons(codes, 4))
+
+
+def test_group_by_change_merges_touching_types(semantic_paths: SimpleNamespace) -> None:
+    frame = vectorize_changes(semantic_paths, block_size=8, workers=1, group_by="change")
+    _, _, change, _ = semantic_scene()
+    assert_same_polygons(frame, whole_raster_polygons(change, 4))
+    merged = frame[frame["pixel_count"] == 81 + 36].iloc[0]  # building + road
+    assert merged["change_type"] == "new building"
+
+
+def test_change_classes_and_min_area(semantic_paths: SimpleNamespace) -> None:
+    only_buildings = vectorize_changes(
+        semantic_paths.change,
+        semantic_pre=semantic_paths.semantic_pre,
+        semantic_post=semantic_paths.semantic_post,
+        change_classes=["building"],
+        workers=1,
+    )
+    assert set(only_buildings["change_type"]) == {"new building", "demolished building"}
+    large = vectorize_changes(semantic_paths.change, min_area=60 * RES * RES, workers=1)
+    assert (large["pixel_count"] >= 60).all() and len(large) >= 1
+    with pytest.raises(ConfigurationError, match="unknown class"):
+        vectorize_changes(
+            semantic_paths,
+            change_classes=["castle"],
+            workers=1,
+        )
+
+
+def test_explicit_class_names_override_tags(semantic_paths: SimpleNamespace) -> None:
+    names = ["bâtiment", "route", "eau", "sol nu", "arbre", "culture", "autre"]
+    frame = vectorize_changes(
+        semantic_paths.change,
+        semantic_pre=semantic_paths.semantic_pre,
+        semantic_post=semantic_paths.semantic_post,
+        class_names=names,
+        workers=1,
+    )
+    assert "culture → route" in set(frame["change_type"])
+
+
+def test_change_type_name() -> None:
+    assert change_type_name("cropland", "building") == "new building"
+    assert change_type_name("building", "road") == "demolished building"
+    assert change_type_name("tree", "road") == "tree → road"
+    assert change_type_name(None, None) is None
+
+
+def test_gpkg_opens_with_crs_layer_fields(tmp_path: Path, semantic_paths: SimpleNamespace) -> None:
+    out = tmp_path / "changes.gpkg"
+    frame = vectorize_changes(semantic_paths, out, layer="buildings", workers=1)
+    info = pyogrio.read_info(out, layer="buildings")
+    assert info["crs"] == CRS
+    assert info["features"] == len(frame) > 0
+    assert info["geometry_type"] == "Polygon"
+    types = dict(zip(info["fields"], info["ogr_types"], strict=True))
+    assert types["change_id"] == "OFTInteger64"
+    assert types["area_m2"] == "OFTReal" and types["mean_prob"] == "OFTReal"
+    assert types["change_type"] == "OFTString"
+    back = pyogrio.read_dataframe(out, layer="buildings")
+    assert sorted(back["change_type"]) == sorted(frame["change_type"])
+    # Spatial index present (GeoPackage R-tree table).
+    sql = "SELECT count(*) AS n FROM sqlite_master WHERE name LIKE 'rtree_buildings_%'"
+    rtree = pyogrio.read_dataframe(out, sql=sql, sql_dialect="SQLITE")
+    assert int(rtree["n"].iloc[0]) > 0
+    assert not (tmp_path / ".changes.gpkg.partial").exists()
+
+
+def test_binary_nulls_in_file(tmp_path: Path, stress_path: Path) -> None:
+    out = tmp_path / "binary.gpkg"
+    vectorize_changes(stress_path, out, workers=1)
+    back = pyogrio.read_dataframe(out)
+    assert back["mean_prob"].isna().all() and back["change_type"].isna().all()
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".geojson", ".fgb"])
+def test_other_formats_round_trip(tmp_path: Path, stress_path: Path, suffix: str) -> None:
+    import geopandas as gpd
+
+    out = tmp_path / f"changes{suffix}"
+    frame = vectorize_changes(stress_path, out, workers=1)
+    back = gpd.read_parquet(out) if suffix == ".parquet" else gpd.read_file(out)
+    assert len(back) == len(frame)
+    assert back.crs == frame.crs
+    np.testing.assert_allclose(sorted(back.geometry.area), sorted(frame.geometry.area))
+
+
+def test_empty_result_writes_empty_layer_with_schema(tmp_path: Path) -> None:
+    path = write_raster(tmp_path / "none.tif", np.zeros((20, 30), np.uint8))
+    out = tmp_path / "empty.gpkg"
+    frame = vectorize_changes(path, out, workers=1)
+    assert len(frame) == 0 and list(frame.columns) == [*SCHEMA, "geometry"]
+    info = pyogrio.read_info(out)
+    assert info["features"] == 0 and info["crs"] == CRS
+    assert set(SCHEMA) <= set(info["fields"])
+
+
+def test_layer_per_type_overwrite_and_append(
+    tmp_path: Path, semantic_paths: SimpleNamespace
+) -> None:
+    out = tmp_path / "layers.gpkg"
+    frame = vectorize_changes(semantic_paths, out, layer_per_type=True, workers=1)
+    layers = {row[0] for row in pyogrio.list_layers(out)}
+    assert {"changes_new_building", "changes_demolished_building"} <= layers
+    assert "changes_cropland_to_road" in layers
+    assert pyogrio.read_info(out, layer="changes_new_building")["features"] == 2
+    # overwrite: replaces this layer only; append: adds features.
+    vectorize_changes(semantic_paths, out, layer="extra", mode="overwrite", workers=1)
+    vectorize_changes(semantic_paths, out, layer="extra", mode="append", workers=1)
+    layers_after = {row[0] for row in pyogrio.list_layers(out)}
+    assert layers <= layers_after and "extra" in layers_after
+    assert pyogrio.read_info(out, layer="extra")["features"] == 2 * len(frame)
+    vectorize_changes(semantic_paths, out, layer="extra", mode="overwrite", workers=1)
+    assert pyogrio.read_info(out, layer="extra")["features"] == len(frame)
+    vectorize_changes(semantic_paths, out, layer="only", workers=1)  # create: new file
+    assert {row[0] for row in pyogrio.list_layers(out)} == {"only"}
+
+
+def test_simplify_keeps_valid_non_overlapping(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    mask = (rng.random((60, 60)) < 0.55).astype(np.uint8)
+    path = write_raster(tmp_path / "noise.tif", mask)
+    plain = vectorize_changes(path, block_size=16, workers=1)
+    simple = vectorize_changes(path, block_size=16, workers=1, simplify=2 * RES)
+    assert len(simple) == len(plain)
+    assert simple.geometry.is_valid.all() and not simple.geometry.is_empty.any()
+    assert (
+        shapely.get_num_coordinates(simple.geometry.values).sum()
+        < shapely.get_num_coordinates(plain.geometry.values).sum()
+    )
+    # No new overlaps between neighbouring polygons.
+    union_area = shapely.union_all(simple.geometry.values).area
+    assert union_area == pytest.approx(simple.geometry.area.sum(), rel=1e-9)
+
+
+def test_regularize_rotated_building() -> None:
+    rect = shapely.affinity.rotate(shapely.box(0, 0, 20, 10), 30, origin=(0, 0))
+    staircase = rasterio.features.shapes(
+        rasterio.features.rasterize(
+            [rect], out_shape=(40, 40), transform=Affine.translation(-15, -5)
+        ),
+        connectivity=4,
+        transform=Affine.translation(-15, -5),
+    )
+    pixels = max((shape(g) for g, v in staircase if v == 1), key=lambda g: g.area)
+    square = regularize_polygon(pixels, "rectangle")
+    assert square.is_valid and len(square.exterior.coords) == 5
+    assert square.symmetric_difference(rect).area / rect.area < 0.15
+    ortho = regularize_polygon(pixels, "orthogonal")
+    assert ortho.is_valid
+    coords = np.asarray(ortho.exterior.coords)
+    edges = np.diff(coords, axis=0)
+    angles = np.degrees(np.arctan2(edges[:, 1], edges[:, 0])) % 90
+    assert np.all((np.abs(angles - angles[0]) < 1e-6) | (np.abs(angles - angles[0]) > 90 - 1e-6))
+    assert len(coords) < len(pixels.exterior.coords)
+
+
+def test_regularize_only_building_types(semantic_paths: SimpleNamespace) -> None:
+    frame = vectorize_changes(semantic_paths, workers=1, regularize="rectangle")
+    plain = vectorize_changes(semantic_paths, workers=1)
+    road = frame[frame["change_type"] == "cropland → road"].geometry.iloc[0]
+    assert road.equals(plain[plain["change_type"] == "cropland → road"].geometry.iloc[0])
+    assert frame.geometry.is_valid.all()
+
+
+def test_geographic_crs_area_in_square_metres(tmp_path: Path) -> None:
+    transform = Affine(1e-4, 0, 10.0, 0, -1e-4, 45.0)
+    mask = np.zeros((10, 10), np.uint8)
+    mask[2:5, 2:5] = 1
+    path = write_raster(tmp_path / "geo.tif", mask, transform=transform, crs="EPSG:4326")
+    frame = vectorize_changes(path, workers=1)
+    # 3 x 3 pixels of ~7.87 m x 11.1 m at 45° N.
+    assert 700 < frame["area_m2"].iloc[0] < 850
+    assert frame["pixel_count"].iloc[0] == 9
+
+
+def test_bad_inputs(tmp_path: Path, stress_path: Path) -> None:
+    multi = write_raster(tmp_path / "multi.tif", np.zeros((2, 8, 8), np.uint8))
+    with pytest.raises(DataError, match="2 bands"):
+        vectorize_changes(multi)
+    floats = write_raster(tmp_path / "float.tif", np.zeros((8, 8), np.float32), nodata=None)
+    with pytest.raises(DataError, match="float32"):
+        vectorize_changes(floats)
+    other_grid = write_raster(tmp_path / "pre.tif", np.zeros((53, 60), np.uint8))
+    with pytest.raises(DataError, match="not on the change raster's grid"):
+        vectorize_changes(stress_path, semantic_pre=other_grid, semantic_post=other_grid)
+    shifted = write_raster(
+        tmp_path / "prob.tif",
+        np.zeros((53, 61), np.uint8),
+        transform=TRANSFORM @ Affine.translation(1, 0),
+    )
+    with pytest.raises(DataError, match="grid"):
+        vectorize_changes(stress_path, probability=shifted)
+    with pytest.raises(OutputError, match=r"\.shp"):
+        vectorize_changes(stress_path, tmp_path / "out.shp")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="not writable"):
+        vectorize_changes(stress_path, blocker / "out.gpkg")
+    with pytest.raises(DataError, match="not found"):
+        vectorize_changes(tmp_path / "missing.tif")
+    with pytest.raises(ConfigurationError, match="connectivity"):
+        vectorize_changes(stress_path, connectivity=6)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="single layer"):
+        vectorize_changes(stress_path, tmp_path / "x.fgb", layer_per_type=True)
+
+
+def test_cli_vectorize(tmp_path: Path, semantic_paths: SimpleNamespace) -> None:
+    out = tmp_path / "cli.gpkg"
+    cmd = [
+        sys.executable,
+        "-m",
+        "geochange",
+        "vectorize",
+        str(semantic_paths.change),
+        "--out",
+        str(out),
+        "--probability",
+        str(semantic_paths.probability),
+        "--semantic-pre",
+        str(semantic_paths.semantic_pre),
+        "--semantic-post",
+        str(semantic_paths.semantic_post),
+        "--min-area",
+        "1",
+        "--block-size",
+        "16",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "new building" in done.stdout
+    back = pyogrio.read_dataframe(out)
+    assert (back["change_type"] == "new building").sum() == 2
+    bad = subprocess.run(
+        [*cmd[:5], "--out", str(tmp_path / "x.txt")], capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 1 and "unknown output format" in bad.stderr
+
+
+def test_synthetic_scene_recovers_changed_buildings(tmp_path: Path) -> None:
+    synthetic = pytest.importorskip("geochange.synthetic")
+    import geopandas as gpd
+
+    scene = synthetic.make_scene(tmp_path / "scene", 768, 1024, seed=3)
+    frame = vectorize_changes(
+        scene.change,
+        semantic_pre=scene.semantic_pre,
+        semantic_post=scene.semantic_post,
+        block_size=256,
+    )
+    truth = gpd.read_file(scene.changed_buildings)
+    assert len(truth) > 0
+    ours = frame[frame["change_type"].isin(["new building", "demolished building"])]
+    tree = shapely.STRtree(ours.geometry.values)
+    matched = 0
+    for geom, ctype in zip(truth.geometry, truth["change_type"], strict=True):
+        best = 0.0
+        best_type = None
+        for i in tree.query(geom):
+            candidate = ours.geometry.values[i]
+            iou = geom.intersection(candidate).area / geom.union(candidate).area
+            if iou > best:
+                best, best_type = iou, ours["change_type"].values[i]
+        matched += best >= 0.9 and best_type == ctype
+    assert matched >= 0.99 * len(truth)
