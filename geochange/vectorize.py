@@ -25,13 +25,13 @@ Memory is bounded by the block size (each worker holds one block) plus the outpu
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import multiprocessing
 import os
 import re
 import shutil
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -325,10 +325,19 @@ class _BlockResult:
 _DATASETS: dict[str, rasterio.DatasetReader] = {}
 
 
+def _close_datasets() -> None:
+    while _DATASETS:
+        _DATASETS.popitem()[1].close()
+
+
 def _read(path: str, window: rasterio.windows.Window) -> npt.NDArray[Any]:
     # Each worker keeps its datasets open across blocks (opening a COG costs a few ms).
     ds = _DATASETS.get(path)
     if ds is None:
+        if not _DATASETS:
+            # Close before interpreter teardown: GDAL handles freed during teardown print
+            # spurious "Error in sys.excepthook" messages.
+            atexit.register(_close_datasets)
         ds = _DATASETS[path] = rasterio.open(path)
     return ds.read(1, window=window)
 
@@ -940,12 +949,15 @@ def _run_blocks(jobs: list[_BlockJob], workers: int, progress: bool) -> list[_Bl
             bar.update(1)
 
     if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            done(_polygonize_block(job))
+        try:
+            for job in jobs:
+                done(_polygonize_block(job))
+        finally:
+            _close_datasets()
     else:
-        # forkserver: workers do not inherit the caller's memory (a training process may hold GBs).
-        method = "forkserver" if sys.platform.startswith("linux") else None
-        context = multiprocessing.get_context(method)
+        # spawn: workers do not inherit the caller's memory (a training process may hold GBs)
+        # nor its threads (forking a process with GDAL/torch threads can deadlock).
+        context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             for result in pool.map(_polygonize_block, jobs, chunksize=1):
                 done(result)
