@@ -348,14 +348,14 @@ def _structure(connectivity: int) -> npt.NDArray[np.bool_]:
 
 def _change_codes(
     job: _BlockJob, window: rasterio.windows.Window
-) -> tuple[npt.NDArray[np.int32], npt.NDArray[Any] | None, npt.NDArray[Any] | None]:
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any] | None, npt.NDArray[Any] | None]:
     """Per-pixel change code (0 = no change) and the block's semantic classes."""
     change = _read(job.change, window)
     changed = change != 0
     if job.change_nodata is not None:
         changed &= change != job.change_nodata
     pre = post = None
-    codes = changed.astype(np.int32)
+    codes: npt.NDArray[Any] = changed.view(np.uint8)  # binary: no int32 copy
     if job.semantic_pre is not None and job.semantic_post is not None:
         pre = _read(job.semantic_pre, window)
         post = _read(job.semantic_post, window)
@@ -372,11 +372,12 @@ def _change_codes(
     return codes, pre, post
 
 
-def _label_codes(
-    codes: npt.NDArray[np.int32], connectivity: int
-) -> tuple[npt.NDArray[np.int32], int]:
+def _label_codes(codes: npt.NDArray[Any], connectivity: int) -> tuple[npt.NDArray[np.int32], int]:
     """Label connected regions of equal non-zero code."""
     structure = _structure(connectivity)
+    if codes.dtype == np.uint8:  # binary change: one labelling pass
+        labels, count = ndi.label(codes, structure=structure, output=np.int32)
+        return labels, int(count)
     present = np.unique(codes[codes != 0]) if codes.any() else np.zeros(0, np.int32)
     if present.size <= 1:
         labels, count = ndi.label(codes != 0, structure=structure, output=np.int32)
@@ -413,6 +414,33 @@ def _class_hist(
     return np.bincount(flat, minlength=(count + 1) * k).reshape(count + 1, k)
 
 
+def _polygons_from_shapes(
+    features: Iterable[tuple[dict[str, Any], float]], count: int
+) -> npt.NDArray[np.object_]:
+    """Build shapely polygons from GeoJSON-like features in a few vectorized calls.
+
+    Returns an array whose element ``label - 1`` is the polygon of ``label``.
+    """
+    coords: list[Any] = []
+    ring_sizes: list[int] = []
+    ring_polygon: list[int] = []
+    for geojson, value in features:
+        index = int(value) - 1
+        for ring in geojson["coordinates"]:
+            coords.extend(ring)
+            ring_sizes.append(len(ring))
+            ring_polygon.append(index)
+    rings = shapely.linearrings(
+        np.asarray(coords, dtype=np.float64),
+        indices=np.repeat(np.arange(len(ring_sizes)), ring_sizes),
+    )
+    # Shells come first within each feature, so stable-sorting rings by label keeps the
+    # shell-then-holes order that polygons(indices=...) expects.
+    ring_polygon_array = np.asarray(ring_polygon, dtype=np.intp)
+    order = np.argsort(ring_polygon_array, kind="stable")
+    return shapely.polygons(rings[order], indices=ring_polygon_array[order], out=None)[:count]
+
+
 def _polygonize_block(job: _BlockJob) -> _BlockResult:
     """Polygonize one block in integer pixel coordinates and compute per-label statistics."""
     window = rasterio.windows.Window(job.col_off, job.row_off, job.width, job.height)
@@ -423,13 +451,13 @@ def _polygonize_block(job: _BlockJob) -> _BlockResult:
     if count:
         # Integer pixel-corner coordinates (global grid): exact unions across seams later.
         offset = Affine.translation(job.col_off, job.row_off)
-        for geojson, value in rasterio.features.shapes(
-            labels, mask=labels > 0, connectivity=job.connectivity, transform=offset
-        ):
-            rings = geojson["coordinates"]
-            holes = [shapely.linearrings(ring) for ring in rings[1:]] or None
-            wkb[int(value) - 1] = shapely.polygons(rings[0], holes)
-        geoms = wkb
+        geoms = np.empty(count, dtype=object)
+        geoms[:] = _polygons_from_shapes(
+            rasterio.features.shapes(
+                labels, mask=labels > 0, connectivity=job.connectivity, transform=offset
+            ),
+            count,
+        )
         if job.connectivity == 8:
             # GDAL joins diagonal neighbours with a self-touching ring, which is invalid;
             # make_valid turns it into the equivalent valid (multi)polygon.

@@ -1,0 +1,244 @@
+"""Benchmark: block-wise vectorize_changes vs whole-array polygonization, same run, same mask.
+
+Generates (once, block-wise) an LsSCD-scale change mask in bench_data/ (git-ignored): rotated
+rectangles and L-shaped "buildings" covering ~4 % of the pixels, ~500k objects. Then, each in a
+fresh subprocess so peak RSS is measured per method (``resource.getrusage``):
+
+* baseline: read the whole array, ``rasterio.features.shapes`` + shapely + GeoDataFrame +
+  GeoPackage write (pyogrio) — what solaris / geoai / Raster Vision do;
+* geochange: ``vectorize_changes(mask, out.gpkg)`` with all cores.
+
+Prints per-phase timings, medians over ``--repeats`` runs, polygons/s, peak RSS (main process
+and workers), the wall-time ratio, and checks that both outputs hold identical polygons.
+
+    python benchmarks/bench_vectorize.py                      # 48000 x 32500, ~530k objects
+    python benchmarks/bench_vectorize.py --size 8192x8192 --objects 25000 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CRS = "EPSG:32650"
+RES = 0.6
+
+
+def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
+
+
+def make_mask(path: Path, height: int, width: int, objects: int, seed: int = 0) -> None:
+    """Write the benchmark mask band by band (memory: one band + the object table)."""
+    import rasterio
+    import rasterio.features
+    import shapely
+    from affine import Affine
+
+    from geochange.io import TILED_GTIFF_OPTIONS, atomic_output
+
+    rng = np.random.default_rng(seed)
+    # Building-like objects: rotated rectangles 5-22 px a side, a third with an L-shaped wing.
+    cy = rng.uniform(0, height, objects)
+    cx = rng.uniform(0, width, objects)
+    half_h = rng.uniform(2.5, 11, objects)
+    half_w = rng.uniform(2.5, 11, objects)
+    angle = rng.uniform(0, np.pi, objects)
+    corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1], [-1, -1]], np.float64)
+    local = corners[None, :, :] * np.stack([half_w, half_h], axis=1)[:, None, :]
+    cos, sin = np.cos(angle)[:, None], np.sin(angle)[:, None]
+    xs = cx[:, None] + local[..., 0] * cos - local[..., 1] * sin
+    ys = cy[:, None] + local[..., 0] * sin + local[..., 1] * cos
+    polygons = shapely.polygons(np.stack([xs, ys], axis=-1))
+    wing = rng.random(objects) < 0.33
+    offsets = np.stack([half_w * cos[:, 0], half_w * sin[:, 0]], axis=1)
+    wings = shapely.buffer(
+        shapely.points(np.stack([cx, cy], axis=1) + offsets), half_h * 0.8, quad_segs=1
+    )
+    polygons[wing] = shapely.union(polygons[wing], wings[wing])
+    bounds = shapely.bounds(polygons)
+    order = np.argsort(bounds[:, 1])
+    polygons, bounds = polygons[order], bounds[order]
+
+    transform = Affine(RES, 0, 500_000.0, 0, -RES, 4_000_000.0)
+    profile = dict(TILED_GTIFF_OPTIONS, height=height, width=width, count=1, dtype="uint8")
+    profile.update(transform=transform, crs=CRS, nodata=255)
+    band = 1024
+    with atomic_output(path) as tmp, rasterio.open(tmp, "w", **profile) as ds:
+        for row in range(0, height, band):
+            rows = min(band, height - row)
+            lo = np.searchsorted(bounds[:, 1], row - 30)
+            hi = np.searchsorted(bounds[:, 1], row + rows)
+            shapes = polygons[lo:hi][bounds[lo:hi, 3] >= row]
+            block = np.zeros((rows, width), np.uint8)
+            if shapes.size:
+                block = rasterio.features.rasterize(
+                    ((g, 1) for g in shapes),
+                    out_shape=(rows, width),
+                    transform=Affine.translation(0, row),
+                    dtype="uint8",
+                )
+            ds.write(block, 1, window=rasterio.windows.Window(0, row, width, rows))
+            print(f"\rmask rows {row + rows}/{height}", end="", file=sys.stderr)
+        ds.update_tags(BENCH_PARAMS=json.dumps([height, width, objects, seed]))
+    print(file=sys.stderr)
+
+
+def run_baseline(mask: Path, out: Path) -> dict[str, float]:
+    import geopandas as gpd
+    import pyogrio
+    import rasterio
+    import rasterio.features
+    from shapely.geometry import shape
+
+    t0 = time.perf_counter()
+    with rasterio.open(mask) as ds:
+        array = ds.read(1)
+        transform, crs = ds.transform, ds.crs
+    t1 = time.perf_counter()
+    features = list(
+        rasterio.features.shapes(array, mask=array == 1, connectivity=4, transform=transform)
+    )
+    t2 = time.perf_counter()
+    geoms = [shape(g) for g, _ in features]
+    frame = gpd.GeoDataFrame({"area_m2": [g.area for g in geoms]}, geometry=geoms, crs=crs)
+    t3 = time.perf_counter()
+    pyogrio.write_dataframe(frame, out, layer="changes", driver="GPKG")
+    t4 = time.perf_counter()
+    return {
+        "read_s": t1 - t0,
+        "polygonize_s": t2 - t1,
+        "geometries_s": t3 - t2,
+        "write_s": t4 - t3,
+        "wall_s": t4 - t0,
+        "polygons": float(len(frame)),
+    }
+
+
+def run_geochange(mask: Path, out: Path, block_size: int, workers: int | None) -> dict[str, float]:
+    from geochange.vectorize import vectorize_changes
+
+    t0 = time.perf_counter()
+    frame = vectorize_changes(mask, out, block_size=block_size, workers=workers)
+    t1 = time.perf_counter()
+    return {"wall_s": t1 - t0, "polygons": float(len(frame))}
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measured run in this (fresh) process; prints a JSON line."""
+    mask, out = Path(args.mask), Path(args.out)
+    if args.child == "baseline":
+        result = run_baseline(mask, out)
+    else:
+        result = run_geochange(mask, out, args.block_size, args.workers)
+    result["peak_rss_main_mb"] = peak_rss_mb()
+    result["peak_rss_workers_mb"] = peak_rss_mb(resource.RUSAGE_CHILDREN)
+    print("RESULT " + json.dumps(result))
+
+
+def measure(method: str, args: argparse.Namespace, mask: Path, out: Path) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--child", method, "--mask", str(mask), "--out", str(out)]
+    cmd += ["--block-size", str(args.block_size)]
+    if args.workers:
+        cmd += ["--workers", str(args.workers)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
+def same_polygons(a: Path, b: Path) -> tuple[bool, int, int]:
+    import pyogrio
+    import shapely
+
+    def load(path: Path) -> np.ndarray:
+        frame = pyogrio.read_dataframe(path, columns=[])
+        geoms = shapely.normalize(np.asarray(frame.geometry.values, dtype=object))
+        bounds = shapely.bounds(geoms)
+        order = np.lexsort((shapely.area(geoms), bounds[:, 2], bounds[:, 0], bounds[:, 1]))
+        return geoms[order]
+
+    ga, gb = load(a), load(b)
+    if ga.size != gb.size:
+        return False, int(ga.size), int(gb.size)
+    return bool(shapely.equals_exact(ga, gb, tolerance=1e-6).all()), int(ga.size), int(gb.size)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="48000x32500", help="WIDTHxHEIGHT in pixels")
+    parser.add_argument("--objects", type=int, default=560_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--block-size", type=int, default=4096)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--data", default=str(ROOT / "bench_data"))
+    parser.add_argument("--child", choices=["baseline", "geochange"], help=argparse.SUPPRESS)
+    parser.add_argument("--mask", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    data = Path(args.data)
+    data.mkdir(parents=True, exist_ok=True)
+    mask = data / f"vectorize_mask_{width}x{height}_{args.objects}.tif"
+    if not mask.exists():
+        t0 = time.perf_counter()
+        make_mask(mask, height, width, args.objects)
+        print(f"generated {mask} in {time.perf_counter() - t0:.1f} s")
+    import rasterio
+
+    with rasterio.open(mask) as ds:
+        changed = sum(
+            int(np.count_nonzero(ds.read(1, window=w) == 1)) for _, w in ds.block_windows(1)
+        )
+    print(f"mask {width} x {height} px, {100 * changed / (width * height):.2f} % changed")
+
+    runs: dict[str, list[dict[str, float]]] = {"baseline": [], "geochange": []}
+    methods = ["geochange"] if args.skip_baseline else ["baseline", "geochange"]
+    for repeat in range(args.repeats):
+        for method in methods:  # interleaved, so machine load affects both alike
+            out = data / f"vectorize_{method}.gpkg"
+            result = measure(method, args, mask, out)
+            runs[method].append(result)
+            print(
+                f"run {repeat + 1} {method}: "
+                + ", ".join(f"{k}={v:.2f}" for k, v in result.items())
+            )
+
+    def median(method: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[method])
+
+    print("\nmedians")
+    for method in methods:
+        wall = median(method, "wall_s")
+        polygons = runs[method][0]["polygons"]
+        print(
+            f"  {method:9s}: wall {wall:6.2f} s, {polygons / wall:9.0f} polygons/s, "
+            f"{polygons:.0f} polygons, peak RSS main {median(method, 'peak_rss_main_mb'):6.0f} MB"
+            f", workers {median(method, 'peak_rss_workers_mb'):6.0f} MB"
+        )
+    if not args.skip_baseline:
+        for key in ("read_s", "polygonize_s", "geometries_s", "write_s"):
+            print(f"  baseline {key}: {median('baseline', key):.2f}")
+        ratio = median("geochange", "wall_s") / median("baseline", "wall_s")
+        print(f"  wall-time ratio geochange / baseline: {ratio:.2f}")
+        identical, n_base, n_ours = same_polygons(
+            data / "vectorize_baseline.gpkg", data / "vectorize_geochange.gpkg"
+        )
+        print(f"  identical polygons: {identical} ({n_base} baseline, {n_ours} geochange)")
+
+
+if __name__ == "__main__":
+    main()
