@@ -47,11 +47,11 @@ def make_mask(path: Path, height: int, width: int, objects: int, seed: int = 0) 
     from geochange.io import TILED_GTIFF_OPTIONS, atomic_output
 
     rng = np.random.default_rng(seed)
-    # Building-like objects: rotated rectangles 5-22 px a side, a third with an L-shaped wing.
+    # Building-like objects: rotated rectangles 5-17 px a side, a third with an L-shaped wing.
     cy = rng.uniform(0, height, objects)
     cx = rng.uniform(0, width, objects)
-    half_h = rng.uniform(2.5, 11, objects)
-    half_w = rng.uniform(2.5, 11, objects)
+    half_h = rng.uniform(2.5, 8.5, objects)
+    half_w = rng.uniform(2.5, 8.5, objects)
     angle = rng.uniform(0, np.pi, objects)
     corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1], [-1, -1]], np.float64)
     local = corners[None, :, :] * np.stack([half_w, half_h], axis=1)[:, None, :]
