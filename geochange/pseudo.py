@@ -177,6 +177,9 @@ def _label_classes(
     Returns:
         The label image (0 = background) and the class of every label (index ``label - 1``).
     """
+    if len(classes) == 1:  # the common case (building): no relabelling needed
+        labels, count = ndi.label(sem == classes[0], structure=structure)
+        return labels.astype(np.int32, copy=False), np.full(count, classes[0], dtype=np.int64)
     labels = np.zeros(sem.shape, dtype=np.int32)
     label_class: list[npt.NDArray[np.int64]] = []
     offset = 0
@@ -848,12 +851,17 @@ class _SceneInstances:
     strips_post: dict[tuple[int, int], _Strips]
 
 
-def _strips(global_labels: npt.NDArray[np.int64]) -> _Strips:
+def _strips(labels: npt.NDArray[np.int32], base: int) -> _Strips:
+    """Global ids (-1 for background) on the edges of a block's local label image."""
+
+    def to_global(line: npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:
+        return np.where(line > 0, line.astype(np.int64) - 1 + base, -1)
+
     return _Strips(
-        top=global_labels[0].copy(),
-        bottom=global_labels[-1].copy(),
-        left=global_labels[:, 0].copy(),
-        right=global_labels[:, -1].copy(),
+        top=to_global(labels[0]),
+        bottom=to_global(labels[-1]),
+        left=to_global(labels[:, 0]),
+        right=to_global(labels[:, -1]),
     )
 
 
@@ -893,16 +901,15 @@ def _scan_instances(
             node_area.append(np.bincount(labels_pre.ravel(), minlength=info.count_pre + 1)[1:])
             node_area.append(np.bincount(labels_post.ravel(), minlength=info.count_post + 1)[1:])
             node_is_pre += [np.ones(info.count_pre, bool), np.zeros(info.count_post, bool)]
-            # Global ids, -1 for background.
-            global_pre = np.where(
-                labels_pre > 0, labels_pre.astype(np.int64) - 1 + info.base_pre, -1
+            # Overlaps in local numbering (-1 = background), then shifted to global ids.
+            pair_pre, pair_post, pair_count = _overlap_pairs(
+                labels_pre.astype(np.int64) - 1,
+                labels_post.astype(np.int64) - 1,
+                sem_pre == sem_post,
             )
-            global_post = np.where(
-                labels_post > 0, labels_post.astype(np.int64) - 1 + info.base_post, -1
-            )
-            pairs.append(_overlap_pairs(global_pre, global_post, sem_pre == sem_post))
-            strips_pre[i, j] = _strips(global_pre)
-            strips_post[i, j] = _strips(global_post)
+            pairs.append((pair_pre + info.base_pre, pair_post + info.base_post, pair_count))
+            strips_pre[i, j] = _strips(labels_pre, info.base_pre)
+            strips_post[i, j] = _strips(labels_post, info.base_post)
             bar.update(1)
     empty = np.zeros(0, dtype=np.int64)
     return _SceneInstances(
@@ -999,11 +1006,12 @@ def _block_flags(
         raise DataError("the class rasters changed while pseudo labels were being generated")
     pre_nodes = slice(info.base_pre, info.base_pre + info.count_pre)
     post_nodes = slice(info.base_post, info.base_post + info.count_post)
-    event = np.concatenate([[False], node_event[pre_nodes]])[labels_pre]
-    event |= np.concatenate([[False], node_event[post_nodes]])[labels_post]
-    small = np.concatenate([[False], node_small[pre_nodes]])[labels_pre]
-    small |= np.concatenate([[False], node_small[post_nodes]])[labels_post]
-    return event, small
+    # One lookup per date: bit 0 = change event, bit 1 = too small.
+    code_pre = node_event[pre_nodes].astype(np.uint8) | (node_small[pre_nodes] << 1)
+    code_post = node_event[post_nodes].astype(np.uint8) | (node_small[post_nodes] << 1)
+    codes = np.concatenate([[0], code_pre]).astype(np.uint8)[labels_pre]
+    codes |= np.concatenate([[0], code_post]).astype(np.uint8)[labels_post]
+    return (codes & 1).astype(bool), (codes & 2).astype(bool)
 
 
 # --------------------------------------------------------------------------------------------

@@ -272,10 +272,16 @@ def random_class_map(rng: np.random.Generator, shape: tuple[int, int]) -> np.nda
 
 
 @pytest.mark.parametrize(
-    ("mode", "connectivity", "threshold"),
-    [("mixed", 8, 0.0), ("instance", 4, 0.0), ("mixed", 4, 0.3), ("instance", 8, 0.25)],
+    ("mode", "connectivity", "threshold", "classes"),
+    [
+        ("mixed", 8, 0.0, [0]),
+        ("instance", 4, 0.0, [0, 2]),
+        ("mixed", 4, 0.3, [0, 2]),
+        ("instance", 8, 0.25, [2]),
+        ("pixel", 8, 0.0, [0, 2]),
+    ],
 )
-def test_blockwise_equals_whole_array(tmp_path, mode, connectivity, threshold):
+def test_blockwise_equals_whole_array(tmp_path, mode, connectivity, threshold, classes):
     rng = np.random.default_rng(7)
     pre = random_class_map(rng, (150, 130))
     post = random_class_map(rng, (150, 130))
@@ -283,7 +289,7 @@ def test_blockwise_equals_whole_array(tmp_path, mode, connectivity, threshold):
     write_raster(tmp_path / "pre.tif", pre)
     write_raster(tmp_path / "post.tif", post)
     kwargs = dict(
-        change_classes=[0, 2],
+        change_classes=classes,
         mode=mode,
         connectivity=connectivity,
         overlap_threshold=threshold,
