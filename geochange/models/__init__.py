@@ -1,0 +1,61 @@
+"""Change detection models following one contract.
+
+Every model is an ``nn.Module`` whose ``forward(x)`` takes ``x`` ``[B, 2, C, H, W]`` (dates
+first) and returns a dict with ``"change"`` logits ``[B, 1, H, W]``; semantic models also
+return ``"semantic_pre"``/``"semantic_post"`` class logits ``[B, K, H, W]``. Build them with
+:func:`build_model`; extend the registry with :func:`register_model`.
+"""
+
+from __future__ import annotations
+
+from geochange.models.base import (
+    AUX_SEMANTIC_POST,
+    AUX_SEMANTIC_PRE,
+    CHANGE,
+    CHANGE_GENERATED,
+    EMBEDDING_POST,
+    EMBEDDING_PRE,
+    FEATURE_DISTANCE,
+    SEMANTIC_FEATURES_POST,
+    SEMANTIC_FEATURES_PRE,
+    SEMANTIC_POST,
+    SEMANTIC_PRE,
+    ChangeModel,
+    SiameseChangeModel,
+)
+from geochange.models.registry import build_model, list_models, load_pretrained, register_model
+from geochange.models.semantic_change import SemanticChangeNet
+from geochange.models.siamese import FusionUNet, SiamConc, SiamDiff
+
+#: Registry names of the models that output semantic maps (``task="semantic"``).
+SEMANTIC_MODELS = frozenset({"semantic_change"})
+
+register_model("fusion_unet", FusionUNet)
+register_model("siam_diff", SiamDiff)
+register_model("siam_conc", SiamConc)
+register_model("semantic_change", SemanticChangeNet)
+
+__all__ = [
+    "AUX_SEMANTIC_POST",
+    "AUX_SEMANTIC_PRE",
+    "CHANGE",
+    "CHANGE_GENERATED",
+    "EMBEDDING_POST",
+    "EMBEDDING_PRE",
+    "FEATURE_DISTANCE",
+    "SEMANTIC_FEATURES_POST",
+    "SEMANTIC_FEATURES_PRE",
+    "SEMANTIC_MODELS",
+    "SEMANTIC_POST",
+    "SEMANTIC_PRE",
+    "ChangeModel",
+    "FusionUNet",
+    "SemanticChangeNet",
+    "SiamConc",
+    "SiamDiff",
+    "SiameseChangeModel",
+    "build_model",
+    "list_models",
+    "load_pretrained",
+    "register_model",
+]
