@@ -291,6 +291,7 @@ class _BlockJob:
     building: int | None
     group_by: str
     connectivity: int
+    transform: tuple[float, ...]
 
 
 @dataclass
@@ -298,7 +299,10 @@ class _BlockResult:
     """Polygons and statistics of one block's labels (label ``i`` at index ``i - 1``)."""
 
     index: int
+    # Polygons as WKB (shapely geometries once received): labels touching the block edge stay
+    # in integer pixel coordinates for exact merging, the others are already in the CRS.
     wkb: npt.NDArray[np.object_]
+    on_edge: npt.NDArray[np.bool_]
     codes: npt.NDArray[np.int32]
     pixel_count: npt.NDArray[np.int64]
     prob_count: npt.NDArray[np.int64]
@@ -323,6 +327,7 @@ class _BlockResult:
 
 
 _DATASETS: dict[str, rasterio.DatasetReader] = {}
+_GDAL_CACHE_BYTES = 64 * 2**20
 
 
 def _close_datasets() -> None:
@@ -442,10 +447,26 @@ def _polygons_from_shapes(
 
 
 def _polygonize_block(job: _BlockJob) -> _BlockResult:
-    """Polygonize one block in integer pixel coordinates and compute per-label statistics."""
+    """Polygonize one block and compute per-label statistics."""
+    # Every block is read once: a small GDAL block cache keeps worker memory bounded
+    # (GDAL's default, 5 % of RAM, would fill up with blocks that are never read again).
+    with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES):
+        return _polygonize_block_uncached(job)
+
+
+def _polygonize_block_uncached(job: _BlockJob) -> _BlockResult:
     window = rasterio.windows.Window(job.col_off, job.row_off, job.width, job.height)
     codes, pre, post = _change_codes(job, window)
     labels, count = _label_codes(codes, job.connectivity)
+
+    top = labels[0].copy()
+    bottom = labels[-1].copy()
+    left = labels[:, 0].copy()
+    right = labels[:, -1].copy()
+    edge_labels = np.unique(np.concatenate([top, bottom, left, right]))
+    edge_labels = edge_labels[edge_labels > 0].astype(np.int32)
+    on_edge = np.zeros(count, np.bool_)
+    on_edge[edge_labels - 1] = True
 
     wkb = np.empty(count, dtype=object)
     if count:
@@ -464,6 +485,8 @@ def _polygonize_block(job: _BlockJob) -> _BlockResult:
             invalid = ~shapely.is_valid(geoms)
             if invalid.any():
                 geoms[invalid] = shapely.make_valid(geoms[invalid])
+        # Objects inside the block are final: map them to the CRS here, in parallel.
+        geoms[~on_edge] = _to_map(geoms[~on_edge], Affine(*job.transform[:6]))
         wkb = shapely.to_wkb(geoms)
 
     flat_labels = labels.ravel()
@@ -491,13 +514,6 @@ def _polygonize_block(job: _BlockJob) -> _BlockResult:
             starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
             prob_max[sorted_labels[starts]] = np.maximum.reduceat(values[order], starts)
 
-    top = labels[0].copy()
-    bottom = labels[-1].copy()
-    left = labels[:, 0].copy()
-    right = labels[:, -1].copy()
-    edge_labels = np.unique(np.concatenate([top, bottom, left, right]))
-    edge_labels = edge_labels[edge_labels > 0].astype(np.int32)
-
     k = job.num_classes
     pre_major = np.full(count + 1, -1, np.int32)
     post_major = np.full(count + 1, -1, np.int32)
@@ -513,6 +529,7 @@ def _polygonize_block(job: _BlockJob) -> _BlockResult:
     return _BlockResult(
         index=job.index,
         wkb=wkb,
+        on_edge=on_edge,
         codes=label_codes[1:],
         pixel_count=pixel_count[1:].astype(np.int64),
         prob_count=prob_count[1:].astype(np.int64),
@@ -566,7 +583,7 @@ class _Objects:
 
 
 def _merge_blocks(
-    results: list[_BlockResult], rows: int, cols: int, connectivity: int, num_classes: int
+    results: list[_BlockResult], rows: int, cols: int, connectivity: int, transform: Affine
 ) -> _Objects:
     """Link labels across seams and union the pieces of objects spanning several blocks."""
     counts = np.array([r.count for r in results], np.int64)
@@ -597,14 +614,16 @@ def _merge_blocks(
         east = np.concatenate([global_ids(b, results[b].left) for b in grid[:, c + 1]])
         link(west, east)
 
-    wkb = np.concatenate([r.wkb for r in results]) if results else np.empty(0, object)
+    geometry = np.concatenate([r.wkb for r in results]) if results else np.empty(0, object)
+    on_edge = np.concatenate([r.on_edge for r in results]) if results else np.zeros(0, bool)
+    for res in results:  # drop references: the concatenated arrays now own the data
+        res.wkb = np.empty(0, object)
     pixel_count = np.concatenate([r.pixel_count for r in results]) if results else np.zeros(0)
     prob_count = np.concatenate([r.prob_count for r in results]) if results else np.zeros(0)
     prob_sum = np.concatenate([r.prob_sum for r in results]) if results else np.zeros(0)
     prob_max = np.concatenate([r.prob_max for r in results]) if results else np.zeros(0)
     pre_major = np.concatenate([r.pre_major for r in results]) if results else np.zeros(0)
     post_major = np.concatenate([r.post_major for r in results]) if results else np.zeros(0)
-    geometry = shapely.from_wkb(wkb) if total else np.empty(0, object)
     codes = codes[1:]
 
     if sources and sum(s.size for s in sources):
@@ -615,6 +634,9 @@ def _merge_blocks(
         sizes = np.bincount(component)
         merged = sizes[component] > 1
         keep = ~merged
+        # Pieces alone in their group touch the block edge but no neighbour: map them now.
+        lonely = on_edge & keep
+        geometry[lonely] = _to_map(geometry[lonely], transform)
         member_ids = np.flatnonzero(merged)
         order = member_ids[np.argsort(component[member_ids], kind="stable")]
         group_of = component[order]
@@ -658,7 +680,7 @@ def _merge_blocks(
                 post_h = np.sum([hist_post[int(m)] for m in members], axis=0)
                 new_pre[g] = _majority(pre_h[None, :])[0]
                 new_post[g] = _majority(post_h[None, :])[0]
-        geometry = np.concatenate([geometry[keep], new_geometry])
+        geometry = np.concatenate([geometry[keep], _to_map(new_geometry, transform)])
         codes = np.concatenate([codes[keep], new_codes])
         pixel_count = np.concatenate([pixel_count[keep], new_count])
         prob_count = np.concatenate([prob_count[keep], new_pcount])
@@ -666,6 +688,9 @@ def _merge_blocks(
         prob_max = np.concatenate([prob_max[keep], new_pmax])
         pre_major = np.concatenate([pre_major[keep], new_pre])
         post_major = np.concatenate([post_major[keep], new_post])
+
+    else:
+        geometry[on_edge] = _to_map(geometry[on_edge], transform)
 
     with np.errstate(invalid="ignore", divide="ignore"):
         prob_mean = np.where(prob_count > 0, prob_sum / np.maximum(prob_count, 1), np.nan)
@@ -972,6 +997,8 @@ def _run_blocks(jobs: list[_BlockJob], workers: int, progress: bool) -> list[_Bl
         bar = tqdm(total=len(jobs), desc="vectorize", unit="block")
 
     def done(result: _BlockResult) -> None:
+        # Parse as results arrive so that WKB and geometries are never all held together.
+        result.wkb = shapely.from_wkb(result.wkb) if result.wkb.size else result.wkb
         results[result.index] = result
         if bar is not None:
             bar.update(1)
@@ -1131,11 +1158,12 @@ def vectorize_changes(
                     building=building,
                     group_by=group_by,
                     connectivity=connectivity,
+                    transform=tuple(inputs.transform)[:6],
                 )
             )
     n_workers = min(workers or os.cpu_count() or 1, len(jobs))
     results = _run_blocks(jobs, n_workers, progress)
-    objects = _merge_blocks(results, rows, cols, connectivity, num_classes)
+    objects = _merge_blocks(results, rows, cols, connectivity, inputs.transform)
     del results
 
     # ---- filters
@@ -1151,10 +1179,10 @@ def vectorize_changes(
     pre_major = objects.pre_major[keep]
     post_major = objects.post_major[keep]
 
-    # Deterministic order, independent of the block size: top row, then left column.
+    # Deterministic order, independent of the block size: north to south, then west to east.
     if geometry.size:
         bounds = shapely.bounds(geometry)
-        order = np.lexsort((codes, bounds[:, 3], bounds[:, 2], bounds[:, 0], bounds[:, 1]))
+        order = np.lexsort((codes, bounds[:, 2], -bounds[:, 1], bounds[:, 0], -bounds[:, 3]))
         geometry, codes, pixel_count = geometry[order], codes[order], pixel_count[order]
         prob_mean, prob_max = prob_mean[order], prob_max[order]
         pre_major, post_major = pre_major[order], post_major[order]
@@ -1187,7 +1215,6 @@ def vectorize_changes(
         from_class = to_class = change_type = [None] * geometry.size
 
     # ---- geometry: map coordinates, simplification, regularization
-    geometry = _to_map(geometry, inputs.transform)
     if simplify > 0 and geometry.size:
         simplified = shapely.coverage_simplify(geometry, simplify)
         bad = ~shapely.is_valid(simplified) | shapely.is_empty(simplified)
