@@ -1161,22 +1161,46 @@ def evaluate_pseudo_labels(
         The accumulated :class:`ChangeScore`.
 
     Raises:
-        DataError: unreadable rasters or rasters on different grids.
+        DataError: unreadable rasters, rasters on different grids, or a reference holding
+            values other than 0, 1 and its nodata.
     """
+    import torch
+
+    from geochange.metrics import BinaryChangeMetrics
+
+    # The detector view (ignore -> "no change") goes through the project's metric, which also
+    # rejects references holding values other than 0/1/nodata; the undecided pixels are counted
+    # beside it.
+    metric = BinaryChangeMetrics(ignore_index=255)
+    undecided_change = undecided_no_change = 0
     with open_raster(pseudo) as ds_pseudo, open_raster(reference) as ds_ref:
         _check_grid(ds_ref, ds_pseudo, "reference")
+        if ds_ref.count != 1 or not np.issubdtype(np.dtype(ds_ref.dtypes[0]), np.integer):
+            raise DataError(
+                f"reference raster {ds_ref.name!r} must be one integer band of 0/1 change labels"
+            )
         pseudo_ignore = int(ds_pseudo.nodata) if ds_pseudo.nodata is not None else 255
         ref_ignore = int(ds_ref.nodata) if ds_ref.nodata is not None else 255
-        total = ChangeScore(0, 0, 0, 0, 0, 0)
         for row in _windows(ds_pseudo.height, ds_pseudo.width, block_size):
             for window in row:
-                total += score_change(
-                    ds_pseudo.read(1, window=window),
-                    ds_ref.read(1, window=window),
-                    ignore_index=pseudo_ignore,
-                    reference_ignore=ref_ignore,
+                labels = ds_pseudo.read(1, window=window)
+                ref = ds_ref.read(1, window=window).astype(np.int64)
+                ref[ref == ref_ignore] = 255
+                metric.update(
+                    torch.from_numpy((labels == 1).astype(np.int64)), torch.from_numpy(ref)
                 )
-    return total
+                undecided = labels == pseudo_ignore
+                undecided_change += int(np.count_nonzero(undecided & (ref == 1)))
+                undecided_no_change += int(np.count_nonzero(undecided & (ref == 0)))
+    confusion = metric.confusion.cpu().numpy()  # rows: reference, columns: prediction
+    return ChangeScore(
+        tp=int(confusion[1, 1]),
+        fp=int(confusion[0, 1]),
+        fn=int(confusion[1, 0]) - undecided_change,
+        tn=int(confusion[0, 0]) - undecided_no_change,
+        undecided_change=undecided_change,
+        undecided_no_change=undecided_no_change,
+    )
 
 
 # --------------------------------------------------------------------------------------------

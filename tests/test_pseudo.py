@@ -17,6 +17,7 @@ from geochange.pseudo import (
     ChangeScore,
     change_event_generation,
     change_event_generation_batch,
+    degrade_class_map,
     evaluate_pseudo_labels,
     generate_pseudo_labels,
     resolve_change_classes,
@@ -443,6 +444,78 @@ def test_evaluate_pseudo_labels_and_cli(tmp_path, scene_maps, capsys):
         ]
     )  # fmt: skip
     assert bad == 1 and "unknown change class 'roof'" in capsys.readouterr().err
+    write_raster(tmp_path / "bad_ref.tif", reference * 7, class_names=None, nodata=255)
+    with pytest.raises(DataError, match="reference"):
+        evaluate_pseudo_labels(tmp_path / "cli.tif", tmp_path / "bad_ref.tif")
+
+
+# --------------------------------------------------------------------------------------------
+# Degraded maps (simulated segmenter): unsupervised IoU^c
+# --------------------------------------------------------------------------------------------
+
+
+def building_scene(rng: np.random.Generator, size: int = 192) -> tuple[np.ndarray, np.ndarray]:
+    """Land cover with separated rectangular buildings; some demolished, some new."""
+    noise = ndi.gaussian_filter(rng.normal(size=(size, size)), 8)
+    land = np.array([TREE, 5, 3, OTHERS], dtype=np.uint8)[
+        np.digitize(noise, np.quantile(noise, [0.25, 0.5, 0.75]))
+    ]
+    pre, post = land.copy(), land.copy()
+    for r in range(4, size - 24, 24):
+        for c in range(4, size - 24, 24):
+            h, w = rng.integers(4, 20, 2)
+            fate = rng.random()
+            if fate < 0.2:
+                pre[r : r + h, c : c + w] = BUILDING
+                post[r : r + h, c : c + w] = 3  # demolished: bare land
+            elif fate < 0.4:
+                post[r : r + h, c : c + w] = BUILDING
+            else:
+                pre[r : r + h, c : c + w] = BUILDING
+                post[r : r + h, c : c + w] = BUILDING
+    return pre, post
+
+
+def test_degrade_class_map_errors():
+    rng = np.random.default_rng(3)
+    pre, _ = building_scene(rng)
+    untouched = degrade_class_map(pre, erosion_px=0, confusion_fraction=0, miss_area=0)
+    np.testing.assert_array_equal(untouched, pre)
+    eroded = degrade_class_map(pre, erosion_px=1, confusion_fraction=0, miss_area=0)
+    expected = ndi.binary_erosion(pre == BUILDING, border_value=1)
+    np.testing.assert_array_equal(eroded == BUILDING, expected)
+    assert not np.isin(eroded[(pre == BUILDING) & ~expected], [BUILDING, 255]).any()
+    missed = degrade_class_map(pre, erosion_px=0, confusion_fraction=0, miss_area=10_000,
+                               miss_probability=1.0)  # fmt: skip
+    assert not (missed == BUILDING).any()
+    confused = degrade_class_map(pre, erosion_px=0, miss_area=0, confusion_fraction=0.05)
+    changed = np.mean(confused != pre)
+    assert 0.01 < changed < 0.06
+
+
+def test_unsupervised_iou_on_true_and_degraded_maps():
+    rng = np.random.default_rng(5)
+    pre, post = building_scene(rng)
+    truth = ((pre == BUILDING) ^ (post == BUILDING)).astype(np.uint8)
+    assert truth.sum() > 500
+    exact = change_event_generation(pre, post, change_classes=[BUILDING])
+    np.testing.assert_array_equal(exact, truth)  # true maps: CEG is the true building change
+    degraded = dict(erosion_px=1, confusion_fraction=0.03, miss_area=80, miss_probability=0.5)
+    sem_pre = degrade_class_map(pre, seed=1, **degraded)
+    sem_post = degrade_class_map(post, seed=2, **degraded)
+    scores = {
+        mode: score_change(
+            change_event_generation(sem_pre, sem_post, change_classes=[BUILDING], mode=mode),
+            truth,
+        )
+        for mode in ("mixed", "pixel")
+    }
+    for mode, score in scores.items():
+        print(f"degraded maps, {mode}: IoU^c {score.iou_change:.3f}")
+        assert 0.3 < score.iou_change < 1.0
+    # Instance matching removes the boundary noise of pixel differencing.
+    assert scores["mixed"].precision > scores["pixel"].precision
+    assert scores["mixed"].iou_change > scores["pixel"].iou_change
 
 
 # --------------------------------------------------------------------------------------------
