@@ -1,0 +1,12 @@
+"""Whole-scene sliding-window change prediction.
+
+:class:`ChangePredictor` turns a change-detection model into seamless, georeferenced
+Cloud-Optimized GeoTIFF maps of whole scene pairs with bounded memory; see ``docs/prediction.md``.
+"""
+
+from __future__ import annotations
+
+from geochange.predict.predictor import ChangePredictor, PredictionResult
+from geochange.predict.windows import TileGrid, axis_weights, tile_starts
+
+__all__ = ["ChangePredictor", "PredictionResult", "TileGrid", "axis_weights", "tile_starts"]

@@ -1,0 +1,985 @@
+"""Whole-scene sliding-window change prediction: :class:`ChangePredictor`."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.windows import Window, from_bounds
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from geochange.errors import CheckpointError, ConfigurationError, DataError
+from geochange.io import check_writable_dir
+from geochange.predict.reader import ArrayPair, RasterPair, TileDataset
+from geochange.predict.windows import BLEND_MODES, TileGrid
+from geochange.predict.writer import (
+    CLASS_NAMES_TAG,
+    NODATA_U8,
+    PROBABILITY_SCALE,
+    TRANSITION_NAMES_TAG,
+    GeoTiffBandWriter,
+    OutputSpec,
+    class_colours,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import xarray as xr
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+SIDECAR_NAME = ".geochange-predict-progress.json"
+
+
+@dataclass
+class PredictionResult:
+    """Paths of the rasters written by :meth:`ChangePredictor.predict`.
+
+    Attributes:
+        change: binary change COG (uint8 0/1, nodata 255).
+        probability: change probability COG (uint8 ``round(p * 254)`` with nodata 255, or
+            float32 with NaN nodata), or None when not written.
+        semantic_pre: pre-date class ids (uint8, nodata 255) for semantic models.
+        semantic_post: post-date class ids for semantic models.
+        transition: ``from * K + to`` where changed, ``K * K``... see :doc:`prediction` (uint8
+            254 = unchanged, 255 nodata; uint16 65534/65535 when ``K * K > 253``).
+        class_names: semantic class names in id order (None for binary models).
+        crs: output CRS.
+        transform: output affine transform.
+        height: output height in pixels.
+        width: output width in pixels.
+        tiles: number of tiles inferred in this call.
+        seconds: wall time of this call.
+    """
+
+    change: Path
+    probability: Path | None = None
+    semantic_pre: Path | None = None
+    semantic_post: Path | None = None
+    transition: Path | None = None
+    class_names: list[str] | None = None
+    crs: CRS | None = None
+    transform: Affine | None = None
+    height: int = 0
+    width: int = 0
+    tiles: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _default_workers() -> int:
+    cpus = os.cpu_count() or 1
+    return min(4, max(1, cpus // 4))
+
+
+def _cpu_bf16_supported() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class _Inferencer:
+    """Picklable model runner: normalization, autocast, TTA and output decoding.
+
+    It turns a batch of raw ``[B, 2, C, h, w]`` tiles into float32 probabilities
+    ``[B, 1 + 2K, h, w]`` (change probability, then pre and post class probabilities).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        device: torch.device,
+        precision: str,
+        normalization: dict[str, Sequence[float]] | None,
+        tta: bool,
+        channels_last: bool,
+        size_divisor: int,
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.precision = precision
+        self.normalization = normalization
+        self.tta = tta
+        self.channels_last = channels_last
+        self.size_divisor = size_divisor
+        self._prepared = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_prepared"] = False
+        return state
+
+    def _prepare(self) -> None:
+        if self._prepared:
+            return
+        self.model.eval()
+        self.model.to(self.device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if self.normalization is not None:
+            mean = torch.as_tensor(self.normalization["mean"], dtype=torch.float32)
+            std = torch.as_tensor(self.normalization["std"], dtype=torch.float32)
+            self._mean = mean.view(1, 1, -1, 1, 1).to(self.device)
+            self._std = std.view(1, 1, -1, 1, 1).to(self.device)
+        self._prepared = True
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        with self._autocast():
+            out = self.model(x)
+        if isinstance(out, Tensor):
+            change, pre, post = out, None, None
+        elif isinstance(out, dict) and "change" in out:
+            change, pre, post = out["change"], out.get("semantic_pre"), out.get("semantic_post")
+        else:
+            raise ConfigurationError(
+                "the model must return change logits [B, 1, H, W] or a dict with a 'change' key"
+            )
+        change = change.float()
+        if change.ndim == 3:
+            change = change.unsqueeze(1)
+        # One logit -> sigmoid; two logits -> softmax probability of class 1.
+        change_prob = (
+            torch.sigmoid(change[:, :1]) if change.shape[1] == 1 else change.softmax(1)[:, 1:2]
+        )
+        pre_prob = pre.float().softmax(1) if pre is not None else None
+        post_prob = post.float().softmax(1) if post is not None else None
+        return change_prob, pre_prob, post_prob
+
+    @torch.inference_mode()
+    def __call__(self, image: Tensor) -> np.ndarray:
+        """Probabilities ``[B, 1 + 2K, h, w]`` (float32 numpy) for raw tiles ``[B, 2, C, h, w]``."""
+        self._prepare()
+        x = image.to(self.device, non_blocking=True).float()
+        if self.normalization is not None:
+            x = (x - self._mean) / self._std
+        height, width = x.shape[-2:]
+        pad_h = -height % self.size_divisor
+        pad_w = -width % self.size_divisor
+        if pad_h or pad_w:
+            # Only for tiles smaller than the model's size multiple (scenes smaller than a tile).
+            batch, dates, channels = x.shape[:3]
+            flat = x.reshape(batch, dates * channels, height, width)
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            flat = torch.nn.functional.pad(flat, (0, pad_w, 0, pad_h), mode=mode)
+            x = flat.reshape(batch, dates, channels, height + pad_h, width + pad_w)
+        flips: list[tuple[int, ...]] = [()]
+        if self.tta:
+            flips = [(), (-1,), (-2,), (-2, -1)]
+        total: Tensor | None = None
+        for dims in flips:
+            xi = x.flip(dims) if dims else x
+            parts = [p for p in self._forward(xi) if p is not None]
+            probs = torch.cat(parts, dim=1)
+            if dims:
+                probs = probs.flip(dims)
+            total = probs if total is None else total + probs
+        assert total is not None
+        total = total / len(flips)
+        total = total[..., :height, :width]
+        return total.float().cpu().numpy()
+
+
+@dataclass
+class _RowResult:
+    """Weighted sums of one tile row: ``acc[ch, h, W]`` and the validity ``valid[h, W]``."""
+
+    row: int
+    acc: np.ndarray
+    valid: np.ndarray
+    tiles: int
+
+
+def _tile_windows(
+    grid: TileGrid, rows: Sequence[int], origin: tuple[int, int]
+) -> list[tuple[int, int, int, int]]:
+    row_starts, col_starts = grid.row_starts, grid.col_starts
+    return [
+        (origin[0] + row_starts[r], origin[1] + col, grid.tile_height, grid.tile_width)
+        for r in rows
+        for col in col_starts
+    ]
+
+
+def _compute_rows(
+    inferencer: _Inferencer,
+    source: Any,
+    grid: TileGrid,
+    rows: Sequence[int],
+    channels: int,
+    *,
+    origin: tuple[int, int] = (0, 0),
+    batch_size: int = 4,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    progress: Any = None,
+) -> Iterator[_RowResult]:
+    """Run the model on the tiles of tile rows ``rows`` and yield their row accumulators."""
+    rows = list(rows)
+    if not rows:
+        return
+    ncols = len(grid.col_starts)
+    col_starts = grid.col_starts
+    col_weights = [grid.col_weights(c) for c in range(ncols)]
+    dataset = TileDataset(source, _tile_windows(grid, rows, origin))
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        collate_fn=_collate,
+        prefetch_factor=4 if num_workers > 0 else None,
+        persistent_workers=False,
+    )
+    height, width, tw = grid.tile_height, grid.width, grid.tile_width
+
+    def fresh(row: int) -> _RowResult:
+        return _RowResult(
+            row,
+            np.zeros((channels, height, width), dtype=np.float32),
+            np.zeros((height, width), dtype=bool),
+            0,
+        )
+
+    current = fresh(rows[0])
+    for batch in loader:
+        valid = batch["valid"].numpy()
+        keep = valid.reshape(valid.shape[0], -1).any(axis=1)
+        probs = inferencer(batch["image"][torch.from_numpy(keep)]) if keep.any() else None
+        kept = 0
+        for i, index in enumerate(batch["index"]):
+            row = rows[index // ncols]
+            col = index % ncols
+            if row != current.row:
+                yield current
+                current = fresh(row)
+            c0 = col_starts[col]
+            current.valid[:, c0 : c0 + tw] |= valid[i]
+            if keep[i]:
+                assert probs is not None
+                if probs.shape[1] != channels:
+                    raise ConfigurationError(
+                        f"the model produced {probs.shape[1]} output channels, expected {channels}"
+                    )
+                current.acc[:, :, c0 : c0 + tw] += probs[kept] * col_weights[col]
+                kept += 1
+                current.tiles += 1
+        if progress is not None:
+            progress.update(len(batch["index"]))
+    yield current
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "image": torch.stack([item["image"] for item in items]),
+        "valid": torch.stack([item["valid"] for item in items]),
+        "index": [int(item["index"]) for item in items],
+    }
+
+
+class _BandAssembler:
+    """Adds row accumulators into a rolling band and emits finished, normalized rows.
+
+    Rows above the start of the next tile row receive no further contributions, so they are
+    divided by the (separable) weight sum and handed to ``emit(top, probs, valid)``.
+    """
+
+    def __init__(self, grid: TileGrid, channels: int, emit: Any, skip_until: int = 0) -> None:
+        self.grid = grid
+        self.emit = emit
+        self.skip_until = skip_until
+        self.row_starts = grid.row_starts
+        self.row_sum = grid.row_weight_sum().astype(np.float32)
+        self.col_sum = grid.col_weight_sum().astype(np.float32)
+        h = grid.tile_height
+        self.acc = np.zeros((channels, h, grid.width), dtype=np.float32)
+        self.valid = np.zeros((h, grid.width), dtype=bool)
+        self.top: int | None = None
+
+    def _release(self, until: int) -> None:
+        assert self.top is not None
+        count = until - self.top
+        if count <= 0:
+            return
+        norm = self.row_sum[self.top : until, None] * self.col_sum[None, :]
+        probs = self.acc[:, :count] / norm
+        valid = self.valid[:count].copy()
+        start = self.top
+        if until > self.skip_until:
+            if start < self.skip_until:  # resumed run: rows already on disk are dropped
+                cut = self.skip_until - start
+                probs, valid, start = probs[:, cut:], valid[cut:], self.skip_until
+            self.emit(start, probs, valid)
+        # Shift the band up.
+        self.acc[:, :-count] = self.acc[:, count:].copy()
+        self.acc[:, -count:] = 0
+        self.valid[:-count] = self.valid[count:].copy()
+        self.valid[-count:] = False
+        self.top = until
+
+    def add(self, result: _RowResult) -> None:
+        """Add the weighted sums of one tile row (rows must arrive in increasing order)."""
+        start = self.row_starts[result.row]
+        if self.top is None:
+            self.top = start
+        self._release(start)
+        weights = self.grid.row_weights(result.row)[None, :, None]
+        self.acc += result.acc * weights
+        self.valid |= result.valid
+
+    def finish(self) -> None:
+        """Emit the remaining rows down to the bottom of the scene."""
+        if self.top is not None:
+            self._release(self.grid.height)
+
+
+# --- Dask workers -----------------------------------------------------------------------------
+
+
+def _dask_rows(
+    inferencer: _Inferencer,
+    source: Any,
+    grid: TileGrid,
+    rows: list[int],
+    channels: int,
+    origin: tuple[int, int],
+    batch_size: int,
+) -> list[_RowResult]:
+    """Dask task: the row accumulators of a block of tile rows (core + ``overlap`` halo)."""
+    try:
+        return list(
+            _compute_rows(
+                inferencer, source, grid, rows, channels, origin=origin, batch_size=batch_size
+            )
+        )
+    finally:
+        if hasattr(source, "close"):
+            source.close()
+
+
+class ChangePredictor:
+    """Seamless, georeferenced, bounded-memory sliding-window prediction over whole scenes.
+
+    The scene is read tile by tile in background DataLoader workers, tiles are batched and
+    inferred, blended into row accumulators with a smooth weight window (zero within ``margin``
+    of inner tile edges, see :mod:`geochange.predict.windows`) and flushed to disk row band by
+    row band, so memory depends on the scene width and tile size, not on the scene size.
+
+    Args:
+        model: any module following the geochange model contract (dict with ``"change"`` logits
+            and optional ``"semantic_pre"``/``"semantic_post"``) or returning a bare change-logit
+            tensor ``[B, 1, H, W]``; it receives float32 ``[B, 2, C, H, W]``.
+        tile_size: tile size in pixels.
+        overlap: overlap between neighbouring tiles.
+        margin: pixels of zero weight along inner tile edges; default ``overlap // 4``. For
+            a model whose receptive-field radius is at most ``margin`` the mosaic equals
+            whole-image inference.
+        batch_size: tiles per forward pass.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        threshold: change probability threshold for the binary map.
+        blend: ``"cosine"``, ``"gaussian"``, ``"mean"`` or ``"center"``.
+        tta: average predictions over horizontal/vertical flips (4 passes).
+        num_workers: DataLoader reader processes; default ``min(4, cpu_count // 4)``, at least 1.
+        precision: ``"auto"`` (bf16 autocast on CUDA and on CPUs with native bf16, else fp32),
+            ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        normalization: ``{"mean": [...], "std": [...]}`` per band in raw pixel units; None feeds
+            raw pixel values.
+        probability_dtype: ``"uint8"`` (``round(p * 254)``, nodata 255) or ``"float32"`` (NaN).
+        class_names: semantic class names in id order (written as raster metadata).
+        bands: bands read from the images (1-based indexes or band descriptions); default all.
+        in_channels: expected band count (checked before any work when given).
+        channels_last: convert the model to channels-last memory format (default: when running
+            on CUDA or on a CPU with native bf16).
+        size_divisor: tiles are padded to a multiple of this for the model (only tiles smaller
+            than ``tile_size`` can need it).
+        progress: show a progress bar (tiles, tiles/s, ETA).
+
+    Raises:
+        ConfigurationError: inconsistent arguments (e.g. ``tile_size <= overlap``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        tile_size: int = 512,
+        overlap: int = 128,
+        margin: int | None = None,
+        batch_size: int = 4,
+        device: str | torch.device = "auto",
+        threshold: float = 0.5,
+        blend: str = "cosine",
+        tta: bool = False,
+        num_workers: int | None = None,
+        precision: Precision = "auto",
+        normalization: dict[str, Sequence[float]] | None = None,
+        probability_dtype: Literal["uint8", "float32"] = "uint8",
+        class_names: Sequence[str] | None = None,
+        bands: Sequence[int | str] | None = None,
+        in_channels: int | None = None,
+        channels_last: bool | None = None,
+        size_divisor: int = 32,
+        progress: bool = True,
+    ) -> None:
+        if tile_size <= 0 or overlap < 0:
+            raise ConfigurationError(f"invalid tile_size={tile_size} / overlap={overlap}")
+        if tile_size <= overlap:
+            raise ConfigurationError(
+                f"tile_size ({tile_size}) must be larger than overlap ({overlap})"
+            )
+        margin = overlap // 4 if margin is None else margin
+        if overlap > 0 and not 0 <= 2 * margin < overlap:
+            raise ConfigurationError(f"margin ({margin}) must be in [0, overlap / 2)")
+        if blend not in BLEND_MODES:
+            raise ConfigurationError(f"unknown blend {blend!r}; choose one of {BLEND_MODES}")
+        if probability_dtype not in ("uint8", "float32"):
+            raise ConfigurationError("probability_dtype must be 'uint8' or 'float32'")
+        if not 0.0 <= threshold <= 1.0:
+            raise ConfigurationError(f"threshold must be in [0, 1], got {threshold}")
+        if batch_size < 1:
+            raise ConfigurationError("batch_size must be >= 1")
+        if normalization is not None:
+            if set(normalization) < {"mean", "std"}:
+                raise ConfigurationError("normalization must have 'mean' and 'std' lists")
+            if len(normalization["mean"]) != len(normalization["std"]):
+                raise ConfigurationError("normalization 'mean' and 'std' differ in length")
+            if any(float(s) == 0 for s in normalization["std"]):
+                raise ConfigurationError("normalization 'std' contains zeros")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if precision == "auto":
+            if self.device.type == "cuda":
+                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            else:
+                precision = "bf16" if _cpu_bf16_supported() else "fp32"
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigurationError(f"unknown precision {precision!r}")
+        if channels_last is None:
+            channels_last = self.device.type == "cuda" or _cpu_bf16_supported()
+        self.model = model
+        self.tile_size = int(tile_size)
+        self.overlap = int(overlap)
+        self.margin = int(margin)
+        self.batch_size = int(batch_size)
+        self.threshold = float(threshold)
+        self.blend = blend
+        self.tta = tta
+        self.num_workers = _default_workers() if num_workers is None else int(num_workers)
+        self.precision: str = precision
+        self.normalization = normalization
+        self.probability_dtype = probability_dtype
+        self.class_names = list(class_names) if class_names is not None else None
+        self.bands = list(bands) if bands is not None else None
+        self.in_channels = in_channels
+        if in_channels is None and normalization is not None:
+            self.in_channels = len(normalization["mean"])
+        self.progress = progress
+        self._inferencer = _Inferencer(
+            model,
+            device=self.device,
+            precision=precision,
+            normalization=normalization,
+            tta=tta,
+            channels_last=channels_last,
+            size_divisor=size_divisor,
+        )
+
+    # -- construction from checkpoints -----------------------------------------------------
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike[str], **overrides: Any) -> ChangePredictor:
+        """Build a predictor from a geochange training checkpoint.
+
+        Normalization, bands, class names, input channels and tile size come from the
+        checkpoint's ``"geochange"`` metadata; any constructor argument can be overridden.
+
+        Args:
+            path: a checkpoint written by :class:`geochange.trainers.ChangeTrainer`.
+            **overrides: constructor keyword arguments.
+
+        Returns:
+            The predictor with the checkpoint's model in eval mode.
+
+        Raises:
+            CheckpointError: missing file, or not a geochange/Lightning checkpoint.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise CheckpointError(f"checkpoint not found: {str(path)!r}")
+        from geochange.trainers import ChangeTrainer, read_checkpoint_metadata
+
+        meta = read_checkpoint_metadata(path)
+        try:
+            trainer = ChangeTrainer.load_from_checkpoint(path, map_location="cpu")
+        except CheckpointError:
+            raise
+        except Exception as err:  # Lightning/torch raise many types for foreign files
+            raise CheckpointError(f"cannot load checkpoint {str(path)!r}: {err}") from err
+        model = getattr(trainer, "model", trainer)
+        kwargs: dict[str, Any] = {
+            "normalization": meta.get("normalization"),
+            "bands": meta.get("bands"),
+            "class_names": meta.get("class_names"),
+            "in_channels": meta.get("in_channels"),
+        }
+        if meta.get("tile_size"):
+            tile = int(meta["tile_size"])
+            kwargs["tile_size"] = tile
+            kwargs["overlap"] = min(overlap_default(tile), tile - 1)
+        kwargs.update(overrides)
+        return cls(model, **kwargs)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _channels(self, in_channels: int) -> tuple[int, int]:
+        """Output channel count and class count, found by running the model on a tiny input."""
+        side = max(self._inferencer.size_divisor, 32)
+        probe = torch.zeros(1, 2, in_channels, side, side)
+        try:
+            probs = self._inferencer(probe)
+        except ConfigurationError:
+            raise
+        except Exception as err:
+            raise DataError(
+                f"the model cannot run on {in_channels}-band input: {err}"
+            ) from err
+        channels = probs.shape[1]
+        classes = (channels - 1) // 2
+        if channels != 1 + 2 * classes:
+            raise ConfigurationError(f"model produced {channels} output channels")
+        return channels, classes
+
+    def _model_fingerprint(self) -> str:
+        digest = hashlib.sha1()
+        for name, tensor in self.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(f"{float(tensor.float().sum()):.6e}".encode())
+        return digest.hexdigest()
+
+    def _names(self, classes: int) -> list[str]:
+        if self.class_names is not None and len(self.class_names) == classes:
+            return list(self.class_names)
+        if self.class_names is not None:
+            warnings.warn(
+                f"{len(self.class_names)} class names given but the model predicts {classes} "
+                "classes; using numbered names",
+                stacklevel=3,
+            )
+        return [f"class_{i}" for i in range(classes)]
+
+    def _decode(
+        self, probs: np.ndarray, valid: np.ndarray, classes: int
+    ) -> dict[str, np.ndarray]:
+        """Turn blended probabilities ``[ch, n, W]`` into the output arrays."""
+        change_prob = probs[0]
+        changed = change_prob >= self.threshold
+        out: dict[str, np.ndarray] = {}
+        if self.probability_dtype == "float32":
+            out["probability"] = np.where(valid, change_prob, np.nan).astype(np.float32)
+        else:
+            scaled = np.rint(np.clip(change_prob, 0, 1) * PROBABILITY_SCALE).astype(np.uint8)
+            out["probability"] = np.where(valid, scaled, NODATA_U8).astype(np.uint8)
+        out["change"] = np.where(valid, changed, NODATA_U8).astype(np.uint8)
+        if classes:
+            pre = probs[1 : 1 + classes].argmax(0)
+            post = probs[1 + classes : 1 + 2 * classes].argmax(0)
+            out["semantic_pre"] = np.where(valid, pre, NODATA_U8).astype(np.uint8)
+            out["semantic_post"] = np.where(valid, post, NODATA_U8).astype(np.uint8)
+            nodata, unchanged, dtype = _transition_codes(classes)
+            code = pre.astype(np.int64) * classes + post
+            trans = np.where(changed, code, unchanged)
+            out["transition"] = np.where(valid, trans, nodata).astype(dtype)
+        return out
+
+    def _output_specs(
+        self, out_dir: Path, classes: int, names: list[str], write_probability: bool
+    ) -> list[OutputSpec]:
+        specs: list[OutputSpec] = []
+        if write_probability:
+            is_float = self.probability_dtype == "float32"
+            specs.append(
+                OutputSpec(
+                    "probability",
+                    out_dir / "probability.tif",
+                    "float32" if is_float else "uint8",
+                    float("nan") if is_float else NODATA_U8,
+                    "average",
+                    {"GEOCHANGE_PROBABILITY_SCALE": "1" if is_float else str(PROBABILITY_SCALE)},
+                )
+            )
+        change_colors = {0: (0, 0, 0, 255), 1: (255, 255, 255, 255)}
+        specs.append(
+            OutputSpec(
+                "change",
+                out_dir / "change.tif",
+                "uint8",
+                NODATA_U8,
+                "nearest",
+                {CLASS_NAMES_TAG: json.dumps(["no change", "change"])},
+                change_colors,
+            )
+        )
+        if classes:
+            colours = class_colours(classes)
+            cmap = {i: (*c, 255) for i, c in enumerate(colours)}
+            tags = {CLASS_NAMES_TAG: json.dumps(names)}
+            for key in ("semantic_pre", "semantic_post"):
+                specs.append(
+                    OutputSpec(key, out_dir / f"{key}.tif", "uint8", NODATA_U8, "nearest", tags, cmap)
+                )
+            nodata, unchanged, dtype = _transition_codes(classes)
+            transition_names = {
+                str(a * classes + b): f"{names[a]} -> {names[b]}"
+                for a in range(classes)
+                for b in range(classes)
+            }
+            transition_names[str(unchanged)] = "no change"
+            # Colour a transition by its destination class.
+            tmap = None
+            if dtype == "uint8":
+                tmap = {a * classes + b: (*colours[b], 255) for a in range(classes) for b in range(classes)}
+                tmap[unchanged] = (0, 0, 0, 255)
+            specs.append(
+                OutputSpec(
+                    "transition",
+                    out_dir / "transition.tif",
+                    dtype,
+                    nodata,
+                    "nearest",
+                    {**tags, TRANSITION_NAMES_TAG: json.dumps(transition_names)},
+                    tmap,
+                )
+            )
+        return specs
+
+    def _resolve_window(self, pair: RasterPair, window: Any) -> Window:
+        if window is None:
+            return Window(0, 0, pair.width, pair.height)  # type: ignore[call-arg]
+        if not isinstance(window, Window):
+            left, bottom, right, top = (float(v) for v in window)
+            window = from_bounds(left, bottom, right, top, transform=pair.transform)
+        window = window.round_offsets().round_lengths()
+        full = Window(0, 0, pair.width, pair.height)  # type: ignore[call-arg]
+        try:
+            window = window.intersection(full)
+        except Exception as err:
+            raise DataError(f"window {window} lies outside the pre image") from err
+        if window.width < 1 or window.height < 1:
+            raise DataError(f"window {window} lies outside the pre image")
+        return window
+
+    # -- prediction ------------------------------------------------------------------------
+
+    def predict(
+        self,
+        pre: str | os.PathLike[str],
+        post: str | os.PathLike[str],
+        out_dir: str | os.PathLike[str],
+        *,
+        window: Window | Sequence[float] | None = None,
+        write_probability: bool = True,
+        resume: bool = False,
+        client: Any = None,
+        blocks_per_worker: int = 4,
+    ) -> PredictionResult:
+        """Predict change over a whole scene pair and write Cloud-Optimized GeoTIFFs.
+
+        Args:
+            pre: pre-change image (any GDAL raster; its grid is the output grid).
+            post: post-change image; warped on the fly onto the pre grid when CRS/grid differ.
+            out_dir: output directory (created); files: ``probability.tif``, ``change.tif``,
+                and for semantic models ``semantic_pre.tif``, ``semantic_post.tif``,
+                ``transition.tif``.
+            window: restrict to a pixel :class:`~rasterio.windows.Window` of the pre image or
+                to bounds ``(left, bottom, right, top)`` in its CRS.
+            write_probability: also write the probability raster.
+            resume: continue an interrupted run with the same settings from its flushed rows.
+            client: a ``dask.distributed.Client``: blocks of tile rows (with an ``overlap``
+                halo) are inferred on its workers, which each load the model once.
+            blocks_per_worker: with ``client``, aim for this many blocks per worker.
+
+        Returns:
+            The written paths and georeferencing.
+
+        Raises:
+            DataError: missing files, band mismatch, dates that do not overlap.
+            OutputError: ``out_dir`` not writable.
+        """
+        started = time.perf_counter()
+        pair = RasterPair.open(pre, post, bands=self.bands, expected_channels=self.in_channels)
+        out_path = check_writable_dir(out_dir)
+        win = self._resolve_window(pair, window)
+        height, width = int(win.height), int(win.width)
+        origin = (int(win.row_off), int(win.col_off))
+        transform = pair.transform * Affine.translation(origin[1], origin[0])
+        grid = TileGrid(height, width, self.tile_size, self.overlap, self.margin, self.blend)
+        channels, classes = self._channels(len(pair.bands))
+        names = self._names(classes) if classes else []
+        specs = self._output_specs(out_path, classes, names, write_probability)
+        fingerprint = {
+            "pre": [str(Path(pre).resolve()), os.stat(pre).st_mtime_ns, os.stat(pre).st_size],
+            "post": [str(Path(post).resolve()), os.stat(post).st_mtime_ns, os.stat(post).st_size],
+            "window": [origin[0], origin[1], height, width],
+            "grid": [self.tile_size, self.overlap, self.margin, self.blend, self.tta],
+            "outputs": [s.key for s in specs],
+            "threshold": self.threshold,
+            "precision": self.precision,
+            "probability_dtype": self.probability_dtype,
+            "model": self._model_fingerprint(),
+        }
+        writer = GeoTiffBandWriter(
+            specs,
+            crs=pair.crs,
+            transform=transform,
+            height=height,
+            width=width,
+            sidecar=out_path / SIDECAR_NAME,
+            fingerprint=fingerprint,
+            resume=resume,
+        )
+        tiles = 0
+        try:
+            skip = writer.rows_done
+            first_row = next(
+                (r for r, s in enumerate(grid.row_starts) if s + grid.tile_height > skip),
+                len(grid.row_starts),
+            )
+            rows = list(range(first_row, len(grid.row_starts)))
+            if rows:
+                wanted = {s.key for s in specs}
+
+                def emit(top: int, probs: np.ndarray, valid: np.ndarray) -> None:
+                    arrays = self._decode(probs, valid, classes)
+                    writer.write(top, {k: v for k, v in arrays.items() if k in wanted})
+
+                assembler = _BandAssembler(grid, channels, emit, skip_until=skip)
+                with self._progress(len(rows) * len(grid.col_starts)) as bar:
+                    results = (
+                        self._dask_results(client, pair, grid, rows, channels, origin, blocks_per_worker, bar)
+                        if client is not None
+                        else _compute_rows(
+                            self._inferencer,
+                            pair,
+                            grid,
+                            rows,
+                            channels,
+                            origin=origin,
+                            batch_size=self.batch_size,
+                            num_workers=self.num_workers,
+                            pin_memory=self.device.type == "cuda",
+                            progress=bar,
+                        )
+                    )
+                    for result in results:
+                        tiles += result.tiles
+                        assembler.add(result)
+                    assembler.finish()
+            paths = writer.finalize()
+        finally:
+            writer.close()
+            pair.close()
+        return PredictionResult(
+            change=paths["change"],
+            probability=paths.get("probability"),
+            semantic_pre=paths.get("semantic_pre"),
+            semantic_post=paths.get("semantic_post"),
+            transition=paths.get("transition"),
+            class_names=names or None,
+            crs=pair.crs,
+            transform=transform,
+            height=height,
+            width=width,
+            tiles=tiles,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _progress(self, total: int) -> contextlib.AbstractContextManager[Any]:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit="tile", desc="predict", disable=not self.progress)
+
+    def _dask_results(
+        self,
+        client: Any,
+        source: Any,
+        grid: TileGrid,
+        rows: list[int],
+        channels: int,
+        origin: tuple[int, int],
+        blocks_per_worker: int,
+        bar: Any,
+    ) -> Iterator[_RowResult]:
+        """Run blocks of tile rows on Dask workers; yield row accumulators in order."""
+        from distributed import as_completed
+
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        nblocks = max(1, min(len(rows), workers * blocks_per_worker))
+        size = math.ceil(len(rows) / nblocks)
+        blocks = [rows[i : i + size] for i in range(0, len(rows), size)]
+        # Ship the model once to every worker; tasks reuse the worker's deserialized copy.
+        [model_future] = client.scatter([self._inferencer], broadcast=True, hash=False)
+        window = max(1, 2 * workers)  # blocks in flight, to bound client memory
+        submitted: dict[Any, int] = {}
+        done: dict[int, list[_RowResult]] = {}
+        next_block = 0
+        queue = as_completed()
+
+        def submit(index: int) -> None:
+            future = client.submit(
+                _dask_rows,
+                model_future,
+                source,
+                grid,
+                blocks[index],
+                channels,
+                origin,
+                self.batch_size,
+                pure=False,
+            )
+            submitted[future] = index
+            queue.add(future)
+
+        for index in range(min(window, len(blocks))):
+            submit(index)
+        issued = min(window, len(blocks))
+        for future in queue:
+            index = submitted.pop(future)
+            done[index] = future.result()
+            bar.update(len(blocks[index]) * len(grid.col_starts))
+            while next_block in done:
+                yield from done.pop(next_block)
+                next_block += 1
+                if issued < len(blocks):
+                    submit(issued)
+                    issued += 1
+
+    def predict_xarray(self, pre: xr.DataArray, post: xr.DataArray) -> xr.Dataset:
+        """Predict change between two ``(band, y, x)`` DataArrays; returns an in-memory Dataset.
+
+        The post array is reprojected onto the pre grid with rioxarray when their CRS or
+        transform differ; lazily dask-backed inputs are read tile by tile.
+
+        Args:
+            pre: pre-date array ``(band, y, x)`` (rioxarray CRS/transform are carried over).
+            post: post-date array.
+
+        Returns:
+            Dataset with ``change`` (uint8, 255 nodata), ``probability`` (float32, NaN nodata)
+            and, for semantic models, ``semantic_pre``, ``semantic_post``, ``transition``.
+        """
+        import xarray as xr
+
+        if pre.ndim == 2:
+            pre = pre.expand_dims("band")
+        if post.ndim == 2:
+            post = post.expand_dims("band")
+        if pre.ndim != 3 or post.ndim != 3:
+            raise DataError("predict_xarray expects (band, y, x) arrays")
+        crs = _rio_crs(pre)
+        if crs is not None and _rio_crs(post) is not None:
+            same = crs == _rio_crs(post) and post.shape == pre.shape and (
+                pre.rio.transform().almost_equals(post.rio.transform())
+            )
+            if not same:
+                post = post.rio.reproject_match(pre)
+        if pre.shape != post.shape:
+            raise DataError(f"pre {pre.shape} and post {post.shape} arrays differ in shape")
+        if self.in_channels is not None and pre.shape[0] != self.in_channels:
+            raise DataError(
+                f"the model expects {self.in_channels} bands but the arrays have {pre.shape[0]}"
+            )
+        source = ArrayPair(
+            pre.data,
+            post.data,
+            pre_nodata=_rio_nodata(pre),
+            post_nodata=_rio_nodata(post),
+        )
+        height, width = source.height, source.width
+        grid = TileGrid(height, width, self.tile_size, self.overlap, self.margin, self.blend)
+        channels, classes = self._channels(int(pre.shape[0]))
+        names = self._names(classes) if classes else []
+        outputs: dict[str, np.ndarray] = {}
+
+        def emit(top: int, probs: np.ndarray, valid: np.ndarray) -> None:
+            saved = self.probability_dtype
+            self.probability_dtype = "float32"
+            try:
+                arrays = self._decode(probs, valid, classes)
+            finally:
+                self.probability_dtype = saved
+            for key, values in arrays.items():
+                if key not in outputs:
+                    outputs[key] = np.empty((height, width), dtype=values.dtype)
+                outputs[key][top : top + values.shape[0]] = values
+
+        assembler = _BandAssembler(grid, channels, emit)
+        with self._progress(len(grid)) as bar:
+            for result in _compute_rows(
+                self._inferencer,
+                source,
+                grid,
+                range(len(grid.row_starts)),
+                channels,
+                batch_size=self.batch_size,
+                num_workers=0,
+                progress=bar,
+            ):
+                assembler.add(result)
+            assembler.finish()
+        coords = {k: pre.coords[k] for k in ("y", "x") if k in pre.coords}
+        data_vars = {key: (("y", "x"), values) for key, values in outputs.items()}
+        dataset = xr.Dataset(data_vars, coords=coords)
+        dataset["change"].attrs["_FillValue"] = NODATA_U8
+        if names:
+            dataset.attrs[CLASS_NAMES_TAG] = json.dumps(names)
+        if crs is not None:
+            dataset = dataset.rio.write_crs(crs)
+            dataset = dataset.rio.write_transform(pre.rio.transform())
+        return dataset
+
+
+def overlap_default(tile_size: int) -> int:
+    """Default overlap for a tile size: a quarter of the tile."""
+    return tile_size // 4
+
+
+def _transition_codes(classes: int) -> tuple[int, int, str]:
+    """``(nodata, unchanged, dtype)`` of the transition raster for ``classes`` classes."""
+    if classes * classes <= 253:
+        return 255, 254, "uint8"
+    return 65535, 65534, "uint16"
+
+
+def _rio_crs(array: Any) -> Any:
+    try:
+        return array.rio.crs
+    except Exception:  # rioxarray not registered or no CRS
+        return None
+
+
+def _rio_nodata(array: Any) -> float | None:
+    try:
+        value = array.rio.nodata
+    except Exception:
+        value = None
+    return None if value is None else float(value)

@@ -1,0 +1,281 @@
+"""Windowed reading of a co-registered pre/post raster pair.
+
+:class:`RasterPair` holds the scene geometry (the pre image's grid) and the file paths; it opens
+the files lazily, once per process, so a copy handed to each DataLoader worker (or Dask worker)
+opens its own handles. The post image is warped on the fly onto the pre grid with a
+:class:`~rasterio.vrt.WarpedVRT` when the grids differ. :class:`TileDataset` turns a tile grid
+into a map-style dataset of ``[2, C, h, w]`` float32 tiles plus validity masks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+from torch.utils.data import Dataset
+
+from geochange.errors import DataError
+from geochange.io import open_raster
+
+
+def _band_indexes(src: rasterio.DatasetReader, bands: Sequence[int | str] | None) -> list[int]:
+    """1-based band indexes of ``src`` selected by ``bands`` (indexes or band descriptions)."""
+    if bands is None:
+        return list(range(1, src.count + 1))
+    indexes: list[int] = []
+    for band in bands:
+        if isinstance(band, str):
+            if band not in src.descriptions:
+                raise DataError(
+                    f"band {band!r} not found in {src.name!r} (bands: {list(src.descriptions)})"
+                )
+            indexes.append(src.descriptions.index(band) + 1)
+        else:
+            if not 1 <= int(band) <= src.count:
+                raise DataError(f"band index {band} out of range for {src.name!r} ({src.count})")
+            indexes.append(int(band))
+    return indexes
+
+
+@dataclass
+class RasterPair:
+    """A pre/post raster pair read on the pre image's grid.
+
+    Create it with :meth:`open`, which validates the inputs before any work.
+
+    Attributes:
+        pre_path: pre-change image.
+        post_path: post-change image.
+        bands: 1-based band indexes read from both images.
+        crs: CRS of the output grid (the pre image's).
+        transform: affine transform of the output grid.
+        height: grid height.
+        width: grid width.
+        warp_post: whether the post image must be warped onto the pre grid.
+        pre_nodata: nodata value of the pre image (or None).
+        post_nodata: nodata value of the post image (or None).
+    """
+
+    pre_path: Path
+    post_path: Path
+    bands: list[int]
+    crs: CRS | None
+    transform: Affine
+    height: int
+    width: int
+    warp_post: bool
+    pre_nodata: float | None
+    post_nodata: float | None
+    resampling: Resampling = Resampling.bilinear
+    _handles: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def open(
+        cls,
+        pre: str | os.PathLike[str],
+        post: str | os.PathLike[str],
+        *,
+        bands: Sequence[int | str] | None = None,
+        expected_channels: int | None = None,
+        resampling: str = "bilinear",
+    ) -> RasterPair:
+        """Validate a raster pair and describe its geometry.
+
+        Args:
+            pre: pre-change image path.
+            post: post-change image path.
+            bands: bands to read (1-based indexes or band descriptions); default all.
+            expected_channels: the model's input channel count, checked against the bands.
+            resampling: resampling used to warp the post image when grids differ.
+
+        Returns:
+            The pair (file handles are opened lazily on first read).
+
+        Raises:
+            DataError: missing/unreadable files, band mismatch, or no overlap between dates.
+        """
+        pre_path, post_path = Path(pre), Path(post)
+        with open_raster(pre_path) as pre_src, open_raster(post_path) as post_src:
+            pre_bands = _band_indexes(pre_src, bands)
+            post_bands = _band_indexes(post_src, bands)
+            if pre_bands != post_bands or pre_src.count != post_src.count and bands is None:
+                raise DataError(
+                    f"pre image {str(pre_path)!r} has {pre_src.count} bands but post image "
+                    f"{str(post_path)!r} has {post_src.count}"
+                )
+            if expected_channels is not None and len(pre_bands) != expected_channels:
+                raise DataError(
+                    f"the model expects {expected_channels} bands but {str(pre_path)!r} provides "
+                    f"{len(pre_bands)} (bands {pre_bands})"
+                )
+            if (pre_src.crs is None) != (post_src.crs is None):
+                raise DataError(
+                    f"only one of {str(pre_path)!r} and {str(post_path)!r} is georeferenced"
+                )
+            same_grid = (
+                pre_src.crs == post_src.crs
+                and pre_src.transform.almost_equals(post_src.transform)
+                and pre_src.shape == post_src.shape
+            )
+            if not same_grid:
+                if pre_src.crs is None:
+                    raise DataError(
+                        f"{str(pre_path)!r} and {str(post_path)!r} are not georeferenced and "
+                        "differ in size; cannot co-register them"
+                    )
+                post_bounds = transform_bounds(post_src.crs, pre_src.crs, *post_src.bounds)
+                pre_bounds = pre_src.bounds
+                if (
+                    post_bounds[0] >= pre_bounds.right
+                    or post_bounds[2] <= pre_bounds.left
+                    or post_bounds[1] >= pre_bounds.top
+                    or post_bounds[3] <= pre_bounds.bottom
+                ):
+                    raise DataError(
+                        f"pre image {str(pre_path)!r} and post image {str(post_path)!r} do not "
+                        "overlap"
+                    )
+            return cls(
+                pre_path=pre_path,
+                post_path=post_path,
+                bands=pre_bands,
+                crs=pre_src.crs,
+                transform=pre_src.transform,
+                height=pre_src.height,
+                width=pre_src.width,
+                warp_post=not same_grid,
+                pre_nodata=pre_src.nodata,
+                post_nodata=post_src.nodata,
+                resampling=Resampling[resampling],
+            )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Handles are per process: never pickle them.
+        state = self.__dict__.copy()
+        state["_handles"] = {}
+        return state
+
+    def _sources(self) -> tuple[Any, Any]:
+        pid = os.getpid()
+        if self._handles.get("pid") != pid:
+            self._handles.clear()
+            pre = rasterio.open(self.pre_path)
+            post = rasterio.open(self.post_path)
+            post_view: Any = post
+            if self.warp_post:
+                post_view = WarpedVRT(
+                    post,
+                    crs=self.crs,
+                    transform=self.transform,
+                    width=self.width,
+                    height=self.height,
+                    resampling=self.resampling,
+                    # An alpha band marks the post footprint when the file has no nodata value.
+                    add_alpha=post.nodata is None,
+                )
+            self._handles.update(pid=pid, pre=pre, post=post, post_view=post_view)
+        return self._handles["pre"], self._handles["post_view"]
+
+    def close(self) -> None:
+        """Close the file handles of this process."""
+        for key in ("post_view", "post", "pre"):
+            handle = self._handles.get(key)
+            if handle is not None:
+                handle.close()
+        self._handles.clear()
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Read both dates in ``window`` of the pre grid.
+
+        Args:
+            window: pixel window of the pre grid.
+
+        Returns:
+            ``(image, valid)``: float32 ``[2, C, h, w]`` raw pixel values and a bool ``[h, w]``
+            mask, False where either date is nodata or outside the post footprint.
+        """
+        pre, post = self._sources()
+        pre_data = pre.read(self.bands, window=window, out_dtype="float32")
+        post_data = post.read(self.bands, window=window, out_dtype="float32")
+        valid = pre.dataset_mask(window=window) > 0
+        valid &= post.dataset_mask(window=window) > 0
+        return np.stack([pre_data, post_data]), valid
+
+
+class TileDataset(Dataset[dict[str, Any]]):
+    """Map-style dataset of the tiles of a :class:`RasterPair` (or any object with ``read``).
+
+    Args:
+        source: object with ``read(window) -> (image [2, C, h, w], valid [h, w])``.
+        windows: ``(row_off, col_off, height, width)`` of each tile, in processing order.
+    """
+
+    def __init__(self, source: Any, windows: Sequence[tuple[int, int, int, int]]) -> None:
+        self.source = source
+        self.windows = list(windows)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Read tile ``index`` as ``{"image", "valid", "index"}`` tensors."""
+        row, col, height, width = self.windows[index]
+        image, valid = self.source.read(Window(col, row, width, height))  # type: ignore[arg-type]
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image)),
+            "valid": torch.from_numpy(np.ascontiguousarray(valid)),
+            "index": index,
+        }
+
+
+@dataclass
+class ArrayPair:
+    """An in-memory (or dask-backed) pair of ``[C, H, W]`` arrays on the same grid.
+
+    Attributes:
+        pre: pre-date array (numpy, dask or xarray values) ``[C, H, W]``.
+        post: post-date array on the same grid.
+        pre_nodata: nodata value of the pre array (or None; NaN is always nodata).
+        post_nodata: nodata value of the post array.
+    """
+
+    pre: Any
+    post: Any
+    pre_nodata: float | None = None
+    post_nodata: float | None = None
+
+    @property
+    def height(self) -> int:
+        """Grid height."""
+        return int(self.pre.shape[-2])
+
+    @property
+    def width(self) -> int:
+        """Grid width."""
+        return int(self.pre.shape[-1])
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Read both dates in ``window``; see :meth:`RasterPair.read`."""
+        rows = slice(int(window.row_off), int(window.row_off + window.height))
+        cols = slice(int(window.col_off), int(window.col_off + window.width))
+        pre = np.asarray(self.pre[:, rows, cols], dtype=np.float32)
+        post = np.asarray(self.post[:, rows, cols], dtype=np.float32)
+        valid = np.all(np.isfinite(pre), axis=0) & np.all(np.isfinite(post), axis=0)
+        if self.pre_nodata is not None:
+            valid &= np.all(pre != self.pre_nodata, axis=0)
+        if self.post_nodata is not None:
+            valid &= np.all(post != self.post_nodata, axis=0)
+        image = np.nan_to_num(np.stack([pre, post]), nan=0.0)
+        return image, valid

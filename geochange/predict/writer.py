@@ -1,0 +1,215 @@
+"""Row-band outputs: tiled GeoTIFFs written band by band, a resume sidecar, COG finalization."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from geochange.io import TILED_GTIFF_OPTIONS, atomic_output, finalize_cog, partial_path
+
+CLASS_NAMES_TAG = "GEOCHANGE_CLASS_NAMES"
+TRANSITION_NAMES_TAG = "GEOCHANGE_TRANSITION_NAMES"
+#: Probability rasters in uint8 store round(p * 254); 255 is nodata.
+PROBABILITY_SCALE = 254
+NODATA_U8 = 255
+
+_BASE_COLOURS: list[tuple[int, int, int]] = [
+    (220, 20, 60),  # building
+    (128, 128, 128),  # road
+    (30, 144, 255),  # water
+    (210, 180, 140),  # bare land
+    (34, 139, 34),  # tree
+    (255, 215, 0),  # cropland
+    (148, 0, 211),  # others
+]
+
+
+def class_colours(count: int) -> list[tuple[int, int, int]]:
+    """Distinct RGB colours for ``count`` classes (LsSCD palette first, then generated)."""
+    colours = list(_BASE_COLOURS[:count])
+    rng = np.random.default_rng(0)
+    while len(colours) < count:
+        r, g, b = (int(v) for v in rng.integers(0, 256, size=3))
+        colours.append((r, g, b))
+    return colours
+
+
+@dataclass
+class OutputSpec:
+    """One output raster: its final path, dtype, nodata and metadata.
+
+    Attributes:
+        key: output name (``"probability"``, ``"change"``, ...).
+        path: final COG path.
+        dtype: numpy dtype name.
+        nodata: nodata value.
+        resampling: overview resampling.
+        tags: GDAL metadata tags.
+        colormap: optional colour table (value -> RGBA).
+    """
+
+    key: str
+    path: Path
+    dtype: str
+    nodata: float
+    resampling: str
+    tags: dict[str, str]
+    colormap: dict[int, tuple[int, int, int, int]] | None = None
+
+    @property
+    def tiled_path(self) -> Path:
+        """The hidden intermediate tiled GeoTIFF written band by band."""
+        return partial_path(self.path.with_suffix(".tiled.tif"))
+
+
+class GeoTiffBandWriter:
+    """Streams row bands into tiled GeoTIFFs and records progress in a sidecar for resuming.
+
+    Rows are buffered until a whole GeoTIFF block row (512 rows) is complete, so every block is
+    compressed and written exactly once; writes run on a background thread so they overlap with
+    inference. After each band the files are closed (flushed) and the sidecar's ``rows_done``
+    updated, so an interrupted run can resume from there.
+
+    Args:
+        specs: the outputs.
+        crs: output CRS.
+        transform: output transform.
+        height: output height.
+        width: output width.
+        sidecar: progress file path.
+        fingerprint: JSON-able description of the run; resuming requires an equal one.
+        resume: continue from an existing sidecar with the same fingerprint.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[OutputSpec],
+        *,
+        crs: CRS | None,
+        transform: Affine,
+        height: int,
+        width: int,
+        sidecar: Path,
+        fingerprint: dict[str, Any],
+        resume: bool,
+    ) -> None:
+        self.specs = list(specs)
+        self.height, self.width = height, width
+        self.sidecar = sidecar
+        self.fingerprint = fingerprint
+        self.block = int(TILED_GTIFF_OPTIONS["blockysize"])
+        self.rows_done = self._resume_point() if resume else 0
+        if self.rows_done == 0:
+            for spec in self.specs:
+                profile = dict(TILED_GTIFF_OPTIONS)
+                profile.update(
+                    count=1,
+                    dtype=spec.dtype,
+                    nodata=spec.nodata,
+                    crs=crs,
+                    transform=transform,
+                    height=height,
+                    width=width,
+                )
+                with rasterio.open(spec.tiled_path, "w", **profile) as ds:
+                    ds.update_tags(**spec.tags)
+                    if spec.colormap is not None:
+                        ds.write_colormap(1, spec.colormap)
+            self._write_sidecar()
+        self._pending: dict[str, list[np.ndarray]] = {spec.key: [] for spec in self.specs}
+        self._pending_top = self.rows_done
+        self._pending_rows = 0
+        self._executor = ThreadPoolExecutor(max_workers=1)
+        self._inflight: Future[None] | None = None
+
+    def _resume_point(self) -> int:
+        try:
+            state = json.loads(self.sidecar.read_text())
+        except (OSError, ValueError):
+            return 0
+        if state.get("fingerprint") != self.fingerprint:
+            return 0
+        if not all(spec.tiled_path.exists() for spec in self.specs):
+            return 0
+        return int(state.get("rows_done", 0))
+
+    def _write_sidecar(self) -> None:
+        with atomic_output(self.sidecar) as tmp:
+            tmp.write_text(
+                json.dumps({"fingerprint": self.fingerprint, "rows_done": self.rows_done})
+            )
+
+    def write(self, top: int, arrays: dict[str, np.ndarray]) -> None:
+        """Queue finished rows starting at ``top`` (``arrays[key]`` is ``[n, width]``)."""
+        if top != self._pending_top + self._pending_rows:
+            raise RuntimeError("row bands must be written in order")  # internal invariant
+        rows = next(iter(arrays.values())).shape[0]
+        for key, values in arrays.items():
+            self._pending[key].append(values)
+        self._pending_rows += rows
+        end = self._pending_top + self._pending_rows
+        if self._pending_rows >= self.block or end >= self.height:
+            # Write whole block rows only (except at the bottom of the scene).
+            keep = 0 if end >= self.height else (end - self._pending_top) % self.block
+            self._flush(keep)
+
+    def _flush(self, keep: int) -> None:
+        merged = {key: np.concatenate(parts, axis=0) for key, parts in self._pending.items()}
+        count = self._pending_rows - keep
+        top = self._pending_top
+        chunk = {key: values[:count] for key, values in merged.items()}
+        self._pending = {key: [values[count:]] if keep else [] for key, values in merged.items()}
+        self._pending_top = top + count
+        self._pending_rows = keep
+        self._wait()
+        self._inflight = self._executor.submit(self._write_chunk, top, chunk)
+
+    def _write_chunk(self, top: int, chunk: dict[str, np.ndarray]) -> None:
+        rows = next(iter(chunk.values())).shape[0]
+        window = Window(0, top, self.width, rows)  # type: ignore[call-arg]
+        for spec in self.specs:
+            with rasterio.open(spec.tiled_path, "r+") as ds:
+                ds.write(chunk[spec.key], 1, window=window)
+        self.rows_done = top + rows
+        self._write_sidecar()
+
+    def _wait(self) -> None:
+        if self._inflight is not None:
+            self._inflight.result()
+            self._inflight = None
+
+    def close(self) -> None:
+        """Wait for pending writes and stop the writer thread (partial files stay for resuming)."""
+        try:
+            self._wait()
+        finally:
+            self._executor.shutdown(wait=True)
+
+    def finalize(self) -> dict[str, Path]:
+        """Turn the complete tiled files into COGs (atomic renames) and remove the sidecar."""
+        self.close()
+        if self.rows_done < self.height:
+            raise RuntimeError("finalize called before all rows were written")  # invariant
+        paths: dict[str, Path] = {}
+        for spec in self.specs:
+            paths[spec.key] = finalize_cog(spec.tiled_path, spec.path, resampling=spec.resampling)
+        self.sidecar.unlink(missing_ok=True)
+        return paths
+
+
+def remove_stale(paths: Sequence[Path]) -> None:
+    """Remove files left by an earlier run that is not being resumed."""
+    for path in paths:
+        if path.exists():
+            os.unlink(path)
