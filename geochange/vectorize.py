@@ -41,6 +41,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import rasterio
+import rasterio.crs
 import rasterio.features
 import rasterio.windows
 import scipy.ndimage as ndi
@@ -292,6 +293,7 @@ class _BlockJob:
     group_by: str
     connectivity: int
     transform: tuple[float, ...]
+    crs_wkt: str | None
 
 
 @dataclass
@@ -303,6 +305,10 @@ class _BlockResult:
     # in integer pixel coordinates for exact merging, the others are already in the CRS.
     wkb: npt.NDArray[np.object_]
     on_edge: npt.NDArray[np.bool_]
+    # Bounds and metric measures of the objects in the CRS (NaN for edge pieces).
+    bounds: npt.NDArray[np.float64]
+    area: npt.NDArray[np.float64]
+    perimeter: npt.NDArray[np.float64]
     codes: npt.NDArray[np.int32]
     pixel_count: npt.NDArray[np.int64]
     prob_count: npt.NDArray[np.int64]
@@ -469,6 +475,9 @@ def _polygonize_block_uncached(job: _BlockJob) -> _BlockResult:
     on_edge[edge_labels - 1] = True
 
     wkb = np.empty(count, dtype=object)
+    bounds = np.full((count, 4), np.nan)
+    area = np.full(count, np.nan)
+    perimeter = np.full(count, np.nan)
     if count:
         # Integer pixel-corner coordinates (global grid): exact unions across seams later.
         offset = Affine.translation(job.col_off, job.row_off)
@@ -486,7 +495,11 @@ def _polygonize_block_uncached(job: _BlockJob) -> _BlockResult:
             if invalid.any():
                 geoms[invalid] = shapely.make_valid(geoms[invalid])
         # Objects inside the block are final: map them to the CRS here, in parallel.
-        geoms[~on_edge] = _to_map(geoms[~on_edge], Affine(*job.transform[:6]))
+        interior = ~on_edge
+        geoms[interior] = _to_map(geoms[interior], Affine(*job.transform[:6]))
+        bounds[interior] = shapely.bounds(geoms[interior])
+        crs = rasterio.crs.CRS.from_wkt(job.crs_wkt) if job.crs_wkt else None
+        area[interior], perimeter[interior] = _metric_measures(geoms[interior], crs)
         wkb = shapely.to_wkb(geoms)
 
     flat_labels = labels.ravel()
@@ -530,6 +543,9 @@ def _polygonize_block_uncached(job: _BlockJob) -> _BlockResult:
         index=job.index,
         wkb=wkb,
         on_edge=on_edge,
+        bounds=bounds,
+        area=area,
+        perimeter=perimeter,
         codes=label_codes[1:],
         pixel_count=pixel_count[1:].astype(np.int64),
         prob_count=prob_count[1:].astype(np.int64),
@@ -571,9 +587,12 @@ def _seam_pairs(
 
 @dataclass
 class _Objects:
-    """All objects of the raster after merging (pixel coordinates)."""
+    """All objects of the raster after merging: WKB geometries in the CRS and attributes."""
 
-    geometry: npt.NDArray[np.object_]
+    wkb: npt.NDArray[np.object_]
+    bounds: npt.NDArray[np.float64]
+    area: npt.NDArray[np.float64]
+    perimeter: npt.NDArray[np.float64]
     codes: npt.NDArray[np.int32]
     pixel_count: npt.NDArray[np.int64]
     prob_mean: npt.NDArray[np.float64]
@@ -582,8 +601,22 @@ class _Objects:
     post_major: npt.NDArray[np.int32]
 
 
+def _finalize_pieces(
+    geometry: npt.NDArray[np.object_], transform: Affine, crs: Any
+) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.float64], npt.NDArray[np.float64], Any]:
+    """Map pixel-coordinate geometries to the CRS; return WKB, bounds, area, perimeter."""
+    mapped = _to_map(geometry, transform)
+    area, perimeter = _metric_measures(mapped, crs)
+    return shapely.to_wkb(mapped), shapely.bounds(mapped), area, perimeter
+
+
 def _merge_blocks(
-    results: list[_BlockResult], rows: int, cols: int, connectivity: int, transform: Affine
+    results: list[_BlockResult],
+    rows: int,
+    cols: int,
+    connectivity: int,
+    transform: Affine,
+    crs: Any,
 ) -> _Objects:
     """Link labels across seams and union the pieces of objects spanning several blocks."""
     counts = np.array([r.count for r in results], np.int64)
@@ -613,30 +646,45 @@ def _merge_blocks(
         west = np.concatenate([global_ids(b, results[b].right) for b in grid[:, c]])
         east = np.concatenate([global_ids(b, results[b].left) for b in grid[:, c + 1]])
         link(west, east)
-
-    geometry = np.concatenate([r.wkb for r in results]) if results else np.empty(0, object)
-    on_edge = np.concatenate([r.on_edge for r in results]) if results else np.zeros(0, bool)
-    for res in results:  # drop references: the concatenated arrays now own the data
-        res.wkb = np.empty(0, object)
-    pixel_count = np.concatenate([r.pixel_count for r in results]) if results else np.zeros(0)
-    prob_count = np.concatenate([r.prob_count for r in results]) if results else np.zeros(0)
-    prob_sum = np.concatenate([r.prob_sum for r in results]) if results else np.zeros(0)
-    prob_max = np.concatenate([r.prob_max for r in results]) if results else np.zeros(0)
-    pre_major = np.concatenate([r.pre_major for r in results]) if results else np.zeros(0)
-    post_major = np.concatenate([r.post_major for r in results]) if results else np.zeros(0)
     codes = codes[1:]
 
-    if sources and sum(s.size for s in sources):
+    def gather(name: str, empty: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return np.concatenate([getattr(r, name) for r in results]) if results else empty
+
+    # Mixed: WKB for interior objects, pixel-coordinate geometries for edge pieces.
+    geometry = gather("wkb", np.empty(0, object))
+    for res in results:  # drop references: the concatenated arrays now own the data
+        res.wkb = np.empty(0, object)
+    on_edge = gather("on_edge", np.zeros(0, np.bool_))
+    bounds = gather("bounds", np.zeros((0, 4)))
+    area = gather("area", np.zeros(0))
+    perimeter = gather("perimeter", np.zeros(0))
+    pixel_count = gather("pixel_count", np.zeros(0, np.int64))
+    prob_count = gather("prob_count", np.zeros(0, np.int64))
+    prob_sum = gather("prob_sum", np.zeros(0))
+    prob_max = gather("prob_max", np.zeros(0))
+    pre_major = gather("pre_major", np.zeros(0, np.int32))
+    post_major = gather("post_major", np.zeros(0, np.int32))
+
+    merged = np.zeros(total, np.bool_)
+    component = np.zeros(total, np.int64)
+    if sum(s.size for s in sources):
         a = np.concatenate(sources) - 1
         b = np.concatenate(targets) - 1
         graph = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(total, total))
         _, component = connected_components(graph, directed=False)
-        sizes = np.bincount(component)
-        merged = sizes[component] > 1
+        merged = np.bincount(component)[component] > 1
+
+    # Edge pieces without a partner across any seam are complete objects: map them now.
+    lonely = np.flatnonzero(on_edge & ~merged)
+    if lonely.size:
+        wkb, bounds[lonely], area[lonely], perimeter[lonely] = _finalize_pieces(
+            geometry[lonely], transform, crs
+        )
+        geometry[lonely] = wkb
+
+    if merged.any():
         keep = ~merged
-        # Pieces alone in their group touch the block edge but no neighbour: map them now.
-        lonely = on_edge & keep
-        geometry[lonely] = _to_map(geometry[lonely], transform)
         member_ids = np.flatnonzero(merged)
         order = member_ids[np.argsort(component[member_ids], kind="stable")]
         group_of = component[order]
@@ -680,7 +728,13 @@ def _merge_blocks(
                 post_h = np.sum([hist_post[int(m)] for m in members], axis=0)
                 new_pre[g] = _majority(pre_h[None, :])[0]
                 new_post[g] = _majority(post_h[None, :])[0]
-        geometry = np.concatenate([geometry[keep], _to_map(new_geometry, transform)])
+        new_wkb, new_bounds, new_area, new_perimeter = _finalize_pieces(
+            new_geometry, transform, crs
+        )
+        geometry = np.concatenate([geometry[keep], new_wkb])
+        bounds = np.concatenate([bounds[keep], new_bounds])
+        area = np.concatenate([area[keep], new_area])
+        perimeter = np.concatenate([perimeter[keep], new_perimeter])
         codes = np.concatenate([codes[keep], new_codes])
         pixel_count = np.concatenate([pixel_count[keep], new_count])
         prob_count = np.concatenate([prob_count[keep], new_pcount])
@@ -689,14 +743,14 @@ def _merge_blocks(
         pre_major = np.concatenate([pre_major[keep], new_pre])
         post_major = np.concatenate([post_major[keep], new_post])
 
-    else:
-        geometry[on_edge] = _to_map(geometry[on_edge], transform)
-
     with np.errstate(invalid="ignore", divide="ignore"):
         prob_mean = np.where(prob_count > 0, prob_sum / np.maximum(prob_count, 1), np.nan)
     prob_max = np.where(prob_count > 0, prob_max, np.nan)
     return _Objects(
-        geometry=geometry,
+        wkb=geometry,
+        bounds=bounds,
+        area=area,
+        perimeter=perimeter,
         codes=codes.astype(np.int32),
         pixel_count=pixel_count.astype(np.int64),
         prob_mean=prob_mean.astype(np.float64),
@@ -894,6 +948,82 @@ def _check_write_options(out: Path, mode: WriteMode, layer_per_type: bool) -> st
     return driver
 
 
+#: Features per pyogrio call when writing GeoPackages (bounds the memory of the WKB buffers).
+_WRITE_CHUNK = 65_536
+
+
+@dataclass
+class _Table:
+    """Change polygons to write: a GeoDataFrame, or attribute columns plus WKB geometries.
+
+    The WKB form lets :func:`vectorize_changes` write hundreds of thousands of polygons chunk
+    by chunk without ever holding all of them as shapely objects.
+    """
+
+    crs: Any
+    frame: Any = None
+    columns: dict[str, Any] | None = None
+    geometry: npt.NDArray[np.object_] | None = None
+
+    def __len__(self) -> int:
+        if self.frame is not None:
+            return len(self.frame)
+        assert self.geometry is not None
+        return int(self.geometry.size)
+
+    def change_types(self) -> npt.NDArray[np.object_]:
+        values = self.frame["change_type"] if self.frame is not None else None
+        if values is None:
+            assert self.columns is not None
+            values = self.columns["change_type"]
+        return np.asarray(values, dtype=object)
+
+    def is_multi(self, index: npt.NDArray[np.intp]) -> bool:
+        if self.frame is not None:
+            geoms = np.asarray(self.frame.geometry.values, dtype=object)[index]
+        else:
+            assert self.geometry is not None
+            geoms = self.geometry[index]
+        if geoms.size and isinstance(geoms[0], bytes):
+            # WKB type code after the byte-order byte: 6 = MultiPolygon.
+            little = geoms[0][0] == 1
+            return any(int.from_bytes(w[1:5], "little" if little else "big") == 6 for w in geoms)
+        return bool(np.any(shapely.get_type_id(geoms) == 6))
+
+    def to_frame(self, index: npt.NDArray[np.intp] | None = None) -> Any:
+        if self.frame is not None:
+            return self.frame if index is None else self.frame.iloc[index]
+        assert self.columns is not None and self.geometry is not None
+        select = slice(None) if index is None else index
+        return _build_frame(
+            {name: np.asarray(values)[select] for name, values in self.columns.items()},
+            self.geometry[select],
+            self.crs,
+        )
+
+
+def _build_frame(columns: dict[str, Any], geometry: npt.NDArray[np.object_], crs: Any) -> Any:
+    """GeoDataFrame with the output schema (nullable floats/strings) from arrays."""
+    import geopandas as gpd
+    import pandas as pd
+
+    if geometry.size and isinstance(geometry[0], bytes):
+        geometry = shapely.from_wkb(geometry)
+    data = {}
+    for name, dtype in SCHEMA.items():
+        values = columns[name]
+        if dtype == "Float64":
+            # NaN (no probability raster) becomes a null, written as NULL, not NaN.
+            array = np.asarray(values, dtype=np.float64)
+            data[name] = pd.array(np.where(np.isnan(array), 0.0, array), dtype="Float64").copy()
+            data[name][np.isnan(array)] = pd.NA
+        elif dtype == "object":
+            data[name] = pd.Series(np.asarray(values, dtype=object), dtype="object")
+        else:
+            data[name] = pd.array(np.asarray(values), dtype=dtype)
+    return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geometry, crs=crs), crs=crs)
+
+
 def write_changes(
     frame: Any,
     out: str | os.PathLike[str],
@@ -926,16 +1056,31 @@ def write_changes(
         OutputError: unknown extension or unwritable location.
         ConfigurationError: layer options a single-layer format cannot honour.
     """
+    return _write_table(
+        _Table(crs=frame.crs, frame=frame),
+        out,
+        layer=layer,
+        mode=mode,
+        layer_per_type=layer_per_type,
+    )
+
+
+def _write_table(
+    table: _Table, out: str | os.PathLike[str], *, layer: str, mode: WriteMode, layer_per_type: bool
+) -> Path:
     out = Path(out)
     driver = _check_write_options(out, mode, layer_per_type)
-    parts: list[tuple[str, Any]] = []
-    if layer_per_type and len(frame) and frame["change_type"].notna().any():
-        types = frame["change_type"].fillna("")
-        for name in sorted(types.unique()):
-            sub = frame[types == name]
-            parts.append((f"{layer}_{_layer_slug(name)}" if name else layer, sub))
+    everything = np.arange(len(table))
+    parts: list[tuple[str, npt.NDArray[np.intp]]] = []
+    types = table.change_types() if len(table) else np.zeros(0, object)
+    if layer_per_type and any(t is not None for t in types):
+        keys = np.array(["" if t is None else str(t) for t in types], dtype=object)
+        for name in sorted(set(keys)):
+            parts.append(
+                (f"{layer}_{_layer_slug(name)}" if name else layer, np.flatnonzero(keys == name))
+            )
     else:
-        parts.append((layer, frame))
+        parts.append((layer, everything))
 
     with atomic_output(out) as tmp:
         # GDAL picks behaviour from the extension, so work on a hidden file that keeps it and
@@ -943,32 +1088,37 @@ def write_changes(
         work = tmp.with_name(f"{tmp.name}{out.suffix}")
         try:
             if driver is None:
-                frame.to_parquet(work, index=False, write_covering_bbox=True)
+                table.to_frame().to_parquet(work, index=False, write_covering_bbox=True)
             else:
                 if mode != "create" and out.exists():
                     shutil.copy2(out, work)
-                for name, sub in parts:
-                    _write_layer(sub, work, name, driver, mode == "append")
+                for name, index in parts:
+                    multi = table.is_multi(index)
+                    # Single-layer formats are written in one call; GeoPackage layers in
+                    # chunks appended one after the other.
+                    step = _WRITE_CHUNK if driver == "GPKG" else max(index.size, 1)
+                    for first in range(0, max(index.size, 1), step):
+                        chunk = table.to_frame(index[first : first + step])
+                        append = mode == "append" if first == 0 else True
+                        _write_layer(chunk, work, name, driver, append, multi)
             os.replace(work, tmp)
         finally:
             work.unlink(missing_ok=True)
     return out
 
 
-def _write_layer(frame: Any, path: Path, name: str, driver: str, append: bool) -> None:
+def _write_layer(frame: Any, path: Path, name: str, driver: str, append: bool, multi: bool) -> None:
     import pyogrio
 
-    types = set(frame.geom_type.unique()) if len(frame) else set()
     # Plain polygons stay polygons; any multipolygon (8-connectivity) promotes the layer.
-    geometry_type = "MultiPolygon" if "MultiPolygon" in types else "Polygon"
     options = {"SPATIAL_INDEX": "YES"} if driver in ("GPKG", "FlatGeobuf") else {}
     pyogrio.write_dataframe(
         frame,
         path,
         layer=name,
         driver=driver,
-        geometry_type=geometry_type,
-        promote_to_multi=geometry_type == "MultiPolygon",
+        geometry_type="MultiPolygon" if multi else "Polygon",
+        promote_to_multi=multi,
         append=append and path.exists() and name in _layers(path),
         **options,
     )
@@ -997,8 +1147,10 @@ def _run_blocks(jobs: list[_BlockJob], workers: int, progress: bool) -> list[_Bl
         bar = tqdm(total=len(jobs), desc="vectorize", unit="block")
 
     def done(result: _BlockResult) -> None:
-        # Parse as results arrive so that WKB and geometries are never all held together.
-        result.wkb = shapely.from_wkb(result.wkb) if result.wkb.size else result.wkb
+        # Interior objects stay WKB (half the memory of shapely geometries) until needed;
+        # edge pieces are parsed for merging.
+        if result.on_edge.any():
+            result.wkb[result.on_edge] = shapely.from_wkb(result.wkb[result.on_edge])
         results[result.index] = result
         if bar is not None:
             bar.update(1)
@@ -1049,6 +1201,7 @@ def vectorize_changes(
     mode: WriteMode = "create",
     workers: int | None = None,
     progress: bool = False,
+    return_frame: bool = True,
 ) -> Any:
     """Vectorize a change raster into change polygons, block by block, at any raster size.
 
@@ -1092,22 +1245,22 @@ def vectorize_changes(
             ``"append"``; see :func:`write_changes`.
         workers: processes polygonizing blocks (default: all cores).
         progress: show a progress bar.
+        return_frame: build and return the GeoDataFrame. With ``False`` (used by the command
+            line) the polygons go from the workers' WKB straight to ``out`` in chunks and
+            ``None`` is returned, which keeps memory far lower for very large outputs.
 
     Returns:
         A ``geopandas.GeoDataFrame`` with columns ``change_id``, ``area_m2``, ``perimeter_m``,
         ``pixel_count``, ``mean_prob``, ``max_prob``, ``from_class``, ``to_class``,
         ``change_type`` and the geometry, in the raster's CRS, ordered top to bottom, left to
         right. Class fields are null for binary inputs, probability fields without a
-        probability raster.
+        probability raster. ``None`` when ``return_frame=False``.
 
     Raises:
         DataError: bad input rasters (multi-band or float change raster, grid mismatch).
         ConfigurationError: inconsistent arguments.
         OutputError: unknown output extension or unwritable output.
     """
-    import geopandas as gpd
-    import pandas as pd
-
     # ---- validate everything before any long work
     if connectivity not in (4, 8):
         raise ConfigurationError(f"connectivity must be 4 or 8, got {connectivity!r}")
@@ -1159,11 +1312,12 @@ def vectorize_changes(
                     group_by=group_by,
                     connectivity=connectivity,
                     transform=tuple(inputs.transform)[:6],
+                    crs_wkt=inputs.crs.to_wkt() if inputs.crs is not None else None,
                 )
             )
     n_workers = min(workers or os.cpu_count() or 1, len(jobs))
     results = _run_blocks(jobs, n_workers, progress)
-    objects = _merge_blocks(results, rows, cols, connectivity, inputs.transform)
+    objects = _merge_blocks(results, rows, cols, connectivity, inputs.transform, inputs.crs)
     del results
 
     # ---- filters
@@ -1171,21 +1325,16 @@ def vectorize_changes(
     keep = objects.pixel_count * pixel_area >= min_area
     if wanted is not None:
         keep &= np.isin(objects.pre_major, list(wanted)) | np.isin(objects.post_major, list(wanted))
-    geometry = objects.geometry[keep]
-    codes = objects.codes[keep]
-    pixel_count = objects.pixel_count[keep]
-    prob_mean = objects.prob_mean[keep]
-    prob_max = objects.prob_max[keep]
-    pre_major = objects.pre_major[keep]
-    post_major = objects.post_major[keep]
-
     # Deterministic order, independent of the block size: north to south, then west to east.
-    if geometry.size:
-        bounds = shapely.bounds(geometry)
-        order = np.lexsort((codes, bounds[:, 2], -bounds[:, 1], bounds[:, 0], -bounds[:, 3]))
-        geometry, codes, pixel_count = geometry[order], codes[order], pixel_count[order]
-        prob_mean, prob_max = prob_mean[order], prob_max[order]
-        pre_major, post_major = pre_major[order], post_major[order]
+    bounds = objects.bounds
+    order = np.lexsort((objects.codes, bounds[:, 2], -bounds[:, 1], bounds[:, 0], -bounds[:, 3]))
+    order = order[keep[order]]
+    geometry = objects.wkb[order]
+    del objects.wkb
+    codes = objects.codes[order]
+    pre_major = objects.pre_major[order]
+    post_major = objects.post_major[order]
+    area, perimeter = objects.area[order], objects.perimeter[order]
 
     # ---- classes and change types
     def class_name(index: int) -> str | None:
@@ -1193,6 +1342,9 @@ def vectorize_changes(
             return None
         return names[index] if names is not None and index < len(names) else str(index)
 
+    from_class: list[str | None]
+    to_class: list[str | None]
+    change_type: list[str | None]
     if semantic:
         from_class = [class_name(int(i)) for i in pre_major]
         to_class = [class_name(int(i)) for i in post_major]
@@ -1214,39 +1366,48 @@ def vectorize_changes(
     else:
         from_class = to_class = change_type = [None] * geometry.size
 
-    # ---- geometry: map coordinates, simplification, regularization
-    if simplify > 0 and geometry.size:
-        simplified = shapely.coverage_simplify(geometry, simplify)
-        bad = ~shapely.is_valid(simplified) | shapely.is_empty(simplified)
-        simplified[bad] = shapely.simplify(geometry[bad], simplify, preserve_topology=True)
-        geometry = simplified
-    if regularize is not None and geometry.size:
-        pixel_size = math.sqrt(pixel_area)
-        for i, ctype in enumerate(change_type):
-            if not semantic or (ctype is not None and BUILDING_CLASS in ctype):
-                geometry[i] = regularize_polygon(geometry[i], regularize, pixel_size=pixel_size)
-    area, perimeter = _metric_measures(geometry, inputs.crs)
+    # ---- geometry: simplification, regularization (need shapely geometries)
+    if (simplify > 0 or regularize is not None) and geometry.size:
+        geometry = shapely.from_wkb(geometry)
+        if simplify > 0:
+            simplified = shapely.coverage_simplify(geometry, simplify)
+            bad = ~shapely.is_valid(simplified) | shapely.is_empty(simplified)
+            simplified[bad] = shapely.simplify(geometry[bad], simplify, preserve_topology=True)
+            geometry = simplified
+        if regularize is not None:
+            pixel_size = math.sqrt(pixel_area)
+            for i, ctype in enumerate(change_type):
+                if not semantic or (ctype is not None and BUILDING_CLASS in ctype):
+                    geometry[i] = regularize_polygon(geometry[i], regularize, pixel_size=pixel_size)
+        area, perimeter = _metric_measures(geometry, inputs.crs)
 
+    columns = {
+        "change_id": np.arange(1, geometry.size + 1, dtype=np.int64),
+        "area_m2": area,
+        "perimeter_m": perimeter,
+        "pixel_count": objects.pixel_count[order],
+        "mean_prob": objects.prob_mean[order],
+        "max_prob": objects.prob_max[order],
+        "from_class": from_class,
+        "to_class": to_class,
+        "change_type": change_type,
+    }
     # "EPSG:xxxx" when the raster's CRS has an authority code, its WKT otherwise.
     crs = inputs.crs.to_string() if inputs.crs is not None else None
-    frame = gpd.GeoDataFrame(
-        {
-            "change_id": pd.array(np.arange(1, geometry.size + 1), dtype="int64"),
-            "area_m2": pd.array(area, dtype="float64"),
-            "perimeter_m": pd.array(perimeter, dtype="float64"),
-            "pixel_count": pd.array(pixel_count, dtype="int64"),
-            "mean_prob": pd.array(prob_mean, dtype="Float64"),
-            "max_prob": pd.array(prob_max, dtype="Float64"),
-            "from_class": pd.Series(from_class, dtype="object"),
-            "to_class": pd.Series(to_class, dtype="object"),
-            "change_type": pd.Series(change_type, dtype="object"),
-        },
-        geometry=gpd.GeoSeries(geometry, crs=crs),
-        crs=crs,
-    )
-    # NaN probabilities become nulls (written as NULL, not NaN).
-    for column in ("mean_prob", "max_prob"):
-        frame[column] = frame[column].astype("Float64").mask(frame[column].isna(), pd.NA)
+    if not return_frame:
+        if out_path is not None:
+            table = _Table(crs=crs, columns=columns, geometry=geometry)
+            _write_table(table, out_path, layer=layer, mode=mode, layer_per_type=layer_per_type)
+        return None
+    if geometry.size and isinstance(geometry[0], bytes):
+        # Parse chunk by chunk, freeing the WKB as we go, so both never coexist in full.
+        parsed = np.empty(geometry.size, dtype=object)
+        for first in range(0, geometry.size, _WRITE_CHUNK):
+            chunk = slice(first, first + _WRITE_CHUNK)
+            parsed[chunk] = shapely.from_wkb(geometry[chunk])
+            geometry[chunk] = None
+        geometry = parsed
+    frame = _build_frame(columns, geometry, crs)
     if out_path is not None:
         write_changes(frame, out_path, layer=layer, mode=mode, layer_per_type=layer_per_type)
     return frame

@@ -488,6 +488,8 @@ def test_cli_vectorize(tmp_path: Path, semantic_paths: SimpleNamespace) -> None:
 
 def test_synthetic_scene_recovers_changed_buildings(tmp_path: Path) -> None:
     synthetic = pytest.importorskip("geochange.synthetic")
+    if not hasattr(synthetic, "make_scene"):
+        pytest.skip("geochange.synthetic.make_scene not available yet")
     import geopandas as gpd
 
     scene = synthetic.make_scene(tmp_path / "scene", 768, 1024, seed=3)
