@@ -1,0 +1,45 @@
+"""Losses for binary and semantic change detection.
+
+All losses honour ``ignore_index`` (default 255: nodata/unlabeled) and take the model outputs
+of :mod:`geochange.models` (change logits ``[B, 1, H, W]``, class logits ``[B, K, H, W]``).
+"""
+
+from __future__ import annotations
+
+from geochange.losses.binary import (
+    IGNORE_INDEX,
+    BCEDiceLoss,
+    CombinedIoULoss,
+    DiceLoss,
+    FocalLoss,
+    MaskedBCEWithLogitsLoss,
+    SoftIoULoss,
+    build_change_loss,
+    masked_cross_entropy,
+)
+from geochange.losses.contrastive import (
+    BatchBalancedContrastiveLoss,
+    BSCCLoss,
+    SACLLoss,
+    feature_distance,
+    supervised_info_nce,
+)
+from geochange.losses.multitask import SCDMultitaskLoss
+
+__all__ = [
+    "IGNORE_INDEX",
+    "BCEDiceLoss",
+    "BSCCLoss",
+    "BatchBalancedContrastiveLoss",
+    "CombinedIoULoss",
+    "DiceLoss",
+    "FocalLoss",
+    "MaskedBCEWithLogitsLoss",
+    "SACLLoss",
+    "SCDMultitaskLoss",
+    "SoftIoULoss",
+    "build_change_loss",
+    "feature_distance",
+    "masked_cross_entropy",
+    "supervised_info_nce",
+]
