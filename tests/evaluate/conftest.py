@@ -1,0 +1,89 @@
+"""Hand-built change scenes with known object-level outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+LSSCD = ["building", "road", "water", "bare land", "tree", "cropland", "others"]
+TRANSFORM = Affine(0.5, 0, 500_000.0, 0, -0.5, 4_600_000.0)
+CRS = "EPSG:32631"
+SIZE = 64
+
+
+@dataclass
+class HandScene:
+    pred: Path
+    ref: Path
+    pred_array: np.ndarray
+    ref_array: np.ndarray
+    directory: Path
+
+
+def write_raster(path: Path, array: np.ndarray, names: list[str] | None = None) -> Path:
+    profile = {
+        "driver": "GTiff",
+        "height": array.shape[0],
+        "width": array.shape[1],
+        "count": 1,
+        "dtype": "uint8",
+        "crs": CRS,
+        "transform": TRANSFORM,
+        "nodata": 255,
+        "tiled": True,
+        "blockxsize": 16,
+        "blockysize": 16,
+    }
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(array, 1)
+        if names is not None:
+            import json
+
+            ds.update_tags(GEOCHANGE_CLASS_NAMES=json.dumps(names))
+    return path
+
+
+def hand_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """Prediction and reference with one object of every kind (row/col pixel boxes).
+
+    - good match: ref [2:10, 2:10], pred [2:10, 3:10] (IoU 0.875)
+    - split: ref [2:12, 20:40] (200 px), pred [2:12, 20:29] + [2:12, 31:40] (IoU 0.45 each)
+    - merged: ref [20:28, 2:10] + [20:28, 12:20], pred [20:28, 2:20] (IoU 0.44 each)
+    - miss: ref [40:46, 40:46]
+    - false alarm: pred [50:56, 2:8]
+    - block-edge object: ref and pred [28:36, 40:56] (crosses rows 32 and cols 48 with 16-px blocks)
+    - ignored rows: ref 255 on rows 60..63
+    """
+    ref = np.zeros((SIZE, SIZE), np.uint8)
+    pred = np.zeros((SIZE, SIZE), np.uint8)
+    ref[2:10, 2:10] = 1
+    pred[2:10, 3:10] = 1
+    ref[2:12, 20:40] = 1
+    pred[2:12, 20:29] = 1
+    pred[2:12, 31:40] = 1
+    ref[20:28, 2:10] = 1
+    ref[20:28, 12:20] = 1
+    pred[20:28, 2:20] = 1
+    ref[40:46, 40:46] = 1
+    pred[50:56, 2:8] = 1
+    ref[28:36, 40:56] = 1
+    pred[28:36, 40:56] = 1
+    ref[60:64, :] = 255
+    return pred, ref
+
+
+@pytest.fixture
+def hand_scene(tmp_path: Path) -> HandScene:
+    pred, ref = hand_arrays()
+    return HandScene(
+        pred=write_raster(tmp_path / "change.tif", pred),
+        ref=write_raster(tmp_path / "reference.tif", ref),
+        pred_array=pred,
+        ref_array=ref,
+        directory=tmp_path,
+    )
