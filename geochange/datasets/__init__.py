@@ -1,0 +1,21 @@
+"""Bi-temporal change-detection datasets: TorchGeo geo datasets over scene pairs, and folders.
+
+* :class:`BiTemporalRasterDataset`: a TorchGeo ``GeoDataset`` over a pre/post scene pair with
+  raster or vector labels, streamed window by window.
+* :class:`ChangeFolderDataset`: the ``A/B/label`` layout of LEVIR-CD, WHU-CD, DSIFN.
+* :class:`SemanticChangeFolderDataset`: SECOND and Hi-UCD semantic change layouts.
+* :func:`spatial_split`: leak-free train/val/test regions of one scene.
+"""
+
+from geochange.datasets.folder import ChangeFolderDataset, SemanticChangeFolderDataset
+from geochange.datasets.geo import IGNORE_INDEX, LSSCD_CLASSES, BiTemporalRasterDataset
+from geochange.datasets.splits import spatial_split
+
+__all__ = [
+    "IGNORE_INDEX",
+    "LSSCD_CLASSES",
+    "BiTemporalRasterDataset",
+    "ChangeFolderDataset",
+    "SemanticChangeFolderDataset",
+    "spatial_split",
+]

@@ -1,0 +1,430 @@
+"""TorchGeo :class:`~torchgeo.datasets.GeoDataset` for a pair of co-registered scenes plus labels.
+
+:class:`BiTemporalRasterDataset` is a regular TorchGeo 0.10 GeoDataset (GeoDataFrame index,
+GeoSlice queries), so TorchGeo's samplers, ``roi``, ``&``/``|`` and ``stack_samples`` work with
+it. Its reads bypass ``rasterio.merge``: each date is read with a plain windowed read from file
+handles opened once per process (see :mod:`geochange.datasets._layers`), which is what makes
+sampling several times faster than two ``RasterDataset`` objects joined with ``&``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import rasterio
+import shapely
+import torch
+from geopandas import GeoDataFrame
+from pyproj import CRS as PROJ_CRS
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from torchgeo.datasets import GeoDataset, RasterDataset
+from torchgeo.datasets.utils import GeoSlice
+
+from geochange.datasets._layers import (
+    RASTER_EXTENSIONS,
+    VECTOR_EXTENSIONS,
+    RasterLayer,
+    TargetGrid,
+    VectorLayer,
+    expand_paths,
+)
+from geochange.errors import DataError
+
+#: Value of ``mask``/``mask_pre``/``mask_post`` pixels that carry no label.
+IGNORE_INDEX = 255
+
+#: LsSCD classes, the default class names of semantic labels.
+LSSCD_CLASSES = ["building", "road", "water", "bare land", "tree", "cropland", "others"]
+
+PathsOrDataset = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | RasterDataset
+
+
+def _is_vector(paths: Any) -> bool:
+    if isinstance(paths, str | os.PathLike):
+        return Path(paths).suffix.lower() in VECTOR_EXTENSIONS
+    return False
+
+
+def _box_bounds(geom: Any) -> tuple[float, float, float, float]:
+    return tuple(float(v) for v in geom.bounds)  # type: ignore[return-value]
+
+
+class BiTemporalRasterDataset(GeoDataset):
+    """A pre/post image pair with optional change and semantic labels, as a TorchGeo GeoDataset.
+
+    Both dates (and every label) are read on one grid: by default the pre image's CRS,
+    resolution and pixel origin. A post image (or label) in another CRS or resolution is warped
+    on read (bilinear for images, nearest for labels). Windows that extend past either date
+    are filled and marked ``ignore_index`` in the masks.
+
+    A sample is a dict with ``image`` float32 ``[2, C, H, W]`` (raw pixel values, 0 where
+    invalid), ``mask`` long ``[H, W]`` (0/1 change, 255 where either date is nodata or
+    unlabeled) when any label is given, ``mask_pre``/``mask_post`` long ``[H, W]`` when semantic
+    labels are given, and TorchGeo's ``bounds`` and ``transform`` metadata. Without a change
+    label but with both semantic labels, ``mask`` is derived as ``mask_pre != mask_post``.
+
+    Example:
+        >>> from torchgeo.samplers import RandomGeoSampler
+        >>> from torchgeo.datasets import stack_samples
+        >>> ds = BiTemporalRasterDataset("pre.tif", "post.tif", change="change.gpkg")
+        >>> loader = DataLoader(ds, sampler=RandomGeoSampler(ds, 256, 100),
+        ...                     batch_size=8, collate_fn=stack_samples)
+
+    Args:
+        pre: pre-date image: a file, a directory, a list of files, or a TorchGeo
+            ``RasterDataset`` (its files and bands are used).
+        post: post-date image, same forms.
+        change: change label: raster(s) (0/1, 255 or nodata = unlabeled) or a vector file of
+            change polygons (inside = 1, outside = 0).
+        semantic_pre: pre-date semantic classes: raster(s) of class ids, or a vector file of
+            footprints with ``class_attribute`` (uncovered pixels are ``ignore_index``).
+        semantic_post: post-date semantic classes, same forms.
+        crs: CRS to read on (default: the pre image's). The grid origin stays the pre image's.
+        res: resolution to read on, a number or ``(xres, yres)`` (default: the pre image's).
+        bands: bands read from both dates, as 1-based indexes or band descriptions.
+        transforms: function applied to each sample.
+        class_attribute: attribute of semantic vector labels holding the class (id or name).
+        class_names: semantic class names in class-id order (default: LsSCD classes when
+            semantic labels are given).
+        all_touched: rasterize vector labels on every pixel a polygon touches.
+        gdal_cache_mb: GDAL block cache per process, in MB (bounded memory per worker).
+
+    Raises:
+        DataError: unreadable/corrupt files, different band counts, pre/post or labels with no
+            spatial overlap, a vector label without its class attribute.
+    """
+
+    ignore_index = IGNORE_INDEX
+
+    def __init__(
+        self,
+        pre: PathsOrDataset,
+        post: PathsOrDataset,
+        *,
+        change: Any = None,
+        semantic_pre: Any = None,
+        semantic_post: Any = None,
+        crs: CRS | PROJ_CRS | str | None = None,
+        res: float | tuple[float, float] | None = None,
+        bands: Sequence[int | str] | None = None,
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        class_attribute: str = "class",
+        class_names: Sequence[str] | None = None,
+        all_touched: bool = False,
+        gdal_cache_mb: int = 256,
+    ) -> None:
+        self.transforms = transforms
+        self.gdal_cache_mb = gdal_cache_mb
+        pre_files, pre_bands = self._resolve_images(pre, bands, "pre")
+        post_files, post_bands = self._resolve_images(post, bands, "post")
+        self.paths = [str(p) for p in pre_files + post_files]
+
+        # The target grid: pre image's grid, optionally reprojected/resampled.
+        with rasterio.open(pre_files[0]) as first:
+            t = first.transform
+            target_crs = first.crs
+            origin = (t.c, t.f)
+            target_res = (abs(t.a), abs(t.e))
+            bounds = tuple(first.bounds)
+        if crs is not None:
+            new_crs = CRS.from_user_input(crs.to_wkt() if isinstance(crs, PROJ_CRS) else crs)
+            if target_crs is not None and new_crs != target_crs:
+                from rasterio.warp import transform_bounds
+
+                bounds = transform_bounds(target_crs, new_crs, *bounds)
+                origin = (bounds[0], bounds[3])
+                if res is None:
+                    # Keep roughly the pre image's pixel count across the extent.
+                    with rasterio.open(pre_files[0]) as first:
+                        target_res = (
+                            (bounds[2] - bounds[0]) / first.width,
+                            (bounds[3] - bounds[1]) / first.height,
+                        )
+            target_crs = new_crs
+        if res is not None:
+            target_res = (float(res), float(res)) if isinstance(res, int | float) else res
+        grid = TargetGrid(crs=target_crs, res=tuple(target_res), origin=origin)  # type: ignore[arg-type]
+
+        self.pre, _ = RasterLayer.open(
+            "pre",
+            pre_files,
+            grid=grid,
+            bands=pre_bands,
+            resampling=Resampling.bilinear,
+            gdal_cache_mb=gdal_cache_mb,
+        )
+        self.post, _ = RasterLayer.open(
+            "post",
+            post_files,
+            grid=grid,
+            bands=post_bands,
+            resampling=Resampling.bilinear,
+            gdal_cache_mb=gdal_cache_mb,
+        )
+        if self.pre.count != self.post.count:
+            raise DataError(
+                f"pre image {str(pre_files[0])!r} has {self.pre.count} bands but post image "
+                f"{str(post_files[0])!r} has {self.post.count}"
+            )
+        self.grid = grid
+        self._res = tuple(grid.res)  # type: ignore[assignment]
+
+        pre_union = shapely.union_all(self.pre.footprints())
+        post_union = shapely.union_all(self.post.footprints())
+        overlap = shapely.intersection(pre_union, post_union)
+        if overlap.is_empty or overlap.area <= 0:
+            raise DataError(
+                f"pre image {str(pre_files[0])!r} and post image {str(post_files[0])!r} do not "
+                f"overlap (pre bounds {_box_bounds(pre_union)}, post bounds "
+                f"{_box_bounds(post_union)} in the pre CRS)"
+            )
+        self.overlap = overlap
+
+        has_semantic = semantic_pre is not None or semantic_post is not None
+        self.class_names: list[str] | None = (
+            list(class_names)
+            if class_names is not None
+            else (LSSCD_CLASSES if has_semantic else None)
+        )
+        self.change = self._open_label("change", change, None, 0, all_touched)
+        self.semantic_pre = self._open_label(
+            "semantic_pre", semantic_pre, class_attribute, IGNORE_INDEX, all_touched
+        )
+        self.semantic_post = self._open_label(
+            "semantic_post", semantic_post, class_attribute, IGNORE_INDEX, all_touched
+        )
+
+        # One index row per pre file: its part of the pre/post overlap.
+        geometries, filepaths = [], []
+        for info, footprint in zip(self.pre.files, self.pre.footprints(), strict=True):
+            part = shapely.intersection(footprint, post_union)
+            if not part.is_empty and part.area > 0:
+                geometries.append(part)
+                filepaths.append(str(info.path))
+        interval = pd.IntervalIndex.from_tuples(
+            [(pd.Timestamp.min, pd.Timestamp.max)] * len(geometries), closed="both", name="datetime"
+        )
+        index_crs = PROJ_CRS.from_wkt(grid.crs.to_wkt()) if grid.crs is not None else None
+        self.index = GeoDataFrame(
+            {"filepath": filepaths}, index=interval, geometry=geometries, crs=index_crs
+        )
+        self._bounds_cache: tuple[Any, tuple[slice, slice, slice]] | None = None
+
+    # -- construction helpers ---------------------------------------------------------------
+
+    @staticmethod
+    def _resolve_images(
+        source: PathsOrDataset, bands: Sequence[int | str] | None, what: str
+    ) -> tuple[list[Path], Sequence[int | str] | None]:
+        if isinstance(source, RasterDataset):
+            files = [Path(f) for f in source.index.filepath]
+            indexes = getattr(source, "band_indexes", None)
+            return files, bands if bands is not None else indexes
+        if isinstance(source, GeoDataset):
+            raise DataError(f"{what}: only TorchGeo RasterDatasets or paths are supported")
+        return expand_paths(source, RASTER_EXTENSIONS, f"{what} image"), bands
+
+    def _open_label(
+        self,
+        name: str,
+        source: Any,
+        class_attribute: str | None,
+        vector_background: int,
+        all_touched: bool,
+    ) -> RasterLayer | VectorLayer | None:
+        if source is None:
+            return None
+        layer: RasterLayer | VectorLayer
+        if isinstance(source, RasterDataset):
+            source = [Path(f) for f in source.index.filepath]
+        if _is_vector(source):
+            layer = VectorLayer.open(
+                name,
+                Path(source),
+                grid=self.grid,
+                class_attribute=class_attribute,
+                class_names=self.class_names,
+                background=vector_background,
+                all_touched=all_touched,
+            )
+            extent = layer.total_bounds()
+            empty = any(math.isnan(v) for v in extent)
+            if empty or not shapely.box(*extent).intersects(self.overlap):
+                raise DataError(
+                    f"{name} label {str(source)!r} does not overlap the images "
+                    f"(label bounds {extent}, image overlap {_box_bounds(self.overlap)})"
+                )
+            return layer
+        files = expand_paths(source, RASTER_EXTENSIONS, f"{name} label")
+        layer, _ = RasterLayer.open(
+            name,
+            files,
+            grid=self.grid,
+            bands=[1],
+            resampling=Resampling.nearest,
+            gdal_cache_mb=self.gdal_cache_mb,
+        )
+        union = shapely.union_all(layer.footprints())
+        if not union.intersects(self.overlap) or union.intersection(self.overlap).area <= 0:
+            raise DataError(
+                f"{name} label {str(files[0])!r} does not overlap the images "
+                f"(label bounds {_box_bounds(union)}, image overlap {_box_bounds(self.overlap)})"
+            )
+        return layer
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def bounds(self) -> tuple[slice, slice, slice]:
+        """Bounding x, y, t slices of the index (cached until the index is replaced)."""
+        cache = self._bounds_cache
+        if cache is None or cache[0] is not self.index:
+            cache = (self.index, super().bounds)
+            self._bounds_cache = cache
+        return cache[1]
+
+    @property
+    def in_channels(self) -> int:
+        """Number of bands per date."""
+        return self.pre.count
+
+    @property
+    def task(self) -> str:
+        """``"semantic"`` when semantic labels are given, else ``"binary"``."""
+        semantic = self.semantic_pre is not None or self.semantic_post is not None
+        return "semantic" if semantic else "binary"
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether samples carry a ``mask``."""
+        return self.change is not None or (
+            self.semantic_pre is not None and self.semantic_post is not None
+        )
+
+    @property
+    def image_dtype(self) -> str:
+        """Data type of the pre image's files."""
+        return self.pre.dtype
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_bounds_cache"] = None
+        return state
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _query_bounds(self, index: GeoSlice) -> tuple[tuple[float, float, float, float], Any]:
+        if isinstance(index, tuple) and len(index) >= 2:
+            x, y = index[0], index[1]
+            if (
+                x.start is not None
+                and x.stop is not None
+                and y.start is not None
+                and y.stop is not None
+            ):
+                # Fast path for sampler queries: no need to resolve against the index bounds.
+                xres = x.step if x.step is not None else self._res[0]
+                yres = y.step if y.step is not None else self._res[1]
+                return (float(x.start), float(y.start), float(x.stop), float(y.stop)), (
+                    float(xres),
+                    float(yres),
+                )
+        x, y, _ = self._disambiguate_slice(index)
+        return (float(x.start), float(y.start), float(x.stop), float(y.stop)), (
+            float(x.step),
+            float(y.step),
+        )
+
+    def read_window(
+        self, bounds: tuple[float, float, float, float], res: tuple[float, float] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Read both dates and labels in ``(left, bottom, right, top)`` as numpy arrays.
+
+        Args:
+            bounds: window in the dataset CRS.
+            res: output resolution (default: the dataset's).
+
+        Returns:
+            ``image`` float32 ``[2, C, h, w]``, ``valid`` bool ``[h, w]`` and, when labels
+            exist, ``mask`` / ``mask_pre`` / ``mask_post`` uint8 ``[h, w]`` (255 = ignore).
+        """
+        res = res or self._res
+        pre, pre_valid = self.pre.read(bounds, res, 0.0)
+        post, post_valid = self.post.read(bounds, res, 0.0)
+        image = np.stack([pre, post])
+        valid = pre_valid & post_valid
+        if not valid.all():
+            image[:, :, ~valid] = 0.0
+        out: dict[str, np.ndarray] = {"image": image, "valid": valid}
+        sem_pre = self._read_label(self.semantic_pre, bounds, res)
+        sem_post = self._read_label(self.semantic_post, bounds, res)
+        if sem_pre is not None:
+            sem_pre[~valid] = IGNORE_INDEX
+            out["mask_pre"] = sem_pre
+        if sem_post is not None:
+            sem_post[~valid] = IGNORE_INDEX
+            out["mask_post"] = sem_post
+        change = self._read_label(self.change, bounds, res)
+        if change is None and sem_pre is not None and sem_post is not None:
+            change = (sem_pre != sem_post).astype(np.uint8)
+            change[(sem_pre == IGNORE_INDEX) | (sem_post == IGNORE_INDEX)] = IGNORE_INDEX
+        if change is not None:
+            change[~valid] = IGNORE_INDEX
+            out["mask"] = change
+        return out
+
+    @staticmethod
+    def _read_label(
+        layer: RasterLayer | VectorLayer | None,
+        bounds: tuple[float, float, float, float],
+        res: tuple[float, float],
+    ) -> np.ndarray | None:
+        if layer is None:
+            return None
+        if isinstance(layer, VectorLayer):
+            return np.asarray(layer.read(bounds, res))
+        data, label_valid = layer.read(bounds, res, IGNORE_INDEX, dtype=np.uint8)
+        label = data[0]
+        label[~label_valid] = IGNORE_INDEX
+        return label
+
+    def __getitem__(self, index: GeoSlice) -> dict[str, Any]:
+        """Read the sample in a spatial (and ignored temporal) slice.
+
+        Args:
+            index: ``[xmin:xmax:xres, ymin:ymax:yres, tmin:tmax:tres]`` coordinates.
+
+        Returns:
+            The sample dict (see the class docstring).
+
+        Raises:
+            IndexError: if the slice does not intersect the pre/post overlap.
+        """
+        bounds, res = self._query_bounds(index)
+        left, bottom, right, top = bounds
+        ob = self.overlap.bounds
+        if left >= ob[2] or right <= ob[0] or bottom >= ob[3] or top <= ob[1]:
+            raise IndexError(f"index {index} is outside the dataset bounds {self.bounds}")
+        arrays = self.read_window(bounds, res)
+        sample: dict[str, Any] = {"image": torch.from_numpy(arrays["image"])}
+        for key in ("mask", "mask_pre", "mask_post"):
+            if key in arrays:
+                sample[key] = torch.from_numpy(arrays[key].astype(np.int64))
+        t = self.bounds[2]
+        sample["bounds"] = torch.tensor(
+            [left, right, res[0], bottom, top, res[1], t.start.timestamp(), t.stop.timestamp(), 1],
+            dtype=torch.float64,
+        )
+        sample["transform"] = torch.tensor(
+            [res[0], 0.0, left, 0.0, -res[1], top, 0.0, 0.0, 1.0], dtype=torch.float64
+        )
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
