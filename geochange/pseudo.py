@@ -663,6 +663,7 @@ def generate_pseudo_labels(
     connectivity: int = 8,
     class_names: Sequence[str] | None = None,
     block_size: int = 2048,
+    gdal_cache_mb: int | None = 256,
     progress: bool = False,
 ) -> PseudoLabelSummary:
     """Generate change pseudo labels for a whole georeferenced scene, block by block.
@@ -694,6 +695,8 @@ def generate_pseudo_labels(
         connectivity: 4 or 8 neighbourhood for instances.
         class_names: class names in id order (overrides the rasters' tag).
         block_size: block side in pixels (memory grows with its square).
+        gdal_cache_mb: GDAL block cache during the run, in MiB (``None``: GDAL's setting, by
+            default 5% of the RAM).
         progress: show a progress bar.
 
     Returns:
@@ -724,88 +727,94 @@ def generate_pseudo_labels(
     total_blocks = sum(len(row) for row in windows) * (1 if mode == "pixel" else 2)
     bar = _progress_bar(total_blocks, progress)
 
-    with (
-        rasterio.open(inputs.semantic_pre) as ds_pre,
-        rasterio.open(inputs.semantic_post) as ds_post,
-    ):
-        node_event = node_small = np.zeros(0, dtype=bool)
-        blocks: dict[tuple[int, int], _BlockInstances] = {}
-        instances_pre = instances_post = events = 0
-        if mode != "pixel":
-            scene = _scan_instances(ds_pre, ds_post, windows, classes, structure, ignore_index, bar)
-            blocks = scene.blocks
-            comp, is_pre = _merge_seams(scene, windows, connectivity)
-            node_event, node_small, n_pre, n_post, events = _decide_events(
-                scene, comp, is_pre, min_instance_area, overlap_threshold
-            )
-            instances_pre, instances_post = n_pre, n_post
-        counts = np.zeros(256, dtype=np.int64)
-        tiled = out.with_name(f".{out.name}.tiled.tif")
-        profile = {
-            **TILED_GTIFF_OPTIONS,
-            "height": inputs.height,
-            "width": inputs.width,
-            "count": 1,
-            "dtype": "uint8",
-            "nodata": ignore_index,
-            "crs": inputs.crs,
-            "transform": inputs.transform,
-        }
-        ds_prob_pre = rasterio.open(inputs.prob_pre) if inputs.prob_pre else None
-        ds_prob_post = rasterio.open(inputs.prob_post) if inputs.prob_post else None
-        try:
-            with rasterio.open(tiled, "w", **profile) as dst:
-                for i, row in enumerate(windows):
-                    for j, window in enumerate(row):
-                        sem_pre = _read_classes(ds_pre, window, ignore_index)
-                        sem_post = _read_classes(ds_post, window, ignore_index)
-                        uncertain = _uncertain(
-                            sem_pre,
-                            sem_post,
-                            _read_confidence(ds_prob_pre, window),
-                            _read_confidence(ds_prob_post, window),
-                            confidence,
-                            ignore_index,
-                        )
-                        pixel_change = _pixel_change(sem_pre, sem_post, classes)
-                        if mode == "pixel":
-                            event = small = np.zeros(sem_pre.shape, dtype=bool)
-                        else:
-                            event, small = _block_flags(
-                                sem_pre, sem_post, classes, structure, blocks[i, j],
-                                node_event, node_small,
-                            )  # fmt: skip
-                        labels = _assemble(
-                            mode, pixel_change, event, small, uncertain, ignore_index
-                        )
-                        counts += np.bincount(labels.ravel(), minlength=256)
-                        dst.write(labels, 1, window=window)
-                        bar.update(1)
-                dst.update_tags(
-                    **{
-                        PSEUDO_LABELS_TAG: json.dumps(
-                            {
-                                "mode": mode,
-                                "change_classes": list(classes),
-                                "change_class_names": [
-                                    names[c] if c < len(names) else str(c) for c in classes
-                                ],
-                                "min_instance_area": min_instance_area,
-                                "overlap_threshold": overlap_threshold,
-                                "confidence": confidence if prob_pre or prob_post else None,
-                                "connectivity": connectivity,
-                            }
-                        )
-                    }
+    # GDAL's block cache defaults to 5% of RAM and would grow with the scene; the passes read
+    # and write whole tiles in order, so a small cache keeps memory bounded at no cost.
+    cache = {"GDAL_CACHEMAX": gdal_cache_mb * 2**20} if gdal_cache_mb else {}
+    with rasterio.Env(**cache):
+        with (
+            rasterio.open(inputs.semantic_pre) as ds_pre,
+            rasterio.open(inputs.semantic_post) as ds_post,
+        ):
+            node_event = node_small = np.zeros(0, dtype=bool)
+            blocks: dict[tuple[int, int], _BlockInstances] = {}
+            instances_pre = instances_post = events = 0
+            if mode != "pixel":
+                scene = _scan_instances(
+                    ds_pre, ds_post, windows, classes, structure, ignore_index, bar
                 )
-            finalize_cog(tiled, out, resampling="nearest")
-        finally:
-            bar.close()
-            for ds in (ds_prob_pre, ds_prob_post):
-                if ds is not None:
-                    ds.close()
-            if tiled.exists():
-                tiled.unlink()
+                blocks = scene.blocks
+                comp, is_pre = _merge_seams(scene, windows, connectivity)
+                node_event, node_small, n_pre, n_post, events = _decide_events(
+                    scene, comp, is_pre, min_instance_area, overlap_threshold
+                )
+                instances_pre, instances_post = n_pre, n_post
+            counts = np.zeros(256, dtype=np.int64)
+            tiled = out.with_name(f".{out.name}.tiled.tif")
+            profile = {
+                **TILED_GTIFF_OPTIONS,
+                "height": inputs.height,
+                "width": inputs.width,
+                "count": 1,
+                "dtype": "uint8",
+                "nodata": ignore_index,
+                "crs": inputs.crs,
+                "transform": inputs.transform,
+            }
+            ds_prob_pre = rasterio.open(inputs.prob_pre) if inputs.prob_pre else None
+            ds_prob_post = rasterio.open(inputs.prob_post) if inputs.prob_post else None
+            try:
+                with rasterio.open(tiled, "w", **profile) as dst:
+                    for i, row in enumerate(windows):
+                        for j, window in enumerate(row):
+                            sem_pre = _read_classes(ds_pre, window, ignore_index)
+                            sem_post = _read_classes(ds_post, window, ignore_index)
+                            uncertain = _uncertain(
+                                sem_pre,
+                                sem_post,
+                                _read_confidence(ds_prob_pre, window),
+                                _read_confidence(ds_prob_post, window),
+                                confidence,
+                                ignore_index,
+                            )
+                            pixel_change = _pixel_change(sem_pre, sem_post, classes)
+                            if mode == "pixel":
+                                event = small = np.zeros(sem_pre.shape, dtype=bool)
+                            else:
+                                event, small = _block_flags(
+                                    sem_pre, sem_post, classes, structure, blocks[i, j],
+                                    node_event, node_small,
+                                )  # fmt: skip
+                            labels = _assemble(
+                                mode, pixel_change, event, small, uncertain, ignore_index
+                            )
+                            counts += np.bincount(labels.ravel(), minlength=256)
+                            dst.write(labels, 1, window=window)
+                            bar.update(1)
+                    dst.update_tags(
+                        **{
+                            PSEUDO_LABELS_TAG: json.dumps(
+                                {
+                                    "mode": mode,
+                                    "change_classes": list(classes),
+                                    "change_class_names": [
+                                        names[c] if c < len(names) else str(c) for c in classes
+                                    ],
+                                    "min_instance_area": min_instance_area,
+                                    "overlap_threshold": overlap_threshold,
+                                    "confidence": confidence if prob_pre or prob_post else None,
+                                    "connectivity": connectivity,
+                                }
+                            )
+                        }
+                    )
+                finalize_cog(tiled, out, resampling="nearest")
+            finally:
+                bar.close()
+                for ds in (ds_prob_pre, ds_prob_post):
+                    if ds is not None:
+                        ds.close()
+                if tiled.exists():
+                    tiled.unlink()
     return PseudoLabelSummary(
         path=out,
         mode=mode,
