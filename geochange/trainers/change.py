@@ -20,7 +20,7 @@ from geochange.trainers.checkpoint import (
     validate_metadata,
 )
 
-__all__ = ["LSSCD_CLASS_NAMES", "ChangeTrainer"]
+__all__ = ["LSSCD_CLASS_NAMES", "ChangeTrainer", "lr_factor"]
 
 #: Default class names (LsSCD) used when a semantic task is given no names.
 LSSCD_CLASS_NAMES = ("building", "road", "water", "bare land", "tree", "cropland", "others")
@@ -51,6 +51,34 @@ def _normalization_dict(value: Any) -> dict[str, list[float]] | None:
     if mean is None or std is None:
         raise ConfigurationError(f"cannot read mean/std from normalization object {value!r}")
     return {"mean": _as_float_list(mean), "std": _as_float_list(std)}
+
+
+def lr_factor(
+    step: int, *, warmup: int, total: int, kind: str, power: float = 0.9, floor: float = 0.0
+) -> float:
+    """Learning-rate multiplier at ``step``: linear warm-up, then cosine / poly decay to ``floor``.
+
+    Args:
+        step: Optimizer step (0-based).
+        warmup: Warm-up steps (the factor rises linearly from ``1 / warmup`` to 1).
+        total: Total optimizer steps; 0 (unknown) keeps the factor at 1 after warm-up.
+        kind: ``"cosine"``, ``"poly"`` or ``"none"``.
+        power: Exponent of the poly decay.
+        floor: Final factor of the decay.
+
+    Returns:
+        The multiplier of the peak learning rate.
+    """
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if kind == "none" or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if kind == "cosine":
+        decay = 0.5 * (1 + math.cos(math.pi * progress))
+    else:
+        decay = (1 - progress) ** power
+    return floor + (1 - floor) * decay
 
 
 class ChangeTrainer(pl.LightningModule):
@@ -565,16 +593,7 @@ class ChangeTrainer(pl.LightningModule):
             raise ConfigurationError(f"scheduler must be 'cosine', 'poly' or 'none', got {kind!r}")
 
         def factor(step: int) -> float:
-            if warmup and step < warmup:
-                return (step + 1) / warmup
-            if kind == "none" or total <= warmup:
-                return 1.0
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            if kind == "cosine":
-                decay = 0.5 * (1 + math.cos(math.pi * progress))
-            else:
-                decay = (1 - progress) ** power
-            return floor + (1 - floor) * decay
+            return lr_factor(step, warmup=warmup, total=total, kind=kind, power=power, floor=floor)
 
         scheduler = LambdaLR(optimizer, factor)
         return {
