@@ -731,7 +731,7 @@ class ChangePredictor:
         win = self._resolve_window(pair, window)
         height, width = int(win.height), int(win.width)
         origin = (int(win.row_off), int(win.col_off))
-        transform = pair.transform * Affine.translation(origin[1], origin[0])
+        transform = pair.transform @ Affine.translation(origin[1], origin[0])
         grid = TileGrid(height, width, self.tile_size, self.overlap, self.margin, self.blend)
         channels, classes = self._channels(len(pair.bands))
         names = self._names(classes) if classes else []

@@ -1,0 +1,323 @@
+"""ChangePredictor: exactness vs whole-image inference, georeferencing, outputs, resume, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from conftest import DifferenceModel, TinyConvChange, whole_image, write_raster
+from rasterio.transform import from_origin
+from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+from geochange.errors import ConfigurationError, DataError, OutputError
+from geochange.predict import ChangePredictor, TileGrid, axis_weights, tile_starts
+from geochange.predict.predictor import SIDECAR_NAME
+
+NORM = {"mean": [0.0, 0.0, 0.0], "std": [1000.0, 1000.0, 1000.0]}
+
+
+def exact_predictor(model: torch.nn.Module, **kwargs) -> ChangePredictor:
+    options = {
+        "tile_size": 64,
+        "overlap": 16,
+        "precision": "fp32",
+        "probability_dtype": "float32",
+        "normalization": NORM,
+        "size_divisor": 1,
+        "num_workers": 0,
+        "progress": False,
+        "batch_size": 3,
+    }
+    options.update(kwargs)
+    return ChangePredictor(model, **options)
+
+
+def read(path: Path | None) -> np.ndarray:
+    assert path is not None
+    with rasterio.open(path) as ds:
+        return ds.read(1)
+
+
+# --- tile layout and weights ------------------------------------------------------------------
+
+
+def test_tile_starts_clamp_last_tile_inside_scene() -> None:
+    assert tile_starts(173, 64, 48) == [0, 48, 96, 109]
+    assert tile_starts(64, 64, 48) == [0]
+    assert tile_starts(40, 64, 48) == [0]
+    assert tile_starts(160, 64, 48) == [0, 48, 96]
+
+
+@pytest.mark.parametrize("mode", ["cosine", "gaussian", "mean", "center"])
+def test_weights_zero_in_margin_of_inner_edges_only(mode: str) -> None:
+    w = axis_weights(64, 32, 8, inner_start=True, inner_end=True, mode=mode)
+    assert np.all(w[:8] == 0) and np.all(w[-8:] == 0)
+    assert np.all(w[32:-32] == 1)
+    assert np.all(np.diff(w[:32]) >= 0)
+    border = axis_weights(64, 32, 8, inner_start=False, inner_end=True, mode=mode)
+    assert np.all(border[:32] == 1) and np.all(border[-8:] == 0)
+    grid = TileGrid(173, 251, 64, 32, 8, mode)
+    assert np.all(grid.row_weight_sum() > 0) and np.all(grid.col_weight_sum() > 0)
+
+
+def test_invalid_layouts_raise_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="larger than overlap"):
+        ChangePredictor(TinyConvChange(), tile_size=64, overlap=64)
+    with pytest.raises(ConfigurationError, match="margin"):
+        ChangePredictor(TinyConvChange(), tile_size=64, overlap=16, margin=8)
+    with pytest.raises(ConfigurationError, match="blend"):
+        ChangePredictor(TinyConvChange(), blend="median")
+
+
+# --- exactness ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tile_size", "overlap", "blend"),
+    [(64, 16, "cosine"), (64, 32, "gaussian"), (48, 20, "mean"), (80, 24, "center")],
+)
+def test_mosaic_equals_whole_image_inference(scene_pair, tile_size, overlap, blend) -> None:
+    pre_path, post_path, pre, post = scene_pair
+    model = TinyConvChange()
+    predictor = exact_predictor(model, tile_size=tile_size, overlap=overlap, blend=blend)
+    result = predictor.predict(pre_path, post_path, pre_path.parent / f"out_{tile_size}_{blend}")
+    reference, _, _ = whole_image(model, pre, post)
+    probability = read(result.probability)
+    assert probability.shape == (173, 251)
+    np.testing.assert_allclose(probability, reference, atol=1e-5, rtol=0)
+    change = read(result.change)
+    np.testing.assert_array_equal(change, (reference >= 0.5).astype(np.uint8))
+    assert result.tiles == len(
+        TileGrid(173, 251, tile_size, overlap, overlap // 4, blend)
+    )
+
+
+def test_outputs_are_georeferenced_cogs(scene_pair) -> None:
+    pre_path, post_path, _, _ = scene_pair
+    result = exact_predictor(TinyConvChange(), probability_dtype="uint8").predict(
+        pre_path, post_path, pre_path.parent / "out"
+    )
+    with rasterio.open(pre_path) as src:
+        crs, transform, bounds = src.crs, src.transform, src.bounds
+    for path in (result.change, result.probability):
+        assert path is not None and path.exists()
+        with rasterio.open(path) as ds:
+            assert ds.crs == crs and ds.transform == transform and ds.bounds == bounds
+            assert ds.dtypes[0] == "uint8" and ds.nodata == 255
+            assert ds.profile["tiled"] and ds.compression is not None
+            assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    change = read(result.change)
+    assert set(np.unique(change)) <= {0, 1}
+    probability = read(result.probability)
+    assert probability.max() <= 254
+    np.testing.assert_array_equal(change == 1, probability >= 127)
+    # Nothing but the final files is left behind.
+    assert sorted(p.name for p in (pre_path.parent / "out").iterdir()) == [
+        "change.tif",
+        "probability.tif",
+    ]
+    assert result.crs == crs and result.transform == transform
+
+
+def test_window_restricts_prediction(scene_pair) -> None:
+    pre_path, post_path, pre, post = scene_pair
+    model = TinyConvChange()
+    predictor = exact_predictor(model)
+    with rasterio.open(pre_path) as src:
+        full_transform = src.transform
+    window = rasterio.windows.Window(30, 20, 150, 100)
+    result = predictor.predict(pre_path, post_path, pre_path.parent / "win", window=window)
+    with rasterio.open(result.change) as ds:
+        assert ds.shape == (100, 150)
+        assert ds.transform == rasterio.windows.transform(window, full_transform)
+    sub = (slice(None), slice(20, 120), slice(30, 180))
+    reference, _, _ = whole_image(model, pre[sub], post[sub])
+    np.testing.assert_allclose(read(result.probability), reference, atol=1e-5)
+
+
+def test_semantic_outputs_class_tables_and_transitions(scene_pair) -> None:
+    pre_path, post_path, pre, post = scene_pair
+    model = TinyConvChange(semantic_classes=3, seed=1)
+    names = ["building", "road", "water"]
+    result = exact_predictor(model, class_names=names).predict(
+        pre_path, post_path, pre_path.parent / "sem"
+    )
+    change_ref, pre_ref, post_ref = whole_image(model, pre, post)
+    assert result.class_names == names
+    semantic_pre, semantic_post = read(result.semantic_pre), read(result.semantic_post)
+    # argmax of blended probabilities == argmax of whole-image logits (up to float ties)
+    assert (semantic_pre == pre_ref).mean() > 0.999
+    assert (semantic_post == post_ref).mean() > 0.999
+    change, transition = read(result.change), read(result.transition)
+    changed = change == 1
+    np.testing.assert_array_equal(
+        transition[changed], semantic_pre[changed] * 3 + semantic_post[changed]
+    )
+    assert np.all(transition[~changed] == 254)
+    for path in (result.semantic_pre, result.semantic_post, result.transition):
+        with rasterio.open(path) as ds:
+            assert json.loads(ds.tags()["GEOCHANGE_CLASS_NAMES"]) == names
+            colormap = ds.colormap(1)
+            assert colormap[0][:3] != colormap[1][:3]
+    with rasterio.open(result.transition) as ds:
+        table = json.loads(ds.tags()["GEOCHANGE_TRANSITION_NAMES"])
+        assert table["5"] == "road -> water" and table["254"] == "no change"
+
+
+# --- georeferencing, nodata, reprojection -----------------------------------------------------
+
+
+def test_post_in_other_crs_is_warped_onto_pre_grid(tmp_path: Path) -> None:
+    # Pre image in UTM, post image reprojected to WGS84 with a changed square: the predictor must
+    # warp it back and find the change where the scene says, with nodata outside its footprint.
+    height, width = 200, 240
+    rng = np.random.default_rng(3)
+    base = rng.integers(90, 110, size=(3, height, width)).astype(np.float32)
+    changed = base.copy()
+    changed[:, 60:140, 80:180] += 200.0
+    pre_transform = from_origin(500000.0, 4600000.0, 10.0, 10.0)
+    pre_path = write_raster(tmp_path / "pre.tif", base, transform=pre_transform)
+    dst_crs = "EPSG:4326"
+    # Post covers the pre scene except its last 40 columns.
+    src_w = width - 40
+    transform, w, h = calculate_default_transform(
+        "EPSG:32631", dst_crs, src_w, height, *rasterio.transform.array_bounds(height, src_w, pre_transform)[::-1][:0] or (500000.0, 4600000.0 - 10 * height, 500000.0 + 10 * src_w, 4600000.0)
+    )
+    post = np.full((3, h, w), -9999.0, dtype=np.float32)
+    for band in range(3):
+        reproject(
+            changed[band, :, :src_w],
+            post[band],
+            src_transform=pre_transform,
+            src_crs="EPSG:32631",
+            dst_transform=transform,
+            dst_crs=dst_crs,
+            dst_nodata=-9999.0,
+            resampling=Resampling.nearest,
+        )
+    post_path = write_raster(
+        tmp_path / "post.tif", post, crs=dst_crs, transform=transform, nodata=-9999.0
+    )
+    predictor = ChangePredictor(
+        DifferenceModel(),
+        tile_size=64,
+        overlap=16,
+        precision="fp32",
+        num_workers=0,
+        progress=False,
+        size_divisor=1,
+    )
+    result = predictor.predict(pre_path, post_path, tmp_path / "out")
+    change = read(result.change)
+    with rasterio.open(result.change) as ds:
+        assert ds.crs == rasterio.crs.CRS.from_string("EPSG:32631")
+        assert ds.transform == pre_transform and ds.shape == (height, width)
+    truth = np.zeros((height, width), dtype=bool)
+    truth[60:140, 80:180] = True
+    inner = (slice(2, height - 2), slice(2, src_w - 2))
+    assert np.all(change[:, src_w + 1 :] == 255)  # outside the post footprint
+    agree = change[inner] == truth[inner]
+    assert agree.mean() > 0.99
+
+
+def test_nodata_in_either_date_is_nodata(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    pre = rng.integers(1, 255, size=(3, 100, 120)).astype(np.uint8)
+    post = pre.copy()
+    pre[:, :10, :] = 0
+    post[:, :, 100:] = 0
+    pre_path = write_raster(tmp_path / "pre.tif", pre, nodata=0)
+    post_path = write_raster(tmp_path / "post.tif", post, nodata=0)
+    result = exact_predictor(DifferenceModel(), normalization=None).predict(
+        pre_path, post_path, tmp_path / "out"
+    )
+    change, probability = read(result.change), read(result.probability)
+    assert np.all(change[:10] == 255) and np.all(change[:, 100:] == 255)
+    assert np.all(np.isnan(probability[:10]))
+    assert np.all(change[10:, :100] == 0)
+
+
+# --- resume -----------------------------------------------------------------------------------
+
+
+class Interrupt(RuntimeError):
+    pass
+
+
+class FailingAfter(TinyConvChange):
+    """The same tiny model (same weights), raising after ``calls`` tile batches (a crash)."""
+
+    def __init__(self, calls: int) -> None:
+        super().__init__()
+        self.calls = calls
+
+    def forward(self, x: torch.Tensor):
+        if x.shape[-1] > 40:  # let the 32-px channel probe through
+            self.calls -= 1
+            if self.calls < 0:
+                raise Interrupt("simulated crash")
+        return super().forward(x)
+
+
+def test_interrupted_run_leaves_nothing_complete_and_resumes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(9)
+    pre = rng.integers(0, 1000, size=(3, 1100, 130)).astype(np.uint16)
+    post = rng.integers(0, 1000, size=(3, 1100, 130)).astype(np.uint16)
+    pre_path = write_raster(tmp_path / "pre.tif", pre)
+    post_path = write_raster(tmp_path / "post.tif", post)
+    model = TinyConvChange()
+    out = tmp_path / "out"
+    full = exact_predictor(model, tile_size=128, overlap=32).predict(
+        pre_path, post_path, tmp_path / "ref"
+    )
+    # 1100 rows, stride 96: 12 tile rows of 2 tiles; batches of 2 tiles = one tile row each.
+    failing = FailingAfter(calls=8)
+    with pytest.raises(Interrupt):
+        exact_predictor(failing, tile_size=128, overlap=32, batch_size=2).predict(
+            pre_path, post_path, out
+        )
+    assert not (out / "change.tif").exists() and not (out / "probability.tif").exists()
+    state = json.loads((out / SIDECAR_NAME).read_text())
+    assert state["rows_done"] == 512  # one whole block row flushed before the crash
+    resumed = exact_predictor(model, tile_size=128, overlap=32, batch_size=2).predict(
+        pre_path, post_path, out, resume=True
+    )
+    assert 0 < resumed.tiles < full.tiles
+    np.testing.assert_array_equal(read(resumed.probability), read(full.probability))
+    np.testing.assert_array_equal(read(resumed.change), read(full.change))
+    assert not (out / SIDECAR_NAME).exists()
+    assert sorted(p.name for p in out.iterdir()) == ["change.tif", "probability.tif"]
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+def test_bad_inputs_fail_before_work(scene_pair, tmp_path: Path) -> None:
+    pre_path, post_path, pre, _ = scene_pair
+    predictor = exact_predictor(TinyConvChange())
+    with pytest.raises(DataError, match="not found"):
+        predictor.predict(tmp_path / "missing.tif", post_path, tmp_path / "o1")
+    far = write_raster(
+        tmp_path / "far.tif", pre, transform=from_origin(900000.0, 1000000.0, 10.0, 10.0)
+    )
+    with pytest.raises(DataError, match="do not overlap"):
+        predictor.predict(pre_path, far, tmp_path / "o2")
+    four = write_raster(tmp_path / "four.tif", np.concatenate([pre, pre[:1]]))
+    with pytest.raises(DataError, match="bands"):
+        predictor.predict(pre_path, four, tmp_path / "o3")
+    with pytest.raises(DataError, match="expects 4 bands"):
+        exact_predictor(TinyConvChange(), in_channels=4, normalization=None).predict(
+            pre_path, post_path, tmp_path / "o4"
+        )
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(OutputError, match="not writable"):
+        predictor.predict(pre_path, post_path, blocker / "out")
+    not_raster = tmp_path / "bad.tif"
+    not_raster.write_text("garbage")
+    with pytest.raises(DataError, match="cannot read raster"):
+        predictor.predict(pre_path, not_raster, tmp_path / "o5")
