@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 import rasterio
+import rasterio.errors
 import rasterio.features
 import rasterio.windows
 import shapely
@@ -287,6 +288,8 @@ def _object_scores(
     """Overall and per-change-type object scores from a matching."""
     n_pred, n_ref = match.pred_match.size, match.ref_match.size
     tp = match.matches
+    matched_pred = np.flatnonzero(match.pred_match >= 0)
+    matched = (matched_pred, match.pred_match[matched_pred])
     overall: dict[str, Any] = {
         "predicted": n_pred,
         "reference": n_ref,
@@ -295,6 +298,14 @@ def _object_scores(
         "misses": n_ref - tp,
         **_prf(tp, n_pred, n_ref),
         "mean_matched_iou": float(match.pred_iou[match.pred_match >= 0].mean()) if tp else 0.0,
+        # Share of matched pairs whose change types agree (1.0 when nothing is typed).
+        "type_agreement": float(
+            np.mean(
+                [pred_types[int(p)] == ref_types[int(r)] for p, r in zip(*matched, strict=True)]
+            )
+        )
+        if tp
+        else 0.0,
         "split_references": int(match.ref_split.sum()),
         "split_pieces": int(match.pred_split_piece.sum()),
         "merging_predictions": int(match.pred_merge.sum()),
@@ -308,6 +319,11 @@ def _object_scores(
         # Recall counts found references of this type; precision counts correct predictions
         # of this type; the two agree when predictions and references carry the same types.
         found = int((match.ref_match[ref_mask] >= 0).sum()) if n_r else 0
+        same_type = sum(
+            1
+            for j in np.flatnonzero(ref_mask & (match.ref_match >= 0))
+            if pred_types[int(match.ref_match[j])] == name
+        )
         correct = int((match.pred_match[pred_mask] >= 0).sum()) if n_p else 0
         precision = correct / n_p if n_p else 0.0
         recall = found / n_r if n_r else 0.0
@@ -318,6 +334,7 @@ def _object_scores(
             "true_positives": found,
             "false_positives": n_p - correct,
             "misses": n_r - found,
+            "found_with_same_type": same_type,
             "precision": precision,
             "recall": recall,
             "f1": f1,
@@ -853,7 +870,9 @@ class EvaluationReport:
             loc="upper right",
             fontsize=8,
         )
-        ax.set_xlabel("x")
+        ax.ticklabel_format(useOffset=False, style="plain")
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel(f"x ({self.settings.get('crs') or 'map units'})")
         ax.set_ylabel("y")
         return figure
 
@@ -878,7 +897,7 @@ class EvaluationReport:
             view = (minx - pad, miny - pad, maxx + pad, maxy + pad)
             background = _zoom_outcome(rasters, view)
             if background is not None:
-                ax.imshow(background, extent=(view[0], view[2], view[1], view[3]))
+                ax.imshow(background[0], extent=background[1], interpolation="nearest")
             box = shapely.box(*view)
             for geoms, tree, colour, style in (
                 (ref_geoms, ref_tree, "black", "-"),
@@ -938,8 +957,11 @@ def _worst_errors(predictions: Any, references: Any, size: int) -> list[tuple[st
 
 def _zoom_outcome(
     rasters: dict[str, str], view: tuple[float, float, float, float]
-) -> npt.NDArray[np.float64] | None:
-    """RGBA image of TP / FP / miss pixels in a map window, read (decimated) from the rasters."""
+) -> tuple[npt.NDArray[np.float64], tuple[float, float, float, float]] | None:
+    """RGBA image of TP / FP / miss pixels in a map window and its extent (l, r, b, t).
+
+    Large windows are read decimated, so memory stays bounded whatever the object size.
+    """
     if "prediction" not in rasters or "reference" not in rasters:
         return None
     with (
@@ -947,31 +969,26 @@ def _zoom_outcome(
         rasterio.open(rasters["reference"]) as ref_ds,
     ):
         window = rasterio.windows.from_bounds(*view, transform=pred_ds.transform)
-        window = window.round_offsets().round_lengths()
-        full = Window(0, 0, pred_ds.width, pred_ds.height)
+        window = window.round_offsets(op="floor").round_lengths(op="ceil")
         try:
-            window = window.intersection(full)
+            window = window.intersection(Window(0, 0, pred_ds.width, pred_ds.height))
         except rasterio.errors.WindowError:
             return None
         h, w = int(window.height), int(window.width)
-        scale = max(1.0, max(h, w) / 512)  # decimate big windows: bounded memory
-        shape = (max(1, int(h / scale)), max(1, int(w / scale)))
+        if h < 1 or w < 1:
+            return None
+        scale = max(1.0, max(h, w) / 512)
+        shape = (max(1, round(h / scale)), max(1, round(w / scale)))
         pred = pred_ds.read(1, window=window, out_shape=shape, resampling=Resampling.nearest)
         ref = ref_ds.read(1, window=window, out_shape=shape, resampling=Resampling.nearest)
-        bounds = rasterio.windows.bounds(window, pred_ds.transform)
-    canvas_w = max(1, round((view[2] - view[0]) / (bounds[2] - bounds[0]) * shape[1]))
-    canvas_h = max(1, round((view[3] - view[1]) / (bounds[3] - bounds[1]) * shape[0]))
-    rgba = np.zeros((canvas_h, canvas_w, 4))
-    col0 = round((bounds[0] - view[0]) / (view[2] - view[0]) * canvas_w)
-    row0 = round((view[3] - bounds[3]) / (view[3] - view[1]) * canvas_h)
-    sub = rgba[row0 : row0 + shape[0], col0 : col0 + shape[1]]
-    pred_c, ref_c = (pred == 1), (ref == 1)
-    pred_c, ref_c = pred_c[: sub.shape[0], : sub.shape[1]], ref_c[: sub.shape[0], : sub.shape[1]]
-    sub[pred_c & ref_c] = _COLOURS["TP"]
-    sub[pred_c & ~ref_c & (ref[: sub.shape[0], : sub.shape[1]] != _IGNORE)] = _COLOURS["FP"]
-    sub[~pred_c & ref_c] = _COLOURS["FN"]
+        left, bottom, right, top = rasterio.windows.bounds(window, pred_ds.transform)
+    rgba = np.zeros((*shape, 4))
+    pred_c, ref_c = pred == 1, ref == 1
+    rgba[pred_c & ref_c] = _COLOURS["TP"]
+    rgba[pred_c & (ref == 0)] = _COLOURS["FP"]
+    rgba[~pred_c & ref_c] = _COLOURS["FN"]
     rgba[..., 3] *= 0.55
-    return rgba
+    return rgba, (left, right, bottom, top)
 
 
 def _top_confusions(matrix: npt.NDArray[np.int64], labels: list[str], top: int = 10) -> list[str]:
