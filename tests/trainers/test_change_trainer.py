@@ -173,7 +173,7 @@ def test_in_channels_mismatch_with_datamodule(make_trainer: Any, make_dm: Any) -
 def test_in_channels_mismatch_in_batch(make_trainer: Any) -> None:
     module = ChangeTrainer(model=TinyUserModel(in_channels=4), in_channels=4, loss=nn.Identity())
     loader = DataLoader(TinyChangeDataset(2), batch_size=2)
-    with pytest.raises(DataError, match="3 bands per date .* in_channels=4"):
+    with pytest.raises(DataError, match=r"3 bands per date .* in_channels=4"):
         make_trainer(limit_train_batches=1).fit(module, train_dataloaders=loader)
 
 
