@@ -274,8 +274,8 @@ class _Layout:
         ).astype(np.uint8)
         event = _uniform(k(5), ly, lx)
         post = cls.copy()
-        post[(cls == CROPLAND) & (event < 0.07)] = BARE_LAND
-        post[(cls == TREE) & (event < 0.07)] = CROPLAND
+        post[(cls == CROPLAND) & (event < 0.035)] = BARE_LAND
+        post[(cls == TREE) & (event < 0.035)] = CROPLAND
         development = (cls == BARE_LAND) & (event < np.where(u > 0.45, 0.5, 0.15))
         # Orientation of furrows and of the buildings: mostly along the road grid.
         turn = _uniform(k(6), ly, lx)
@@ -405,7 +405,7 @@ class _Layout:
         )
         draw = _uniform(k(41), *sid)
         state = np.where(draw < occupancy, _EXISTING, _NONE)
-        state = np.where((state == _EXISTING) & (_uniform(k(42), *sid) < 0.05), _DEMOLISHED, state)
+        state = np.where((state == _EXISTING) & (_uniform(k(42), *sid) < 0.07), _DEMOLISHED, state)
         new_p = np.where(
             attr["development"], 0.7, np.where((cls1 == CROPLAND) & (u > 0.5), 0.02, 0)
         )
