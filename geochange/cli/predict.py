@@ -1,0 +1,95 @@
+"""``geochange predict``: map change over a whole scene pair from a trained checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+HELP = "Predict change over a whole scene pair from a checkpoint (seamless COG outputs)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``predict`` options to ``parser``."""
+    parser.add_argument("--checkpoint", required=True, help="geochange training checkpoint")
+    parser.add_argument("--pre", required=True, help="pre-change image (output grid)")
+    parser.add_argument("--post", required=True, help="post-change image (warped if needed)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--tile-size", type=int, help="tile size (default: the checkpoint's)")
+    parser.add_argument("--overlap", type=int, help="tile overlap (default: tile size / 4)")
+    parser.add_argument("--margin", type=int, help="zero-weight margin (default: overlap / 4)")
+    parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto"
+    )
+    parser.add_argument("--threshold", type=float, default=0.5, help="change threshold")
+    parser.add_argument(
+        "--blend", choices=["cosine", "gaussian", "mean", "center"], default="cosine"
+    )
+    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    parser.add_argument("--workers", type=int, help="DataLoader reader processes")
+    parser.add_argument(
+        "--probability-dtype", choices=["uint8", "float32"], default="uint8"
+    )
+    parser.add_argument(
+        "--no-probability", action="store_true", help="do not write probability.tif"
+    )
+    parser.add_argument(
+        "--bounds",
+        type=float,
+        nargs=4,
+        metavar=("LEFT", "BOTTOM", "RIGHT", "TOP"),
+        help="restrict to these bounds in the pre image's CRS",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    parser.add_argument("--vector", help="also vectorize the changes to this file (.gpkg, ...)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``geochange predict``."""
+    from geochange.predict import ChangePredictor
+
+    overrides: dict[str, object] = {
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "precision": args.precision,
+        "threshold": args.threshold,
+        "blend": args.blend,
+        "tta": args.tta,
+        "probability_dtype": args.probability_dtype,
+        "progress": not args.quiet,
+    }
+    if args.tile_size is not None:
+        overrides["tile_size"] = args.tile_size
+        overrides["overlap"] = args.tile_size // 4
+    if args.overlap is not None:
+        overrides["overlap"] = args.overlap
+    if args.margin is not None:
+        overrides["margin"] = args.margin
+    if args.workers is not None:
+        overrides["num_workers"] = args.workers
+    started = time.perf_counter()
+    predictor = ChangePredictor.from_checkpoint(args.checkpoint, **overrides)
+    result = predictor.predict(
+        args.pre,
+        args.post,
+        args.out,
+        window=args.bounds,
+        write_probability=not args.no_probability,
+        resume=args.resume,
+    )
+    for key in ("change", "probability", "semantic_pre", "semantic_post", "transition"):
+        path = getattr(result, key)
+        if path is not None:
+            print(f"{key}: {path}")
+    if args.vector:
+        from geochange.vectorize import vectorize_changes
+
+        vectorize_changes(result, args.vector)
+        print(f"vector: {args.vector}")
+    print(
+        f"{result.tiles} tiles, {result.width} x {result.height} px in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+    return 0
