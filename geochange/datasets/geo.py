@@ -20,6 +20,7 @@ import pandas as pd
 import rasterio
 import shapely
 import torch
+from affine import Affine
 from geopandas import GeoDataFrame
 from pyproj import CRS as PROJ_CRS
 from rasterio.crs import CRS
@@ -150,7 +151,7 @@ class BiTemporalRasterDataset(GeoDataset):
             target_crs = new_crs
         if res is not None:
             target_res = (float(res), float(res)) if isinstance(res, int | float) else res
-        grid = TargetGrid(crs=target_crs, res=tuple(target_res), origin=origin)  # type: ignore[arg-type]
+        grid = TargetGrid(crs=target_crs, res=tuple(target_res), origin=origin)
 
         self.pre, _ = RasterLayer.open(
             "pre",
@@ -316,6 +317,7 @@ class BiTemporalRasterDataset(GeoDataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_bounds_cache"] = None
+        state.pop("_density_cache", None)
         return state
 
     # -- reading ----------------------------------------------------------------------------
@@ -379,6 +381,72 @@ class BiTemporalRasterDataset(GeoDataset):
             change[~valid] = IGNORE_INDEX
             out["mask"] = change
         return out
+
+    def read_change(
+        self, bounds: tuple[float, float, float, float], res: tuple[float, float] | None = None
+    ) -> np.ndarray:
+        """Read only the change label in a window (no image read), uint8 ``[h, w]``.
+
+        Args:
+            bounds: window in the dataset CRS.
+            res: output resolution (default: the dataset's).
+
+        Returns:
+            0/1 change with 255 where unlabeled.
+
+        Raises:
+            DataError: if the dataset has no change label (nor both semantic labels).
+        """
+        res = res or self._res
+        change = self._read_label(self.change, bounds, res)
+        if change is not None:
+            return change
+        sem_pre = self._read_label(self.semantic_pre, bounds, res)
+        sem_post = self._read_label(self.semantic_post, bounds, res)
+        if sem_pre is None or sem_post is None:
+            raise DataError("the dataset has no change label (nor pre and post semantic labels)")
+        derived = (sem_pre != sem_post).astype(np.uint8)
+        derived[(sem_pre == IGNORE_INDEX) | (sem_post == IGNORE_INDEX)] = IGNORE_INDEX
+        return derived
+
+    def change_density(self, cell_size: int, *, block_cells: int = 16) -> tuple[np.ndarray, Affine]:
+        """Count change pixels per ``cell_size`` x ``cell_size`` cell over the pre/post overlap.
+
+        The label is read once, block by block (``block_cells`` cells a side), so memory stays
+        bounded whatever the scene size. Results are cached per cell size.
+
+        Args:
+            cell_size: cell side in pixels.
+            block_cells: cells per block side read at once.
+
+        Returns:
+            ``(counts, transform)``: int64 ``[rows, cols]`` change-pixel counts and the affine
+            transform of the cell grid (cell (0, 0) starts at the overlap's top-left corner).
+        """
+        cache = self.__dict__.setdefault("_density_cache", {})
+        if cell_size in cache:
+            return cache[cell_size]
+        xres, yres = self._res
+        left, bottom, right, top = self.grid.snap(tuple(self.overlap.bounds))
+        width = round((right - left) / xres)
+        height = round((top - bottom) / yres)
+        rows, cols = math.ceil(height / cell_size), math.ceil(width / cell_size)
+        counts = np.zeros((rows, cols), dtype=np.int64)
+        block = cell_size * block_cells
+        for r0 in range(0, rows, block_cells):
+            for c0 in range(0, cols, block_cells):
+                b_left = left + c0 * cell_size * xres
+                b_top = top - r0 * cell_size * yres
+                label = self.read_change(
+                    (b_left, b_top - block * yres, b_left + block * xres, b_top), self._res
+                )
+                hits = (label == 1).reshape(block_cells, cell_size, block_cells, cell_size)
+                part = hits.sum(axis=(1, 3))
+                r1, c1 = min(r0 + block_cells, rows), min(c0 + block_cells, cols)
+                counts[r0:r1, c0:c1] = part[: r1 - r0, : c1 - c0]
+        transform = Affine(cell_size * xres, 0, left, 0, -cell_size * yres, top)
+        cache[cell_size] = (counts, transform)
+        return counts, transform
 
     @staticmethod
     def _read_label(

@@ -19,6 +19,7 @@ def spatial_split(
     axis: str = "auto",
     gap: float = 0.0,
     min_size: float | None = None,
+    pixel_size: float | None = None,
 ) -> list[shapely.Polygon]:
     """Cut a region into contiguous rectangular stripes, one per split.
 
@@ -37,6 +38,9 @@ def spatial_split(
             fully independent validation pixels).
         min_size: smallest allowed stripe width in CRS units (e.g. patch size x resolution);
             a non-empty stripe thinner than that raises.
+        pixel_size: stripe edges are snapped to multiples of this distance from the region's
+            start, so windows drawn inside stay on the pixel grid (default: the dataset's
+            resolution along the split axis when ``region`` is a GeoDataset).
 
     Returns:
         One polygon per fraction (an empty polygon for a zero fraction).
@@ -52,6 +56,8 @@ def spatial_split(
         axis = "x" if right - left >= top - bottom else "y"
     if axis not in ("x", "y"):
         raise ConfigurationError(f"axis must be 'x', 'y' or 'auto', got {axis!r}")
+    if pixel_size is None and isinstance(region, GeoDataset):
+        pixel_size = float(region.res[0] if axis == "x" else region.res[1])
     start, stop = (left, right) if axis == "x" else (bottom, top)
     length = stop - start
     gaps = gap * (sum(1 for f in fractions if f > 0) - 1)
@@ -60,7 +66,8 @@ def spatial_split(
         raise ConfigurationError(f"gap {gap} leaves nothing of a region {length} long")
     stripes: list[shapely.Polygon] = []
     cursor = start
-    for fraction in fractions:
+    last = max(i for i, f in enumerate(fractions) if f > 0)
+    for i, fraction in enumerate(fractions):
         if fraction == 0:
             stripes.append(shapely.Polygon())
             continue
@@ -71,11 +78,17 @@ def spatial_split(
                 f"min_size {min_size:g}; use larger fractions or a smaller patch size"
             )
         lo, hi = cursor, min(cursor + size, stop)
+        if pixel_size:
+            hi = min(start + round((hi - start) / pixel_size) * pixel_size, stop)
+        if i == last:
+            hi = stop  # the last stripe takes the remainder (rounding never loses pixels)
         if axis == "x":
             stripes.append(shapely.box(lo, bottom, hi, top))
         else:
             stripes.append(shapely.box(left, lo, right, hi))
         cursor = hi + gap
+        if pixel_size:
+            cursor = start + round((cursor - start) / pixel_size) * pixel_size
     return stripes
 
 

@@ -1,0 +1,467 @@
+"""Lightning datamodule for bi-temporal change detection (geo scenes and benchmark folders)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchgeo.datasets import stack_samples
+
+from geochange.datasets import (
+    BiTemporalRasterDataset,
+    ChangeFolderDataset,
+    SemanticChangeFolderDataset,
+    spatial_split,
+)
+from geochange.errors import ConfigurationError, DataError
+from geochange.samplers import ChangeBalancedGeoSampler, InsideGridGeoSampler
+from geochange.transforms import ChangeAugmentation, NormalizeChange, compute_band_statistics
+
+MASK_KEYS = ("mask", "mask_pre", "mask_post")
+
+
+def stack_unlabeled(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Collate samples like ``stack_samples`` after dropping their label masks."""
+    return stack_samples([{k: v for k, v in s.items() if k not in MASK_KEYS} for s in samples])
+
+
+class ChangeDataModule(LightningDataModule):
+    """Lightning datamodule streaming bi-temporal samples from a scene pair or a folder dataset.
+
+    **Geo path** (``ChangeDataModule(pre=..., post=..., change=...)``): one
+    :class:`~geochange.datasets.BiTemporalRasterDataset` is split into rectangular train/val/test
+    stripes (:func:`~geochange.datasets.spatial_split`), so no window crosses splits. Training
+    draws ``samples_per_epoch`` random windows per epoch with
+    :class:`~geochange.samplers.ChangeBalancedGeoSampler` (``change_fraction`` of them around
+    change when ``balanced``); validation/test cover their stripe with a grid of windows.
+
+    **Folder path** (:meth:`from_folder`): benchmark folders (LEVIR-CD/WHU-CD/DSIFN, SECOND,
+    Hi-UCD) with their own splits.
+
+    Batches are dicts with ``image`` ``[B, 2, C, H, W]`` float32, ``mask`` ``[B, H, W]`` long
+    and, for semantic labels, ``mask_pre``/``mask_post``. In ``on_after_batch_transfer`` (on the
+    device) training batches are augmented with :class:`~geochange.transforms.ChangeAugmentation`
+    (shared geometry, per-date photometry, optional date swap), then every batch is normalized
+    with :attr:`normalization`.
+
+    **Semi-supervised training**: with ``labeled_fraction`` (e.g. 0.05) only that share of the
+    training data keeps labels: on the geo path a stripe of that share of the training region,
+    on the folder path a seeded random subset of training pairs. ``train_dataloader()`` yields
+    the labeled batches; :meth:`unlabeled_dataloader` yields batches without masks from the
+    rest. :meth:`semi_supervised_dataloader` (or ``combine_unlabeled=True``, which makes it the
+    ``train_dataloader``) yields ``{"labeled": batch, "unlabeled": batch}``; labeled batches are
+    augmented and normalized, unlabeled ones only normalized so a semi-supervised trainer can
+    make its own weak/strong views with ``ChangeAugmentation(value_range=None)``.
+
+    Args:
+        pre: pre-date image(s) (file, directory, list, or TorchGeo RasterDataset).
+        post: post-date image(s).
+        change: change label (raster or vector), optional.
+        semantic_pre: pre-date semantic label (raster or vector), optional.
+        semantic_post: post-date semantic label, optional.
+        patch_size: window / patch side in pixels.
+        batch_size: samples per batch.
+        samples_per_epoch: random training windows per epoch (geo path; default: number of
+            non-overlapping windows of the training region).
+        num_workers: DataLoader worker processes.
+        splits: train/val/test shares of the scene (geo path).
+        balanced: draw ``change_fraction`` of the training windows around change (geo path).
+        change_fraction: share of change-centred windows when ``balanced``.
+        normalization: ``{"mean": [...], "std": [...]}`` per band in raw pixel units; computed
+            once from ``stats_samples`` random training windows when None.
+        stats_samples: windows read to compute the normalization.
+        augment: True for the default augmentation, False for none, or a
+            :class:`~geochange.transforms.ChangeAugmentation`.
+        date_swap: probability of swapping the dates in the default augmentation.
+        value_range: pixel value mapped to 1.0 for photometric jitter; ``"auto"`` uses 255 for
+            8-bit imagery and ``max(mean + 3 std)`` otherwise.
+        labeled_fraction: share of the training data that keeps labels (None: all).
+        unlabeled_batch_size: batch size of the unlabeled loader (default ``batch_size``).
+        combine_unlabeled: make ``train_dataloader`` return labeled + unlabeled batches.
+        seed: seed of the splits, samplers and labeled subset.
+        dataset_kwargs: extra arguments for :class:`BiTemporalRasterDataset` (``crs``, ``res``,
+            ``bands``, ``class_names``, ``class_attribute``, ...).
+
+    Raises:
+        ConfigurationError: inconsistent arguments (bad fractions, regions smaller than a patch).
+        DataError: unusable input data (see the dataset classes).
+    """
+
+    def __init__(
+        self,
+        pre: Any = None,
+        post: Any = None,
+        change: Any = None,
+        semantic_pre: Any = None,
+        semantic_post: Any = None,
+        *,
+        patch_size: int = 256,
+        batch_size: int = 8,
+        samples_per_epoch: int | None = None,
+        num_workers: int = 0,
+        splits: Sequence[float] = (0.8, 0.1, 0.1),
+        balanced: bool = True,
+        change_fraction: float = 0.5,
+        normalization: dict[str, list[float]] | None = None,
+        stats_samples: int = 64,
+        augment: bool | ChangeAugmentation = True,
+        date_swap: float = 0.0,
+        value_range: float | str | None = "auto",
+        labeled_fraction: float | None = None,
+        unlabeled_batch_size: int | None = None,
+        combine_unlabeled: bool = False,
+        seed: int = 0,
+        dataset_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if patch_size <= 0 or batch_size <= 0:
+            raise ConfigurationError(
+                f"patch_size and batch_size must be positive, got {patch_size}, {batch_size}"
+            )
+        if labeled_fraction is not None and not 0 < labeled_fraction < 1:
+            raise ConfigurationError(f"labeled_fraction must be in (0, 1), got {labeled_fraction}")
+        if combine_unlabeled and labeled_fraction is None:
+            raise ConfigurationError("combine_unlabeled=True needs a labeled_fraction")
+        self.patch_size = patch_size
+        self.batch_size = batch_size
+        self.unlabeled_batch_size = unlabeled_batch_size or batch_size
+        self.samples_per_epoch = samples_per_epoch
+        self.num_workers = num_workers
+        self.balanced = balanced
+        self.change_fraction = change_fraction
+        self.stats_samples = stats_samples
+        self.labeled_fraction = labeled_fraction
+        self.combine_unlabeled = combine_unlabeled
+        self.seed = seed
+        self._normalization = normalization
+        self._augment_arg = augment
+        self._date_swap = date_swap
+        self._value_range_arg = value_range
+        self._augmentation: ChangeAugmentation | None = None
+        self._normalize: NormalizeChange | None = None
+        self.mode = "geo"
+        self.geo_dataset: BiTemporalRasterDataset | None = None
+        self.folder_datasets: dict[str, Dataset[Any] | None] = {}
+        self.rois: dict[str, Any] = {}
+        if pre is None and post is None:
+            self.mode = "folder"  # filled in by from_folder
+            return
+        if pre is None or post is None:
+            raise ConfigurationError("both pre and post images are needed")
+        self.geo_dataset = BiTemporalRasterDataset(
+            pre,
+            post,
+            change=change,
+            semantic_pre=semantic_pre,
+            semantic_post=semantic_post,
+            **(dataset_kwargs or {}),
+        )
+        xres, yres = self.geo_dataset.res
+        names = ("train", "val", "test")
+        if len(splits) != 3:
+            raise ConfigurationError(f"splits must be 3 fractions (train, val, test), got {splits}")
+        stripes = spatial_split(self.geo_dataset, splits, min_size=patch_size * max(xres, yres))
+        self.rois = {n: s for n, s in zip(names, stripes, strict=True) if not s.is_empty}
+        if "train" in self.rois and labeled_fraction is not None:
+            train_box = self.rois["train"]
+            width = train_box.bounds[2] - train_box.bounds[0]
+            height = train_box.bounds[3] - train_box.bounds[1]
+            labeled, unlabeled = spatial_split(
+                train_box,
+                (labeled_fraction, 1 - labeled_fraction),
+                min_size=patch_size * max(xres, yres),
+                pixel_size=xres if width >= height else yres,
+            )
+            self.rois["labeled"], self.rois["unlabeled"] = labeled, unlabeled
+
+    # -- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def from_folder(
+        cls,
+        root: str | os.PathLike[str],
+        *,
+        layout: str = "binary",
+        train_split: str | None = "train",
+        val_split: str | None = "val",
+        test_split: str | None = "test",
+        dataset_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> ChangeDataModule:
+        """Build a datamodule over a benchmark folder.
+
+        Args:
+            root: dataset root.
+            layout: ``"binary"`` (A/B/label, :class:`ChangeFolderDataset`), ``"second"`` or
+                ``"hiucd"`` (:class:`SemanticChangeFolderDataset`).
+            train_split: training split name (None: no training data).
+            val_split: validation split name; a split that does not exist is skipped with a
+                warning.
+            test_split: test split name, same rule.
+            dataset_kwargs: extra dataset arguments (``stride``, ``class_names``, dirs, ...).
+            **kwargs: datamodule arguments (``patch_size``, ``batch_size``, ...).
+
+        Returns:
+            The datamodule.
+
+        Raises:
+            DataError: the training split is missing or a file lacks its pair/label.
+        """
+        module = cls(**kwargs)
+        extra = dict(dataset_kwargs or {})
+
+        def make(split: str) -> Dataset[Any]:
+            if layout == "binary":
+                return ChangeFolderDataset(root, split, patch_size=module.patch_size, **extra)
+            return SemanticChangeFolderDataset(
+                root, split, layout=layout, patch_size=module.patch_size, **extra
+            )
+
+        if layout not in ("binary", "second", "hiucd"):
+            raise ConfigurationError(f"layout must be binary, second or hiucd, got {layout!r}")
+        for name, split in (("train", train_split), ("val", val_split), ("test", test_split)):
+            if split is None:
+                continue
+            try:
+                module.folder_datasets[name] = make(split)
+            except DataError as err:
+                # A missing val/test split is skipped; missing files are always errors.
+                text = str(err)
+                split_missing = "cannot find split" in text or (
+                    "folder" in text and "is missing" in text
+                )
+                if name == "train" or not split_missing:
+                    raise
+                warnings.warn(f"{name} split {split!r} skipped: {err}", stacklevel=2)
+        if module.labeled_fraction is not None and "train" in module.folder_datasets:
+            train = module.folder_datasets["train"]
+            assert train is not None
+            n = len(train)  # type: ignore[arg-type]
+            order = np.random.default_rng(module.seed).permutation(n)
+            k = max(1, round(module.labeled_fraction * n))
+            if k >= n:
+                raise ConfigurationError(
+                    f"labeled_fraction {module.labeled_fraction} leaves no unlabeled sample "
+                    f"out of {n}"
+                )
+            module.folder_datasets["labeled"] = Subset(train, sorted(order[:k].tolist()))
+            module.folder_datasets["unlabeled"] = Subset(train, sorted(order[k:].tolist()))
+        return module
+
+    # -- metadata the trainer reads ---------------------------------------------------------
+
+    def _first_dataset(self) -> Any:
+        if self.geo_dataset is not None:
+            return self.geo_dataset
+        for key in ("train", "val", "test"):
+            ds = self.folder_datasets.get(key)
+            if ds is not None:
+                return ds
+        raise ConfigurationError("the datamodule has no dataset (use from_folder or pre/post)")
+
+    @property
+    def in_channels(self) -> int:
+        """Bands per date."""
+        ds = self._first_dataset()
+        if isinstance(ds, BiTemporalRasterDataset):
+            return ds.in_channels
+        return int(ds[0]["image"].shape[1])
+
+    @property
+    def task(self) -> str:
+        """``"semantic"`` with semantic labels, else ``"binary"``."""
+        ds = self._first_dataset()
+        if isinstance(ds, BiTemporalRasterDataset):
+            return ds.task
+        return "semantic" if isinstance(ds, SemanticChangeFolderDataset) else "binary"
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Semantic class names in class-id order (None for binary change)."""
+        if self.task != "semantic":
+            return None
+        names = self._first_dataset().class_names
+        return list(names) if names is not None else None
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of semantic classes (None for binary change)."""
+        names = self.class_names
+        return len(names) if names is not None else None
+
+    @property
+    def normalization(self) -> dict[str, list[float]]:
+        """Per-band ``{"mean", "std"}`` in raw pixel units (computed once on first use)."""
+        if self._normalization is None:
+            if self.geo_dataset is not None:
+                self._normalization = compute_band_statistics(
+                    self.geo_dataset,
+                    num_samples=self.stats_samples,
+                    patch_size=self.patch_size,
+                    seed=self.seed,
+                    roi=self.rois.get("train"),
+                )
+            else:
+                ds = self.folder_datasets.get("train") or self._first_dataset()
+                self._normalization = compute_band_statistics(
+                    ds, num_samples=self.stats_samples, seed=self.seed
+                )
+        return self._normalization
+
+    @normalization.setter
+    def normalization(self, value: dict[str, list[float]]) -> None:
+        if len(value["mean"]) != len(value["std"]):
+            raise ConfigurationError("normalization mean and std must have one value per band")
+        self._normalization = value
+        self._normalize = None
+
+    @property
+    def value_range(self) -> float | None:
+        """Pixel value mapped to 1.0 by photometric augmentation."""
+        arg = self._value_range_arg
+        if arg != "auto":
+            return None if arg is None else float(arg)
+        if self.geo_dataset is not None and self.geo_dataset.image_dtype != "uint8":
+            stats = self.normalization
+            return float(max(m + 3 * s for m, s in zip(stats["mean"], stats["std"], strict=True)))
+        return 255.0
+
+    @property
+    def normalize(self) -> NormalizeChange:
+        """The normalization module built from :attr:`normalization`."""
+        if self._normalize is None:
+            stats = self.normalization
+            self._normalize = NormalizeChange(stats["mean"], stats["std"])
+        return self._normalize
+
+    @property
+    def augmentation(self) -> ChangeAugmentation | None:
+        """The training augmentation (None when disabled)."""
+        if self._augmentation is None and self._augment_arg is not False:
+            if isinstance(self._augment_arg, ChangeAugmentation):
+                self._augmentation = self._augment_arg
+            else:
+                self._augmentation = ChangeAugmentation(
+                    date_swap=self._date_swap, value_range=self.value_range
+                )
+        return self._augmentation
+
+    # -- Lightning hooks --------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        """Compute the normalization once (cheap when given) before loaders are used."""
+        _ = self.normalization
+
+    def _loader(
+        self,
+        key: str,
+        *,
+        train: bool,
+        unlabeled: bool = False,
+        batch_size: int | None = None,
+    ) -> DataLoader[Any]:
+        batch_size = batch_size or self.batch_size
+        collate = stack_unlabeled if unlabeled else stack_samples
+        common: dict[str, Any] = {
+            "batch_size": batch_size,
+            "num_workers": self.num_workers,
+            "collate_fn": collate,
+            "persistent_workers": self.num_workers > 0,
+        }
+        if self.geo_dataset is not None:
+            roi = self.rois.get(key)
+            if roi is None:
+                raise ConfigurationError(f"no {key} region: check splits / labeled_fraction")
+            sampler: Any
+            if train:
+                fraction = (
+                    self.change_fraction
+                    if self.balanced and not unlabeled and self.geo_dataset.has_labels
+                    else 0.0
+                )
+                generator = torch.Generator().manual_seed(self.seed + (1 if unlabeled else 0))
+                sampler = ChangeBalancedGeoSampler(
+                    self.geo_dataset,
+                    self.patch_size,
+                    self.samples_per_epoch,
+                    change_fraction=fraction,
+                    roi=roi,
+                    generator=generator,
+                )
+            else:
+                sampler = InsideGridGeoSampler(self.geo_dataset, self.patch_size, roi=roi)
+            return DataLoader(self.geo_dataset, sampler=sampler, **common)
+        dataset = self.folder_datasets.get(key)
+        if dataset is None:
+            raise ConfigurationError(f"no {key} dataset")
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(dataset, shuffle=train, generator=generator, **common)
+
+    def train_dataloader(self) -> Any:
+        """Training batches (the labeled share when ``labeled_fraction`` is set)."""
+        if self.combine_unlabeled:
+            return self.semi_supervised_dataloader()
+        key = "labeled" if self.labeled_fraction is not None else "train"
+        return self._loader(key, train=True)
+
+    def unlabeled_dataloader(self) -> DataLoader[Any]:
+        """Batches without masks from the unlabeled share of the training data."""
+        if self.labeled_fraction is None:
+            raise ConfigurationError("unlabeled_dataloader() needs labeled_fraction")
+        return self._loader(
+            "unlabeled", train=True, unlabeled=True, batch_size=self.unlabeled_batch_size
+        )
+
+    def semi_supervised_dataloader(self) -> Any:
+        """``{"labeled": batch, "unlabeled": batch}`` batches (cycling the shorter loader)."""
+        from lightning.pytorch.utilities import CombinedLoader
+
+        labeled = self._loader("labeled", train=True)
+        return CombinedLoader(
+            {"labeled": labeled, "unlabeled": self.unlabeled_dataloader()}, mode="max_size_cycle"
+        )
+
+    def val_dataloader(self) -> Any:
+        """Validation batches (an empty list when there is no validation split)."""
+        if "val" not in self.rois and self.folder_datasets.get("val") is None:
+            return []
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> Any:
+        """Test batches (an empty list when there is no test split)."""
+        if "test" not in self.rois and self.folder_datasets.get("test") is None:
+            return []
+        return self._loader("test", train=False)
+
+    def apply_batch_transforms(self, batch: dict[str, Any], *, train: bool) -> dict[str, Any]:
+        """Augment (when ``train``) and normalize a batch already on its device.
+
+        Args:
+            batch: a batch dict (``image`` ``[B, 2, C, H, W]`` in raw pixel units).
+            train: apply the training augmentation first.
+
+        Returns:
+            The transformed batch.
+        """
+        if train and self.augmentation is not None:
+            augmentation = self.augmentation.to(batch["image"].device)
+            batch = augmentation(batch)
+        return self.normalize.to(batch["image"].device)(batch)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augment training batches and normalize every batch, on the device."""
+        training = bool(self.trainer is not None and self.trainer.training)
+        if isinstance(batch, dict) and "labeled" in batch and "unlabeled" in batch:
+            return {
+                "labeled": self.apply_batch_transforms(batch["labeled"], train=training),
+                "unlabeled": self.apply_batch_transforms(batch["unlabeled"], train=False),
+            }
+        if isinstance(batch, dict) and "image" in batch:
+            return self.apply_batch_transforms(batch, train=training)
+        return batch

@@ -1,0 +1,181 @@
+"""Batch augmentation for bi-temporal change detection, on the device, with kornia.
+
+Batches are dicts in the project format (``image`` ``[B, 2, C, H, W]``, ``mask`` ``[B, H, W]``,
+optional ``mask_pre``/``mask_post``). Geometric transforms use the *same* parameters for both
+dates and every mask (so pixels stay co-registered and labels stay aligned); photometric jitter
+is drawn *independently* per date (two acquisitions differ in illumination, season, sensor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import kornia.augmentation as K
+import torch
+from torch import Tensor, nn
+
+from geochange.datasets.geo import IGNORE_INDEX
+
+MASK_KEYS = ("mask", "mask_pre", "mask_post")
+
+
+class NormalizeChange(nn.Module):
+    """Apply ``(x - mean) / std`` per band to both dates of ``image`` (raw pixel units).
+
+    Args:
+        mean: per-band means.
+        std: per-band standard deviations (zeros are replaced by 1).
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        std_t = torch.as_tensor(list(std), dtype=torch.float32)
+        std_t = torch.where(std_t > 0, std_t, torch.ones_like(std_t))
+        self.register_buffer("mean", torch.as_tensor(list(mean), dtype=torch.float32))
+        self.register_buffer("std", std_t)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Return a copy of ``batch`` with a normalized ``image``."""
+        out = dict(batch)
+        image = batch["image"]
+        shape = [1] * (image.ndim - 3) + [-1, 1, 1]
+        mean = torch.as_tensor(self.mean).to(image.device).view(shape)
+        std = torch.as_tensor(self.std).to(image.device).view(shape)
+        out["image"] = (image.float() - mean) / std
+        return out
+
+
+class ChangeAugmentation(nn.Module):
+    """Bi-temporal batch augmentation: shared geometry, per-date photometry, date swap.
+
+    Usable on its own (e.g. weak and strong views for semi-supervised training): it takes and
+    returns the batch dict and leaves the input untouched.
+
+    Photometric jitter is applied in ``[0, 1]`` units: the image is divided by ``value_range``
+    (e.g. 255 for 8-bit imagery), jittered with kornia (``ColorJitter`` for 3-band images,
+    brightness/contrast for other band counts) and scaled back. With ``value_range=None`` the
+    image is taken as already normalized (zero mean, unit std): brightness and contrast are then
+    applied without clipping, and saturation/hue are skipped.
+
+    Args:
+        flip: random horizontal and vertical flips.
+        rotate90: random multiples of 90° rotation.
+        scale: ``(min, max)`` area fraction for a random resized crop back to the input size
+            (None: no scale jitter).
+        brightness: brightness jitter amplitude (0 disables).
+        contrast: contrast jitter amplitude.
+        saturation: saturation jitter amplitude (3-band images with a value range only).
+        hue: hue jitter amplitude in ``[0, 0.5]`` (same restriction).
+        photometric_p: probability that a date gets photometric jitter.
+        date_swap: probability of swapping pre and post (semantic masks swapped, change kept).
+        value_range: pixel value mapped to 1.0 for photometric jitter; None for normalized data.
+    """
+
+    def __init__(
+        self,
+        *,
+        flip: bool = True,
+        rotate90: bool = True,
+        scale: tuple[float, float] | None = (0.75, 1.0),
+        brightness: float = 0.2,
+        contrast: float = 0.2,
+        saturation: float = 0.2,
+        hue: float = 0.05,
+        photometric_p: float = 0.8,
+        date_swap: float = 0.0,
+        value_range: float | None = 255.0,
+    ) -> None:
+        super().__init__()
+        geometric: list[nn.Module] = []
+        if flip:
+            geometric += [K.RandomHorizontalFlip(p=0.5), K.RandomVerticalFlip(p=0.5)]
+        if rotate90:
+            geometric.append(K.RandomRotation90(times=(0, 3), p=1.0))
+        self.scale = scale
+        self.geometric = nn.ModuleList(geometric)
+        self.value_range = value_range
+        self.brightness, self.contrast = brightness, contrast
+        self.saturation, self.hue = saturation, hue
+        self.photometric_p = photometric_p
+        self.date_swap = date_swap
+        self._jitter_rgb = K.ColorJitter(brightness, contrast, saturation, hue, p=photometric_p)
+        clip = value_range is not None
+        self._jitter_any = K.AugmentationSequential(
+            K.RandomBrightness((1 - brightness, 1 + brightness), clip_output=clip, p=photometric_p),
+            K.RandomContrast((1 - contrast, 1 + contrast), clip_output=clip, p=photometric_p),
+        )
+
+    def _geometric(
+        self, image: Tensor, masks: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        b, t, c, h, w = image.shape
+        stacked = image.reshape(b, t * c, h, w)
+        keys = list(masks)
+        mask_stack = (
+            torch.stack([masks[k].float() for k in keys], dim=1) if keys else None
+        )  # [B, M, H, W]
+        modules: list[nn.Module] = list(self.geometric)
+        if self.scale is not None:
+            modules.append(
+                K.RandomResizedCrop((h, w), scale=self.scale, ratio=(0.75, 1.333), p=1.0)
+            )
+        if not modules:
+            return image, masks
+        data_keys = ["input", "mask"] if mask_stack is not None else ["input"]
+        pipeline = K.AugmentationSequential(*modules, data_keys=data_keys)  # type: ignore[arg-type]
+        if mask_stack is not None:
+            stacked, mask_stack = pipeline(stacked, mask_stack)
+        else:
+            stacked = pipeline(stacked)
+        out_masks = {
+            k: mask_stack[:, i].round().long()  # type: ignore[index]
+            for i, k in enumerate(keys)
+        }
+        return stacked.reshape(b, t, c, h, w), out_masks
+
+    def _photometric(self, date: Tensor) -> Tensor:
+        if self.photometric_p <= 0 or not (
+            self.brightness or self.contrast or self.saturation or self.hue
+        ):
+            return date
+        if self.value_range is None:
+            return self._jitter_any(date)
+        scaled = (date / self.value_range).clamp(0, 1)
+        if date.shape[1] == 3:
+            jittered = self._jitter_rgb(scaled)
+        else:
+            jittered = self._jitter_any(scaled)
+        return jittered * self.value_range
+
+    @torch.no_grad()
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Augment a batch.
+
+        Args:
+            batch: dict with ``image`` ``[B, 2, C, H, W]`` and optional masks ``[B, H, W]``.
+
+        Returns:
+            A new dict with augmented ``image`` and masks; other keys are passed through.
+        """
+        out = dict(batch)
+        image = batch["image"].float()
+        masks = {k: batch[k] for k in MASK_KEYS if k in batch}
+        image, masks = self._geometric(image, masks)
+        pre = self._photometric(image[:, 0])
+        post = self._photometric(image[:, 1])
+        if self.date_swap > 0:
+            swap = torch.rand(image.shape[0], device=image.device) < self.date_swap
+            if swap.any():
+                sel = swap.view(-1, 1, 1, 1)
+                pre, post = torch.where(sel, post, pre), torch.where(sel, pre, post)
+                if "mask_pre" in masks and "mask_post" in masks:
+                    sel2 = swap.view(-1, 1, 1)
+                    mp, mq = masks["mask_pre"], masks["mask_post"]
+                    masks["mask_pre"] = torch.where(sel2, mq, mp)
+                    masks["mask_post"] = torch.where(sel2, mp, mq)
+        out["image"] = torch.stack([pre, post], dim=1)
+        for key, value in masks.items():
+            # Interpolation never invents classes with nearest resampling, but guard the range.
+            out[key] = value.clamp(0, IGNORE_INDEX)
+        return out
