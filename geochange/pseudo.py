@@ -558,8 +558,8 @@ def _read_confidence(
         return None
     bands = ds.read(window=window)
     invalid = np.zeros(bands.shape[1:], dtype=bool)
-    if ds.nodata is not None:
-        invalid = (bands == ds.nodata).any(axis=0)
+    if ds.nodata is not None:  # a probability may well equal nodata (0); all bands may not
+        invalid = (bands == ds.nodata).all(axis=0)
     conf = bands.max(axis=0).astype(np.float32)
     if bands.dtype == np.uint8:
         conf /= 255.0
