@@ -19,18 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin", type=int, help="zero-weight margin (default: overlap / 4)")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument(
-        "--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto"
-    )
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     parser.add_argument("--threshold", type=float, default=0.5, help="change threshold")
     parser.add_argument(
         "--blend", choices=["cosine", "gaussian", "mean", "center"], default="cosine"
     )
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     parser.add_argument("--workers", type=int, help="DataLoader reader processes")
-    parser.add_argument(
-        "--probability-dtype", choices=["uint8", "float32"], default="uint8"
-    )
+    parser.add_argument("--probability-dtype", choices=["uint8", "float32"], default="uint8")
     parser.add_argument(
         "--no-probability", action="store_true", help="do not write probability.tif"
     )

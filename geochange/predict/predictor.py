@@ -129,7 +129,7 @@ class _Inferencer:
         self.model.eval()
         self.model.to(self.device)
         if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.model.to(memory_format=torch.channels_last)
         if self.normalization is not None:
             mean = torch.as_tensor(self.normalization["mean"], dtype=torch.float32)
             std = torch.as_tensor(self.normalization["std"], dtype=torch.float32)
@@ -560,9 +560,7 @@ class ChangePredictor:
         except ConfigurationError:
             raise
         except Exception as err:
-            raise DataError(
-                f"the model cannot run on {in_channels}-band input: {err}"
-            ) from err
+            raise DataError(f"the model cannot run on {in_channels}-band input: {err}") from err
         channels = probs.shape[1]
         classes = (channels - 1) // 2
         if channels != 1 + 2 * classes:
@@ -587,9 +585,7 @@ class ChangePredictor:
             )
         return [f"class_{i}" for i in range(classes)]
 
-    def _decode(
-        self, probs: np.ndarray, valid: np.ndarray, classes: int
-    ) -> dict[str, np.ndarray]:
+    def _decode(self, probs: np.ndarray, valid: np.ndarray, classes: int) -> dict[str, np.ndarray]:
         """Turn blended probabilities ``[ch, n, W]`` into the output arrays."""
         change_prob = probs[0]
         changed = change_prob >= self.threshold
@@ -645,7 +641,9 @@ class ChangePredictor:
             tags = {CLASS_NAMES_TAG: json.dumps(names)}
             for key in ("semantic_pre", "semantic_post"):
                 specs.append(
-                    OutputSpec(key, out_dir / f"{key}.tif", "uint8", NODATA_U8, "nearest", tags, cmap)
+                    OutputSpec(
+                        key, out_dir / f"{key}.tif", "uint8", NODATA_U8, "nearest", tags, cmap
+                    )
                 )
             nodata, unchanged, dtype = _transition_codes(classes)
             transition_names = {
@@ -657,7 +655,11 @@ class ChangePredictor:
             # Colour a transition by its destination class.
             tmap = None
             if dtype == "uint8":
-                tmap = {a * classes + b: (*colours[b], 255) for a in range(classes) for b in range(classes)}
+                tmap = {
+                    a * classes + b: (*colours[b], 255)
+                    for a in range(classes)
+                    for b in range(classes)
+                }
                 tmap[unchanged] = (0, 0, 0, 255)
             specs.append(
                 OutputSpec(
@@ -674,12 +676,12 @@ class ChangePredictor:
 
     def _resolve_window(self, pair: RasterPair, window: Any) -> Window:
         if window is None:
-            return Window(0, 0, pair.width, pair.height)  # type: ignore[call-arg]
+            return Window(0, 0, pair.width, pair.height)
         if not isinstance(window, Window):
             left, bottom, right, top = (float(v) for v in window)
             window = from_bounds(left, bottom, right, top, transform=pair.transform)
         window = window.round_offsets().round_lengths()
-        full = Window(0, 0, pair.width, pair.height)  # type: ignore[call-arg]
+        full = Window(0, 0, pair.width, pair.height)
         try:
             window = window.intersection(full)
         except Exception as err:
@@ -775,7 +777,9 @@ class ChangePredictor:
                 assembler = _BandAssembler(grid, channels, emit, skip_until=skip)
                 with self._progress(len(rows) * len(grid.col_starts)) as bar:
                     results = (
-                        self._dask_results(client, pair, grid, rows, channels, origin, blocks_per_worker, bar)
+                        self._dask_results(
+                            client, pair, grid, rows, channels, origin, blocks_per_worker, bar
+                        )
                         if client is not None
                         else _compute_rows(
                             self._inferencer,
@@ -897,8 +901,10 @@ class ChangePredictor:
             raise DataError("predict_xarray expects (band, y, x) arrays")
         crs = _rio_crs(pre)
         if crs is not None and _rio_crs(post) is not None:
-            same = crs == _rio_crs(post) and post.shape == pre.shape and (
-                pre.rio.transform().almost_equals(post.rio.transform())
+            same = (
+                crs == _rio_crs(post)
+                and post.shape == pre.shape
+                and (pre.rio.transform().almost_equals(post.rio.transform()))
             )
             if not same:
                 post = post.rio.reproject_match(pre)

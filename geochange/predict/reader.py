@@ -110,7 +110,7 @@ class RasterPair:
         with open_raster(pre_path) as pre_src, open_raster(post_path) as post_src:
             pre_bands = _band_indexes(pre_src, bands)
             post_bands = _band_indexes(post_src, bands)
-            if pre_bands != post_bands or pre_src.count != post_src.count and bands is None:
+            if pre_bands != post_bands or (pre_src.count != post_src.count and bands is None):
                 raise DataError(
                     f"pre image {str(pre_path)!r} has {pre_src.count} bands but post image "
                     f"{str(post_path)!r} has {post_src.count}"
@@ -232,7 +232,7 @@ class TileDataset(Dataset[dict[str, Any]]):
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Read tile ``index`` as ``{"image", "valid", "index"}`` tensors."""
         row, col, height, width = self.windows[index]
-        image, valid = self.source.read(Window(col, row, width, height))  # type: ignore[arg-type]
+        image, valid = self.source.read(Window(col, row, width, height))
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image)),
             "valid": torch.from_numpy(np.ascontiguousarray(valid)),

@@ -132,7 +132,9 @@ class TileGrid:
                 f"margin ({self.margin}) must be smaller than half the overlap ({self.overlap})"
             )
         if self.mode not in BLEND_MODES:
-            raise ConfigurationError(f"unknown blend mode {self.mode!r}; choose one of {BLEND_MODES}")
+            raise ConfigurationError(
+                f"unknown blend mode {self.mode!r}; choose one of {BLEND_MODES}"
+            )
 
     @property
     def stride(self) -> int:

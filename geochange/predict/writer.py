@@ -177,7 +177,7 @@ class GeoTiffBandWriter:
 
     def _write_chunk(self, top: int, chunk: dict[str, np.ndarray]) -> None:
         rows = next(iter(chunk.values())).shape[0]
-        window = Window(0, top, self.width, rows)  # type: ignore[call-arg]
+        window = Window(0, top, self.width, rows)
         for spec in self.specs:
             with rasterio.open(spec.tiled_path, "r+") as ds:
                 ds.write(chunk[spec.key], 1, window=window)

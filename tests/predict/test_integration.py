@@ -207,9 +207,7 @@ def test_foreign_checkpoints_are_rejected(levir_pair, tmp_path: Path, capsys) ->
     with pytest.raises(CheckpointError, match="not"):
         ChangePredictor.from_checkpoint(tmp_path / "missing.ckpt")
     pre, post = levir_pair
-    code = cli_main(
-        ["predict", "--checkpoint", str(bare), "--pre", str(pre), "--post", str(post)]
-        + ["--out", str(tmp_path / "o")]
-    )
+    args = ["--checkpoint", str(bare), "--pre", str(pre), "--post", str(post)]
+    code = cli_main(["predict", *args, "--out", str(tmp_path / "o")])
     assert code == 1
     assert "geochange predict: error" in capsys.readouterr().err

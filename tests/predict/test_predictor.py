@@ -91,9 +91,7 @@ def test_mosaic_equals_whole_image_inference(scene_pair, tile_size, overlap, ble
     np.testing.assert_allclose(probability, reference, atol=1e-5, rtol=0)
     change = read(result.change)
     np.testing.assert_array_equal(change, (reference >= 0.5).astype(np.uint8))
-    assert result.tiles == len(
-        TileGrid(173, 251, tile_size, overlap, overlap // 4, blend)
-    )
+    assert result.tiles == len(TileGrid(173, 251, tile_size, overlap, overlap // 4, blend))
 
 
 def test_outputs_are_georeferenced_cogs(scene_pair) -> None:
@@ -146,7 +144,7 @@ def test_semantic_outputs_class_tables_and_transitions(scene_pair) -> None:
     result = exact_predictor(model, class_names=names).predict(
         pre_path, post_path, pre_path.parent / "sem"
     )
-    change_ref, pre_ref, post_ref = whole_image(model, pre, post)
+    _, pre_ref, post_ref = whole_image(model, pre, post)
     assert result.class_names == names
     semantic_pre, semantic_post = read(result.semantic_pre), read(result.semantic_post)
     # argmax of blended probabilities == argmax of whole-image logits (up to float ties)
@@ -184,8 +182,10 @@ def test_post_in_other_crs_is_warped_onto_pre_grid(tmp_path: Path) -> None:
     dst_crs = "EPSG:4326"
     # Post covers the pre scene except its last 40 columns.
     src_w = width - 40
+    left, bottom = 500000.0, 4600000.0 - 10 * height
+    right, top = 500000.0 + 10 * src_w, 4600000.0
     transform, w, h = calculate_default_transform(
-        "EPSG:32631", dst_crs, src_w, height, *rasterio.transform.array_bounds(height, src_w, pre_transform)[::-1][:0] or (500000.0, 4600000.0 - 10 * height, 500000.0 + 10 * src_w, 4600000.0)
+        "EPSG:32631", dst_crs, src_w, height, left, bottom, right, top
     )
     post = np.full((3, h, w), -9999.0, dtype=np.float32)
     for band in range(3):
