@@ -225,28 +225,65 @@ class _Layout:
 
     # ---- parcels -------------------------------------------------------------------------
     def parcels(self, y: NDArray[np.float64], x: NDArray[np.float64]) -> _Parcels:
-        """Jittered-grid Voronoi parcels at coordinates ``y``, ``x`` (broadcastable)."""
+        """Jittered-grid Voronoi parcels at coordinates ``y``, ``x`` (broadcastable).
+
+        Distances are computed in float32 relative to the corner of each pixel's own lattice
+        cell, so a pixel gets the same parcel whatever block it is computed in. On a separable
+        grid the work is done per lattice cell, where the nine candidate sites are scalars and
+        the squared distance is an outer sum of a row and a column term.
+        """
         s = _PARCEL_SPACING
         gy, gx = np.floor(y / s).astype(np.int64), np.floor(x / s).astype(np.int64)
         y0, x0 = int(gy.min()) - 1, int(gx.min()) - 1
         ly = np.arange(y0, int(gy.max()) + 2)[:, None]
         lx = np.arange(x0, int(gx.max()) + 2)[None, :]
-        site_y = (ly + 0.1 + 0.8 * _uniform(self.k(1), ly, lx).astype(np.float64)) * s
-        site_x = (lx + 0.1 + 0.8 * _uniform(self.k(2), ly, lx).astype(np.float64)) * s
-        shape = np.broadcast_shapes(y.shape, x.shape)
-        best = np.full(shape, np.inf)
-        best_index = np.zeros(shape, dtype=np.intp)
-        ncols = site_y.shape[1]
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
+        # Site position inside its lattice cell, in pixels (float32, block-independent).
+        jit_y = (np.float32(0.1) + np.float32(0.8) * _uniform(self.k(1), ly, lx)) * np.float32(s)
+        jit_x = (np.float32(0.1) + np.float32(0.8) * _uniform(self.k(2), ly, lx)) * np.float32(s)
+        ncols = jit_y.shape[1]
+        rel_y = (y - gy * s).astype(np.float32)
+        rel_x = (x - gx * s).astype(np.float32)
+        offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+        if _is_grid(y, x):
+            index = np.empty((y.shape[0], x.shape[1]), dtype=np.intp)
+            row_breaks = np.flatnonzero(np.diff(gy[:, 0])) + 1
+            col_breaks = np.flatnonzero(np.diff(gx[0])) + 1
+            for rows in np.split(np.arange(y.shape[0]), row_breaks):
+                cy = int(gy[rows[0], 0]) - y0
+                ry = rel_y[rows]
+                for cols in np.split(np.arange(x.shape[1]), col_breaks):
+                    cx = int(gx[0, cols[0]]) - x0
+                    rx = rel_x[:, cols]
+                    best = None
+                    for dy, dx in offsets:
+                        d = (jit_y[cy + dy, cx + dx] + np.float32(dy * s) - ry) ** 2 + (
+                            jit_x[cy + dy, cx + dx] + np.float32(dx * s) - rx
+                        ) ** 2
+                        flat = (cy + dy) * ncols + cx + dx
+                        if best is None:
+                            best, winner = d, np.full(d.shape, flat, dtype=np.intp)
+                        else:
+                            closer = d < best
+                            np.minimum(best, d, out=best)
+                            winner[closer] = flat
+                    index[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = winner
+        else:
+            shape = np.broadcast_shapes(y.shape, x.shape)
+            best_d = np.full(shape, np.inf, dtype=np.float32)
+            index = np.zeros(shape, dtype=np.intp)
+            for dy, dx in offsets:
                 ry, rx = gy - y0 + dy, gx - x0 + dx
                 flat = ry * ncols + rx
-                d = (site_y.ravel()[flat] - y) ** 2 + (site_x.ravel()[flat] - x) ** 2
-                closer = d < best
-                best = np.where(closer, d, best)
-                best_index = np.where(closer, flat, best_index)
+                d = (jit_y.ravel()[flat] + np.float32(dy * s) - rel_y) ** 2 + (
+                    jit_x.ravel()[flat] + np.float32(dx * s) - rel_x
+                ) ** 2
+                closer = d < best_d
+                best_d = np.where(closer, d, best_d)
+                index = np.where(closer, flat, index)
+        site_y = (ly + jit_y.astype(np.float64) / s) * s
+        site_x = (lx + jit_x.astype(np.float64) / s) * s
         attrs = self._parcel_attributes(ly, lx, site_y, site_x)
-        return _Parcels(best_index, {name: a.ravel() for name, a in attrs.items()})
+        return _Parcels(index, {name: a.ravel() for name, a in attrs.items()})
 
     def urban(self, y: Any, x: Any) -> Any:
         """Urbanisation level in [0, 1] (low-frequency noise)."""
@@ -305,8 +342,8 @@ class _Layout:
                 continue
             yield k, p
 
-    def water(self, y: Any, x: Any) -> Any:
-        """Water mask: meandering rivers and lakes."""
+    def water(self, y: Any, x: Any, urban: Any = None) -> Any:
+        """Water mask: meandering rivers and lakes (``urban``: precomputed :meth:`urban`)."""
         shape = np.broadcast_shapes(np.shape(y), np.shape(x))
         mask = np.zeros(shape, dtype=bool)
         for k, p in self._rivers(float(np.min(y)), float(np.max(y))):
@@ -318,7 +355,8 @@ class _Layout:
             )
             half = 15 + 30 * p[6] + 8 * (_value_noise(self.k(21) + k, x * 0, x, 400.0) - 0.5)
             mask |= np.abs(y - centre) < half
-        lake = _fbm(self.k(22), y, x, 1100.0, 2) - 0.35 * (self.urban(y, x) - 0.5)
+        urban = self.urban(y, x) if urban is None else urban
+        lake = _fbm(self.k(22), y, x, 1100.0, 2) - 0.35 * (urban - 0.5)
         return mask | (lake > 0.76)
 
     # ---- roads ---------------------------------------------------------------------------
@@ -342,7 +380,7 @@ class _Layout:
             mask |= np.abs(across - centre) < half
         return mask
 
-    def roads(self, y: Any, x: Any) -> NDArray[np.bool_]:
+    def roads(self, y: Any, x: Any, urban: Any = None) -> NDArray[np.bool_]:
         """Road mask: major curving roads everywhere, a straight minor grid in urban areas."""
         mask = self._major_roads(x, y, float(np.min(y)), float(np.max(y)), 0)
         mask |= self._major_roads(y, x, float(np.min(x)), float(np.max(x)), 1)
@@ -355,7 +393,7 @@ class _Layout:
         exists_v = _uniform(self.k(34), np.floor(y / s), kx) < 0.8
         minor = (near_h & exists_h) | (near_v & exists_v)
         if np.any(minor):
-            mask |= minor & (self.urban(y, x) > 0.56)
+            mask |= minor & ((self.urban(y, x) if urban is None else urban) > 0.56)
         return mask
 
     # ---- buildings -----------------------------------------------------------------------
@@ -497,6 +535,26 @@ def _empty_buildings() -> dict[str, NDArray[Any]]:
 # --------------------------------------------------------------------------------------------
 # Rendering of one block.
 # --------------------------------------------------------------------------------------------
+# Colours (R, G, B, NIR) per date: date 0 early summer, date 1 late summer (harvest, yellowing).
+_CROP_PALETTES = (
+    np.array(
+        [[62, 110, 45, 205], [82, 128, 55, 215], [100, 138, 68, 195], [150, 125, 95, 115]],
+        np.float32,
+    ),
+    np.array(
+        [[190, 170, 100, 140], [150, 120, 80, 100], [90, 130, 60, 190], [170, 150, 90, 120]],
+        np.float32,
+    ),
+)
+_TREE_RGBN = (np.array([38, 72, 36, 190], np.float32), np.array([55, 75, 34, 165], np.float32))
+_SOIL_RGBN = np.array([165, 140, 110, 120], np.float32)
+_SOIL_SPREAD = np.array([35, 25, 15, 20], np.float32)
+_LAWN_RGBN = (np.array([90, 120, 70, 170], np.float32), np.array([110, 118, 72, 150], np.float32))
+_PAVING_RGBN = np.array([150, 148, 140, 105], np.float32)
+_WATER_RGBN = (np.array([30, 60, 70, 18], np.float32), np.array([40, 68, 66, 22], np.float32))
+_ROAD_RGBN = np.array([92, 94, 99, 70], np.float32)
+
+
 @dataclass
 class _GridLayout:
     """Everything about the scene on one pixel grid (a block plus halo, possibly shifted)."""
@@ -557,13 +615,14 @@ class _Renderer:
         shape = (h + 2 * halo, w + 2 * halo)
         transform = Affine.translation(col0 - halo + shift[1], row0 - halo + shift[0])
         polygons = shapely.polygons(buildings["corners"])
+        urban = lay.urban(y, x)
         building = _rasterize_ids(polygons, np.arange(1, len(polygons) + 1), shape, transform)
         return _GridLayout(
             y=y,
             x=x,
             parcels=lay.parcels(y, x),
-            water=lay.water(y, x),
-            road=lay.roads(y, x),
+            water=lay.water(y, x, urban),
+            road=lay.roads(y, x, urban),
             building=building,
             buildings=buildings | {"polygons": polygons, "transform": np.array(transform)},
         )
@@ -581,75 +640,71 @@ class _Renderer:
         lay, k = self.layout, self.layout.k
         y, x = g.y, g.x
         cls = g.classes(date)
-        p = {name: v[g.parcels.index] for name, v in g.parcels.attrs.items()}
         shape = cls.shape
+        nbase = 4 if self.bands > 3 else 3
+        attrs = g.parcels.attrs
+        # Texture fields (functions of absolute coordinates), centred on 0.
+        half = np.float32(0.5)
         fine = _value_noise(k(60), y, x, 4.0)
         mid = _value_noise(k(61), y, x, 11.0)
-        coarse = _value_noise(k(62), y, x, 35.0)
-        patch = _fbm(k(63), y, x, 60.0, 2)
-        colour = np.empty((4, *shape), dtype=np.float32)
-        tone, variant = p["tone"], p["variant"]
-
-        # Cropland: crop colour depends on the parcel and the season, with furrows.
-        crop_palettes = (
-            np.array(
-                [[70, 120, 50, 200], [95, 140, 60, 215], [120, 150, 80, 190], [140, 120, 90, 110]]
-            ),
-            np.array(
-                [[190, 170, 100, 140], [150, 120, 80, 100], [90, 130, 60, 190], [170, 150, 90, 120]]
-            ),
+        crowns = _smoothstep(0.25, 0.75, 0.6 * fine + 0.4 * mid)
+        fields = [
+            fine - half,
+            mid - half,
+            _value_noise(k(62), y, x, 35.0) - half,
+            _fbm(k(63), y, x, 60.0, 2) - half,
+            crowns,
+        ]
+        # Crop furrows: a sinusoid along the parcel's orientation with the parcel's period.
+        theta, period = attrs["orientation"], attrs["period"]
+        freq_x = (np.cos(theta) * (2 * np.pi) / period).astype(np.float32)
+        freq_y = (np.sin(theta) * (2 * np.pi) / period).astype(np.float32)
+        pidx = g.parcels.index
+        fields.append(
+            np.sin(freq_x[pidx] * x.astype(np.float32) + freq_y[pidx] * y.astype(np.float32))
         )
-        crop = crop_palettes[date].astype(np.float32)[np.floor(variant * 4).astype(np.intp)]
-        theta = p["orientation"]
-        furrow = np.sin(
-            (np.cos(theta) * x.astype(np.float32) + np.sin(theta) * y.astype(np.float32))
-            * (np.float32(2 * np.pi) / p["period"])
+        # Per (parcel, class) tables: base colour, texture offset and texture field weights.
+        n_parcels = attrs["tone"].size
+        base = np.zeros((n_parcels, 8, 4), np.float32)
+        offset0 = np.ones((n_parcels, 8), np.float32)
+        weights = np.zeros((len(fields), n_parcels, 8), np.float32)
+        tone = attrs["tone"]
+        variant = np.minimum((attrs["variant"] * 4).astype(np.intp), 3)
+        base[:, CROPLAND] = _CROP_PALETTES[date][variant]
+        weights[1, :, CROPLAND], weights[3, :, CROPLAND] = 0.08, 0.1
+        weights[5, :, CROPLAND] = 0.04 + 0.1 * tone
+        base[:, TREE] = _TREE_RGBN[date]
+        offset0[:, TREE] = 0.45
+        weights[4, :, TREE] = 1.0
+        base[:, BARE_LAND] = _SOIL_RGBN + _SOIL_SPREAD * (tone[:, None] - 0.5)
+        weights[0, :, BARE_LAND], weights[2, :, BARE_LAND], weights[3, :, BARE_LAND] = (
+            0.1,
+            0.14,
+            0.08,
         )
-        crop_tex = 1 + (0.04 + 0.1 * tone) * furrow + 0.08 * (mid - 0.5) + 0.1 * (patch - 0.5)
-        # Trees: crowns as bright blobs separated by dark gaps.
-        crowns = 0.6 * fine + 0.4 * mid
-        tree_rgbn = (
-            np.array([38, 72, 36, 190], np.float32)
-            if date == 0
-            else np.array([55, 75, 34, 165], np.float32)
-        )
-        tree_tex = 0.45 + 1.0 * _smoothstep(0.25, 0.75, crowns)
-        # Bare land: soil of varying tone.
-        soil_base = np.array([165, 140, 110, 120], np.float32)
-        soil_spread = np.array([35, 25, 15, 20], np.float32)
-        bare_tex = 1 + 0.14 * (coarse - 0.5) + 0.1 * (fine - 0.5) + 0.08 * (patch - 0.5)
-        # Others: mixture of lawn and paving.
-        lawn = (
-            np.array([90, 120, 70, 170], np.float32)
-            if date == 0
-            else np.array([110, 118, 72, 150], np.float32)
-        )
-        paving = np.array([150, 148, 140, 105], np.float32)
-        paved = _smoothstep(0.35, 0.65, patch * 0.7 + 0.3 * tone)[None]
-        water_rgbn = (
-            np.array([30, 60, 70, 18], np.float32)
-            if date == 0
-            else np.array([40, 68, 66, 22], np.float32)
-        )
-        road_rgbn = np.array([92, 94, 99, 70], np.float32)
-
-        for band in range(4):
-            c = np.empty(shape, dtype=np.float32)
-            m = cls == CROPLAND
-            c[m] = (crop[..., band] * crop_tex)[m]
-            m = cls == TREE
-            c[m] = (tree_rgbn[band] * tree_tex)[m]
-            m = cls == BARE_LAND
-            c[m] = ((soil_base[band] + soil_spread[band] * (tone - 0.5)) * bare_tex)[m]
-            m = cls == OTHERS
-            c[m] = (
-                (lawn[band] * (1 - paved[0]) + paving[band] * paved[0]) * (1 + 0.1 * (mid - 0.5))
-            )[m]
-            m = cls == WATER
-            c[m] = (water_rgbn[band] * (1 + 0.12 * (coarse - 0.5) + 0.04 * (fine - 0.5)))[m]
-            m = cls == ROAD
-            c[m] = (road_rgbn[band] * (1 + 0.08 * (fine - 0.5)))[m]
-            colour[band] = c
+        base[:, OTHERS] = _LAWN_RGBN[date]
+        weights[1, :, OTHERS] = 0.1
+        base[:, WATER] = _WATER_RGBN[date]
+        weights[0, :, WATER], weights[2, :, WATER] = 0.04, 0.12
+        base[:, ROAD] = _ROAD_RGBN
+        weights[0, :, ROAD] = 0.08
+        key = pidx * 8 + cls
+        texture = offset0.ravel()[key]
+        for weight, values in zip(weights, fields, strict=True):
+            texture += weight.ravel()[key] * values
+        colour = np.empty((nbase, *shape), dtype=np.float32)
+        flat_base = base.reshape(-1, 4)
+        for band in range(nbase):
+            np.multiply(flat_base[:, band][key], texture, out=colour[band])
+        # Others: lawn mixed with paving.
+        others = cls == OTHERS
+        if np.any(others):
+            mix = _smoothstep(
+                0.35, 0.65, (fields[3][others] + half) * 0.7 + 0.3 * tone[pidx[others]]
+            )
+            lawn = _LAWN_RGBN[date]
+            for band in range(nbase):
+                colour[band][others] += (_PAVING_RGBN[band] - lawn[band]) * mix * texture[others]
 
         # Buildings: roof colour, gabled roofs lit on one side, shadows cast on the ground.
         b = g.buildings
@@ -665,8 +720,8 @@ class _Renderer:
                 b["angle"][j]
             )
             lit = np.where(b["ridge"][j], np.where(across > 0, 1.12, 0.86), 1.0).astype(np.float32)
-            roof_noise = 1 + 0.06 * (fine[on_roof] - 0.5)
-            for band in range(4):
+            roof_noise = 1 + 0.06 * fields[0][on_roof]
+            for band in range(nbase):
                 colour[band][on_roof] = b["roof"][j, band] * lit * roof_noise
         if np.any(visible):
             sy, sx = lay.sun[date]
@@ -679,7 +734,7 @@ class _Renderer:
             transform = Affine(*b["transform"].ravel()[:6])
             shadow = _rasterize_ids(hulls, np.ones(len(hulls), np.int32), shape, transform) > 0
             shadow &= ~on_roof
-            colour[:, shadow] *= np.array([0.42, 0.45, 0.55, 0.5], np.float32)[:, None]
+            colour[:, shadow] *= np.array([0.42, 0.45, 0.55, 0.5], np.float32)[:nbase, None]
 
         # Optical blur (seamless thanks to the halo), then date-wide radiometry and haze.
         scipy.ndimage.gaussian_filter(colour, sigma=(0, 0.6, 0.6), output=colour, truncate=3.0)
@@ -697,8 +752,10 @@ class _Renderer:
                 v = (1 - w) * colour[0][sl] + w * colour[3][sl]
             src = min(band, 3)
             v = v * gain[src] + offset[src] + lay.haze[date] * (haze[sl] - 0.3)
-            # Sensor noise: triangular, hashed from the absolute pixel and band.
-            hsh = _hash(k(70 + 16 * date + band), rows, cols)
+            # Sensor noise: triangular, hashed from the absolute pixel and band (separably:
+            # row hash xor column hash, then one mixing round).
+            channel = 70 + 16 * date + band
+            hsh = _mix(_hash(k(channel), rows) ^ _hash(k(channel + 8), cols))
             noise = (
                 (hsh & np.uint32(0xFF)).astype(np.float32)
                 + ((hsh >> np.uint32(8)) & np.uint32(0xFF)).astype(np.float32)
