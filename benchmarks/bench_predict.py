@@ -1,0 +1,390 @@
+"""Benchmark: ChangePredictor on synthetic LsSCD-like scene pairs (geochange.make_scene).
+
+For each ``--sizes`` scene (generated once into bench_data/, git-ignored) and each measured
+configuration, a fresh subprocess runs the predictor so its peak RSS (main process and
+DataLoader workers, ``resource.getrusage``) is measured per run. In the same run it measures:
+
+* tiles/s of the full pipeline (read -> infer -> blend -> row-band write -> COG);
+* the model's pure compute time on the same tiles (already in memory, same batches): the
+  pipeline overhead is ``pipeline / compute - 1``;
+* a baseline: TorchGeo ``GridGeoSampler`` + ``DataLoader`` + in-memory mean stitching over the
+  same tile grid, on a scene that fits in memory (ratio = baseline time / geochange time);
+* bf16 autocast vs fp32 agreement (max/mean probability difference, identical binary pixels).
+
+The model is the default ``fusion_unet``/resnet18 with random weights whose BatchNorm
+statistics are calibrated on one scene tile (so its outputs vary spatially like a trained
+model's; no weights are downloaded). ``--rss-model tiny`` measures memory scaling at large
+sizes with a cheap 3x3-conv model (memory does not depend on the model's arithmetic).
+
+    python benchmarks/bench_predict.py --sizes 2048 --repeats 3
+    python benchmarks/bench_predict.py --sizes 2048 4096 --rss-sizes 8192 16384
+    python benchmarks/bench_predict.py --sizes 32500x48000      # the full LsSCD-scale pair
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "bench_data" / "predict"
+
+
+def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    if "x" in text:
+        h, w = text.split("x")
+        return int(h), int(w)
+    return int(text), int(text)
+
+
+def scene_dir(height: int, width: int) -> Path:
+    from geochange.synthetic import make_scene
+
+    root = DATA / f"scene_{height}x{width}"
+    if not (root / "scene.json").exists():
+        t0 = time.perf_counter()
+        make_scene(root, height, width, seed=0, progress=True)
+        print(f"  generated {height}x{width} scene in {time.perf_counter() - t0:.0f} s")
+    return root
+
+
+class TinyModel(torch.nn.Module):
+    def __init__(self, in_channels: int = 3) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(2 * in_channels, 16, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 1, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        b, t, c, h, w = x.shape
+        return {"change": self.body(x.reshape(b, t * c, h, w))}
+
+
+NORM = {"mean": [110.0, 110.0, 100.0], "std": [50.0, 50.0, 50.0]}
+
+
+def build(kind: str, model_path: Path | None) -> torch.nn.Module:
+    if kind == "tiny":
+        torch.manual_seed(0)
+        return TinyModel().eval()
+    from geochange.models import build_model
+
+    model = build_model("fusion_unet", backbone="resnet18", in_channels=3)
+    if model_path is not None:
+        model.load_state_dict(torch.load(model_path, map_location="cpu"))
+    return model.eval()
+
+
+def calibrated_model(scene: Path, path: Path, tile: int) -> None:
+    """Save a fusion_unet whose BatchNorm statistics are calibrated on one scene tile."""
+    import rasterio
+    from rasterio.windows import Window
+
+    torch.manual_seed(0)
+    model = build("fusion_unet", None)
+    with rasterio.open(scene / "pre.tif") as a, rasterio.open(scene / "post.tif") as b:
+        win = Window(0, 0, tile, tile)
+        x = torch.from_numpy(np.stack([a.read(window=win), b.read(window=win)]).astype("float32"))
+    mean = torch.tensor(NORM["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(NORM["std"]).view(1, -1, 1, 1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(((x - mean) / std)[None])
+    torch.save(model.eval().state_dict(), path)
+
+
+# --- child runs (fresh process each, for peak RSS) -------------------------------------------
+
+
+def child(spec: dict[str, Any]) -> dict[str, Any]:
+    torch.set_num_threads(spec["threads"])
+    model = build(spec["model"], Path(spec["model_path"]) if spec["model_path"] else None)
+    scene = Path(spec["scene"])
+    out = Path(spec["out"])
+    if spec["mode"] == "geochange":
+        from geochange.predict import ChangePredictor
+
+        predictor = ChangePredictor(
+            model,
+            tile_size=spec["tile"],
+            overlap=spec["overlap"],
+            batch_size=spec["batch"],
+            precision=spec["precision"],
+            normalization=NORM,
+            num_workers=spec["workers"],
+            probability_dtype=spec["prob_dtype"],
+            progress=False,
+        )
+        t0 = time.perf_counter()
+        from rasterio.windows import Window
+
+        window = Window(*spec["window"]) if spec.get("window") else None
+        result = predictor.predict(scene / "pre.tif", scene / "post.tif", out, window=window)
+        seconds = time.perf_counter() - t0
+        tiles = result.tiles
+    elif spec["mode"] == "compute":
+        seconds, tiles = compute_only(model, scene, spec)
+    else:
+        seconds, tiles = torchgeo_baseline(model, scene, spec)
+    return {
+        "seconds": seconds,
+        "tiles": tiles,
+        "rss_mb": peak_rss_mb(),
+        "rss_children_mb": peak_rss_mb(resource.RUSAGE_CHILDREN),
+    }
+
+
+def tile_windows(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    from geochange.predict import tile_starts
+
+    stride = tile - overlap
+    return [
+        (r, c) for r in tile_starts(height, tile, stride) for c in tile_starts(width, tile, stride)
+    ]
+
+
+def compute_only(model: torch.nn.Module, scene: Path, spec: dict[str, Any]) -> tuple[float, int]:
+    """Model forward time on the scene's tiles, preloaded in memory, same batches."""
+    import rasterio
+    from rasterio.windows import Window
+
+    tile = spec["tile"]
+    with rasterio.open(scene / "pre.tif") as a, rasterio.open(scene / "post.tif") as b:
+        windows = tile_windows(a.height, a.width, tile, spec["overlap"])
+        tiles = [
+            torch.from_numpy(
+                np.stack(
+                    [
+                        a.read(window=Window(c, r, tile, tile)),
+                        b.read(window=Window(c, r, tile, tile)),
+                    ]
+                ).astype("float32")
+            )
+            for r, c in windows
+        ]
+    mean = torch.tensor(NORM["mean"]).view(1, 1, -1, 1, 1)
+    std = torch.tensor(NORM["std"]).view(1, 1, -1, 1, 1)
+    batch = spec["batch"]
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(tiles), batch):
+            x = (torch.stack(tiles[i : i + batch]) - mean) / std
+            torch.sigmoid(model(x)["change"]).numpy()
+    return time.perf_counter() - t0, len(tiles)
+
+
+def torchgeo_baseline(
+    model: torch.nn.Module, scene: Path, spec: dict[str, Any]
+) -> tuple[float, int]:
+    """TorchGeo GridGeoSampler + DataLoader + in-memory mean stitching (whole scene in RAM)."""
+    import rasterio
+    from torch.utils.data import DataLoader, Dataset
+    from torchgeo.datasets import RasterDataset
+    from torchgeo.samplers import GridGeoSampler
+
+    class Date(RasterDataset):
+        filename_glob = "pre.tif"
+        is_image = True
+
+    class PostDate(Date):
+        filename_glob = "post.tif"
+
+    t0 = time.perf_counter()
+    pre_ds, post_ds = Date(str(scene)), PostDate(str(scene))
+    tile, stride = spec["tile"], spec["tile"] - spec["overlap"]
+    sampler = GridGeoSampler(pre_ds, size=tile, stride=stride)
+
+    class Pair(Dataset[dict[str, Any]]):
+        def __len__(self) -> int:
+            return len(sampler)
+
+        def __getitem__(self, query: Any) -> dict[str, Any]:
+            a, b = pre_ds[query], post_ds[query]
+            return {"image": torch.stack([a["image"], b["image"]]).float(), "query": query}
+
+    loader = DataLoader(
+        Pair(),
+        sampler=sampler,
+        batch_size=spec["batch"],
+        num_workers=spec["workers"],
+        collate_fn=lambda items: (
+            torch.stack([i["image"] for i in items]),
+            [i["query"] for i in items],
+        ),
+    )
+    with rasterio.open(scene / "pre.tif") as src:
+        height, width, transform = src.height, src.width, src.transform
+    total = np.zeros((height, width), np.float32)
+    count = np.zeros((height, width), np.float32)
+    mean = torch.tensor(NORM["mean"]).view(1, 1, -1, 1, 1)
+    std = torch.tensor(NORM["std"]).view(1, 1, -1, 1, 1)
+    tiles = 0
+    with torch.inference_mode():
+        for images, queries in loader:
+            probs = torch.sigmoid(model((images - mean) / std)["change"])[:, 0].numpy()
+            for prob, query in zip(probs, queries, strict=True):
+                col, row = ~transform * (query[0].start, query[1].stop)
+                r, c = round(row), round(col)
+                h, w = prob.shape
+                total[r : r + h, c : c + w] += prob
+                count[r : r + h, c : c + w] += 1
+                tiles += 1
+    prob_map = total / np.maximum(count, 1)
+    profile = {"driver": "GTiff", "count": 1, "dtype": "uint8", "height": height, "width": width}
+    profile |= {"tiled": True, "compress": "zstd", "transform": transform}
+    with rasterio.open(Path(spec["out"]) / "baseline.tif", "w", **profile) as dst:
+        dst.write((prob_map >= 0.5).astype("uint8"), 1)
+    return time.perf_counter() - t0, tiles
+
+
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    Path(spec["out"]).mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def median_run(spec: dict[str, Any], repeats: int) -> dict[str, Any]:
+    runs = [run_child(spec) for _ in range(repeats)]
+    best = dict(runs[0])
+    best["seconds"] = statistics.median(r["seconds"] for r in runs)
+    best["rss_mb"] = max(r["rss_mb"] for r in runs)
+    best["rss_children_mb"] = max(r["rss_children_mb"] for r in runs)
+    best["all_seconds"] = [round(r["seconds"], 1) for r in runs]
+    return best
+
+
+def agreement(scene: Path, model_path: Path, args: argparse.Namespace) -> None:
+    import rasterio
+
+    size = args.agreement_size
+    outs = {}
+    for precision in ("fp32", "bf16"):
+        spec = base_spec(args, scene, model_path, "geochange", f"agree_{precision}")
+        spec.update(precision=precision, prob_dtype="float32", window=[0, 0, size, size])
+        outs[precision] = run_child(spec)
+    with (
+        rasterio.open(DATA / "runs" / "agree_fp32" / "probability.tif") as a,
+        rasterio.open(DATA / "runs" / "agree_bf16" / "probability.tif") as b,
+    ):
+        pa, pb = a.read(1), b.read(1)
+    diff = np.abs(pa - pb)
+    same = np.mean((pa >= 0.5) == (pb >= 0.5))
+    print(
+        f"  bf16 vs fp32: max |dp| {np.nanmax(diff):.4f}, mean |dp| {np.nanmean(diff):.5f}, "
+        f"binary identical {100 * same:.3f}% of pixels; time fp32 {outs['fp32']['seconds']:.1f} s, "
+        f"bf16 {outs['bf16']['seconds']:.1f} s (native CPU bf16: "
+        f"{torch.ops.mkldnn._is_mkldnn_bf16_supported()})"
+    )
+
+
+def base_spec(
+    args: argparse.Namespace, scene: Path, model_path: Path | None, mode: str, name: str
+) -> dict[str, Any]:
+    return {
+        "mode": mode,
+        "model": "fusion_unet",
+        "model_path": str(model_path) if model_path else None,
+        "scene": str(scene),
+        "out": str(DATA / "runs" / name),
+        "tile": args.tile_size,
+        "overlap": args.overlap,
+        "batch": args.batch_size,
+        "workers": args.workers,
+        "threads": args.threads,
+        "precision": args.precision,
+        "prob_dtype": "uint8",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", nargs="*", default=["2048"], help="HxW or S (full runs)")
+    parser.add_argument("--rss-sizes", nargs="*", default=[], help="memory-only runs, tiny model")
+    parser.add_argument("--tile-size", type=int, default=512)
+    parser.add_argument("--overlap", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--agreement-size", type=int, default=1024, help="0: skip bf16 check")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    print(
+        f"bench_predict: tile {args.tile_size}, overlap {args.overlap}, batch {args.batch_size}, "
+        f"{args.workers} reader worker(s), {args.threads} torch threads, precision "
+        f"{args.precision}; torch {torch.__version__}"
+    )
+    model_path = DATA / "fusion_unet_resnet18_bncal.pt"
+    for text in args.sizes:
+        height, width = parse_size(text)
+        scene = scene_dir(height, width)
+        if not model_path.exists():
+            calibrated_model(scene, model_path, args.tile_size)
+        ours = median_run(base_spec(args, scene, model_path, "geochange", "ours"), args.repeats)
+        comp = median_run(base_spec(args, scene, model_path, "compute", "compute"), args.repeats)
+        tiles = ours["tiles"]
+        print(
+            f"{height}x{width}: {tiles} tiles in {ours['seconds']:.1f} s "
+            f"({tiles / ours['seconds']:.2f} tiles/s; runs {ours['all_seconds']}), peak RSS "
+            f"{ours['rss_mb']:.0f} MB main + {ours['rss_children_mb']:.0f} MB largest worker"
+        )
+        print(
+            f"  pure compute on the same {comp['tiles']} tiles: {comp['seconds']:.1f} s "
+            f"-> pipeline overhead {100 * (ours['seconds'] / comp['seconds'] - 1):+.1f}%"
+        )
+        if not args.no_baseline:
+            base = median_run(
+                base_spec(args, scene, model_path, "torchgeo", "baseline"), args.repeats
+            )
+            print(
+                f"  TorchGeo GridGeoSampler baseline: {base['tiles']} tiles in "
+                f"{base['seconds']:.1f} s, peak RSS {base['rss_mb']:.0f} MB -> ratio "
+                f"{base['seconds'] / ours['seconds']:.2f}x (baseline / geochange)"
+            )
+        if args.agreement_size:
+            agreement(scene, model_path, args)
+    for text in args.rss_sizes:
+        height, width = parse_size(text)
+        scene = scene_dir(height, width)
+        spec = base_spec(args, scene, None, "geochange", f"rss_{text}")
+        spec["model"] = "tiny"
+        res = run_child(spec)
+        print(
+            f"{height}x{width} (tiny model, memory only): {res['tiles']} tiles in "
+            f"{res['seconds']:.1f} s, peak RSS {res['rss_mb']:.0f} MB main + "
+            f"{res['rss_children_mb']:.0f} MB largest worker"
+        )
+
+
+if __name__ == "__main__":
+    main()
