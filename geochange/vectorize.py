@@ -1098,13 +1098,65 @@ def _write_table(
                     # chunks appended one after the other.
                     step = _WRITE_CHUNK if driver == "GPKG" else max(index.size, 1)
                     for first in range(0, max(index.size, 1), step):
-                        chunk = table.to_frame(index[first : first + step])
+                        rows = index[first : first + step]
                         append = mode == "append" if first == 0 else True
-                        _write_layer(chunk, work, name, driver, append, multi)
+                        if table.frame is None:
+                            _write_wkb_layer(table, rows, work, name, driver, append, multi)
+                        else:
+                            _write_layer(table.to_frame(rows), work, name, driver, append, multi)
             os.replace(work, tmp)
         finally:
             work.unlink(missing_ok=True)
     return out
+
+
+def _write_wkb_layer(
+    table: _Table,
+    rows: npt.NDArray[np.intp],
+    path: Path,
+    name: str,
+    driver: str,
+    append: bool,
+    multi: bool,
+) -> None:
+    """Write rows of a WKB table with pyogrio's raw writer (no shapely round trip)."""
+    import pyogrio.raw
+    import pyproj
+
+    assert table.columns is not None and table.geometry is not None
+    fields: list[str] = []
+    data: list[Any] = []
+    masks: list[Any] = []
+    for column, dtype in SCHEMA.items():
+        values = table.columns[column]
+        if dtype == "object":
+            array = np.empty(rows.size, dtype=object)
+            array[:] = [values[i] for i in rows]
+            masks.append(np.fromiter((v is None for v in array), dtype=np.bool_, count=rows.size))
+        else:
+            array = np.asarray(values)[rows]
+            masks.append(np.isnan(array) if dtype == "Float64" else None)
+            if dtype == "Float64":
+                array = np.where(np.isnan(array), 0.0, array)
+        fields.append(column)
+        data.append(array)
+    options = {"SPATIAL_INDEX": "YES"} if driver in ("GPKG", "FlatGeobuf") else {}
+    geometry = np.empty(rows.size, dtype=object)
+    geometry[:] = table.geometry[rows]
+    pyogrio.raw.write(
+        path,
+        geometry,
+        data,
+        fields,
+        field_mask=masks,
+        layer=name,
+        driver=driver,
+        geometry_type="MultiPolygon" if multi else "Polygon",
+        crs=pyproj.CRS.from_user_input(table.crs).to_wkt() if table.crs else None,
+        promote_to_multi=multi,
+        append=append and path.exists() and name in _layers(path),
+        **options,
+    )
 
 
 def _write_layer(frame: Any, path: Path, name: str, driver: str, append: bool, multi: bool) -> None:
