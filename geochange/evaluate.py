@@ -1066,7 +1066,7 @@ def evaluate_scene(
     matching: MatchMethod = "hungarian",
     min_area: float = 0.0,
     objects: bool = True,
-    block_size: int = 2048,
+    block_size: int = 1024,
     vectorize_block_size: int = 4096,
     overview_size: int = 1500,
     workers: int | None = None,

@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pixel-only", action="store_true", help="skip the object-level evaluation"
     )
-    parser.add_argument("--block-size", type=int, default=2048, help="pixel-pass block side")
+    parser.add_argument("--block-size", type=int, default=1024, help="pixel-pass block side")
     parser.add_argument("--workers", type=int, default=None, help="vectorizer processes")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
