@@ -1046,8 +1046,14 @@ def make_scene(
         seed=seed,
         shift=(float(shift[0]), float(shift[1])),
     )
+    # The intermediate tiled files are rewritten by the COG conversion: compress them fast.
     common = dict(
-        TILED_GTIFF_OPTIONS, height=height, width=width, crs=parsed_crs, transform=transform
+        TILED_GTIFF_OPTIONS,
+        zstd_level=1,
+        height=height,
+        width=width,
+        crs=parsed_crs,
+        transform=transform,
     )
     image_profile = dict(
         common, count=bands, dtype="uint8", photometric="RGB" if bands == 3 else None
