@@ -492,7 +492,7 @@ def test_synthetic_scene_recovers_changed_buildings(tmp_path: Path) -> None:
         pytest.skip("geochange.synthetic.make_scene not available yet")
     import geopandas as gpd
 
-    scene = synthetic.make_scene(tmp_path / "scene", 768, 1024, seed=3)
+    scene = synthetic.make_scene(tmp_path / "scene", 1024, 1024, seed=5)
     frame = vectorize_changes(
         scene.change,
         semantic_pre=scene.semantic_pre,
