@@ -120,7 +120,12 @@ def child(mode: str, pred: Path, ref: Path, out: Path, block_size: int) -> None:
         from rasterio.windows import Window
 
         changed = 0
-        with rasterio.open(pred) as p, rasterio.open(ref) as r:
+        # Same GDAL cache bound as evaluate_scene, so the baseline is comparable.
+        with (
+            rasterio.Env(GDAL_CACHEMAX=64 * 2**20),
+            rasterio.open(pred) as p,
+            rasterio.open(ref) as r,
+        ):
             for row in range(0, p.height, block_size):
                 for col in range(0, p.width, block_size):
                     window = Window(

@@ -68,6 +68,7 @@ STATUS_MISS = "FN"
 
 _VECTOR_SUFFIXES = {".gpkg", ".parquet", ".geoparquet", ".geojson", ".json", ".fgb", ".shp"}
 _IGNORE = 255
+_GDAL_CACHE_BYTES = 64 * 2**20
 _UNTYPED = "(untyped)"
 # Overview colours (RGBA): true positive, false positive, miss.
 _COLOURS = {
@@ -965,6 +966,7 @@ def _zoom_outcome(
     if "prediction" not in rasters or "reference" not in rasters:
         return None
     with (
+        rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES),
         rasterio.open(rasters["prediction"]) as pred_ds,
         rasterio.open(rasters["reference"]) as ref_ds,
     ):
@@ -1065,6 +1067,7 @@ def evaluate_scene(
     iou_threshold: float = 0.5,
     matching: MatchMethod = "hungarian",
     min_area: float = 0.0,
+    change_types: Sequence[str] | None = None,
     objects: bool = True,
     block_size: int = 1024,
     vectorize_block_size: int = 4096,
@@ -1097,6 +1100,9 @@ def evaluate_scene(
         iou_threshold: minimum IoU of an object match.
         matching: ``"hungarian"`` or ``"greedy"`` (see :func:`match_objects`).
         min_area: ignore vectorized objects smaller than this (square map units) on both sides.
+        change_types: evaluate only objects of these change types (e.g. ``["new building",
+            "demolished building"]`` against a building survey); applied to each side that
+            has a ``change_type`` column. Pixel scores are unaffected.
         objects: compute the object-level scores (vectorizing as needed).
         block_size: block side of the pixel pass (memory grows with its square).
         vectorize_block_size: block side of the vectorizer.
@@ -1151,6 +1157,9 @@ def evaluate_scene(
     # Evaluation grid: the prediction raster, else the reference raster.
     grid: _Grid | None = None
     sources: list[Any] = []
+    # GDAL's block cache defaults to 5 % of the RAM; every block is read once, so keep it small.
+    gdal_env = rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES)
+    gdal_env.__enter__()
     try:
         pred_source: Any = None
         ref_source: Any = None
@@ -1224,6 +1233,9 @@ def evaluate_scene(
                     workers=workers,
                     progress=progress,
                 )
+            if change_types is not None:
+                pred_frame = _filter_types(pred_frame, change_types)
+                ref_frame = _filter_types(ref_frame, change_types)
             if pred_frame.crs is not None and ref_frame.crs is not None:
                 ref_frame = _to_crs(ref_frame, pred_frame.crs, "reference polygons")
 
@@ -1241,6 +1253,7 @@ def evaluate_scene(
             "iou_threshold": iou_threshold,
             "matching": matching,
             "min_area": min_area,
+            "change_types": list(change_types) if change_types is not None else None,
             "class_names": names,
         }
 
@@ -1336,6 +1349,7 @@ def evaluate_scene(
     finally:
         for source in sources:
             source.close()
+        gdal_env.__exit__(None, None, None)
 
     # ---- objects
     if objects:
@@ -1368,6 +1382,13 @@ def evaluate_scene(
             _annotate(ref_frame, match, pred_ids, is_prediction=False), crs=ref_frame.crs
         )
     return report
+
+
+def _filter_types(frame: Any, change_types: Sequence[str]) -> Any:
+    """Keep rows whose ``change_type`` is wanted; frames without types are kept whole."""
+    if "change_type" not in frame.columns or not frame["change_type"].notna().any():
+        return frame
+    return frame[frame["change_type"].isin(list(change_types))].reset_index(drop=True)
 
 
 def _to_crs(frame: Any, crs: Any, what: str) -> Any:

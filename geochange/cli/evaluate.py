@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ignore vectorized objects smaller than this (map units²)",
     )
     parser.add_argument(
+        "--change-types",
+        help='comma-separated change types to evaluate per object, e.g. "new building,'
+        'demolished building" (default: all)',
+    )
+    parser.add_argument(
         "--pixel-only", action="store_true", help="skip the object-level evaluation"
     )
     parser.add_argument("--block-size", type=int, default=1024, help="pixel-pass block side")
@@ -78,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
         iou_threshold=args.iou_threshold,
         matching=args.matching,
         min_area=args.min_area,
+        change_types=[t.strip() for t in args.change_types.split(",") if t.strip()]
+        if args.change_types
+        else None,
         objects=not args.pixel_only,
         block_size=args.block_size,
         workers=args.workers,
