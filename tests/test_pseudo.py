@@ -63,10 +63,6 @@ def read(path: Path) -> np.ndarray:
         return ds.read(1)
 
 
-def box(array: np.ndarray, rows: slice, cols: slice, value: int) -> None:
-    array[rows, cols] = value
-
-
 @pytest.fixture
 def scene_maps() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Hand-built 64 x 96 maps: one appearing, one disappearing, one shifted building."""
