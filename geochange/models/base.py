@@ -82,9 +82,12 @@ def make_encoder(
             backbone, in_channels=in_channels, depth=depth, weights=weights
         )
     except KeyError as error:
-        # smp raises KeyError for both unknown encoders and unknown weight names.
+        # smp raises KeyError for both unknown encoders and unknown weight names; its message
+        # lists every encoder, so keep only the first sentence.
+        reason = str(error.args[0]).split(", supported encoders")[0]
         raise ConfigurationError(
-            f"cannot build encoder {backbone!r} with weights={weights!r}: {error.args[0]}"
+            f"cannot build encoder {backbone!r} with weights={weights!r}: {reason}. Encoder "
+            "names: segmentation_models_pytorch.encoders.get_encoder_names(), or 'tu-<timm name>'"
         ) from error
     except (OSError, ConnectionError) as error:
         raise CheckpointError(
