@@ -406,3 +406,56 @@ def test_levir_cd_prediction(tmp_path: Path) -> None:
         assert report.references.geometry.area.sum() == pytest.approx(
             ref.sum() * abs(ds.transform.a * ds.transform.e)
         )
+
+
+# ---------------------------------------------------------------- synthetic LsSCD-like scene
+
+
+@pytest.mark.slow
+def test_synthetic_scene_building_changes(tmp_path: Path) -> None:
+    from geochange.synthetic import make_scene
+
+    scene = make_scene(tmp_path / "scene", 768, 1100, seed=4, block_size=512)
+    # Prediction: the scene's own maps with every demolition missed.
+    with rasterio.open(scene.semantic_pre) as pre_ds, rasterio.open(scene.semantic_post) as post_ds:
+        pre, post = pre_ds.read(1), post_ds.read(1)
+        profile = pre_ds.profile
+    demolished = (pre == 0) & (post != 0)
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    with rasterio.open(scene.change) as ds:
+        change = ds.read(1)
+    pred_change = np.where(demolished, 0, change).astype(np.uint8)
+    pred_post = np.where(demolished, pre, post).astype(np.uint8)
+    for name, array in (
+        ("change", pred_change),
+        ("semantic_pre", pre),
+        ("semantic_post", pred_post),
+    ):
+        with rasterio.open(pred_dir / f"{name}.tif", "w", **{**profile, "driver": "GTiff"}) as ds:
+            ds.write(array, 1)
+            ds.update_tags(GEOCHANGE_CLASS_NAMES=json.dumps(LSSCD))
+
+    survey = gpd.read_file(scene.changed_buildings)
+    counts = survey["change_type"].value_counts()
+    assert counts["new building"] > 0 and counts["demolished building"] > 0
+    report = evaluate_scene(
+        pred_dir,
+        scene.change,
+        semantic_pre=scene.semantic_pre,
+        semantic_post=scene.semantic_post,
+        reference_polygons=scene.changed_buildings,
+        change_types=["new building", "demolished building"],
+        workers=1,
+    )
+    by_type = report.objects_by_type
+    assert by_type["new building"]["reference"] == counts["new building"]
+    assert by_type["new building"]["recall"] >= 0.95
+    assert by_type["new building"]["precision"] >= 0.95
+    assert (
+        by_type["new building"]["found_with_same_type"] == by_type["new building"]["true_positives"]
+    )
+    assert by_type["demolished building"]["recall"] == 0.0
+    assert "demolished building" not in set(report.predictions["change_type"])
+    assert report.pixel is not None and report.pixel["recall"] < 1.0
+    assert report.pixel["precision"] == 1.0
