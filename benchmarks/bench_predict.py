@@ -243,11 +243,14 @@ def torchgeo_baseline(
         for images, queries in loader:
             probs = torch.sigmoid(model((images - mean) / std)["change"])[:, 0].numpy()
             for prob, query in zip(probs, queries, strict=True):
-                col, row = ~transform * (query[0].start, query[1].stop)
-                r, c = round(row), round(col)
-                h, w = prob.shape
-                total[r : r + h, c : c + w] += prob
-                count[r : r + h, c : c + w] += 1
+                r, c = rasterio.transform.rowcol(
+                    transform, query[0].start + 1e-6, query[1].stop - 1e-6
+                )
+                # GridGeoSampler chips can run past the scene (TorchGeo pads them): clip.
+                r0, c0 = max(r, 0), max(c, 0)
+                r1, c1 = min(r + prob.shape[0], height), min(c + prob.shape[1], width)
+                total[r0:r1, c0:c1] += prob[r0 - r : r1 - r, c0 - c : c1 - c]
+                count[r0:r1, c0:c1] += 1
                 tiles += 1
     prob_map = total / np.maximum(count, 1)
     profile = {"driver": "GTiff", "count": 1, "dtype": "uint8", "height": height, "width": width}
@@ -261,10 +264,11 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     Path(spec["out"]).mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec)],
-        check=True,
         capture_output=True,
         text=True,
     )
+    if proc.returncode:
+        raise SystemExit(f"benchmark run {spec['mode']} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
