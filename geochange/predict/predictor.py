@@ -53,8 +53,8 @@ class PredictionResult:
             float32 with NaN nodata), or None when not written.
         semantic_pre: pre-date class ids (uint8, nodata 255) for semantic models.
         semantic_post: post-date class ids for semantic models.
-        transition: ``from * K + to`` where changed, ``K * K``... see :doc:`prediction` (uint8
-            254 = unchanged, 255 nodata; uint16 65534/65535 when ``K * K > 253``).
+        transition: ``from * K + to`` where changed, 254 where unchanged, 255 nodata (uint8;
+            uint16 with 65534 / 65535 when ``K * K > 253``), for semantic models.
         class_names: semantic class names in id order (None for binary models).
         crs: output CRS.
         transform: output affine transform.
@@ -585,12 +585,19 @@ class ChangePredictor:
             )
         return [f"class_{i}" for i in range(classes)]
 
-    def _decode(self, probs: np.ndarray, valid: np.ndarray, classes: int) -> dict[str, np.ndarray]:
+    def _decode(
+        self,
+        probs: np.ndarray,
+        valid: np.ndarray,
+        classes: int,
+        probability_dtype: str | None = None,
+    ) -> dict[str, np.ndarray]:
         """Turn blended probabilities ``[ch, n, W]`` into the output arrays."""
+        probability_dtype = probability_dtype or self.probability_dtype
         change_prob = probs[0]
         changed = change_prob >= self.threshold
         out: dict[str, np.ndarray] = {}
-        if self.probability_dtype == "float32":
+        if probability_dtype == "float32":
             out["probability"] = np.where(valid, change_prob, np.nan).astype(np.float32)
         else:
             scaled = np.rint(np.clip(change_prob, 0, 1) * PROBABILITY_SCALE).astype(np.uint8)
@@ -927,12 +934,7 @@ class ChangePredictor:
         outputs: dict[str, np.ndarray] = {}
 
         def emit(top: int, probs: np.ndarray, valid: np.ndarray) -> None:
-            saved = self.probability_dtype
-            self.probability_dtype = "float32"
-            try:
-                arrays = self._decode(probs, valid, classes)
-            finally:
-                self.probability_dtype = saved
+            arrays = self._decode(probs, valid, classes, probability_dtype="float32")
             for key, values in arrays.items():
                 if key not in outputs:
                     outputs[key] = np.empty((height, width), dtype=values.dtype)
