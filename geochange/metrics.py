@@ -18,6 +18,7 @@ Ratios with an empty denominator (e.g. precision when nothing is predicted as ch
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -172,6 +173,7 @@ class BinaryChangeMetrics(Metric):
 
     Args:
         ignore_index: reference value excluded from every score (nodata / unlabeled).
+        **kwargs: :class:`torchmetrics.Metric` options (``sync_on_compute``, ``process_group``).
     """
 
     is_differentiable = False
@@ -180,8 +182,8 @@ class BinaryChangeMetrics(Metric):
 
     confusion: Tensor
 
-    def __init__(self, ignore_index: int | None = 255) -> None:
-        super().__init__()
+    def __init__(self, ignore_index: int | None = 255, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.ignore_index = ignore_index
         self.add_state("confusion", torch.zeros(2, 2, dtype=torch.long), dist_reduce_fx="sum")
 
@@ -235,6 +237,7 @@ class SemanticChangeMetrics(Metric):
     Args:
         num_classes: number of semantic classes K.
         ignore_index: reference value excluded from the scores.
+        **kwargs: :class:`torchmetrics.Metric` options (``sync_on_compute``, ``process_group``).
     """
 
     is_differentiable = False
@@ -245,8 +248,8 @@ class SemanticChangeMetrics(Metric):
     scd_confusion: Tensor
     semantic_confusion: Tensor
 
-    def __init__(self, num_classes: int, ignore_index: int | None = 255) -> None:
-        super().__init__()
+    def __init__(self, num_classes: int, ignore_index: int | None = 255, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if num_classes < 1:
             raise DataError(f"SemanticChangeMetrics: num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
