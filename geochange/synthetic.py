@@ -272,8 +272,7 @@ class _Layout:
             best_d = np.full(shape, np.inf, dtype=np.float32)
             index = np.zeros(shape, dtype=np.intp)
             for dy, dx in offsets:
-                ry, rx = gy - y0 + dy, gx - x0 + dx
-                flat = ry * ncols + rx
+                flat = (gy - y0 + dy) * ncols + (gx - x0 + dx)
                 d = (jit_y.ravel()[flat] + np.float32(dy * s) - rel_y) ** 2 + (
                     jit_x.ravel()[flat] + np.float32(dx * s) - rel_x
                 ) ** 2
@@ -405,8 +404,8 @@ class _Layout:
         ``cell`` (n, 2).
         """
         k = self.k
-        ci, cj = np.meshgrid(np.arange(ci0, ci1), np.arange(cj0, cj1), indexing="ij")
-        ci, cj = ci.ravel(), cj.ravel()
+        cell_grid = np.meshgrid(np.arange(ci0, ci1), np.arange(cj0, cj1), indexing="ij")
+        ci, cj = cell_grid[0].ravel(), cell_grid[1].ravel()
         kind = np.digitize(_uniform(k(40), ci, cj), [0.55, 0.85])  # 0: 4x4, 1: 3x3, 2: 2x2
         parts: list[dict[str, NDArray[Any]]] = []
         for t, m in enumerate((4, 3, 2)):
@@ -418,15 +417,15 @@ class _Layout:
             c_j = np.repeat(cj[sel], m * m)
             sa = np.tile(a.ravel(), int(sel.sum()))
             sb = np.tile(b.ravel(), int(sel.sum()))
-            slot = (CELL - 2 * _CELL_MARGIN) / m
+            slot_side = (CELL - 2 * _CELL_MARGIN) / m
             parts.append(
                 {
                     "ci": c_i,
                     "cj": c_j,
                     "slot_index": sa * m + sb + 16 * t,
-                    "size": np.full(c_i.shape, slot),
-                    "cy": c_i * CELL + _CELL_MARGIN + (sa + 0.5) * slot,
-                    "cx": c_j * CELL + _CELL_MARGIN + (sb + 0.5) * slot,
+                    "size": np.full(c_i.shape, slot_side),
+                    "cy": c_i * CELL + _CELL_MARGIN + (sa + 0.5) * slot_side,
+                    "cx": c_j * CELL + _CELL_MARGIN + (sb + 0.5) * slot_side,
                 }
             )
         if not parts:
@@ -607,8 +606,12 @@ class _Renderer:
     ) -> _GridLayout:
         """Scene layout on the pixel centres of rows/cols of a block, shifted by ``shift``."""
         lay = self.layout
-        y = (np.arange(row0 - halo, row0 + h + halo) + 0.5 + shift[0])[:, None]
-        x = (np.arange(col0 - halo, col0 + w + halo) + 0.5 + shift[1])[None, :]
+        y: NDArray[np.float64] = (
+            np.arange(row0 - halo, row0 + h + halo, dtype=np.float64) + (0.5 + shift[0])
+        )[:, None]
+        x: NDArray[np.float64] = (
+            np.arange(col0 - halo, col0 + w + halo, dtype=np.float64) + (0.5 + shift[1])
+        )[None, :]
         ci0, cj0 = (row0 - halo) // CELL - 1, (col0 - halo) // CELL - 1
         ci1, cj1 = -(-(row0 + h + halo) // CELL) + 1, -(-(col0 + w + halo) // CELL) + 1
         buildings = lay.buildings(ci0, ci1, cj0, cj1)

@@ -204,39 +204,21 @@ def test_bad_arguments_raise_clear_errors(tmp_path, kwargs, message) -> None:
     assert not list(tmp_path.iterdir())  # rejected before writing anything
 
 
-def test_cli_writes_a_scene(tmp_path) -> None:
+def test_cli_writes_a_scene(tmp_path, capsys) -> None:
+    from geochange.cli import main
+
     out = tmp_path / "cli"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "geochange",
-            "synth",
-            str(out),
-            "--size",
-            "200x300",
-            "--seed",
-            "3",
-            "--res",
-            "0.5",
-            "--crs",
-            "EPSG:32650",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    argv = ["synth", str(out), "--size", "200x300", "--seed", "3", "--res", "0.5", "--quiet"]
+    assert main(argv) == 0
+    assert "Mpixel/s" in capsys.readouterr().out
     scene = Scene.load(out)
     assert (scene.height, scene.width, scene.res, scene.seed) == (200, 300, 0.5, 3)
-    bad = subprocess.run(
-        [sys.executable, "-m", "geochange", "synth", str(out), "--size", "20O0x3"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert bad.returncode != 0 and "size" in bad.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", str(out), "--size", "20O0x3"])
+    assert exit_info.value.code == 2 and "HEIGHTxWIDTH" in capsys.readouterr().err
+    # Library errors become a clean message and exit code 1.
+    assert main(["synth", str(tmp_path / "bad"), "--size", "64x64", "--bands", "2"]) == 1
+    assert "bands" in capsys.readouterr().err
 
 
 MEMORY_SCRIPT = textwrap.dedent(
