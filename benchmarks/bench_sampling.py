@@ -1,0 +1,344 @@
+"""Sampling throughput of bi-temporal 256x256 windows on an LsSCD-scale scene pair.
+
+Prints, in one run, samples/s (median of ``--repeats`` runs) and peak RSS for:
+
+* ``torchgeo-and``: plain TorchGeo baseline, two ``RasterDataset`` joined with ``&``;
+* ``torchgeo-ts``: plain TorchGeo baseline, one ``RasterDataset(time_series=True)``;
+* ``geochange-random``: :class:`BiTemporalRasterDataset` on the same random windows;
+* ``geochange-balanced``: the dataset with :class:`ChangeBalancedGeoSampler` (50% change);
+* ``rasterio-raw``: raw ``DatasetReader.read`` of the same windows, files opened once per
+  process (the ceiling);
+
+each with 0 and 2 DataLoader workers (batch size 8, ``stack_samples``). Every configuration
+runs in a fresh subprocess so its peak RSS (the process plus its largest worker, times the
+worker count, an upper bound) is its own. All timed runs read windows already in the OS page
+cache (a warm-up pass reads them first), so the figures compare CPU cost, not disk speed.
+
+Generate the scene once (outside CI; ~10 GB of GeoTIFFs at full size)::
+
+    python benchmarks/bench_sampling.py --generate --height 32500 --width 48000
+
+then run::
+
+    python benchmarks/bench_sampling.py --samples 400 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "bench_data" / "lsscd"
+
+
+# -- scene generation -----------------------------------------------------------------------
+
+
+def generate(out: Path, height: int, width: int, seed: int) -> None:
+    """Write pre.tif / post.tif / change.tif by tiling a small synthetic scene.
+
+    A 2048 x 2048 scene from :func:`geochange.make_scene` (realistic texture, ~5% change) is
+    repeated, with flips varying by position, over the large grid: file layout and compression
+    (512-pixel tiles, ZSTD, predictor 2, BigTIFF) match what make_scene writes, at a fraction of
+    its generation time.
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    from geochange.io import TILED_GTIFF_OPTIONS, atomic_output
+    from geochange.synthetic import make_scene
+
+    out.mkdir(parents=True, exist_ok=True)
+    tile = 2048
+    seed_dir = out / "seed_scene"
+    scene = make_scene(seed_dir, tile, tile, seed=seed)
+    for name in ("pre", "post", "change"):
+        src_path = seed_dir / f"{name}.tif"
+        with rasterio.open(src_path) as src:
+            block = src.read()
+            profile = dict(TILED_GTIFF_OPTIONS)
+            profile.update(
+                count=src.count,
+                dtype=src.dtypes[0],
+                crs=src.crs,
+                transform=src.transform,
+                width=width,
+                height=height,
+                nodata=src.nodata,
+            )
+        start = time.perf_counter()
+        with atomic_output(out / f"{name}.tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
+            for r, row in enumerate(range(0, height, tile)):
+                for c, col in enumerate(range(0, width, tile)):
+                    data = block
+                    if (r + c) % 2:
+                        data = data[:, :, ::-1]
+                    if r % 3 == 1:
+                        data = data[:, ::-1, :]
+                    h, w = min(tile, height - row), min(tile, width - col)
+                    dst.write(np.ascontiguousarray(data[:, :h, :w]), window=Window(col, row, w, h))
+        print(
+            f"wrote {name}.tif {width}x{height} in {time.perf_counter() - start:.0f}s", flush=True
+        )
+    (out / "bench_scene.json").write_text(
+        json.dumps({"height": height, "width": width, "seed": seed, "tile_of": str(scene.root)})
+    )
+
+
+# -- one measured configuration (runs in its own subprocess) --------------------------------
+
+
+def _windows(data: Path, count: int, patch: int, seed: int) -> list[tuple[float, ...]]:
+    import rasterio
+
+    with rasterio.open(data / "pre.tif") as src:
+        t, h, w = src.transform, src.height, src.width
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        row, col = int(rng.integers(0, h - patch)), int(rng.integers(0, w - patch))
+        left, top = t.c + col * t.a, t.f + row * t.e
+        out.append((left, top + patch * t.e, left + patch * t.a, top, row, col))
+    return out
+
+
+class _RawPairs:
+    """Map-style dataset of raw rasterio window reads (files opened once per process)."""
+
+    def __init__(self, data: Path, windows: list[tuple[float, ...]], patch: int) -> None:
+        self.data, self.windows, self.patch = data, windows, patch
+        self.handles: dict[str, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import rasterio
+        import torch
+        from rasterio.windows import Window
+
+        if self.handles.get("pid") != os.getpid():
+            self.handles = {
+                "pid": os.getpid(),
+                "pre": rasterio.open(self.data / "pre.tif"),
+                "post": rasterio.open(self.data / "post.tif"),
+            }
+        *_, row, col = self.windows[i]
+        window = Window(int(col), int(row), self.patch, self.patch)
+        pre = self.handles["pre"].read(window=window)
+        post = self.handles["post"].read(window=window)
+        return {"image": torch.from_numpy(np.stack([pre, post]).astype(np.float32))}
+
+
+class _Slices:
+    """Sampler yielding fixed GeoSlices."""
+
+    def __init__(self, slices: list[Any]) -> None:
+        self.slices = slices
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def __iter__(self) -> Any:
+        return iter(self.slices)
+
+
+def measure(method: str, data: Path, workers: int, count: int, patch: int, repeats: int) -> None:
+    """Time one configuration and print a JSON line."""
+    import warnings
+
+    import torch
+    from torch.utils.data import DataLoader
+    from torchgeo.datasets import RasterDataset, stack_samples
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    windows = _windows(data, count, patch, seed=0)
+    slices = [
+        (slice(w[0], w[2]), slice(w[1], w[3]), slice(None, None))  # type: ignore[misc]
+        for w in windows
+    ]
+    setup_s = 0.0
+    sampler: Any = None
+    if method.startswith("torchgeo"):
+
+        class Pre(RasterDataset):
+            filename_glob = "pre.tif"
+
+        class Post(RasterDataset):
+            filename_glob = "post.tif"
+
+        if method == "torchgeo-and":
+            dataset: Any = Pre(str(data)) & Post(str(data))
+        else:
+
+            class Pair(RasterDataset):
+                filename_glob = "p*.tif"
+                filename_regex = r"^(pre|post)\.tif$"
+
+            dataset = Pair(str(data), time_series=True)
+        sampler = _Slices(slices)
+    elif method.startswith("geochange"):
+        from geochange.datasets import BiTemporalRasterDataset
+
+        dataset = BiTemporalRasterDataset(
+            data / "pre.tif", data / "post.tif", change=data / "change.tif"
+        )
+        if method == "geochange-balanced":
+            from geochange.samplers import ChangeBalancedGeoSampler
+
+            start = time.perf_counter()
+            sampler = ChangeBalancedGeoSampler(
+                dataset,
+                patch,
+                count,
+                change_fraction=0.5,
+                generator=torch.Generator().manual_seed(0),
+            )
+            setup_s = time.perf_counter() - start
+        else:
+            sampler = _Slices(slices)
+    else:
+        dataset = _RawPairs(data, windows, patch)
+
+    loader_kwargs: dict[str, Any] = {
+        "batch_size": 8,
+        "num_workers": workers,
+        "collate_fn": stack_samples,
+        "persistent_workers": workers > 0,
+    }
+    if sampler is not None:
+        loader_kwargs["sampler"] = sampler
+    loader = DataLoader(dataset, **loader_kwargs)
+    rates = []
+    samples = 0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        samples = 0
+        for batch in loader:
+            samples += int(batch["image"].shape[0])
+        rates.append(samples / (time.perf_counter() - start))
+    if workers:
+        del loader  # stop persistent workers so their peak RSS is accounted to children
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if workers else 0
+    print(
+        json.dumps(
+            {
+                "method": method,
+                "workers": workers,
+                "samples": samples,
+                "rate": statistics.median(rates),
+                "rates": rates,
+                "setup_s": setup_s,
+                "rss_mb": (self_kb + child_kb * workers) / 1024,
+            }
+        ),
+        flush=True,
+    )
+
+
+def warm_cache(data: Path, count: int, patch: int) -> None:
+    """Read every benchmark window once so all timed runs start from a warm page cache."""
+    raw = _RawPairs(data, _windows(data, count, patch, seed=0), patch)
+    for i in range(len(raw)):
+        raw[i]
+
+
+def main() -> None:
+    """Parse arguments, then generate the scene or run every configuration."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--generate", action="store_true")
+    parser.add_argument("--height", type=int, default=32500)
+    parser.add_argument("--width", type=int, default=48000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=int, default=400)
+    parser.add_argument("--patch", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=[
+            "torchgeo-and",
+            "torchgeo-ts",
+            "geochange-random",
+            "geochange-balanced",
+            "rasterio-raw",
+        ],
+    )
+    parser.add_argument("--_measure", nargs=2, metavar=("METHOD", "WORKERS"), help="internal")
+    args = parser.parse_args()
+    if args.generate:
+        generate(args.data, args.height, args.width, args.seed)
+        return
+    if args._measure:
+        measure(
+            args._measure[0],
+            args.data,
+            int(args._measure[1]),
+            args.samples,
+            args.patch,
+            args.repeats,
+        )
+        return
+    for name in ("pre.tif", "post.tif", "change.tif"):
+        if not (args.data / name).exists():
+            sys.exit(f"{args.data / name} is missing: run with --generate first")
+    import rasterio
+
+    with rasterio.open(args.data / "pre.tif") as src:
+        print(f"scene: {src.width} x {src.height} px, {src.count} bands, {src.dtypes[0]}")
+    print(f"{args.samples} windows of {args.patch}px, median of {args.repeats} runs, batch 8")
+    warm_cache(args.data, args.samples, args.patch)
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    for workers in args.workers:
+        for method in args.methods:
+            cmd = [sys.executable, __file__, "--data", str(args.data), "--samples",
+                   str(args.samples), "--patch", str(args.patch), "--repeats",
+                   str(args.repeats), "--_measure", method, str(workers)]  # fmt: skip
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+            if done.returncode or not lines:
+                print(f"{method} workers={workers} FAILED:\n{done.stderr[-2000:]}")
+                continue
+            result = json.loads(lines[-1])
+            results[(method, workers)] = result
+            extra = (
+                f", sampler index built in {result['setup_s']:.1f}s" if result["setup_s"] else ""
+            )
+            print(
+                f"{method:20s} workers={workers}: {result['rate']:7.1f} samples/s "
+                f"(runs {', '.join(f'{r:.0f}' for r in result['rates'])}), "
+                f"peak RSS {result['rss_mb']:.0f} MB{extra}",
+                flush=True,
+            )
+    for workers in args.workers:
+        tg = [results[(m, workers)]["rate"] for m in ("torchgeo-and", "torchgeo-ts")
+              if (m, workers) in results]  # fmt: skip
+        raw = results.get(("rasterio-raw", workers))
+        for method in ("geochange-random", "geochange-balanced"):
+            ours = results.get((method, workers))
+            if ours is None:
+                continue
+            parts = []
+            if tg:
+                parts.append(f"{ours['rate'] / max(tg):.2f}x best TorchGeo baseline")
+            if raw:
+                parts.append(f"{100 * ours['rate'] / raw['rate']:.0f}% of raw rasterio")
+            print(f"{method} workers={workers}: " + ", ".join(parts))
+
+
+if __name__ == "__main__":
+    main()
