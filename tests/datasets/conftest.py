@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from scenes import Pair, make_pair  # noqa: E402
+from scenes import Pair, make_pair
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 

@@ -98,7 +98,7 @@ def _second(root: Path, rgb: bool) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("rgb", [False, True])
 def test_second_layout(tmp_path: Path, rgb: bool) -> None:
-    label1, label2 = _second(tmp_path, rgb)
+    label1, _ = _second(tmp_path, rgb)
     ds = SemanticChangeFolderDataset(tmp_path, "train", layout="second")
     assert ds.num_classes == 6
     sample = ds[0]
@@ -132,5 +132,5 @@ def test_hiucd_layout(tmp_path: Path) -> None:
     assert (sample["mask"][:4] == 1).all() and (sample["mask"][4:12] == 0).all()
     assert (sample["mask"][12:] == 255).all()
     (tmp_path / "val" / "mask" / "2018_2019" / "t.png").unlink()
-    with pytest.raises(DataError, match="label file for pre image .*t.png.* is missing"):
+    with pytest.raises(DataError, match=r"label file for pre image .*t\.png.* is missing"):
         SemanticChangeFolderDataset(tmp_path, "val", layout="hiucd")

@@ -175,11 +175,11 @@ def test_bad_inputs(pair: Pair, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="do not overlap"):
         BiTemporalRasterDataset(pair.pre, far)
     two_bands = write_tif(tmp_path / "two.tif", pair.post_array[:2])
-    with pytest.raises(DataError, match="has 3 bands but post image .*two.tif.* has 2"):
+    with pytest.raises(DataError, match=r"has 3 bands but post image .*two\.tif.* has 2"):
         BiTemporalRasterDataset(pair.pre, two_bands)
     corrupt = tmp_path / "corrupt.tif"
     corrupt.write_bytes(b"II*\x00not a tiff at all" * 10)
-    with pytest.raises(DataError, match="corrupt.tif"):
+    with pytest.raises(DataError, match=r"corrupt\.tif"):
         BiTemporalRasterDataset(pair.pre, corrupt)
     with pytest.raises(DataError, match="does not exist"):
         BiTemporalRasterDataset(pair.pre, tmp_path / "missing.tif")
@@ -188,7 +188,7 @@ def test_bad_inputs(pair: Pair, tmp_path: Path) -> None:
         pair.change_array,
         transform=from_origin(X0 + 10000, Y0, 1.0, 1.0),
     )
-    with pytest.raises(DataError, match="change label .*far_label.tif.* does not overlap"):
+    with pytest.raises(DataError, match=r"change label .*far_label\.tif.* does not overlap"):
         BiTemporalRasterDataset(pair.pre, pair.post, change=far_label)
     far_vector = tmp_path / "far.gpkg"
     gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 10, 10)], crs=CRS).to_file(far_vector)
