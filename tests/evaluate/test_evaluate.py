@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import geopandas as gpd
 import matplotlib.image
@@ -232,14 +231,9 @@ def test_reference_polygons_with_change_type(hand_scene: HandScene, tmp_path: Pa
 
 
 def test_prediction_result_and_polygon_prediction(hand_scene: HandScene, tmp_path: Path) -> None:
-    result = SimpleNamespace(
-        change=hand_scene.pred,
-        probability=None,
-        semantic_pre=None,
-        semantic_post=None,
-        transition=None,
-        class_names=None,
-    )
+    from geochange.predict import PredictionResult
+
+    result = PredictionResult(change=hand_scene.pred)
     from_result = evaluate_scene(result, hand_scene.ref, **FAST)
     gpkg = from_result.write_objects(tmp_path / "objects.gpkg")
     predicted = pyogrio.read_dataframe(gpkg, layer="predictions")
