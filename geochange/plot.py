@@ -126,10 +126,10 @@ def figure_from_arrays(
         figsize=(2.4 * columns, 2.4 * n + (0.6 if semantic_panels else 0)),
         squeeze=False,
     )
-    change_cmap = ListedColormap(list(_CHANGE_COLOURS))
-    change_cmap.set_bad(_IGNORE_COLOUR)
-    class_cmap = ListedColormap(_class_colours(max(num_classes, 1)))
-    class_cmap.set_bad(_IGNORE_COLOUR)
+    change_cmap = ListedColormap(list(_CHANGE_COLOURS)).with_extremes(bad=_IGNORE_COLOUR)
+    class_cmap = ListedColormap(_class_colours(max(num_classes, 1))).with_extremes(
+        bad=_IGNORE_COLOUR
+    )
     for row in range(n):
         pre_rgb, post_rgb = _display_rgb(image[row])
         panels: list[tuple[str, Any, Any, int]] = [
