@@ -514,3 +514,34 @@ def test_synthetic_scene_recovers_changed_buildings(tmp_path: Path) -> None:
                 best, best_type = iou, ours["change_type"].values[i]
         matched += best >= 0.9 and best_type == ctype
     assert matched >= 0.99 * len(truth)
+
+
+def test_streaming_write_matches_frame_write(
+    tmp_path: Path, semantic_paths: SimpleNamespace, stress_path: Path
+) -> None:
+    # return_frame=False writes straight from WKB (Arrow stream): same file content.
+    frame = vectorize_changes(semantic_paths, block_size=8, workers=1)
+    out = tmp_path / "stream.gpkg"
+    assert (
+        vectorize_changes(semantic_paths, out, block_size=8, workers=1, return_frame=False) is None
+    )
+    back = pyogrio.read_dataframe(out)
+    assert list(back.columns) == [*SCHEMA, "geometry"]
+    assert back["change_id"].tolist() == frame["change_id"].tolist()
+    assert back["change_type"].tolist() == frame["change_type"].tolist()
+    np.testing.assert_allclose(back["mean_prob"], frame["mean_prob"].astype(float))
+    assert back.geometry.geom_equals_exact(frame.geometry, tolerance=0).all()
+    # Per-type layers and 8-connectivity multipolygons in streaming mode.
+    layered = tmp_path / "layered.gpkg"
+    vectorize_changes(semantic_paths, layered, layer_per_type=True, return_frame=False, workers=1)
+    assert pyogrio.read_info(layered, layer="changes_new_building")["features"] == 2
+    eight = tmp_path / "eight.gpkg"
+    vectorize_changes(
+        stress_path, eight, connectivity=8, block_size=8, return_frame=False, workers=1
+    )
+    info = pyogrio.read_info(eight)
+    assert info["geometry_type"] == "MultiPolygon"
+    reference = whole_raster_polygons((stress_mask() == 1).astype(np.uint8), 8)
+    assert info["features"] == len(reference)
+    assert pyogrio.read_dataframe(eight).geometry.is_valid.all()
+    assert pyogrio.read_dataframe(eight)["mean_prob"].isna().all()
