@@ -1143,7 +1143,13 @@ def make_scene(
         with warnings.catch_warnings():
             # The temporary name ends in ".partial"; the final name is a proper ".gpkg".
             warnings.filterwarnings("ignore", message=".*extension should be.*")
-            frame.to_file(tmp, driver="GPKG", layer="changed_buildings", engine="pyogrio")
+            frame.to_file(
+                tmp,
+                driver="GPKG",
+                layer="changed_buildings",
+                engine="pyogrio",
+                geometry_type="Polygon",  # declared even when the layer is empty
+            )
     stats = {
         "changed_pixels": changed_pixels,
         "changed_fraction": changed_pixels / (height * width),

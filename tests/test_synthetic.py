@@ -184,6 +184,15 @@ def test_load_reopens_the_scene(scene: Scene, tmp_path) -> None:
         Scene.load(tmp_path)
 
 
+def test_tiny_scene_without_changed_buildings_has_a_valid_empty_layer(tmp_path) -> None:
+    tiny = make_scene(tmp_path, 64, 64, seed=0)
+    frame = pyogrio.read_dataframe(tiny.changed_buildings)
+    assert len(frame) == 0 and {"change_type", "building_id"} <= set(frame.columns)
+    info = pyogrio.read_info(tiny.changed_buildings)
+    assert info["geometry_type"] == "Polygon" and info["crs"] == "EPSG:32650"
+    assert tiny.stats["new_buildings"] == tiny.stats["demolished_buildings"] == 0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
