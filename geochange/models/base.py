@@ -154,10 +154,13 @@ class ChangeModel(nn.Module):
     :func:`geochange.models.build_model` fills it in.
 
     Attributes:
+        task: ``"binary"`` (change only) or ``"semantic"`` (also per-date class logits); the
+            value trainers store as ``checkpoint["geochange"]["task"]``.
         model_name: Registry name of the model (``""`` when built directly).
         config: Keyword arguments for ``build_model`` (without ``name`` and ``weights``).
     """
 
+    task: str = "binary"
     encoder: nn.Module
 
     def __init__(self) -> None:

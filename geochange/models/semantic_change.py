@@ -50,6 +50,8 @@ class SemanticChangeNet(ChangeModel):
       ``[B, projection_dim, H, W]`` (not normalised) for the SACL loss.
     """
 
+    task = "semantic"
+
     def __init__(
         self,
         backbone: str = "resnet18",

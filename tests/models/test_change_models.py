@@ -287,3 +287,8 @@ def test_register_user_model() -> None:
         pass
 
     assert isinstance(build_model("test_user_model_decorated"), Decorated)
+
+
+def test_task_attribute() -> None:
+    assert build_model("semantic_change", **SMALL).task == "semantic"
+    assert build_model("siam_conc", **SMALL).task == "binary"
