@@ -195,12 +195,16 @@ def _label_classes(
 
 
 def _overlap_pairs(
-    labels_pre: npt.NDArray[np.int64], labels_post: npt.NDArray[np.int64], same_class: BoolArray
+    labels_pre: npt.NDArray[np.int32], labels_post: npt.NDArray[np.int32], same_class: BoolArray
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """(pre label, post label, pixel count) for every pair of overlapping same-class instances."""
-    both = same_class & (labels_pre >= 0) & (labels_post >= 0)
-    pre = labels_pre[both]
-    post = labels_post[both]
+    """(pre index, post index, pixel count) of every pair of overlapping same-class instances.
+
+    Labels are 1-based (0 = background); the returned indices are 0-based. Only the
+    overlapping pixels are widened to int64, to keep block memory small.
+    """
+    both = same_class & (labels_pre > 0) & (labels_post > 0)
+    pre = labels_pre[both].astype(np.int64) - 1
+    post = labels_post[both].astype(np.int64) - 1
     if pre.size == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty
@@ -325,9 +329,7 @@ def change_event_generation(
     labels_post, class_post = _label_classes(sem_post, classes, structure)
     area_pre = np.bincount(labels_pre.ravel(), minlength=class_pre.size + 1)[1:]
     area_post = np.bincount(labels_post.ravel(), minlength=class_post.size + 1)[1:]
-    pairs = _overlap_pairs(
-        labels_pre.astype(np.int64) - 1, labels_post.astype(np.int64) - 1, sem_pre == sem_post
-    )
+    pairs = _overlap_pairs(labels_pre, labels_post, sem_pre == sem_post)
     event_pre, event_post, small_pre, small_post = _match_instances(
         area_pre, area_post, *pairs, min_instance_area, overlap_threshold
     )
@@ -663,7 +665,7 @@ def generate_pseudo_labels(
     connectivity: int = 8,
     class_names: Sequence[str] | None = None,
     block_size: int = 2048,
-    gdal_cache_mb: int | None = 256,
+    gdal_cache_mb: int | None = 64,
     progress: bool = False,
 ) -> PseudoLabelSummary:
     """Generate change pseudo labels for a whole georeferenced scene, block by block.
@@ -910,11 +912,9 @@ def _scan_instances(
             node_area.append(np.bincount(labels_pre.ravel(), minlength=info.count_pre + 1)[1:])
             node_area.append(np.bincount(labels_post.ravel(), minlength=info.count_post + 1)[1:])
             node_is_pre += [np.ones(info.count_pre, bool), np.zeros(info.count_post, bool)]
-            # Overlaps in local numbering (-1 = background), then shifted to global ids.
+            # Overlaps in local numbering, then shifted to global ids.
             pair_pre, pair_post, pair_count = _overlap_pairs(
-                labels_pre.astype(np.int64) - 1,
-                labels_post.astype(np.int64) - 1,
-                sem_pre == sem_post,
+                labels_pre, labels_post, sem_pre == sem_post
             )
             pairs.append((pair_pre + info.base_pre, pair_post + info.base_post, pair_count))
             strips_pre[i, j] = _strips(labels_pre, info.base_pre)
