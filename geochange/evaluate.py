@@ -244,12 +244,15 @@ def match_objects(
     pred_iou = np.zeros(n_pred)
     ref_iou = np.zeros(n_ref)
     if pairs:
-        pair_iou = {(int(a), int(b)): float(v) for a, b, v in zip(pi, rj, iou, strict=True)}
         p_idx = np.array([p for p, _ in pairs], np.int64)
         r_idx = np.array([r for _, r in pairs], np.int64)
-        values = np.array([pair_iou[pair] for pair in pairs])
         pred_match[p_idx], ref_match[r_idx] = r_idx, p_idx
-        pred_iou[p_idx], ref_iou[r_idx] = values, values
+        # IoU of each chosen pair, looked up among the eligible candidate pairs.
+        e_pi, e_rj, e_iou = pi[eligible], rj[eligible], iou[eligible]
+        key = e_pi * max(n_ref, 1) + e_rj
+        order = np.argsort(key)
+        position = order[np.searchsorted(key, p_idx * max(n_ref, 1) + r_idx, sorter=order)]
+        pred_iou[p_idx] = ref_iou[r_idx] = e_iou[position]
 
     # Split: a reference holding >= 2 predictions that lie mostly inside it; merge: the converse.
     piece = inter >= cover * pred_area[pi]
@@ -313,18 +316,17 @@ def _object_scores(
         "merged_references": int(match.ref_merged.sum()),
     }
     by_type: dict[str, dict[str, Any]] = {}
+    pred_type_array = np.asarray(pred_types, dtype=object)
+    ref_type_array = np.asarray(ref_types, dtype=object)
     for name in sorted(set(pred_types) | set(ref_types)):
-        pred_mask = np.array([t == name for t in pred_types], bool)
-        ref_mask = np.array([t == name for t in ref_types], bool)
+        pred_mask = pred_type_array == name
+        ref_mask = ref_type_array == name
         n_p, n_r = int(pred_mask.sum()), int(ref_mask.sum())
         # Recall counts found references of this type; precision counts correct predictions
         # of this type; the two agree when predictions and references carry the same types.
         found = int((match.ref_match[ref_mask] >= 0).sum()) if n_r else 0
-        same_type = sum(
-            1
-            for j in np.flatnonzero(ref_mask & (match.ref_match >= 0))
-            if pred_types[int(match.ref_match[j])] == name
-        )
+        found_refs = np.flatnonzero(ref_mask & (match.ref_match >= 0))
+        same_type = int((pred_type_array[match.ref_match[found_refs]] == name).sum())
         correct = int((match.pred_match[pred_mask] >= 0).sum()) if n_p else 0
         precision = correct / n_p if n_p else 0.0
         recall = found / n_r if n_r else 0.0
