@@ -545,8 +545,11 @@ def _scene_inputs(
 
 def _read_classes(
     ds: rasterio.DatasetReader, window: rasterio.windows.Window, ignore_index: int
-) -> npt.NDArray[np.int32]:
-    sem = ds.read(1, window=window).astype(np.int32)
+) -> IntArray:
+    sem = ds.read(1, window=window)
+    info = np.iinfo(sem.dtype)
+    if not info.min <= ignore_index <= info.max:  # keep small dtypes when they hold the value
+        sem = sem.astype(np.int32)
     if ds.nodata is not None and ds.nodata != ignore_index:
         sem[sem == int(ds.nodata)] = ignore_index
     return sem
