@@ -6,7 +6,9 @@ fresh subprocess so peak RSS is measured per method (``resource.getrusage``):
 
 * baseline: read the whole array, ``rasterio.features.shapes`` + shapely + GeoDataFrame +
   GeoPackage write (pyogrio) — what solaris / geoai / Raster Vision do;
-* geochange: ``vectorize_changes(mask, out.gpkg)`` with all cores.
+* geochange: ``vectorize_changes(mask, out.gpkg, return_frame=False)`` with all cores (what
+  ``geochange vectorize`` runs); with ``--with-frame`` also the API call that builds and
+  returns the GeoDataFrame.
 
 Prints per-phase timings, medians over ``--repeats`` runs, polygons/s, peak RSS (main process
 and workers), the wall-time ratio, and checks that both outputs hold identical polygons.
@@ -29,6 +31,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# geochange: the command-line path (return_frame=False, WKB streamed to the GeoPackage);
+# geochange-frame: the Python API also building and returning the GeoDataFrame.
+METHODS = ["baseline", "geochange", "geochange-frame"]
 CRS = "EPSG:32650"
 RES = 0.6
 
@@ -124,13 +129,17 @@ def run_baseline(mask: Path, out: Path) -> dict[str, float]:
     }
 
 
-def run_geochange(mask: Path, out: Path, block_size: int, workers: int | None) -> dict[str, float]:
+def run_geochange(
+    mask: Path, out: Path, block_size: int, workers: int | None, return_frame: bool
+) -> dict[str, float]:
+    import pyogrio
+
     from geochange.vectorize import vectorize_changes
 
     t0 = time.perf_counter()
-    frame = vectorize_changes(mask, out, block_size=block_size, workers=workers)
+    vectorize_changes(mask, out, block_size=block_size, workers=workers, return_frame=return_frame)
     t1 = time.perf_counter()
-    return {"wall_s": t1 - t0, "polygons": float(len(frame))}
+    return {"wall_s": t1 - t0, "polygons": float(pyogrio.read_info(out)["features"])}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -139,7 +148,8 @@ def child(args: argparse.Namespace) -> None:
     if args.child == "baseline":
         result = run_baseline(mask, out)
     else:
-        result = run_geochange(mask, out, args.block_size, args.workers)
+        frame = args.child == "geochange-frame"
+        result = run_geochange(mask, out, args.block_size, args.workers, frame)
     result["peak_rss_main_mb"] = peak_rss_mb()
     result["peak_rss_workers_mb"] = peak_rss_mb(resource.RUSAGE_CHILDREN)
     print("RESULT " + json.dumps(result))
@@ -181,7 +191,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--data", default=str(ROOT / "bench_data"))
-    parser.add_argument("--child", choices=["baseline", "geochange"], help=argparse.SUPPRESS)
+    parser.add_argument("--with-frame", action="store_true", help="also time return_frame=True")
+    parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--mask", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -205,8 +216,10 @@ def main() -> None:
         )
     print(f"mask {width} x {height} px, {100 * changed / (width * height):.2f} % changed")
 
-    runs: dict[str, list[dict[str, float]]] = {"baseline": [], "geochange": []}
+    runs: dict[str, list[dict[str, float]]] = {method: [] for method in METHODS}
     methods = ["geochange"] if args.skip_baseline else ["baseline", "geochange"]
+    if args.with_frame:
+        methods.append("geochange-frame")
     for repeat in range(args.repeats):
         for method in methods:  # interleaved, so machine load affects both alike
             out = data / f"vectorize_{method}.gpkg"
@@ -225,7 +238,7 @@ def main() -> None:
         wall = median(method, "wall_s")
         polygons = runs[method][0]["polygons"]
         print(
-            f"  {method:9s}: wall {wall:6.2f} s, {polygons / wall:9.0f} polygons/s, "
+            f"  {method:15s}: wall {wall:6.2f} s, {polygons / wall:9.0f} polygons/s, "
             f"{polygons:.0f} polygons, peak RSS main {median(method, 'peak_rss_main_mb'):6.0f} MB"
             f", workers {median(method, 'peak_rss_workers_mb'):6.0f} MB"
         )
