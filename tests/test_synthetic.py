@@ -128,6 +128,13 @@ def test_deterministic_for_a_seed_and_seed_dependent(scene: Scene, tmp_path) -> 
     assert not np.array_equal(read(other.pre), read(scene.pre)[:, :256, :256])
 
 
+def test_parallel_workers_write_identical_files(scene: Scene, tmp_path) -> None:
+    parallel = make_scene(tmp_path, HEIGHT, WIDTH, seed=SEED, block_size=512, workers=2)
+    for name in ("pre", "post", "semantic_pre", "semantic_post", "change"):
+        np.testing.assert_array_equal(read(getattr(parallel, name)), read(getattr(scene, name)))
+    assert parallel.stats["new_buildings"] == scene.stats["new_buildings"]
+
+
 def test_images_differ_by_nuisance_but_stay_alike(scene: Scene) -> None:
     pre, post = read(scene.pre).astype(np.float64), read(scene.post).astype(np.float64)
     unchanged = read(scene.change, 1) == 0
@@ -203,6 +210,7 @@ def test_tiny_scene_without_changed_buildings_has_a_valid_empty_layer(tmp_path) 
         ({"crs": "EPSG:999999"}, "CRS"),
         ({"crs": "EPSG:4326", "res": 0.6, "height": 1000}, "degrees"),
         ({"block_size": 300}, "block_size"),
+        ({"workers": 0}, "workers"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(tmp_path, kwargs, message) -> None:

@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("LEFT", "TOP"),
         help="map coordinates of the upper-left corner (default: centre of the CRS's area)",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes generating blocks in parallel (default 1)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -63,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         bands=args.bands,
         progress=not args.quiet,
         origin=tuple(args.origin) if args.origin else None,
+        workers=args.workers,
     )
     stats = scene.stats
     mpix = height * width / 1e6
