@@ -199,10 +199,26 @@ class ChangeModel(nn.Module):
         """Spatial size multiple the encoder needs (its output stride)."""
         return int(getattr(self.encoder, "output_stride", 32))
 
+    def encode_dates(self, x: Tensor, in_channels: int) -> tuple[list[Tensor], int, int]:
+        """Pad both dates and run the shared encoder on them in a single batched call.
+
+        Args:
+            x: Input ``[B, 2, C, H, W]``.
+            in_channels: Expected band count ``C``.
+
+        Returns:
+            Encoder features ``[2B, ...]`` per level, dates interleaved per sample
+            (``[b0 pre, b0 post, b1 pre, ...]``), and the original ``H`` and ``W``.
+        """
+        check_input(x, in_channels)
+        x, height, width = pad_to_multiple(x, self.pad_multiple)
+        # One encoder call over 2B images: better throughput than two calls.
+        return list(self.encoder(x.flatten(0, 1))), height, width
+
     def encode_pair(
         self, x: Tensor, in_channels: int
     ) -> tuple[list[Tensor], list[Tensor], int, int]:
-        """Pad both dates and run the shared encoder on them in a single batched call.
+        """Encode both dates (see :meth:`encode_dates`) and split the features per date.
 
         Args:
             x: Input ``[B, 2, C, H, W]``.
@@ -211,12 +227,8 @@ class ChangeModel(nn.Module):
         Returns:
             Feature lists of the pre and post date, and the original ``H`` and ``W``.
         """
-        check_input(x, in_channels)
-        x, height, width = pad_to_multiple(x, self.pad_multiple)
+        features, height, width = self.encode_dates(x, in_channels)
         batch = x.shape[0]
-        # One encoder call over 2B images: better throughput than two calls.
-        # Dates interleave per sample ([b0 pre, b0 post, b1 pre, ...]) so the split is a reshape.
-        features = self.encoder(x.flatten(0, 1))
         pre, post = [], []
         for feature in features:
             pair = feature.reshape(batch, 2, *feature.shape[1:])

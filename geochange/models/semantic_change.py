@@ -133,11 +133,8 @@ class SemanticChangeNet(ChangeModel):
             Dict of outputs, see the class docstring for the keys.
         """
         batch = x.shape[0]
-        pre, post, height, width = self.encode_pair(x, self.in_channels)
-        # Decode both dates in one call: [2B, ...] with dates interleaved per sample.
-        features = [
-            torch.stack([a, b], dim=1).flatten(0, 1) for a, b in zip(pre, post, strict=True)
-        ]
+        # Encode and decode both dates in one call each: [2B, ...], dates interleaved.
+        features, height, width = self.encode_dates(x, self.in_channels)
         decoded = self.decoder(features)
         logits = self.semantic_head(decoded)
         logits_pair = logits.reshape(batch, 2, *logits.shape[1:])
