@@ -1347,6 +1347,8 @@ def vectorize_changes(
     if min_area < 0 or simplify < 0:
         raise ConfigurationError("min_area and simplify must be non-negative")
     out_path = Path(out) if out is not None else None
+    if out_path is None and not return_frame:
+        raise ConfigurationError("return_frame=False needs an output path: nothing to return")
     if out_path is not None:
         _check_write_options(out_path, mode, layer_per_type)
     inputs = _resolve_inputs(change, probability, semantic_pre, semantic_post, class_names)
