@@ -1125,7 +1125,10 @@ def make_scene(
             raise
         for ds in datasets.values():
             ds.close()
-        for name, (path, _) in outputs.items():
+        # Overviews + COG conversion: a noticeable share of the time at large sizes.
+        for name, (path, _) in tqdm(
+            outputs.items(), desc="overviews+COG", unit="file", disable=not progress
+        ):
             finalize_cog(
                 tiled[name], path, resampling="average" if name in ("pre", "post") else "nearest"
             )
