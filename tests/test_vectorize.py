@@ -452,6 +452,10 @@ def test_bad_inputs(tmp_path: Path, stress_path: Path) -> None:
         vectorize_changes(stress_path, connectivity=6)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="single layer"):
         vectorize_changes(stress_path, tmp_path / "x.fgb", layer_per_type=True)
+    with pytest.raises(ConfigurationError, match="needs an output path"):
+        vectorize_changes(stress_path, return_frame=False)
+    with pytest.raises(ConfigurationError, match="together"):
+        vectorize_changes(stress_path, semantic_pre=stress_path)
 
 
 def test_cli_vectorize(tmp_path: Path, semantic_paths: SimpleNamespace) -> None:
