@@ -140,6 +140,7 @@ def child(mode: str, pred: Path, ref: Path, out: Path, block_size: int) -> None:
         report = evaluate_scene(pred, ref, objects=mode == "full", block_size=block_size)
         result["evaluate_s"] = time.perf_counter() - start
         result["pixel"] = report.pixel
+        result["phases_s"] = report.settings.get("timings_s")
         if mode == "full":
             save_start = time.perf_counter()
             report.save(out)
@@ -225,6 +226,7 @@ def main() -> None:
             f"  full evaluation: {total} objects, {total / wall:.0f} objects/s end to end, "
             f"evaluate {float(last['evaluate_s']):.1f} s + report {float(last['save_s']):.1f} s"  # type: ignore[arg-type]
         )
+        print(f"  phases (s): {last.get('phases_s')}")
         keys = ("true_positives", "false_positives", "misses", "precision", "recall", "f1")
         print("  objects: " + ", ".join(f"{k} {objects[k]}" for k in keys))
         print(

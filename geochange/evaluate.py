@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1210,6 +1211,8 @@ def evaluate_scene(
                 ref_source = _PolygonChange(ref_frame, grid)
             elif ref_frame is not None:
                 ref_frame = _to_crs(ref_frame, grid.crs, "reference polygons")
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
         if objects:
             if pred_frame is None:
                 assert pred.change is not None
@@ -1241,6 +1244,7 @@ def evaluate_scene(
             if pred_frame.crs is not None and ref_frame.crs is not None:
                 ref_frame = _to_crs(ref_frame, pred_frame.crs, "reference polygons")
 
+        timings["vectorize"] = time.perf_counter() - started
         report = EvaluationReport()
         report.settings = {
             "prediction": str(
@@ -1260,6 +1264,7 @@ def evaluate_scene(
         }
 
         # ---- pixel pass
+        started = time.perf_counter()
         if grid is not None and pred_source is not None and ref_source is not None:
             num_classes = len(names) if names is not None else 0
             semantic = semantic_ref and semantic_pred
@@ -1322,6 +1327,7 @@ def evaluate_scene(
                         cells
                     )
             scores = metric.compute()
+            timings["pixel_pass"] = time.perf_counter() - started
             report.pixel = {
                 k: float(v) for k, v in scores.items() if k != "semantic_iou" and v.ndim == 0
             }
@@ -1355,6 +1361,7 @@ def evaluate_scene(
 
     # ---- objects
     if objects:
+        started = time.perf_counter()
         assert pred_frame is not None and ref_frame is not None
         match = match_objects(
             np.asarray(pred_frame.geometry.values, dtype=object),
@@ -1383,6 +1390,8 @@ def evaluate_scene(
         report.references = gpd.GeoDataFrame(
             _annotate(ref_frame, match, pred_ids, is_prediction=False), crs=ref_frame.crs
         )
+        timings["matching"] = time.perf_counter() - started
+    report.settings["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
     return report
 
 
