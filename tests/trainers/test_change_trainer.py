@@ -277,3 +277,27 @@ def test_figure_logged_to_tensorboard(tmp_path: Path, make_dm: Any) -> None:
     image = accumulator.Images("val/predictions")[0]
     assert image.width > 200 and image.height > 100
     assert "val/f1" in accumulator.Tags()["scalars"]
+
+
+LEVIR = Path(__file__).parents[2] / ".." / "shared" / "data" / "levircd-samples"
+
+
+@pytest.mark.skipif(not LEVIR.exists(), reason="shared LEVIR-CD samples not available")
+def test_checkpoint_takes_metadata_from_real_datamodule(tmp_path: Path, make_trainer: Any) -> None:
+    from geochange.datamodules import ChangeDataModule
+
+    dm = ChangeDataModule.from_folder(
+        LEVIR, train_split="demo", val_split=None, test_split=None, patch_size=64, batch_size=2
+    )
+    module = ChangeTrainer(model=TinyUserModel(), loss="bce")
+    trainer = make_trainer(limit_train_batches=1)
+    trainer.fit(module, datamodule=dm)
+    path = tmp_path / "levir.ckpt"
+    trainer.save_checkpoint(path)
+    metadata = read_checkpoint_metadata(path)
+    assert metadata["tile_size"] == 64
+    assert metadata["in_channels"] == 3
+    assert metadata["normalization"] == dm.normalization
+    assert len(metadata["normalization"]["mean"]) == 3
+    # Raw 8-bit pixel units, not [0, 1].
+    assert 20 < metadata["normalization"]["mean"][0] < 235
