@@ -551,16 +551,23 @@ class ChangePredictor:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _channels(self, in_channels: int) -> tuple[int, int]:
-        """Output channel count and class count, found by running the model on a tiny input."""
-        side = max(self._inferencer.size_divisor, 32)
-        probe = torch.zeros(1, 2, in_channels, side, side)
-        try:
-            probs = self._inferencer(probe)
-        except ConfigurationError:
-            raise
-        except Exception as err:
-            raise DataError(f"the model cannot run on {in_channels}-band input: {err}") from err
+    def _channels(self, in_channels: int, tile: tuple[int, int]) -> tuple[int, int]:
+        """Output channel count and class count, found by running the model on a small input.
+
+        A 32-px probe is tried first (cheap); models that need full tiles get one of ``tile``.
+        """
+        error: Exception | None = None
+        for height, width in ((32, 32), tile):
+            probe = torch.zeros(1, 2, in_channels, height, width)
+            try:
+                probs = self._inferencer(probe)
+                break
+            except ConfigurationError:
+                raise
+            except Exception as err:
+                error = err
+        else:
+            raise DataError(f"the model cannot run on {in_channels}-band input: {error}")
         channels = probs.shape[1]
         classes = (channels - 1) // 2
         if channels != 1 + 2 * classes:
@@ -742,7 +749,7 @@ class ChangePredictor:
         origin = (int(win.row_off), int(win.col_off))
         transform = pair.transform @ Affine.translation(origin[1], origin[0])
         grid = TileGrid(height, width, self.tile_size, self.overlap, self.margin, self.blend)
-        channels, classes = self._channels(len(pair.bands))
+        channels, classes = self._channels(len(pair.bands), (grid.tile_height, grid.tile_width))
         names = self._names(classes) if classes else []
         specs = self._output_specs(out_path, classes, names, write_probability)
         fingerprint = {
@@ -929,7 +936,7 @@ class ChangePredictor:
         )
         height, width = source.height, source.width
         grid = TileGrid(height, width, self.tile_size, self.overlap, self.margin, self.blend)
-        channels, classes = self._channels(int(pre.shape[0]))
+        channels, classes = self._channels(int(pre.shape[0]), (grid.tile_height, grid.tile_width))
         names = self._names(classes) if classes else []
         outputs: dict[str, np.ndarray] = {}
 
