@@ -34,7 +34,7 @@ class FusionUNet(SiameseChangeModel):
         num_classes: int | None = None,
         *,
         fusion_layers: int = 2,
-        fusion_max_channels: int = 512,
+        fusion_max_channels: int = 256,
         **kwargs: Any,
     ) -> None:
         """Build the model.
@@ -45,7 +45,8 @@ class FusionUNet(SiameseChangeModel):
             num_classes: Classes of the optional auxiliary semantic decoders.
             fusion_layers: conv-BN-ReLU layers per scale (>= 1).
             fusion_max_channels: Upper bound on the fused channels of a scale; keeps the fusion
-                of deep ResNet-50 stages (2048 channels) affordable.
+                of deep ResNet-50 stages (2048 channels) affordable; 256 matches the
+                first decoder block, so wider fusion would be squeezed right after.
             **kwargs: Further :class:`~geochange.models.base.SiameseChangeModel` arguments
                 (``encoder_depth``, ``decoder_channels``, ``dual_head``, ``aux_semantic``, ...).
         """
