@@ -67,6 +67,12 @@ def load_checkpoint_dict(path: str | Path) -> dict[str, Any]:
         KeyError,
         IndexError,
     ) as error:
+        if "weights only load failed" in str(error).lower():
+            raise CheckpointError(
+                f"checkpoint {path} holds Python objects other than tensors and plain values; "
+                "geochange only reads checkpoints with torch.load(weights_only=True) "
+                f"({str(error).splitlines()[-1][:200]})"
+            ) from error
         raise CheckpointError(
             f"checkpoint {path} is corrupt or not a PyTorch checkpoint "
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"

@@ -301,3 +301,14 @@ def test_checkpoint_takes_metadata_from_real_datamodule(tmp_path: Path, make_tra
     assert len(metadata["normalization"]["mean"]) == 3
     # Raw 8-bit pixel units, not [0, 1].
     assert 20 < metadata["normalization"]["mean"][0] < 235
+
+
+class _Opaque:
+    pass
+
+
+def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "pickled.ckpt"
+    torch.save({"state_dict": {}, "geochange": {}, "extra": _Opaque()}, path)
+    with pytest.raises(CheckpointError, match="other than tensors"):
+        read_checkpoint_metadata(path)
