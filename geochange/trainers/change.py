@@ -186,6 +186,8 @@ class ChangeTrainer(pl.LightningModule):
         super().__init__()
         if task not in ("binary", "semantic"):
             raise ConfigurationError(f"task must be 'binary' or 'semantic', got {task!r}")
+        if not 0.0 < threshold < 1.0:
+            raise ConfigurationError(f"threshold must be in (0, 1), got {threshold}")
         if task == "semantic" and not num_classes:
             raise ConfigurationError("task='semantic' needs num_classes (the class count K)")
         if task == "binary" and num_classes is not None and not isinstance(model, nn.Module):
