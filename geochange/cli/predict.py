@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("LEFT", "BOTTOM", "RIGHT", "TOP"),
         help="restrict to these bounds in the pre image's CRS",
     )
+    parser.add_argument("--crs", help="output CRS (default: the pre image's)")
+    parser.add_argument("--resolution", type=float, help="output pixel size in CRS units")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     parser.add_argument("--vector", help="also vectorize the changes to this file (.gpkg, ...)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -74,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         window=args.bounds,
         write_probability=not args.no_probability,
         resume=args.resume,
+        crs=args.crs,
+        resolution=args.resolution,
     )
     for key in ("change", "probability", "semantic_pre", "semantic_post", "transition"):
         path = getattr(result, key)

@@ -717,6 +717,8 @@ class ChangePredictor:
         resume: bool = False,
         client: Any = None,
         blocks_per_worker: int = 4,
+        crs: str | CRS | None = None,
+        resolution: float | tuple[float, float] | None = None,
     ) -> PredictionResult:
         """Predict change over a whole scene pair and write Cloud-Optimized GeoTIFFs.
 
@@ -733,6 +735,8 @@ class ChangePredictor:
             client: a ``dask.distributed.Client``: blocks of tile rows (with an ``overlap``
                 halo) are inferred on its workers, which each load the model once.
             blocks_per_worker: with ``client``, aim for this many blocks per worker.
+            crs: output CRS instead of the pre image's (both dates are warped onto it).
+            resolution: output pixel size in CRS units instead of the pre image's.
 
         Returns:
             The written paths and georeferencing.
@@ -742,7 +746,14 @@ class ChangePredictor:
             OutputError: ``out_dir`` not writable.
         """
         started = time.perf_counter()
-        pair = RasterPair.open(pre, post, bands=self.bands, expected_channels=self.in_channels)
+        pair = RasterPair.open(
+            pre,
+            post,
+            bands=self.bands,
+            expected_channels=self.in_channels,
+            crs=crs,
+            resolution=resolution,
+        )
         out_path = check_writable_dir(out_dir)
         win = self._resolve_window(pair, window)
         height, width = int(win.height), int(win.width)
@@ -756,6 +767,8 @@ class ChangePredictor:
             "pre": [str(Path(pre).resolve()), os.stat(pre).st_mtime_ns, os.stat(pre).st_size],
             "post": [str(Path(post).resolve()), os.stat(post).st_mtime_ns, os.stat(post).st_size],
             "window": [origin[0], origin[1], height, width],
+            "grid_crs": pair.crs.to_string() if pair.crs else None,
+            "transform": list(transform)[:6],
             "grid": [self.tile_size, self.overlap, self.margin, self.blend, self.tta],
             "outputs": [s.key for s in specs],
             "threshold": self.threshold,

@@ -22,7 +22,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform_bounds
+from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
@@ -79,6 +79,7 @@ class RasterPair:
     pre_nodata: float | None
     post_nodata: float | None
     resampling: Resampling = Resampling.bilinear
+    warp_pre: bool = False
     _handles: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -90,6 +91,8 @@ class RasterPair:
         bands: Sequence[int | str] | None = None,
         expected_channels: int | None = None,
         resampling: str = "bilinear",
+        crs: str | CRS | None = None,
+        resolution: float | tuple[float, float] | None = None,
     ) -> RasterPair:
         """Validate a raster pair and describe its geometry.
 
@@ -99,6 +102,9 @@ class RasterPair:
             bands: bands to read (1-based indexes or band descriptions); default all.
             expected_channels: the model's input channel count, checked against the bands.
             resampling: resampling used to warp the post image when grids differ.
+            crs: output CRS (default the pre image's); both dates are then warped.
+            resolution: output pixel size in CRS units (default the pre image's, or GDAL's
+                suggestion when ``crs`` changes).
 
         Returns:
             The pair (file handles are opened lazily on first read).
@@ -124,10 +130,30 @@ class RasterPair:
                 raise DataError(
                     f"only one of {str(pre_path)!r} and {str(post_path)!r} is georeferenced"
                 )
+            out_crs, out_transform = pre_src.crs, pre_src.transform
+            out_height, out_width = pre_src.height, pre_src.width
+            warp_pre = False
+            if crs is not None or resolution is not None:
+                if pre_src.crs is None:
+                    raise DataError(f"{str(pre_path)!r} is not georeferenced; cannot reproject")
+                out_crs = CRS.from_user_input(crs) if crs is not None else pre_src.crs
+                out_transform, out_width, out_height = calculate_default_transform(
+                    pre_src.crs,
+                    out_crs,
+                    pre_src.width,
+                    pre_src.height,
+                    *pre_src.bounds,
+                    resolution=resolution,
+                )
+                warp_pre = not (
+                    out_crs == pre_src.crs
+                    and out_transform.almost_equals(pre_src.transform)
+                    and (out_height, out_width) == pre_src.shape
+                )
             same_grid = (
-                pre_src.crs == post_src.crs
-                and pre_src.transform.almost_equals(post_src.transform)
-                and pre_src.shape == post_src.shape
+                out_crs == post_src.crs
+                and out_transform.almost_equals(post_src.transform)
+                and (out_height, out_width) == post_src.shape
             )
             if not same_grid:
                 if pre_src.crs is None:
@@ -151,11 +177,12 @@ class RasterPair:
                 pre_path=pre_path,
                 post_path=post_path,
                 bands=pre_bands,
-                crs=pre_src.crs,
-                transform=pre_src.transform,
-                height=pre_src.height,
-                width=pre_src.width,
+                crs=out_crs,
+                transform=out_transform,
+                height=int(out_height),
+                width=int(out_width),
                 warp_post=not same_grid,
+                warp_pre=warp_pre,
                 pre_nodata=pre_src.nodata,
                 post_nodata=post_src.nodata,
                 resampling=Resampling[resampling],
@@ -173,24 +200,26 @@ class RasterPair:
             self._handles.clear()
             pre = rasterio.open(self.pre_path)
             post = rasterio.open(self.post_path)
-            post_view: Any = post
-            if self.warp_post:
-                post_view = WarpedVRT(
-                    post,
-                    crs=self.crs,
-                    transform=self.transform,
-                    width=self.width,
-                    height=self.height,
-                    resampling=self.resampling,
-                    # An alpha band marks the post footprint when the file has no nodata value.
-                    add_alpha=post.nodata is None,
-                )
-            self._handles.update(pid=pid, pre=pre, post=post, post_view=post_view)
-        return self._handles["pre"], self._handles["post_view"]
+            views = [self._warped(pre) if self.warp_pre else pre]
+            views.append(self._warped(post) if self.warp_post else post)
+            self._handles.update(pid=pid, pre=pre, post=post, pre_view=views[0], post_view=views[1])
+        return self._handles["pre_view"], self._handles["post_view"]
+
+    def _warped(self, src: Any) -> WarpedVRT:
+        return WarpedVRT(
+            src,
+            crs=self.crs,
+            transform=self.transform,
+            width=self.width,
+            height=self.height,
+            resampling=self.resampling,
+            # An alpha band marks the footprint when the file has no nodata value.
+            add_alpha=src.nodata is None,
+        )
 
     def close(self) -> None:
         """Close the file handles of this process."""
-        for key in ("post_view", "post", "pre"):
+        for key in ("post_view", "pre_view", "post", "pre"):
             handle = self._handles.get(key)
             if handle is not None:
                 handle.close()

@@ -321,3 +321,29 @@ def test_bad_inputs_fail_before_work(scene_pair, tmp_path: Path) -> None:
     not_raster.write_text("garbage")
     with pytest.raises(DataError, match="cannot read raster"):
         predictor.predict(pre_path, not_raster, tmp_path / "o5")
+
+
+def test_requested_resolution_warps_both_dates(tmp_path: Path) -> None:
+    height, width = 120, 160
+    base = np.full((3, height, width), 100.0, dtype=np.float32)
+    changed = base.copy()
+    changed[:, 40:80, 60:120] += 200.0
+    pre_path = write_raster(tmp_path / "pre.tif", base)
+    post_path = write_raster(tmp_path / "post.tif", changed)
+    predictor = ChangePredictor(
+        DifferenceModel(),
+        tile_size=64,
+        overlap=16,
+        precision="fp32",
+        num_workers=0,
+        progress=False,
+        size_divisor=1,
+    )
+    result = predictor.predict(pre_path, post_path, tmp_path / "out", resolution=20.0)
+    with rasterio.open(result.change) as ds:
+        assert ds.res == (20.0, 20.0) and ds.shape == (60, 80)
+        assert ds.bounds == rasterio.open(pre_path).bounds
+        change = ds.read(1)
+    truth = np.zeros((60, 80), dtype=np.uint8)
+    truth[20:40, 30:60] = 1
+    np.testing.assert_array_equal(change, truth)
