@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import torch
+
+from geochange.transforms import ChangeAugmentation, NormalizeChange
+
+
+def _batch(b: int = 6, size: int = 32) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    pre = torch.randint(0, 256, (b, 3, size, size), generator=gen).float()
+    mask = (pre[:, 0] > 127.5).long()
+    mask[:, :4] = 255  # ignored rows must stay ignored, wherever they move
+    return {
+        "image": torch.stack([pre, pre.clone()], dim=1),
+        "mask": mask,
+        "mask_pre": (pre[:, 1] > 99.5).long(),
+        "mask_post": (pre[:, 2] > 49.5).long() + 2,
+        "bounds": torch.arange(b * 9, dtype=torch.float64).view(b, 9),
+    }
+
+
+def test_geometry_is_shared_by_dates_and_masks() -> None:
+    torch.manual_seed(1)
+    aug = ChangeAugmentation(scale=None, brightness=0, contrast=0, saturation=0, hue=0)
+    batch = _batch()
+    out = aug(batch)
+    assert out["image"].shape == batch["image"].shape
+    assert torch.equal(out["image"][:, 0], out["image"][:, 1])
+    # Masks moved exactly like the image: recompute them from the transformed image.
+    valid = out["mask"] != 255
+    assert torch.equal(out["mask"][valid], (out["image"][:, 0, 0] > 127.5).long()[valid])
+    assert int((out["mask"] == 255).sum()) == int((batch["mask"] == 255).sum())
+    assert torch.equal(out["mask_post"], (out["image"][:, 0, 2] > 49.5).long() + 2)
+    assert out["mask"].dtype == torch.long
+    # Something actually moved in some sample, and the input is untouched.
+    assert not torch.equal(out["image"], batch["image"])
+    assert torch.equal(batch["image"][:, 0], batch["image"][:, 1])
+    assert torch.equal(out["bounds"], batch["bounds"])
+
+
+def test_scale_crop_keeps_labels_binary() -> None:
+    torch.manual_seed(2)
+    aug = ChangeAugmentation(scale=(0.5, 0.8), brightness=0, contrast=0, saturation=0, hue=0)
+    out = aug(_batch())
+    assert out["image"].shape == (6, 2, 3, 32, 32)
+    assert set(out["mask"].unique().tolist()) <= {0, 1, 255}
+    assert set(out["mask_post"].unique().tolist()) <= {2, 3}
+
+
+def test_photometric_jitter_is_independent_per_date() -> None:
+    torch.manual_seed(3)
+    aug = ChangeAugmentation(
+        flip=False, rotate90=False, scale=None, brightness=0.3, contrast=0.3, photometric_p=1.0
+    )
+    batch = _batch()
+    out = aug(batch)
+    assert torch.equal(out["mask"], batch["mask"])
+    diff = (out["image"][:, 0] - out["image"][:, 1]).abs().mean(dim=(1, 2, 3))
+    assert (diff > 1.0).sum() >= 4  # dates jittered differently in most samples
+    assert out["image"].min() >= 0 and out["image"].max() <= 255
+
+
+def test_photometric_on_normalized_multiband() -> None:
+    torch.manual_seed(4)
+    aug = ChangeAugmentation(value_range=None, photometric_p=1.0, scale=None)
+    batch = {"image": torch.randn(4, 2, 5, 16, 16), "mask": torch.zeros(4, 16, 16).long()}
+    out = aug(batch)
+    assert out["image"].shape == (4, 2, 5, 16, 16)
+    assert out["image"].min() < 0  # not clipped to [0, 1]
+
+
+def test_date_swap() -> None:
+    aug = ChangeAugmentation(
+        flip=False, rotate90=False, scale=None, brightness=0, contrast=0, saturation=0, hue=0,
+        date_swap=1.0,
+    )  # fmt: skip
+    batch = _batch()
+    batch["image"][:, 1] += 1
+    out = aug(batch)
+    assert torch.equal(out["image"][:, 0], batch["image"][:, 1])
+    assert torch.equal(out["image"][:, 1], batch["image"][:, 0])
+    assert torch.equal(out["mask_pre"], batch["mask_post"])
+    assert torch.equal(out["mask_post"], batch["mask_pre"])
+    assert torch.equal(out["mask"], batch["mask"])
+
+
+def test_normalize() -> None:
+    norm = NormalizeChange([10.0, 20.0], [2.0, 0.0])
+    image = torch.tensor([12.0, 25.0]).view(1, 1, 2, 1, 1).expand(3, 2, 2, 4, 4)
+    out = norm({"image": image, "mask": torch.zeros(3, 4, 4)})
+    assert torch.allclose(out["image"][:, :, 0], torch.ones(1))
+    assert torch.allclose(out["image"][:, :, 1], torch.full((1,), 5.0))  # std 0 -> 1
