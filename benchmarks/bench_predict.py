@@ -352,8 +352,7 @@ def main() -> None:
     for text in args.sizes:
         height, width = parse_size(text)
         scene = scene_dir(height, width)
-        if not model_path.exists():
-            calibrated_model(scene, model_path, args.tile_size)
+        calibrated_model(scene, model_path, args.tile_size)  # fresh: the architecture may change
         ours = median_run(base_spec(args, scene, model_path, "geochange", "ours"), args.repeats)
         comp = median_run(base_spec(args, scene, model_path, "compute", "compute"), args.repeats)
         tiles = ours["tiles"]
