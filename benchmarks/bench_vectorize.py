@@ -42,6 +42,54 @@ def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
 
 
+class DescendantPeakRss:
+    """Largest peak RSS (VmHWM) among this process's descendants, polled from /proc.
+
+    RUSAGE_CHILDREN misses forkserver workers (children of the forkserver, not of us), so
+    descendants are found through /proc and their high-water marks sampled twice a second.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> DescendantPeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        import os
+
+        me = os.getpid()
+        while not self._stop.wait(0.5):
+            parents: dict[int, int] = {}
+            peaks: dict[int, float] = {}
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit():
+                    continue
+                try:
+                    text = Path(f"/proc/{entry}/status").read_text()
+                except OSError:
+                    continue
+                fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+                parents[int(entry)] = int(fields.get("PPid", "0"))
+                if "VmHWM" in fields:
+                    peaks[int(entry)] = int(fields["VmHWM"].split()[0]) / 1024
+            for pid, peak in peaks.items():
+                ancestor = parents.get(pid, 0)
+                while ancestor not in (0, 1, me):
+                    ancestor = parents.get(ancestor, 0)
+                if ancestor == me:
+                    self.peak_mb = max(self.peak_mb, peak)
+
+
 def make_mask(path: Path, height: int, width: int, objects: int, seed: int = 0) -> None:
     """Write the benchmark mask band by band (memory: one band + the object table)."""
     import rasterio
@@ -145,13 +193,14 @@ def run_geochange(
 def child(args: argparse.Namespace) -> None:
     """One measured run in this (fresh) process; prints a JSON line."""
     mask, out = Path(args.mask), Path(args.out)
-    if args.child == "baseline":
-        result = run_baseline(mask, out)
-    else:
-        frame = args.child == "geochange-frame"
-        result = run_geochange(mask, out, args.block_size, args.workers, frame)
+    with DescendantPeakRss() as workers:
+        if args.child == "baseline":
+            result = run_baseline(mask, out)
+        else:
+            frame = args.child == "geochange-frame"
+            result = run_geochange(mask, out, args.block_size, args.workers, frame)
     result["peak_rss_main_mb"] = peak_rss_mb()
-    result["peak_rss_workers_mb"] = peak_rss_mb(resource.RUSAGE_CHILDREN)
+    result["peak_rss_workers_mb"] = max(workers.peak_mb, peak_rss_mb(resource.RUSAGE_CHILDREN))
     print("RESULT " + json.dumps(result))
 
 

@@ -1095,11 +1095,17 @@ def _write_table(
                     shutil.copy2(out, work)
                 for name, index in parts:
                     multi = table.is_multi(index)
-                    append = mode == "append"
-                    if table.frame is None:
-                        _write_wkb_layer(table, index, work, name, driver, append, multi)
-                    else:
+                    if table.frame is not None:
+                        append = mode == "append"
                         _write_layer(table.to_frame(index), work, name, driver, append, multi)
+                        continue
+                    # WKB tables: GeoPackage layers are written in chunks appended one after
+                    # the other (bounded memory); single-layer formats in one call.
+                    step = _WRITE_CHUNK if driver == "GPKG" else max(index.size, 1)
+                    for first in range(0, max(index.size, 1), step):
+                        rows = index[first : first + step]
+                        append = mode == "append" if first == 0 else True
+                        _write_wkb_layer(table, rows, work, name, driver, append, multi)
             os.replace(work, tmp)
         finally:
             work.unlink(missing_ok=True)
@@ -1115,62 +1121,43 @@ def _write_wkb_layer(
     append: bool,
     multi: bool,
 ) -> None:
-    """Stream rows of a WKB table to one layer as Arrow record batches.
-
-    One GDAL write (so the GeoPackage R-tree is built in bulk at the end) fed batch by batch,
-    so only one batch of columns is materialized at a time.
-    """
-    import pyarrow as pa
-    import pyogrio
+    """Write rows of a WKB table with pyogrio's raw writer (no shapely round trip)."""
+    import pyogrio.raw
     import pyproj
 
     assert table.columns is not None and table.geometry is not None
-    columns, geometry = table.columns, table.geometry
-    arrow_types = {
-        "int64": pa.int64(),
-        "float64": pa.float64(),
-        "Float64": pa.float64(),
-        "object": pa.string(),
-    }
-    schema = pa.schema(
-        [pa.field(column, arrow_types[dtype]) for column, dtype in SCHEMA.items()]
-        + [pa.field("geometry", pa.binary())]
-    )
-
-    def batches() -> Iterator[Any]:
-        for first in range(0, rows.size, _WRITE_CHUNK):
-            chunk = rows[first : first + _WRITE_CHUNK]
-            arrays = []
-            for column, dtype in SCHEMA.items():
-                values = columns[column]
-                if dtype == "object":
-                    arrays.append(pa.array([values[i] for i in chunk], type=pa.string()))
-                else:
-                    array = np.asarray(values)[chunk]
-                    mask = np.isnan(array) if dtype == "Float64" else None
-                    arrays.append(pa.array(array, type=arrow_types[dtype], mask=mask))
-            wkb = geometry[chunk]
-            if multi:  # one layer type: wrap single polygons as multipolygons
-                geoms = shapely.from_wkb(wkb)
-                single = shapely.get_type_id(geoms) == 3
-                geoms[single] = shapely.multipolygons(
-                    geoms[single], indices=np.arange(single.sum())
-                )
-                wkb = shapely.to_wkb(geoms)
-            arrays.append(pa.array(list(wkb), type=pa.binary()))
-            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
-
+    fields: list[str] = []
+    data: list[Any] = []
+    masks: list[Any] = []
+    for column, dtype in SCHEMA.items():
+        values = table.columns[column]
+        if dtype == "object":
+            array = np.empty(rows.size, dtype=object)
+            array[:] = [values[i] for i in rows]
+            masks.append(np.fromiter((v is None for v in array), dtype=np.bool_, count=rows.size))
+        else:
+            array = np.asarray(values)[rows]
+            masks.append(np.isnan(array) if dtype == "Float64" else None)
+            if dtype == "Float64":
+                array = np.where(np.isnan(array), 0.0, array)
+        fields.append(column)
+        data.append(array)
     options = {"SPATIAL_INDEX": "YES"} if driver in ("GPKG", "FlatGeobuf") else {}
-    pyogrio.write_arrow(
-        pa.RecordBatchReader.from_batches(schema, batches()),
+    geometry = np.empty(rows.size, dtype=object)
+    geometry[:] = table.geometry[rows]
+    pyogrio.raw.write(
         path,
+        geometry,
+        data,
+        fields,
+        field_mask=masks,
         layer=name,
         driver=driver,
-        geometry_name="geometry",
         geometry_type="MultiPolygon" if multi else "Polygon",
         crs=pyproj.CRS.from_user_input(table.crs).to_wkt() if table.crs else None,
+        promote_to_multi=multi,
         append=append and path.exists() and name in _layers(path),
-        layer_options=options or None,
+        **options,
     )
 
 
