@@ -210,14 +210,36 @@ def test_sacl_ignores_unlabeled_and_prefers_hard_queries() -> None:
     assert torch.isfinite(pre.grad).all() and torch.isfinite(post.grad).all()
     all_ignored = loss(pre, post, torch.full_like(labels, 255), torch.full_like(labels, 255))
     assert float(all_ignored) == 0.0
-    # Hard queries: with 1 query per class, it is the single misclassified pixel.
-    single = SACLLoss(3, embedding_dim=8, hard_queries_per_class=1, local_weight=0.0)
-    logits = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float()
-    logits[0, :, 2, 3] = torch.tensor([0.0, 0.0, 0.0])
-    logits[0, (int(labels[0, 2, 3]) + 1) % 3, 2, 3] = 5.0
-    torch.manual_seed(3)
-    hard_value = single(pre, post, labels, labels, logits, logits)
-    assert torch.isfinite(hard_value)
+
+
+def test_sacl_global_queries_prefer_hard_pixels() -> None:
+    # One 1x4 image per date, 2-D embeddings. Pre pixel 2 is class 0 but looks like class 1
+    # (embedding [0, 1]) and the pre logits misclassify it: it must be the class-0 query.
+    x, y = [1.0, 0.0], [0.0, 1.0]
+    pre = torch.tensor([x, x, y, y]).T.reshape(1, 2, 1, 4)
+    post = torch.tensor([x, x, y, y]).T.reshape(1, 2, 1, 4)
+    labels_pre = torch.tensor([[[0, 0, 0, 1]]])
+    labels_post = torch.tensor([[[0, 0, 1, 1]]])
+    logits_pre = torch.nn.functional.one_hot(torch.tensor([[[0, 0, 1, 1]]]), 2)
+    logits_pre = logits_pre.permute(0, 3, 1, 2).float()
+    logits_post = torch.nn.functional.one_hot(labels_post, 2).permute(0, 3, 1, 2).float()
+    loss = SACLLoss(2, embedding_dim=2, temperature=0.5, hard_queries_per_class=1, local_weight=0.0)
+    loss.eval()
+    keys = torch.nn.functional.normalize(torch.tensor([[2 / 3, 1 / 3], y, x, y]), dim=1)
+    key_labels = torch.tensor([0, 1, 0, 1])
+
+    def expected(class0_query: list[float]) -> float:
+        queries = torch.tensor([class0_query, y])
+        return float(supervised_info_nce(queries, torch.tensor([0, 1]), keys, key_labels, 0.5))
+
+    with_logits = loss(pre, post, labels_pre, labels_post, logits_pre, logits_post)
+    assert float(with_logits) == pytest.approx(expected(y), rel=1e-5)
+    # Without logits no pixel is "hard": the class-0 query is a random one, here always [1, 0]
+    # unless the hard pixel is drawn; its value is one of the two candidates.
+    torch.manual_seed(0)
+    values = {round(float(loss(pre, post, labels_pre, labels_post)), 5) for _ in range(20)}
+    assert values <= {round(expected(x), 5), round(expected(y), 5)}
+    assert round(expected(x), 5) in values and expected(x) < expected(y)
 
 
 def test_scd_multitask_terms_and_total() -> None:
