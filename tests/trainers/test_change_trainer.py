@@ -312,3 +312,10 @@ def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path: Path) -> None:
     torch.save({"state_dict": {}, "geochange": {}, "extra": _Opaque()}, path)
     with pytest.raises(CheckpointError, match="other than tensors"):
         read_checkpoint_metadata(path)
+
+
+def test_channels_last_training(make_trainer: Any, make_dm: Any) -> None:
+    module = ChangeTrainer(model=TinyUserModel(), loss="bce", channels_last=True)
+    make_trainer(limit_train_batches=1, limit_val_batches=1).fit(module, datamodule=make_dm())
+    weight = module.model.encoder.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last)
