@@ -153,6 +153,40 @@ class _Slices:
         return iter(self.slices)
 
 
+class _PeakPss:
+    """Peak of the summed PSS of this process and its DataLoader workers (polled every 50 ms).
+
+    PSS splits pages shared after ``fork`` between the processes, so the sum is the real memory
+    the configuration uses; ``ru_maxrss`` counts shared pages in every worker.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_full_info().pss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def measure(method: str, data: Path, workers: int, count: int, patch: int, repeats: int) -> None:
     """Time one configuration and print a JSON line."""
     import warnings
@@ -220,6 +254,7 @@ def measure(method: str, data: Path, workers: int, count: int, patch: int, repea
     if sampler is not None:
         loader_kwargs["sampler"] = sampler
     loader = DataLoader(dataset, **loader_kwargs)
+    peak_pss = _PeakPss()
     rates = []
     samples = 0
     for _ in range(repeats):
@@ -228,6 +263,7 @@ def measure(method: str, data: Path, workers: int, count: int, patch: int, repea
         for batch in loader:
             samples += int(batch["image"].shape[0])
         rates.append(samples / (time.perf_counter() - start))
+    peak_pss.stop()
     if workers:
         del loader  # stop persistent workers so their peak RSS is accounted to children
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -242,6 +278,7 @@ def measure(method: str, data: Path, workers: int, count: int, patch: int, repea
                 "rates": rates,
                 "setup_s": setup_s,
                 "rss_mb": (self_kb + child_kb * workers) / 1024,
+                "pss_mb": peak_pss.peak / 2**20,
             }
         ),
         flush=True,
@@ -321,7 +358,8 @@ def main() -> None:
             print(
                 f"{method:20s} workers={workers}: {result['rate']:7.1f} samples/s "
                 f"(runs {', '.join(f'{r:.0f}' for r in result['rates'])}), "
-                f"peak RSS {result['rss_mb']:.0f} MB{extra}",
+                f"peak PSS {result['pss_mb']:.0f} MB (parent + workers; ru_maxrss bound "
+                f"{result['rss_mb']:.0f} MB){extra}",
                 flush=True,
             )
     for workers in args.workers:
