@@ -95,7 +95,9 @@ def open_raster(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
     try:
         return rasterio.open(path)
     except rasterio.RasterioIOError as err:
-        raise DataError(f"cannot read raster {str(path)!r} (corrupt or not a raster): {err}") from err
+        raise DataError(
+            f"cannot read raster {str(path)!r} (corrupt or not a raster): {err}"
+        ) from err
 
 
 def overview_factors(height: int, width: int, min_size: int = 256) -> list[int]:
