@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import rasterio
 import torch
 from affine import Affine
 from rasterio.crs import CRS
@@ -366,11 +367,12 @@ def _dask_rows(
 ) -> list[_RowResult]:
     """Dask task: the row accumulators of a block of tile rows (core + ``overlap`` halo)."""
     try:
-        return list(
-            _compute_rows(
-                inferencer, source, grid, rows, channels, origin=origin, batch_size=batch_size
+        with rasterio.Env(GDAL_CACHEMAX=256 * 2**20):
+            return list(
+                _compute_rows(
+                    inferencer, source, grid, rows, channels, origin=origin, batch_size=batch_size
+                )
             )
-        )
     finally:
         if hasattr(source, "close"):
             source.close()
@@ -412,6 +414,8 @@ class ChangePredictor:
         size_divisor: tiles are padded to a multiple of this for the model (only tiles smaller
             than ``tile_size`` can need it).
         progress: show a progress bar (tiles, tiles/s, ETA).
+        gdal_cache_mb: GDAL block cache size while predicting (GDAL's default, 5 % of RAM,
+            would make memory grow with the scene).
 
     Raises:
         ConfigurationError: inconsistent arguments (e.g. ``tile_size <= overlap``).
@@ -439,6 +443,7 @@ class ChangePredictor:
         channels_last: bool | None = None,
         size_divisor: int = 32,
         progress: bool = True,
+        gdal_cache_mb: int = 256,
     ) -> None:
         if tile_size <= 0 or overlap < 0:
             raise ConfigurationError(f"invalid tile_size={tile_size} / overlap={overlap}")
@@ -494,6 +499,7 @@ class ChangePredictor:
         if in_channels is None and normalization is not None:
             self.in_channels = len(normalization["mean"])
         self.progress = progress
+        self.gdal_cache_mb = int(gdal_cache_mb)
         self._inferencer = _Inferencer(
             model,
             device=self.device,
@@ -745,6 +751,35 @@ class ChangePredictor:
             DataError: missing files, band mismatch, dates that do not overlap.
             OutputError: ``out_dir`` not writable.
         """
+        # A bounded GDAL block cache (the default is 5 % of RAM) keeps memory independent of the
+        # scene size; forked DataLoader workers inherit it.
+        with rasterio.Env(GDAL_CACHEMAX=self.gdal_cache_mb * 2**20):
+            return self._predict(
+                pre,
+                post,
+                out_dir,
+                window,
+                write_probability,
+                resume,
+                client,
+                blocks_per_worker,
+                crs,
+                resolution,
+            )
+
+    def _predict(
+        self,
+        pre: str | os.PathLike[str],
+        post: str | os.PathLike[str],
+        out_dir: str | os.PathLike[str],
+        window: Window | Sequence[float] | None,
+        write_probability: bool,
+        resume: bool,
+        client: Any,
+        blocks_per_worker: int,
+        crs: str | CRS | None,
+        resolution: float | tuple[float, float] | None,
+    ) -> PredictionResult:
         started = time.perf_counter()
         pair = RasterPair.open(
             pre,
