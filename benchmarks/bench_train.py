@@ -238,7 +238,13 @@ def main() -> None:
     parser.add_argument("--throughput-patch", type=int, default=256)
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    print(f"torch threads: {torch.get_num_threads()} (CPU)")
+    import os
+
+    load = os.getloadavg()[0]
+    print(
+        f"torch threads: {torch.get_num_threads()} (CPU), "
+        f"load average {load:.1f} on {os.cpu_count()} cores"
+    )
     print(
         f"Training throughput (batch {args.batch}, {args.throughput_patch}^2, "
         f"median of {args.throughput_steps} steps):"
