@@ -9,7 +9,7 @@ line starts quickly::
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -25,12 +25,10 @@ _LAZY: dict[str, str] = {
     "make_scene": "geochange.synthetic",
     "Scene": "geochange.synthetic",
     "build_model": "geochange.models",
+    "register_model": "geochange.models",
     "GeochangeError": "geochange.errors",
     "DataError": "geochange.errors",
 }
-
-if TYPE_CHECKING:  # pragma: no cover
-    from geochange.errors import DataError, GeochangeError
 
 __all__ = sorted(_LAZY)
 

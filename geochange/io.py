@@ -101,7 +101,7 @@ def open_raster(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
 
 
 def overview_factors(height: int, width: int, min_size: int = 256) -> list[int]:
-    """Overview decimation factors (2, 4, 8, ...) until the smaller side drops below ``min_size``."""
+    """Overview factors (2, 4, 8, ...) until the smaller side drops below ``min_size``."""
     factors: list[int] = []
     factor = 2
     while min(height, width) // factor >= min_size:
