@@ -197,10 +197,12 @@ def measure(method: str, data: Path, workers: int, count: int, patch: int, repea
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
-    windows = _windows(data, count, patch, seed=0)
-    slices = [
-        (slice(w[0], w[2]), slice(w[1], w[3]), slice(None, None))  # type: ignore[misc]
-        for w in windows
+    # Fresh windows for every repeat: re-reading the same windows would measure GDAL's block
+    # cache, not reading. Repeat r uses seed r in every configuration (same windows for all).
+    window_sets = [_windows(data, count, patch, seed=r) for r in range(repeats)]
+    slice_sets = [
+        [(slice(w[0], w[2]), slice(w[1], w[3]), slice(None, None)) for w in ws]  # type: ignore[misc]
+        for ws in window_sets
     ]
     setup_s = 0.0
     sampler: Any = None
@@ -221,7 +223,7 @@ def measure(method: str, data: Path, workers: int, count: int, patch: int, repea
                 filename_regex = r"^(pre|post)\.tif$"
 
             dataset = Pair(str(data), time_series=True)
-        sampler = _Slices(slices)
+        sampler = _Slices(slice_sets[0])
     elif method.startswith("geochange"):
         from geochange.datasets import BiTemporalRasterDataset
 
@@ -241,9 +243,12 @@ def measure(method: str, data: Path, workers: int, count: int, patch: int, repea
             )
             setup_s = time.perf_counter() - start
         else:
-            sampler = _Slices(slices)
+            sampler = _Slices(slice_sets[0])
     else:
-        dataset = _RawPairs(data, windows, patch)
+        # All windows live in the dataset (workers keep their copy); the sampler picks the set.
+        dataset = _RawPairs(data, [w for ws in window_sets for w in ws], patch)
+        raw_sets = [list(range(r * count, (r + 1) * count)) for r in range(repeats)]
+        sampler = _Slices(raw_sets[0])
 
     loader_kwargs: dict[str, Any] = {
         "batch_size": 8,
@@ -257,7 +262,11 @@ def measure(method: str, data: Path, workers: int, count: int, patch: int, repea
     peak_pss = _PeakPss()
     rates = []
     samples = 0
-    for _ in range(repeats):
+    for r in range(repeats):
+        if isinstance(dataset, _RawPairs):
+            sampler.slices = raw_sets[r]
+        elif isinstance(sampler, _Slices):
+            sampler.slices = slice_sets[r]
         start = time.perf_counter()
         samples = 0
         for batch in loader:
@@ -285,11 +294,12 @@ def measure(method: str, data: Path, workers: int, count: int, patch: int, repea
     )
 
 
-def warm_cache(data: Path, count: int, patch: int) -> None:
+def warm_cache(data: Path, count: int, patch: int, repeats: int) -> None:
     """Read every benchmark window once so all timed runs start from a warm page cache."""
-    raw = _RawPairs(data, _windows(data, count, patch, seed=0), patch)
-    for i in range(len(raw)):
-        raw[i]
+    for seed in range(repeats):
+        raw = _RawPairs(data, _windows(data, count, patch, seed=seed), patch)
+        for i in range(len(raw)):
+            raw[i]
 
 
 def main() -> None:
@@ -338,7 +348,7 @@ def main() -> None:
     with rasterio.open(args.data / "pre.tif") as src:
         print(f"scene: {src.width} x {src.height} px, {src.count} bands, {src.dtypes[0]}")
     print(f"{args.samples} windows of {args.patch}px, median of {args.repeats} runs, batch 8")
-    warm_cache(args.data, args.samples, args.patch)
+    warm_cache(args.data, args.samples, args.patch, args.repeats)
     results: dict[tuple[str, int], dict[str, Any]] = {}
     for workers in args.workers:
         for method in args.methods:
