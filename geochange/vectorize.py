@@ -32,7 +32,6 @@ import multiprocessing
 import os
 import re
 import shutil
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -1216,14 +1215,9 @@ def _run_blocks(jobs: list[_BlockJob], workers: int, progress: bool) -> list[_Bl
         finally:
             _close_datasets()
     else:
-        # Workers must not inherit the caller's memory (a training process may hold GBs) nor
-        # its threads (forking a process with GDAL/torch threads can deadlock): on Linux they
-        # fork from a forkserver that imported this module once, elsewhere they spawn.
-        if sys.platform.startswith("linux"):
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([__name__])
-        else:
-            context = multiprocessing.get_context("spawn")
+        # spawn: workers do not inherit the caller's memory (a training process may hold GBs)
+        # nor its threads (forking a process with GDAL/torch threads can deadlock).
+        context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             for result in pool.map(_polygonize_block, jobs, chunksize=1):
                 done(result)
