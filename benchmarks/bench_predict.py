@@ -19,6 +19,8 @@ sizes with a cheap 3x3-conv model (memory does not depend on the model's arithme
     python benchmarks/bench_predict.py --sizes 2048 --repeats 3
     python benchmarks/bench_predict.py --sizes 2048 4096 --rss-sizes 8192 16384
     python benchmarks/bench_predict.py --sizes 32500x48000      # the full LsSCD-scale pair
+    python benchmarks/bench_predict.py --scenes bench_data/lsscd_sampling --no-compute \
+        --no-baseline --agreement-size 0   # an existing 48000 x 32500 pair (bench_sampling's)
 """
 
 from __future__ import annotations
@@ -339,6 +341,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--agreement-size", type=int, default=1024, help="0: skip bf16 check")
+    parser.add_argument(
+        "--scenes",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="existing scene folders (pre.tif, post.tif) to run instead of generating --sizes",
+    )
+    parser.add_argument(
+        "--rss-scene",
+        type=Path,
+        help="run the --rss-sizes as windows of this existing scene (S, HxW or 'full')",
+    )
+    parser.add_argument(
+        "--no-compute", action="store_true", help="skip the pure-compute reference run"
+    )
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
@@ -349,22 +366,30 @@ def main() -> None:
         f"{args.precision}; torch {torch.__version__}"
     )
     model_path = DATA / "fusion_unet_resnet18_bncal.pt"
-    for text in args.sizes:
-        height, width = parse_size(text)
-        scene = scene_dir(height, width)
+    scenes = [scene_dir(*parse_size(text)) for text in args.sizes] if not args.scenes else []
+    for scene in scenes + list(args.scenes):
+        import rasterio
+
+        with rasterio.open(scene / "pre.tif") as src:
+            height, width = src.height, src.width
         calibrated_model(scene, model_path, args.tile_size)  # fresh: the architecture may change
         ours = median_run(base_spec(args, scene, model_path, "geochange", "ours"), args.repeats)
-        comp = median_run(base_spec(args, scene, model_path, "compute", "compute"), args.repeats)
         tiles = ours["tiles"]
         print(
             f"{height}x{width}: {tiles} tiles in {ours['seconds']:.1f} s "
             f"({tiles / ours['seconds']:.2f} tiles/s; runs {ours['all_seconds']}), peak RSS "
-            f"{ours['rss_mb']:.0f} MB main + {ours['rss_children_mb']:.0f} MB largest worker"
+            f"{ours['rss_mb']:.0f} MB main + {ours['rss_children_mb']:.0f} MB largest worker",
+            flush=True,
         )
-        print(
-            f"  pure compute on the same {comp['tiles']} tiles: {comp['seconds']:.1f} s "
-            f"-> pipeline overhead {100 * (ours['seconds'] / comp['seconds'] - 1):+.1f}%"
-        )
+        if not args.no_compute:
+            comp = median_run(
+                base_spec(args, scene, model_path, "compute", "compute"), args.repeats
+            )
+            print(
+                f"  pure compute on the same {comp['tiles']} tiles: {comp['seconds']:.1f} s "
+                f"-> pipeline overhead {100 * (ours['seconds'] / comp['seconds'] - 1):+.1f}%",
+                flush=True,
+            )
         if not args.no_baseline:
             base = median_run(
                 base_spec(args, scene, model_path, "torchgeo", "baseline"), args.repeats
@@ -377,10 +402,22 @@ def main() -> None:
         if args.agreement_size:
             agreement(scene, model_path, args)
     for text in args.rss_sizes:
-        height, width = parse_size(text)
-        scene = scene_dir(height, width)
+        window = None
+        if args.rss_scene is not None:
+            import rasterio
+
+            scene = args.rss_scene
+            with rasterio.open(scene / "pre.tif") as src:
+                full = (src.height, src.width)
+            height, width = full if text == "full" else parse_size(text)
+            if (height, width) != full:
+                window = [0, 0, width, height]  # col_off, row_off, width, height
+        else:
+            height, width = parse_size(text)
+            scene = scene_dir(height, width)
         spec = base_spec(args, scene, None, "geochange", f"rss_{text}")
         spec["model"] = "tiny"
+        spec["window"] = window
         res = run_child(spec)
         print(
             f"{height}x{width} (tiny model, memory only): {res['tiles']} tiles in "

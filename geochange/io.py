@@ -157,3 +157,49 @@ def finalize_cog(
     if not keep_tiled:
         tiled_path.unlink()
     return Path(dst)
+
+
+_MMAP_THRESHOLD_SET = False
+
+
+def bound_malloc_growth(threshold: int = 128 * 1024) -> bool:
+    """Make glibc return large freed buffers to the OS right away (Linux; no-op elsewhere).
+
+    glibc raises its mmap threshold each time a large ``mmap``-ed block is freed, after which
+    tile-sized buffers (a few MB each, allocated and freed for every tile) come from the heap
+    and fragment it: a long-running reader process then grows by several MB per tile, i.e. with
+    the scene size. A fixed threshold keeps such buffers ``mmap``-ed, so peak memory stays
+    bounded. Measured on a 4096 x 4096 window: DataLoader reader worker 371 -> 1066 MB without,
+    flat with it.
+
+    Args:
+        threshold: allocation size in bytes from which glibc always uses ``mmap``.
+
+    Returns:
+        Whether the setting was applied (False off glibc).
+    """
+    global _MMAP_THRESHOLD_SET
+    if _MMAP_THRESHOLD_SET:
+        return True
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_mmap_threshold = -3  # from <malloc.h>
+        _MMAP_THRESHOLD_SET = bool(libc.mallopt(m_mmap_threshold, int(threshold)))
+    except (OSError, AttributeError):
+        return False
+    return _MMAP_THRESHOLD_SET
+
+
+def worker_init_bound_malloc(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn`` applying :func:`bound_malloc_growth` in each worker.
+
+    Args:
+        worker_id: the DataLoader worker index (unused).
+    """
+    bound_malloc_growth()

@@ -952,6 +952,62 @@ def _check_write_options(out: Path, mode: WriteMode, layer_per_type: bool) -> st
 _WRITE_CHUNK = 65_536
 
 
+class _WkbSpill:
+    """Append-only temporary file of WKB blobs, so polygons do not pile up in memory.
+
+    Interior polygons (most of them) are final as soon as their block is done: their WKB goes
+    to disk and the object arrays keep a Python ``int`` handle instead. Building-like outlines
+    polygonized at pixel level carry ~100 vertices (~2 KB of WKB), so on a 500k-object scene
+    this is the difference between ~1 GB and a few tens of MB held by the main process.
+    """
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self._file = tempfile.TemporaryFile(prefix="geochange-wkb-")
+        self._lengths: list[npt.NDArray[np.int64]] = []
+        self._count = 0
+        self._offsets: npt.NDArray[np.int64] | None = None
+        self._view: Any = None
+
+    def add(self, blobs: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
+        """Store WKB blobs; return an object array of their integer handles."""
+        self._release_view()
+        self._file.seek(0, os.SEEK_END)
+        self._file.write(b"".join(blobs))
+        self._lengths.append(np.fromiter((len(b) for b in blobs), np.int64, count=blobs.size))
+        self._offsets = None
+        handles = np.empty(blobs.size, dtype=object)
+        handles[:] = range(self._count, self._count + blobs.size)
+        self._count += blobs.size
+        return handles
+
+    def resolve(self, geometry: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
+        """Copy of ``geometry`` with every handle replaced by its WKB bytes."""
+        import mmap
+
+        if self._offsets is None:
+            lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int64)
+            self._offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        if self._view is None and self._offsets[-1] > 0:
+            self._file.flush()
+            self._view = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        offsets, view = self._offsets, self._view
+        out = np.empty(geometry.size, dtype=object)
+        out[:] = [view[offsets[v] : offsets[v + 1]] if isinstance(v, int) else v for v in geometry]
+        return out
+
+    def _release_view(self) -> None:
+        if self._view is not None:
+            self._view.close()
+            self._view = None
+
+    def close(self) -> None:
+        """Delete the temporary file."""
+        self._release_view()
+        self._file.close()
+
+
 @dataclass
 class _Table:
     """Change polygons to write: a GeoDataFrame, or attribute columns plus WKB geometries.
@@ -964,6 +1020,14 @@ class _Table:
     frame: Any = None
     columns: dict[str, Any] | None = None
     geometry: npt.NDArray[np.object_] | None = None
+    # Where WKB handles (ints) in ``geometry`` are stored, if any.
+    spill: _WkbSpill | None = None
+
+    def wkb(self, index: npt.NDArray[np.intp] | slice) -> npt.NDArray[np.object_]:
+        """WKB / shapely geometries of rows ``index``, handles resolved."""
+        assert self.geometry is not None
+        geoms = self.geometry[index]
+        return self.spill.resolve(geoms) if self.spill is not None else geoms
 
     def __len__(self) -> int:
         if self.frame is not None:
@@ -981,14 +1045,17 @@ class _Table:
     def is_multi(self, index: npt.NDArray[np.intp]) -> bool:
         if self.frame is not None:
             geoms = np.asarray(self.frame.geometry.values, dtype=object)[index]
-        else:
-            assert self.geometry is not None
-            geoms = self.geometry[index]
-        if geoms.size and isinstance(geoms[0], bytes):
-            # WKB type code after the byte-order byte: 6 = MultiPolygon.
-            little = geoms[0][0] == 1
-            return any(int.from_bytes(w[1:5], "little" if little else "big") == 6 for w in geoms)
-        return bool(np.any(shapely.get_type_id(geoms) == 6))
+            return bool(np.any(shapely.get_type_id(geoms) == 6))
+        for first in range(0, index.size, _WRITE_CHUNK):  # chunks: bounded memory
+            for w in self.wkb(index[first : first + _WRITE_CHUNK]):
+                if isinstance(w, bytes | bytearray):
+                    # WKB type code after the byte-order byte: 6 = MultiPolygon.
+                    order: Literal["little", "big"] = "little" if w[0] == 1 else "big"
+                    if int.from_bytes(w[1:5], order) == 6:
+                        return True
+                elif shapely.get_type_id(w) == 6:
+                    return True
+        return False
 
     def to_frame(self, index: npt.NDArray[np.intp] | None = None) -> Any:
         if self.frame is not None:
@@ -997,7 +1064,7 @@ class _Table:
         select = slice(None) if index is None else index
         return _build_frame(
             {name: np.asarray(values)[select] for name, values in self.columns.items()},
-            self.geometry[select],
+            self.wkb(select),
             self.crs,
         )
 
@@ -1007,7 +1074,7 @@ def _build_frame(columns: dict[str, Any], geometry: npt.NDArray[np.object_], crs
     import geopandas as gpd
     import pandas as pd
 
-    if geometry.size and isinstance(geometry[0], bytes):
+    if geometry.size and not isinstance(geometry[0], shapely.Geometry):
         geometry = shapely.from_wkb(geometry)
     data = {}
     for name, dtype in SCHEMA.items():
@@ -1142,8 +1209,7 @@ def _write_wkb_layer(
         fields.append(column)
         data.append(array)
     options = {"SPATIAL_INDEX": "YES"} if driver in ("GPKG", "FlatGeobuf") else {}
-    geometry = np.empty(rows.size, dtype=object)
-    geometry[:] = table.geometry[rows]
+    geometry = table.wkb(rows)
     pyogrio.raw.write(
         path,
         geometry,
@@ -1191,7 +1257,9 @@ def _layers(path: Path) -> set[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def _run_blocks(jobs: list[_BlockJob], workers: int, progress: bool) -> list[_BlockResult]:
+def _run_blocks(
+    jobs: list[_BlockJob], workers: int, progress: bool, spill: _WkbSpill
+) -> list[_BlockResult]:
     results: list[_BlockResult | None] = [None] * len(jobs)
     bar: Any = None
     if progress:
@@ -1204,6 +1272,9 @@ def _run_blocks(jobs: list[_BlockJob], workers: int, progress: bool) -> list[_Bl
         # edge pieces are parsed for merging.
         if result.on_edge.any():
             result.wkb[result.on_edge] = shapely.from_wkb(result.wkb[result.on_edge])
+        interior = ~result.on_edge
+        if interior.any():
+            result.wkb[interior] = spill.add(result.wkb[interior])
         results[result.index] = result
         if bar is not None:
             bar.update(1)
@@ -1371,10 +1442,53 @@ def vectorize_changes(
                 )
             )
     n_workers = min(workers or os.cpu_count() or 1, len(jobs))
-    results = _run_blocks(jobs, n_workers, progress)
-    objects = _merge_blocks(results, rows, cols, connectivity, inputs.transform, inputs.crs)
-    del results
+    spill = _WkbSpill()
+    try:
+        results = _run_blocks(jobs, n_workers, progress, spill)
+        objects = _merge_blocks(results, rows, cols, connectivity, inputs.transform, inputs.crs)
+        del results
+        return _finish(
+            objects,
+            spill,
+            inputs,
+            out_path,
+            names=names,
+            building=building,
+            wanted=wanted,
+            semantic=semantic,
+            min_area=min_area,
+            simplify=simplify,
+            regularize=regularize,
+            layer=layer,
+            group_by=group_by,
+            layer_per_type=layer_per_type,
+            mode=mode,
+            return_frame=return_frame,
+        )
+    finally:
+        spill.close()
 
+
+def _finish(
+    objects: _Objects,
+    spill: _WkbSpill,
+    inputs: _Inputs,
+    out_path: Path | None,
+    *,
+    names: list[str] | None,
+    building: int | None,
+    wanted: set[int] | None,
+    semantic: bool,
+    min_area: float,
+    simplify: float,
+    regularize: Regularize | None,
+    layer: str,
+    group_by: GroupBy,
+    layer_per_type: bool,
+    mode: WriteMode,
+    return_frame: bool,
+) -> Any:
+    """Filter, name, post-process and write the merged objects (see vectorize_changes)."""
     # ---- filters
     pixel_area = abs(inputs.transform.determinant)
     keep = objects.pixel_count * pixel_area >= min_area
@@ -1423,7 +1537,7 @@ def vectorize_changes(
 
     # ---- geometry: simplification, regularization (need shapely geometries)
     if (simplify > 0 or regularize is not None) and geometry.size:
-        geometry = shapely.from_wkb(geometry)
+        geometry = shapely.from_wkb(spill.resolve(geometry))
         if simplify > 0:
             simplified = shapely.coverage_simplify(geometry, simplify)
             bad = ~shapely.is_valid(simplified) | shapely.is_empty(simplified)
@@ -1451,15 +1565,15 @@ def vectorize_changes(
     crs = inputs.crs.to_string() if inputs.crs is not None else None
     if not return_frame:
         if out_path is not None:
-            table = _Table(crs=crs, columns=columns, geometry=geometry)
+            table = _Table(crs=crs, columns=columns, geometry=geometry, spill=spill)
             _write_table(table, out_path, layer=layer, mode=mode, layer_per_type=layer_per_type)
         return None
-    if geometry.size and isinstance(geometry[0], bytes):
+    if geometry.size and not isinstance(geometry[0], shapely.Geometry):
         # Parse chunk by chunk, freeing the WKB as we go, so both never coexist in full.
         parsed = np.empty(geometry.size, dtype=object)
         for first in range(0, geometry.size, _WRITE_CHUNK):
             chunk = slice(first, first + _WRITE_CHUNK)
-            parsed[chunk] = shapely.from_wkb(geometry[chunk])
+            parsed[chunk] = shapely.from_wkb(spill.resolve(geometry[chunk]))
             geometry[chunk] = None
         geometry = parsed
     frame = _build_frame(columns, geometry, crs)

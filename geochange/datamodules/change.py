@@ -20,6 +20,7 @@ from geochange.datasets import (
     spatial_split,
 )
 from geochange.errors import ConfigurationError, DataError
+from geochange.io import worker_init_bound_malloc
 from geochange.samplers import ChangeBalancedGeoSampler, InsideGridGeoSampler
 from geochange.transforms import ChangeAugmentation, NormalizeChange, compute_band_statistics
 
@@ -373,6 +374,8 @@ class ChangeDataModule(LightningDataModule):
             "num_workers": self.num_workers,
             "collate_fn": collate,
             "persistent_workers": self.num_workers > 0,
+            # Workers allocate and free a few MB per sample: keep the heap from fragmenting.
+            "worker_init_fn": worker_init_bound_malloc if self.num_workers > 0 else None,
         }
         if self.geo_dataset is not None:
             roi = self.rois.get(key)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from geochange.errors import CheckpointError, ConfigurationError, DataError
-from geochange.io import check_writable_dir
+from geochange.io import bound_malloc_growth, check_writable_dir, worker_init_bound_malloc
 from geochange.predict.reader import ArrayPair, RasterPair, TileDataset
 from geochange.predict.windows import BLEND_MODES, TileGrid
 from geochange.predict.writer import (
@@ -248,6 +248,7 @@ def _compute_rows(
         num_workers=num_workers,
         pin_memory=pin_memory,
         collate_fn=_collate,
+        worker_init_fn=worker_init_bound_malloc if num_workers > 0 else None,
         prefetch_factor=4 if num_workers > 0 else None,
         persistent_workers=False,
     )
@@ -366,6 +367,7 @@ def _dask_rows(
     batch_size: int,
 ) -> list[_RowResult]:
     """Dask task: the row accumulators of a block of tile rows (core + ``overlap`` halo)."""
+    bound_malloc_growth()
     try:
         with rasterio.Env(GDAL_CACHEMAX=256 * 2**20):
             return list(
@@ -751,8 +753,10 @@ class ChangePredictor:
             DataError: missing files, band mismatch, dates that do not overlap.
             OutputError: ``out_dir`` not writable.
         """
-        # A bounded GDAL block cache (the default is 5 % of RAM) keeps memory independent of the
-        # scene size; forked DataLoader workers inherit it.
+        # A bounded GDAL block cache (the default is 5 % of RAM) and no heap fragmentation by
+        # per-tile buffers keep memory independent of the scene size; forked DataLoader
+        # workers inherit the cache setting.
+        bound_malloc_growth()
         with rasterio.Env(GDAL_CACHEMAX=self.gdal_cache_mb * 2**20):
             return self._predict(
                 pre,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from conftest import TinyConvChange, whole_image, write_raster
+from predict_helpers import TinyConvChange, whole_image, write_raster
 
 from geochange.cli import main as cli_main
 from geochange.errors import CheckpointError

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from conftest import DifferenceModel, TinyConvChange, whole_image, write_raster
+from predict_helpers import DifferenceModel, TinyConvChange, whole_image, write_raster
 from rasterio.transform import from_origin
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
