@@ -321,6 +321,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"identical to the single-process run: {identical}"
         )
         figures["dask"] = {"seconds": round(result.seconds, 1), "identical": identical}
+    (out / "summary.json").write_text(json.dumps(figures, indent=2) + "\n")
     return figures
 
 

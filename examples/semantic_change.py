@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--min-area", type=float, default=10.0, help="m², smaller dropped")
+    parser.add_argument("--threshold", type=float, default=0.5, help="change probability")
     parser.add_argument("--class-names", default=",".join(LSSCD_CLASSES))
     real = parser.add_argument_group("your own data (instead of synthetic scenes)")
     for name in ("pre", "post", "semantic-pre", "semantic-post", "change"):
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from geochange import ChangeDataModule, ChangePredictor, ChangeTrainer, vectorize_changes
     from geochange.evaluate import evaluate_scene
 
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     torch.manual_seed(args.seed)
     pl.seed_everything(args.seed, verbose=False)
     out: Path = args.out
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # 3. Whole-scene prediction. A semantic checkpoint gives five rasters: change, probability,
     #    semantic_pre, semantic_post and transition (from * K + to; 254 unchanged, 255 nodata).
     predictor = ChangePredictor.from_checkpoint(
-        checkpoint, tile_size=256, overlap=64, progress=False
+        checkpoint, tile_size=256, overlap=64, threshold=args.threshold, progress=False
     )
     result = predictor.predict(test["pre"], test["post"], out / "prediction")
     assert result.transition is not None and result.semantic_post is not None
@@ -186,11 +189,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     top = sorted(found.items(), key=lambda item: -item[1])[:5]
     print("most frequent predicted transitions (pixels):", json.dumps(dict(top)))
-    first_code = next(iter(transition_names))
-    print(
-        f"transition.tif: code {first_code} = {transition_names[first_code]!r}, "
-        f"colour {colours[int(first_code)]} (the colour of its destination class)"
-    )
+    if top:
+        name, _ = top[1] if len(top) > 1 else top[0]
+        code = next(int(c) for c, n in transition_names.items() if n == name)
+        print(
+            f"transition.tif: code {code} = {name!r}, colour {colours[code][:3]} (its 'to' class)"
+        )
 
     # 4. Change polygons: one per connected region of one change type, with majority classes.
     polygons = vectorize_changes(result, out / "changes.gpkg", min_area=args.min_area, simplify=0.6)
@@ -227,6 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     figures: dict[str, Any] = {"validation": validation, "test": scores}
     figures["polygons"] = len(polygons)
     figures["transitions_found"] = len(found)
+    (out / "summary.json").write_text(json.dumps(figures, indent=2) + "\n")
     return figures
 
 

@@ -100,6 +100,13 @@ def building_change_raster(scene: Any, path: Path) -> Path:
     return write_class_raster(path, changed, scene.pre, ["no change", "change"])
 
 
+def keep_segmenter_maps(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collate unlabeled windows: drop the change label, keep the segmenter's class maps."""
+    from torchgeo.datasets import stack_samples
+
+    return stack_samples([{k: v for k, v in s.items() if k != "mask"} for s in samples])
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the example and return its headline figures."""
     args = build_parser().parse_args(argv)
@@ -183,12 +190,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(cli.stdout.rstrip())
 
     # 4. Semi-supervised training with 5 % of the training area labeled. The change label is the
-    #    vector layer of changed buildings; the segmenter maps come in as mask_pre / mask_post
-    #    for every window, labeled or not, and feed the DiffMatch auxiliary and CEG heads.
-    datamodule = ChangeDataModule(
+    #    building change raster (only its labeled stripe is read); the segmenter maps come in as
+    #    mask_pre / mask_post for every window, labeled or not, and feed the DiffMatch auxiliary
+    #    and CEG heads.
+    class SegmenterMapsDataModule(ChangeDataModule):
+        """ChangeDataModule whose unlabeled batches keep ``mask_pre`` / ``mask_post``.
+
+        By default unlabeled batches carry no masks at all (semantic rasters are labels in
+        general); here they are the segmenter's maps, which DiffMatch needs on unlabeled pairs.
+        """
+
+        def unlabeled_dataloader(self) -> Any:
+            loader = super().unlabeled_dataloader()
+            loader.collate_fn = keep_segmenter_maps
+            return loader
+
+    datamodule = SegmenterMapsDataModule(
         pre=scene.pre,
         post=scene.post,
-        change=scene.changed_buildings,
+        change=reference,
         semantic_pre=seg_pre,
         semantic_post=seg_post,
         patch_size=args.patch_size,
@@ -199,7 +219,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         combine_unlabeled=True,
         seed=args.seed,
     )
-    datamodule.setup("fit")
     labeled = datamodule.rois["labeled"].bounds
     unlabeled = datamodule.rois["unlabeled"].bounds
     share = (labeled[2] - labeled[0]) * (labeled[3] - labeled[1])
@@ -251,7 +270,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     scores["object_recall"] = round(float(objects["recall"]), 3)
     scores["object_precision"] = round(float(objects["precision"]), 3)
     print("test scene:", json.dumps(scores))
-    return {"ceg": ceg, "validation": validation, "test": scores}
+    figures = {"ceg": ceg, "validation": validation, "test": scores, "train_terms": train_terms}
+    (out / "summary.json").write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
 
 
 if __name__ == "__main__":
