@@ -1,0 +1,7 @@
+"""``python -m geochange.cli``: the same as the ``geochange`` command."""
+
+import sys
+
+from geochange.cli import main
+
+sys.exit(main())
