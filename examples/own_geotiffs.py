@@ -383,9 +383,24 @@ def draw_map(
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=72)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+    save_small_png(fig, path)
     plt.close(fig)
+
+
+def save_small_png(fig: Any, path: Path, dpi: int = 72) -> None:
+    """Save a figure as a palette PNG (256 colours): a fraction of the RGB file's size."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.convert("RGB").quantize(colors=256, method=Image.Quantize.MAXCOVERAGE).save(path, optimize=True)
 
 
 if __name__ == "__main__":
