@@ -3,16 +3,16 @@
 Run ``python examples/large_scene.py`` (a few minutes on a laptop CPU at the default 2048 x 2048;
 ``--size 48000x32500`` generates and processes an LsSCD-scale pair, hours on a CPU). It
 
-1. generates a synthetic scene pair (or takes ``--pre/--post``) and trains a small building
-   change model briefly (or takes ``--checkpoint``),
+1. generates a synthetic scene pair (or takes ``--pre/--post``) and trains a small change
+   model briefly (or takes ``--checkpoint``),
 2. predicts the whole scene in a fresh process and prints its peak memory (RSS),
 3. predicts only an area of interest with ``window=``,
 4. kills a prediction half-way (as a crashed or pre-empted job would die) and resumes it with
-   ``resume=True``, checking the result is identical to the uninterrupted run,
+   ``resume=True``, comparing the result with the uninterrupted run,
 5. inspects the Cloud-Optimized GeoTIFF outputs (tiles, compression, overviews),
 6. vectorizes the change map block by block into a GeoPackage,
 7. runs the same prediction on a Dask cluster (a ``LocalCluster`` here; any
-   ``distributed.Client`` works) and checks it is identical to the single-process run.
+   ``distributed.Client`` works) and compares it with the single-process run.
 """
 
 from __future__ import annotations
@@ -65,11 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def peak_rss_mib() -> dict[str, float]:
-    """Peak resident memory of this process and of its (finished) children, in MiB."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"process": round(own, 1), "largest_child": round(children, 1)}
+def peak_rss_mib() -> float:
+    """Peak resident memory (high-water mark) of this process, in MiB.
+
+    Read from ``/proc/self/status`` (``VmHWM``) rather than ``getrusage``: ``ru_maxrss``
+    survives ``exec``, so a freshly spawned interpreter would report its parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        pass
+    # Not Linux: fall back to getrusage (bytes on macOS, KiB elsewhere).
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 1024), 1)
 
 
 def predict_job(checkpoint: str, pre: str, post: str, out: str, options: dict[str, Any]) -> dict:
@@ -96,7 +106,7 @@ def in_fresh_process(*args: Any) -> dict:
 
 
 def train_briefly(pre: Path, post: Path, change: Path, out: Path, args: argparse.Namespace) -> Path:
-    """Train a binary building-change model for a few steps (skipped with --checkpoint)."""
+    """Train a binary change model for a few steps (skipped with --checkpoint)."""
     import lightning.pytorch as pl
 
     from geochange import ChangeDataModule, ChangeTrainer
@@ -109,7 +119,7 @@ def train_briefly(pre: Path, post: Path, change: Path, out: Path, args: argparse
         patch_size=256,
         batch_size=8,
         samples_per_epoch=args.train_samples,
-        splits=(0.85, 0.15, 0.0),
+        splits=(1.0, 0.0, 0.0),  # this tutorial is about prediction: no validation
         seed=args.seed,
     )
     module = ChangeTrainer(model="fusion_unet", task="binary", lr=2e-3, plot_every_n_epochs=0)
@@ -124,7 +134,7 @@ def train_briefly(pre: Path, post: Path, change: Path, out: Path, args: argparse
         default_root_dir=out / "runs",
     )
     trainer.fit(module, datamodule=datamodule)
-    checkpoint = out / "building_change.ckpt"
+    checkpoint = out / "change_model.ckpt"
     trainer.save_checkpoint(checkpoint)
     return checkpoint
 
@@ -157,13 +167,32 @@ def kill_half_way(
     return rows_done
 
 
-def same_pixels(first: Path, second: Path) -> bool:
-    """Whether two rasters hold identical pixel values."""
+def compare(first: Path, second: Path) -> dict[str, Any]:
+    """Compare the change and probability rasters of two prediction directories.
+
+    The change maps are expected to be identical. Probabilities can differ by one step
+    (1/254) in a handful of pixels: tiles are batched differently when a run restarts or is
+    split across workers, and convolutions on a different batch size round differently.
+    """
     import numpy as np
     import rasterio
 
-    with rasterio.open(first) as a, rasterio.open(second) as b:
-        return a.shape == b.shape and bool(np.array_equal(a.read(), b.read()))
+    result: dict[str, Any] = {}
+    for name in ("change", "probability"):
+        with rasterio.open(first / f"{name}.tif") as a, rasterio.open(second / f"{name}.tif") as b:
+            diff = np.abs(a.read(1).astype(np.int16) - b.read(1).astype(np.int16))
+        result[f"{name}_pixels_differing"] = int(np.count_nonzero(diff))
+        result[f"{name}_max_difference"] = int(diff.max())
+    return result
+
+
+def describe_agreement(agreement: dict[str, Any]) -> str:
+    """One line for :func:`compare`'s result."""
+    return (
+        f"change map differs in {agreement['change_pixels_differing']} pixels; probability in "
+        f"{agreement['probability_pixels_differing']} pixels, by at most "
+        f"{agreement['probability_max_difference']}/254"
+    )
 
 
 def describe_cog(path: Path) -> dict[str, Any]:
@@ -212,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         side = args.train_size
         train = make_scene(out / "scene_train", side, side, seed=args.seed + 100)
-        checkpoint = train_briefly(train.pre, train.post, train.changed_buildings, out, args)
+        checkpoint = train_briefly(train.pre, train.post, train.change, out, args)
         print(f"trained briefly: {checkpoint}")
     options = {
         "tile_size": args.tile_size,
@@ -226,9 +255,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with rasterio.open(out / "full" / "change.tif") as src:
         changed = float(np.mean(src.read(1, out_shape=(1024, 1024)) == 1))
     print(
-        f"full scene: {full['tiles']} tiles in {full['seconds']} s, peak RSS "
-        f"{full['peak_rss_mib']['process']:.0f} MiB (largest reader process "
-        f"{full['peak_rss_mib']['largest_child']:.0f} MiB), {changed:.2%} changed"
+        f"full scene: {full['tiles']} tiles in {full['seconds']} s, peak RSS of the predicting "
+        f"process {full['peak_rss_mib']:.0f} MiB, {changed:.2%} of pixels changed"
     )
     figures["full"] = full
 
@@ -256,19 +284,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         left_behind = sorted(p.name for p in (out / "resumed").iterdir())
         print(f"killed after {rows} rows were flushed; left behind: {left_behind}")
         resumed = in_fresh_process(*paths, str(out / "resumed"), {**options, "resume": True})
-        identical = all(
-            same_pixels(out / "full" / name, out / "resumed" / name)
-            for name in ("change.tif", "probability.tif")
-        )
-        print(
-            f"resumed: {resumed['tiles']} of {full['tiles']} tiles inferred again; "
-            f"identical to the uninterrupted run: {identical}"
-        )
-        figures["resume"] = {
-            "rows_before_kill": rows,
-            "tiles": resumed["tiles"],
-            "identical": identical,
-        }
+        agreement = compare(out / "full", out / "resumed")
+        print(f"resumed: {resumed['tiles']} of {full['tiles']} tiles inferred again")
+        print(f"  vs the uninterrupted run: {describe_agreement(agreement)}")
+        figures["resume"] = {"rows_before_kill": rows, "tiles": resumed["tiles"], **agreement}
 
     # 5. The outputs are Cloud-Optimized GeoTIFFs: tiled, compressed, with overviews.
     cog = describe_cog(out / "full" / "change.tif")
@@ -315,12 +334,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             Client(cluster) as client,
         ):
             result = predictor.predict(pre, post, out / "dask", client=client)
-        identical = same_pixels(out / "full" / "probability.tif", result.probability)
-        print(
-            f"Dask ({args.dask_workers} workers): {result.tiles} tiles in {result.seconds:.1f} s; "
-            f"identical to the single-process run: {identical}"
-        )
-        figures["dask"] = {"seconds": round(result.seconds, 1), "identical": identical}
+        agreement = compare(out / "full", out / "dask")
+        print(f"Dask ({args.dask_workers} workers): {result.tiles} tiles in {result.seconds:.1f} s")
+        print(f"  vs the single-process run: {describe_agreement(agreement)}")
+        figures["dask"] = {"seconds": round(result.seconds, 1), **agreement}
     (out / "summary.json").write_text(json.dumps(figures, indent=2) + "\n")
     return figures
 
