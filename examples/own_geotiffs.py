@@ -189,6 +189,11 @@ def prepare_data(args: argparse.Namespace, out: Path) -> tuple[Path, Path, Path]
     return scene.pre, post, labels
 
 
+def is_raster(path: Path) -> bool:
+    """Whether a label file is a raster (GeoTIFF/VRT) rather than a vector file."""
+    return path.suffix.lower() in (".tif", ".tiff", ".vrt", ".img")
+
+
 def describe(path: Path) -> str:
     """One line about a raster: CRS, pixel size in CRS units, size, nodata."""
     import rasterio
@@ -220,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pre, post, labels = prepare_data(args, out)
     print("pre   ", describe(pre))
     print("post  ", describe(post))
-    label_crs = gpd.read_file(labels, rows=1).crs if labels.suffix != ".tif" else None
+    label_crs = None if is_raster(labels) else gpd.read_file(labels, rows=1).crs
     print(f"labels {labels.name}: {label_crs.to_string() if label_crs else 'raster'}")
 
     # 2. One dataset on the pre image's grid: the post image is warped on read (bilinear), the
@@ -359,7 +364,7 @@ def draw_map(
     pre_rgba, pre_extent, pre_crs = read_rgb(pre)
     with rasterio.open(change) as src:
         change_map = src.read(1, out_shape=pre_rgba.shape[:2])
-    truth = gpd.read_file(labels).to_crs(pre_crs)
+    truth = None if is_raster(labels) else gpd.read_file(labels).to_crs(pre_crs)
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.6), constrained_layout=True)
     axes[0].imshow(post_rgba, extent=post_extent)
@@ -378,7 +383,8 @@ def draw_map(
     overlay[change_map == 1] = 1.0
     overlay[change_map == 255] = 0.0
     axes[2].imshow(overlay, extent=pre_extent, cmap="autumn", alpha=0.6, interpolation="nearest")
-    truth.boundary.plot(ax=axes[2], color="cyan", linewidth=0.7)
+    if truth is not None and len(truth):
+        truth.boundary.plot(ax=axes[2], color="cyan", linewidth=0.7)
     axes[2].set_title("predicted change (yellow), nodata (red), labels (cyan)")
     for ax in axes:
         ax.set_xticks([])
@@ -400,7 +406,8 @@ def save_small_png(fig: Any, path: Path, dpi: int = 72) -> None:
     buffer.seek(0)
     with Image.open(buffer) as image:
         path.parent.mkdir(parents=True, exist_ok=True)
-        image.convert("RGB").quantize(colors=256, method=Image.Quantize.MAXCOVERAGE).save(path, optimize=True)
+        palette = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MAXCOVERAGE)
+        palette.save(path, optimize=True)
 
 
 if __name__ == "__main__":

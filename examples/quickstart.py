@@ -262,7 +262,8 @@ def save_small_png(fig: Any, path: Path, dpi: int = 72) -> None:
     buffer.seek(0)
     with Image.open(buffer) as image:
         path.parent.mkdir(parents=True, exist_ok=True)
-        image.convert("RGB").quantize(colors=256, method=Image.Quantize.MAXCOVERAGE).save(path, optimize=True)
+        palette = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MAXCOVERAGE)
+        palette.save(path, optimize=True)
 
 
 if __name__ == "__main__":
