@@ -368,16 +368,16 @@ def draw_map(
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.6), constrained_layout=True)
     axes[0].imshow(post_rgba, extent=post_extent)
-    axes[0].set_title(f"post as delivered ({post_crs.to_string()}, nodata transparent)")
+    axes[0].set_title(f"post as delivered ({post_crs.to_string()}, nodata white)", fontsize=10)
     axes[1].imshow(pre_rgba, extent=pre_extent)
     colours = {"train": "yellow", "val": "orange", "test": "magenta"}
     for (name, colour), stripe in zip(colours.items(), stripes, strict=True):
         x0, y0, x1, y1 = stripe.bounds
         axes[1].add_patch(
-            Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=colour, lw=2, label=name)
+            Rectangle((x0, y0), x1 - x0, y1 - y0, fc=colour, ec=colour, alpha=0.3, label=name)
         )
     axes[1].legend(loc="lower right", fontsize=8)
-    axes[1].set_title(f"pre ({pre_crs.to_string()}) and spatial splits")
+    axes[1].set_title(f"pre ({pre_crs.to_string()}) and spatial splits", fontsize=10)
     axes[2].imshow(pre_rgba, extent=pre_extent, alpha=0.55)
     overlay = np.full(change_map.shape, np.nan)
     overlay[change_map == 1] = 1.0
@@ -385,7 +385,7 @@ def draw_map(
     axes[2].imshow(overlay, extent=pre_extent, cmap="autumn", alpha=0.6, interpolation="nearest")
     if truth is not None and len(truth):
         truth.boundary.plot(ax=axes[2], color="cyan", linewidth=0.7)
-    axes[2].set_title("predicted change (yellow), nodata (red), labels (cyan)")
+    axes[2].set_title("predicted change (yellow), nodata (red), labels (cyan)", fontsize=10)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
