@@ -58,6 +58,7 @@ __all__ = [
     "BUILDING_CLASS",
     "OUTPUT_DRIVERS",
     "change_type_name",
+    "check_vector_output",
     "read_class_names",
     "regularize_polygon",
     "vectorize_changes",
@@ -233,7 +234,13 @@ def _resolve_inputs(
             with _check_same_grid(probability_path, ref, "probability") as ds:
                 dtype = np.dtype(ds.dtypes[0])
                 if dtype == np.uint8:
-                    probability_scale = 1.0 / 255.0
+                    # geochange's predictor writes round(p * 254) (255 = nodata) and says so in
+                    # a tag; other uint8 probability rasters are taken as 0..255 scaled.
+                    tag = ds.tags().get("GEOCHANGE_PROBABILITY_SCALE")
+                    try:
+                        probability_scale = 1.0 / float(tag) if tag else 1.0 / 255.0
+                    except ValueError:
+                        probability_scale = 1.0 / 255.0
                 elif not np.issubdtype(dtype, np.floating):
                     raise DataError(
                         f"probability raster {str(probability_path)!r} has data type {dtype}; "
@@ -933,6 +940,24 @@ def _output_driver(out: Path) -> str | None:
 def _layer_slug(name: str) -> str:
     text = name.replace("→", " to ").lower()
     return re.sub(r"[^0-9a-z]+", "_", text).strip("_") or "unknown"
+
+
+def check_vector_output(
+    out: str | os.PathLike[str], *, mode: WriteMode = "create", layer_per_type: bool = False
+) -> None:
+    """Check, before any work, that change polygons can be written to ``out``.
+
+    Args:
+        out: output path; the format comes from the extension (``.gpkg``, ``.parquet``,
+            ``.geojson``, ``.fgb``).
+        mode: ``"create"``, ``"overwrite"`` or ``"append"`` (see :func:`vectorize_changes`).
+        layer_per_type: one layer per change type (GeoPackage only).
+
+    Raises:
+        ConfigurationError: options the format cannot hold.
+        OutputError: unknown format, or the folder is not writable.
+    """
+    _check_write_options(Path(out), mode, layer_per_type)
 
 
 def _check_write_options(out: Path, mode: WriteMode, layer_per_type: bool) -> str | None:

@@ -549,3 +549,33 @@ def test_streaming_write_matches_frame_write(
     assert info["features"] == len(reference)
     assert pyogrio.read_dataframe(eight).geometry.is_valid.all()
     assert pyogrio.read_dataframe(eight)["mean_prob"].isna().all()
+
+
+def test_predictor_probability_scale_tag(tmp_path: Path) -> None:
+    # The predictor writes round(p * 254) with 255 as nodata and tags the scale.
+    change = np.zeros((20, 20), np.uint8)
+    change[2:6, 2:6] = 1
+    change[10:14, 10:16] = 1
+    prob = np.zeros((20, 20), np.uint8)
+    prob[2:6, 2:6] = 254
+    prob[10:14, 10:16] = 127
+    prob_path = write_raster(tmp_path / "probability.tif", prob)
+    with rasterio.open(prob_path, "r+") as ds:
+        ds.update_tags(GEOCHANGE_PROBABILITY_SCALE="254")
+    frame = vectorize_changes(
+        write_raster(tmp_path / "change.tif", change), probability=prob_path, workers=1
+    )
+    by_size = frame.sort_values("pixel_count")
+    assert by_size["max_prob"].tolist() == pytest.approx([1.0, 0.5])
+    assert by_size["mean_prob"].tolist() == pytest.approx([1.0, 0.5])
+
+
+def test_check_vector_output_fails_before_work(tmp_path: Path) -> None:
+    from geochange.errors import ConfigurationError, OutputError
+    from geochange.vectorize import check_vector_output
+
+    check_vector_output(tmp_path / "ok.gpkg")
+    with pytest.raises(OutputError, match="unknown output format"):
+        check_vector_output(tmp_path / "changes.txt")
+    with pytest.raises(ConfigurationError, match="single layer"):
+        check_vector_output(tmp_path / "changes.geojson", layer_per_type=True)

@@ -67,6 +67,13 @@ def run(args: argparse.Namespace) -> int:
         overrides["margin"] = args.margin
     if args.workers is not None:
         overrides["num_workers"] = args.workers
+    if args.vector:
+        from pathlib import Path
+
+        from geochange.vectorize import check_vector_output
+
+        # A bad vector path must fail now, not after hours of prediction.
+        check_vector_output(Path(args.vector))
     started = time.perf_counter()
     predictor = ChangePredictor.from_checkpoint(args.checkpoint, **overrides)
     result = predictor.predict(
@@ -86,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if args.vector:
         from geochange.vectorize import vectorize_changes
 
-        vectorize_changes(result, args.vector)
+        vectorize_changes(result, args.vector, return_frame=False)
         print(f"vector: {args.vector}")
     print(
         f"{result.tiles} tiles, {result.width} x {result.height} px in "

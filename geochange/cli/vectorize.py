@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
+from typing import Any
 
 HELP = "Vectorize a change raster into change polygons (GeoPackage/GeoParquet/GeoJSON/FlatGeobuf)."
 
@@ -62,12 +64,32 @@ def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def _written_change_types(out: Path, layer: str, layer_per_type: bool) -> list[Any]:
+    """The ``change_type`` column of each layer this run wrote (read without geometries)."""
+    import pyogrio
+
+    if out.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return [pq.read_table(out, columns=["change_type"]).to_pandas()["change_type"]]
+    names = [str(row[0]) for row in pyogrio.list_layers(out)]
+    if out.suffix.lower() == ".gpkg":
+        names = [n for n in names if n == layer or (layer_per_type and n.startswith(f"{layer}_"))]
+    return [
+        pyogrio.read_dataframe(out, layer=n, columns=["change_type"], read_geometry=False)[
+            "change_type"
+        ]
+        for n in names
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``geochange vectorize``; returns the exit code."""
     from geochange.vectorize import vectorize_changes
 
     start = time.perf_counter()
-    frame = vectorize_changes(
+    # return_frame=False: polygons stream to the file; the GeoDataFrame is never built.
+    vectorize_changes(
         args.change,
         args.out,
         probability=args.probability,
@@ -86,10 +108,16 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode,
         workers=args.workers,
         progress=not args.quiet,
+        return_frame=False,
     )
     elapsed = time.perf_counter() - start
-    print(f"wrote {len(frame)} change polygons to {args.out} in {elapsed:.1f} s")
-    if len(frame) and frame["change_type"].notna().any():
-        for change_type, count in frame["change_type"].value_counts().sort_index().items():
-            print(f"  {change_type}: {count}")
+    counts: dict[str, int] = {}
+    total = 0
+    for types in _written_change_types(Path(args.out), args.layer, args.layer_per_type):
+        total += len(types)
+        for change_type, count in types.dropna().value_counts().items():
+            counts[str(change_type)] = counts.get(str(change_type), 0) + int(count)
+    print(f"wrote {total} change polygons to {args.out} in {elapsed:.1f} s")
+    for change_type in sorted(counts):
+        print(f"  {change_type}: {counts[change_type]}")
     return 0

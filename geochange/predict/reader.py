@@ -240,7 +240,11 @@ class RasterPair:
         post_data = post.read(self.bands, window=window, out_dtype="float32")
         valid = pre.dataset_mask(window=window) > 0
         valid &= post.dataset_mask(window=window) > 0
-        return np.stack([pre_data, post_data]), valid
+        image = np.stack([pre_data, post_data])
+        # Nodata values (e.g. -9999) or warp fill must not reach the model: valid pixels near a
+        # footprint edge would see them through the receptive field. Zero, as in training.
+        image[:, :, ~valid] = 0
+        return image, valid
 
 
 class TileDataset(Dataset[dict[str, Any]]):
@@ -307,4 +311,5 @@ class ArrayPair:
         if self.post_nodata is not None:
             valid &= np.all(post != self.post_nodata, axis=0)
         image = np.nan_to_num(np.stack([pre, post]), nan=0.0)
+        image[:, :, ~valid] = 0
         return image, valid

@@ -110,6 +110,8 @@ class GeoTiffBandWriter:
         self.fingerprint = fingerprint
         self.block = int(TILED_GTIFF_OPTIONS["blockysize"])
         self.rows_done = self._resume_point() if resume else 0
+        # Finished outputs of an earlier run would look valid next to a run that then fails.
+        remove_stale([spec.path for spec in self.specs])
         if self.rows_done == 0:
             for spec in self.specs:
                 profile = dict(TILED_GTIFF_OPTIONS)
