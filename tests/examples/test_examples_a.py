@@ -108,7 +108,7 @@ def test_own_geotiffs_example(tmp_path: Path) -> None:
         assert src.res[0] == pytest.approx(0.8 / np.cos(np.radians(42.0)), rel=0.02)
         post_valid_share = float((src.read_masks(1) > 0).mean())
     assert gpd.read_file(labels).crs.to_epsg() == 4326
-    assert post_valid_share < 0.9  # the swath edge and the warped footprint are nodata
+    assert 0.75 < post_valid_share < 0.95  # the swath edge and warped footprint are nodata
 
     with rasterio.open(pre) as ref, rasterio.open(out / "prediction" / "change.tif") as src:
         assert src.crs == ref.crs and src.transform == ref.transform and src.shape == ref.shape
