@@ -235,6 +235,15 @@ class ChangeFolderDataset(_PairFolderDataset):
         indexed = {key: _index_dir(d) for key, d in dirs.items()}
         if names is None:
             names = sorted(indexed["pre"])
+            # Every file of the split folder must belong to a pair: an orphan post image or
+            # label usually means a renamed or missing pre image.
+            for key in ("post", "label"):
+                extra = sorted(set(indexed.get(key, {})) - set(indexed["pre"]))
+                if extra:
+                    raise DataError(
+                        f"{key} file {str(indexed[key][extra[0]])!r} has no pre image in "
+                        f"{str(dirs['pre'])!r}"
+                    )
         entries: list[dict[str, Path]] = []
         for name in names:
             entry: dict[str, Path] = {}

@@ -66,6 +66,10 @@ def test_split_folders_and_missing_files(tmp_path: Path) -> None:
         ChangeFolderDataset(tmp_path, "train", labels=False)
     with pytest.raises(DataError, match="cannot find split 'val'"):
         ChangeFolderDataset(tmp_path, "val")
+    # A post image whose pre image was renamed away is named, not silently dropped.
+    (tmp_path / "train" / "A" / "b.png").rename(tmp_path / "train" / "A" / "c.png")
+    with pytest.raises(DataError, match=r"post file .*train/B/b\.png.* has no pre image"):
+        ChangeFolderDataset(tmp_path, "train", labels=False)
 
 
 def test_list_layout_missing_pair(shared_data: Path, tmp_path: Path) -> None:
