@@ -41,7 +41,7 @@ def test_semantic_change_example(tmp_path: Path) -> None:
         "semantic_change",
         out,
         *("--size", "384", "--patch-size", "64", "--batch-size", "4", "--samples", "8"),
-        *("--epochs", "1", "--max-steps", "2"),
+        *("--epochs", "1", "--max-steps", "2", "--threshold", "0.05"),
     )
     for split in ("validation", "test"):
         scores = summary[split]
