@@ -52,9 +52,15 @@ from typing import Any
 import numpy as np
 
 warnings.filterwarnings("ignore")
-# Lightning's per-fit banners (GPU available, tips, max_steps reached) would drown the figures.
-for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-    logging.getLogger(_name).setLevel(logging.ERROR)
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's per-fit banners (GPU available, tips), which drown the figures."""
+    import lightning.pytorch  # noqa: F401  (its import configures these loggers)
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
 
 BUILDING = 0
 #: Segmenter simulation: 1 px eroded outlines, 3% blob confusions, half the small buildings missed.
@@ -172,6 +178,24 @@ def datamodule(args: argparse.Namespace, train: Any, maps: tuple[Path, Path], se
         labeled_fraction=args.labeled_fraction,
         combine_unlabeled=True,
         seed=seed,
+    )
+
+
+def labeled_share(dm: Any, train: Any) -> str:
+    """Change pixels and changed objects inside the labeled stripe of the training scene."""
+    import rasterio
+    import rasterio.windows
+    import scipy.ndimage as ndi
+
+    left, bottom, right, top = dm.rois["labeled"].bounds
+    with rasterio.open(train.change) as src:
+        window = rasterio.windows.from_bounds(left, bottom, right, top, src.transform)
+        window = window.round_offsets().round_lengths()
+        change = src.read(1, window=window) == 1
+    _, objects = ndi.label(change)
+    return (
+        f"labeled stripe {int(window.width)} x {int(window.height)} px: "
+        f"{int(change.sum())} change pixels in {objects} changed object(s)"
     )
 
 
@@ -301,11 +325,15 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--data-dir", default=None, help="reuse generated scenes from here")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument(
+        "--work-dir", default=None, help="keep checkpoints and predictions here (default: temp)"
+    )
     args = parser.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
+    quiet_lightning()
     print(f"machine: {machine()}", flush=True)
     print(
         "timings on a loaded shared CPU; training budget per method: "
@@ -315,7 +343,8 @@ def main() -> int:
     )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_semi_") as tmp:
-        work = Path(tmp)
+        work = Path(args.work_dir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         data = Path(args.data_dir) if args.data_dir else work
         train = scene(data / f"train_{args.train_size}_{args.train_seed}", args.train_size,
                       args.train_seed)  # fmt: skip
@@ -326,7 +355,8 @@ def main() -> int:
         )
         print(f"train scene: seed {args.train_seed}, {args.train_size}^2, {train.stats}")
         print(f"held-out scene: seed {args.test_seed}, {args.test_size}^2, {test.stats}")
-        print(f"segmenter simulation: degrade_class_map({DEGRADE}), seed per date", flush=True)
+        print(f"segmenter simulation: degrade_class_map({DEGRADE}), seed per date")
+        print(labeled_share(datamodule(args, train, maps, args.seed), train), flush=True)
 
         ceg = unsupervised_ceg(test, work, args.test_seed)
         print(
