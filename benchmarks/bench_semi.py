@@ -29,7 +29,7 @@ budget is small.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_semi.py                      # ~20 min on 2 loaded cores
+    .venv/bin/python benchmarks/bench_semi.py                      # 15-25 min, 2 loaded cores
     .venv/bin/python benchmarks/bench_semi.py --steps 1500 --patch 128 --repeats 3
 """
 
@@ -194,7 +194,7 @@ def labeled_share(dm: Any, train: Any) -> str:
         change = src.read(1, window=window) == 1
     _, objects = ndi.label(change)
     return (
-        f"labeled stripe {int(window.width)} x {int(window.height)} px: "
+        f"labeled stripe {int(window.width)} x {int(window.height)} px (width x height): "
         f"{int(change.sum())} change pixels in {objects} changed object(s)"
     )
 
