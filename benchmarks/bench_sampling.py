@@ -215,14 +215,15 @@ def measure(method: str, data: Path, workers: int, count: int, patch: int, repea
             filename_glob = "post.tif"
 
         if method == "torchgeo-and":
-            dataset: Any = Pre(str(data)) & Post(str(data))
+            # Explicit files: a directory is searched recursively and could pick up others.
+            dataset: Any = Pre([str(data / "pre.tif")]) & Post([str(data / "post.tif")])
         else:
 
             class Pair(RasterDataset):
                 filename_glob = "p*.tif"
                 filename_regex = r"^(pre|post)\.tif$"
 
-            dataset = Pair(str(data), time_series=True)
+            dataset = Pair([str(data / "pre.tif"), str(data / "post.tif")], time_series=True)
         sampler = _Slices(slice_sets[0])
     elif method.startswith("geochange"):
         from geochange.datasets import BiTemporalRasterDataset
