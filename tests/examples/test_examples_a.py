@@ -50,12 +50,13 @@ def assert_scores(scores: dict[str, float]) -> None:
 
 TINY_TRAINING = ("--epochs", "1", "--max-steps", "1", "--batch-size", "4", "--patch-size", "64")
 ALL_CHANGE = ("--threshold", "0", "--simplify", "0", "--regularize", "none", "--min-area", "0")
+ONE_TILE = ("--tile-size", "512")  # the 512-pixel scenes in one prediction tile: fast
 
 
 def test_quickstart_example(tmp_path: Path) -> None:
     out = tmp_path / "quickstart"
     summary = run_example(
-        "quickstart", out, "--size", "512", "--samples", "4", *TINY_TRAINING, *ALL_CHANGE
+        "quickstart", out, "--size", "512", "--samples", "4", *TINY_TRAINING, *ALL_CHANGE, *ONE_TILE
     )
     pre = out / "scene_test" / "pre.tif"
     change_path = out / "prediction" / "change.tif"
@@ -98,6 +99,7 @@ def test_own_geotiffs_example(tmp_path: Path) -> None:
         *("--size", "512", "--seed", "7", "--samples", "4"),
         *TINY_TRAINING,
         *ALL_CHANGE,
+        *ONE_TILE,
     )
     pre = out / "scene" / "pre.tif"
     post = out / "my_data" / "post_3857.tif"
