@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -256,8 +257,15 @@ class BiTemporalRasterDataset(GeoDataset):
                 all_touched=all_touched,
             )
             extent = layer.total_bounds()
-            empty = any(math.isnan(v) for v in extent)
-            if empty or not shapely.box(*extent).intersects(self.overlap):
+            if any(math.isnan(v) for v in extent):
+                # No features: a valid label saying "nothing of this kind here" (e.g. a scene
+                # without change); every pixel gets the background value.
+                warnings.warn(
+                    f"{name} label {str(source)!r} has no features: every pixel is background",
+                    stacklevel=3,
+                )
+                return layer
+            if not shapely.box(*extent).intersects(self.overlap):
                 raise DataError(
                     f"{name} label {str(source)!r} does not overlap the images "
                     f"(label bounds {extent}, image overlap {_box_bounds(self.overlap)})"

@@ -196,6 +196,18 @@ def test_bad_inputs(pair: Pair, tmp_path: Path) -> None:
         BiTemporalRasterDataset(pair.pre, pair.post, change=far_vector)
 
 
+def test_empty_change_polygons_mean_no_change(pair: Pair, tmp_path: Path) -> None:
+    # A scene without change has an empty change GeoPackage: a valid, all-zero label.
+    empty = tmp_path / "no_change.gpkg"
+    gpd.GeoDataFrame(geometry=[], crs=CRS).to_file(empty)
+    with pytest.warns(UserWarning, match="no features"):
+        ds = BiTemporalRasterDataset(pair.pre, pair.post, change=empty)
+    sample = ds[ds.bounds]
+    assert sample["mask"].shape == sample["image"].shape[-2:]
+    assert set(sample["mask"].unique().tolist()) <= {0, 255}
+    assert (sample["mask"] == 0).any()
+
+
 def test_mosaic_of_files_equals_single_file(pair: Pair, tmp_path: Path) -> None:
     tiles = tmp_path / "tiles"
     tiles.mkdir()
