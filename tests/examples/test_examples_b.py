@@ -99,11 +99,8 @@ def test_semi_supervised_example(tmp_path: Path) -> None:
         out,
         # seeds whose small scenes hold building changes (most 256 px scenes hold none)
         *("--size", "256x1664", "--test-size", "256", "--seed", "4", "--test-seed", "7"),
-        *(
-            "--patch-size",
-            "64",
-        ),
-        *("--batch-size", "4", "--samples", "4", "--epochs", "1", "--max-steps", "2"),
+        *("--patch-size", "64", "--batch-size", "4", "--samples", "4"),
+        *("--epochs", "1", "--max-steps", "2"),
     )
     # CEG pseudo labels in the three modes: 0/1 with 255 ignore, on the scene grid.
     with rasterio.open(out / "scene_train" / "pre.tif") as ref:
