@@ -100,6 +100,42 @@ def building_change_raster(scene: Any, path: Path) -> Path:
     return write_class_raster(path, changed, scene.pre, ["no change", "change"])
 
 
+def draw_ceg(out: Path, reference: Path, path: Path) -> None:
+    """Pixel- vs mixed-mode pseudo labels against the reference: hits, false and missed change."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(reference) as src:
+        truth = src.read(1) == 1
+    modes = ("pixel", "mixed")
+    fig, axes = plt.subplots(len(modes), 1, figsize=(12, 1.2 + 2.2 * len(modes)), squeeze=False)
+    colours = np.array([[245, 245, 245], [0, 160, 0], [220, 30, 30], [40, 90, 230], [170] * 3])
+    for ax, mode in zip(axes[:, 0], modes, strict=True):
+        with rasterio.open(out / f"pseudo_{mode}.tif") as src:
+            labels = src.read(1)
+        # 1 hit, 2 false change, 3 missed change, 4 ignored
+        outcome = np.zeros(labels.shape, dtype=np.uint8)
+        outcome[(labels == 1) & truth] = 1
+        outcome[(labels == 1) & ~truth] = 2
+        outcome[(labels == 0) & truth] = 3
+        outcome[labels == 255] = 4
+        # Dilate the rare change pixels so they survive the figure's downsampling.
+        from scipy.ndimage import grey_dilation
+
+        ax.imshow(colours[grey_dilation(outcome, size=5)], interpolation="nearest")
+        ax.set_title(f"CEG '{mode}' vs reference: green hit, red false change, blue missed")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
 def keep_segmenter_maps(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Collate unlabeled windows: drop the change label, keep the segmenter's class maps."""
     from torchgeo.datasets import stack_samples
@@ -188,6 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cli = subprocess.run(command, check=True, capture_output=True, text=True)
     print("$ geochange pseudo-labels ... --mode mixed --reference building_change.tif")
     print(cli.stdout.rstrip())
+    draw_ceg(out, reference, out / "ceg.png")
 
     # 4. Semi-supervised training with 5 % of the training area labeled. The change label is the
     #    building change raster (only its labeled stripe is read); the segmenter maps come in as

@@ -119,6 +119,7 @@ def test_semi_supervised_example(tmp_path: Path) -> None:
     ):
         assert np.array_equal(cli.read(1), py.read(1))
     assert "IoU^c" in summary["_stdout"]
+    assert (out / "ceg.png").stat().st_size > 1000
 
     meta = read_checkpoint_metadata(out / "semi_supervised.ckpt")
     assert meta["task"] == "binary" and meta["model"] == "siam_diff"
