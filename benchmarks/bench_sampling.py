@@ -259,6 +259,11 @@ def measure(method: str, data: Path, workers: int, count: int, patch: int, repea
     }
     if sampler is not None:
         loader_kwargs["sampler"] = sampler
+    if method.startswith("geochange") and workers > 0:
+        # What ChangeDataModule's loaders use: workers' heaps do not grow per sample.
+        from geochange.io import worker_init_bound_malloc
+
+        loader_kwargs["worker_init_fn"] = worker_init_bound_malloc
     loader = DataLoader(dataset, **loader_kwargs)
     peak_pss = _PeakPss()
     rates = []
