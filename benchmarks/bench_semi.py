@@ -142,29 +142,11 @@ def degrade_class_map(classes: np.ndarray, date: int, seed: int) -> np.ndarray:
     return degrade(classes, seed=seed * 2 + date, **DEGRADE)
 
 
-def unlabeled_keeps_pseudo_maps(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Collate unlabeled samples: drop the change mask, keep the *segmenter's* class maps.
-
-    ``ChangeDataModule`` drops ``mask_pre`` / ``mask_post`` from unlabeled batches (they are
-    labels there in general); here the semantic rasters are the segmenter's pseudo maps, which
-    DiffMatch needs for the unlabeled pairs as well.
-    """
-    from torchgeo.datasets import stack_samples
-
-    return stack_samples([{k: v for k, v in s.items() if k != "mask"} for s in samples])
-
-
 def datamodule(args: argparse.Namespace, train: Any, maps: tuple[Path, Path], seed: int) -> Any:
     """Training datamodule: 5% labeled stripe + unlabeled rest; pseudo maps as semantic labels."""
     from geochange.datamodules import ChangeDataModule
 
-    class PseudoMapDataModule(ChangeDataModule):
-        def unlabeled_dataloader(self) -> Any:
-            loader = super().unlabeled_dataloader()
-            loader.collate_fn = unlabeled_keeps_pseudo_maps
-            return loader
-
-    return PseudoMapDataModule(
+    return ChangeDataModule(
         pre=str(train.pre),
         post=str(train.post),
         change=str(train.change),
@@ -177,6 +159,7 @@ def datamodule(args: argparse.Namespace, train: Any, maps: tuple[Path, Path], se
         splits=(1.0, 0.0, 0.0),  # the held-out scene is the test set
         labeled_fraction=args.labeled_fraction,
         combine_unlabeled=True,
+        semantic_as_pseudo=True,  # the segmenter maps stay on unlabeled batches
         seed=seed,
     )
 

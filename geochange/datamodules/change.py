@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,18 @@ MASK_KEYS = ("mask", "mask_pre", "mask_post")
 def stack_unlabeled(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Collate samples like ``stack_samples`` after dropping their label masks."""
     return stack_samples([{k: v for k, v in s.items() if k not in MASK_KEYS} for s in samples])
+
+
+def stack_unlabeled_with_pseudo(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Collate unlabeled samples, keeping per-date semantic maps as ``pseudo_pre/post``.
+
+    For semantic rasters that are a segmenter's output over the whole scene (DiffMatch): the
+    change label is dropped, the per-date maps stay as pseudo labels.
+    """
+    renamed = {"mask_pre": "pseudo_pre", "mask_post": "pseudo_post"}
+    return stack_samples(
+        [{renamed.get(k, k): v for k, v in s.items() if k != "mask"} for s in samples]
+    )
 
 
 class ChangeDataModule(LightningDataModule):
@@ -85,6 +97,10 @@ class ChangeDataModule(LightningDataModule):
         labeled_fraction: share of the training data that keeps labels (None: all).
         unlabeled_batch_size: batch size of the unlabeled loader (default ``batch_size``).
         combine_unlabeled: make ``train_dataloader`` return labeled + unlabeled batches.
+        semantic_as_pseudo: the ``semantic_pre``/``semantic_post`` rasters are per-date maps
+            available over the whole scene (e.g. an open-vocabulary segmenter's output, as in
+            DiffMatch): unlabeled batches keep them as ``pseudo_pre``/``pseudo_post`` instead of
+            dropping them with the change label.
         seed: seed of the splits, samplers and labeled subset.
         dataset_kwargs: extra arguments for :class:`BiTemporalRasterDataset` (``crs``, ``res``,
             ``bands``, ``class_names``, ``class_attribute``, ...).
@@ -117,6 +133,7 @@ class ChangeDataModule(LightningDataModule):
         labeled_fraction: float | None = None,
         unlabeled_batch_size: int | None = None,
         combine_unlabeled: bool = False,
+        semantic_as_pseudo: bool = False,
         seed: int = 0,
         dataset_kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -139,6 +156,7 @@ class ChangeDataModule(LightningDataModule):
         self.stats_samples = stats_samples
         self.labeled_fraction = labeled_fraction
         self.combine_unlabeled = combine_unlabeled
+        self.semantic_as_pseudo = semantic_as_pseudo
         self.seed = seed
         self._normalization = normalization
         self._augment_arg = augment
@@ -368,7 +386,9 @@ class ChangeDataModule(LightningDataModule):
         batch_size: int | None = None,
     ) -> DataLoader[Any]:
         batch_size = batch_size or self.batch_size
-        collate = stack_unlabeled if unlabeled else stack_samples
+        collate: Callable[[Sequence[dict[str, Any]]], dict[str, Any]] = stack_samples
+        if unlabeled:
+            collate = stack_unlabeled_with_pseudo if self.semantic_as_pseudo else stack_unlabeled
         common: dict[str, Any] = {
             "batch_size": batch_size,
             "num_workers": self.num_workers,

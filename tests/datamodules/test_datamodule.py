@@ -97,6 +97,22 @@ def test_geo_labeled_fraction(pair: Pair) -> None:
     assert "mask" in out["labeled"] and "mask" not in out["unlabeled"]
 
 
+def test_semantic_maps_as_pseudo_labels_for_unlabeled(pair: Pair) -> None:
+    # DiffMatch: per-date segmenter maps exist everywhere; only the change label is scarce.
+    kwargs = dict(patch_size=32, batch_size=2, samples_per_epoch=4, labeled_fraction=0.25)
+    kwargs.update(splits=(0.6, 0.2, 0.2))
+    plain = ChangeDataModule(pair.pre, pair.post, pair.change, pair.semantic_pre,
+                             pair.semantic_post, **kwargs)  # fmt: skip
+    assert not {"mask_pre", "pseudo_pre"} & set(next(iter(plain.unlabeled_dataloader())))
+    dm = ChangeDataModule(pair.pre, pair.post, pair.change, pair.semantic_pre,
+                          pair.semantic_post, semantic_as_pseudo=True, **kwargs)  # fmt: skip
+    ub = next(iter(dm.unlabeled_dataloader()))
+    assert "mask" not in ub and "mask_pre" not in ub
+    assert ub["pseudo_pre"].shape == ub["pseudo_post"].shape == (2, 32, 32)
+    assert ub["pseudo_pre"].dtype == torch.long
+    assert bool((ub["pseudo_pre"] != 255).any())  # real class ids, not an empty placeholder
+
+
 def test_folder_datamodule(shared_data: Path) -> None:
     with pytest.warns(UserWarning, match="val split 'val' skipped"):
         dm = ChangeDataModule.from_folder(
