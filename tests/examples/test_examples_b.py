@@ -150,10 +150,10 @@ def test_large_scene_example(tmp_path: Path) -> None:
     summary = run_example(
         "large_scene",
         out,
-        *("--size", "1024", "--tile-size", "256", "--overlap", "64", "--train-size", "512"),
+        *("--size", "512", "--tile-size", "256", "--overlap", "64", "--train-size", "512"),
         *("--train-epochs", "1", "--train-samples", "8", "--skip-resume", "--dask-workers", "0"),
     )
-    _check_large_scene_outputs(out, summary, 1024)
+    _check_large_scene_outputs(out, summary, 512)
 
 
 @pytest.mark.slow
