@@ -136,13 +136,6 @@ def draw_ceg(out: Path, reference: Path, path: Path) -> None:
     plt.close(fig)
 
 
-def keep_segmenter_maps(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Collate unlabeled windows: drop the change label, keep the segmenter's class maps."""
-    from torchgeo.datasets import stack_samples
-
-    return stack_samples([{k: v for k, v in s.items() if k != "mask"} for s in samples])
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the example and return its headline figures."""
     args = build_parser().parse_args(argv)
@@ -228,26 +221,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # 4. Semi-supervised training with 5 % of the training area labeled. The change label is the
     #    building change raster (only its labeled stripe is read); the segmenter maps come in as
-    #    mask_pre / mask_post for every window, labeled or not, and feed the DiffMatch auxiliary
-    #    and CEG heads.
-    class SegmenterMapsDataModule(ChangeDataModule):
-        """ChangeDataModule whose unlabeled batches keep ``mask_pre`` / ``mask_post``.
-
-        By default unlabeled batches carry no masks at all (semantic rasters are labels in
-        general); here they are the segmenter's maps, which DiffMatch needs on unlabeled pairs.
-        """
-
-        def unlabeled_dataloader(self) -> Any:
-            loader = super().unlabeled_dataloader()
-            loader.collate_fn = keep_segmenter_maps
-            return loader
-
-    datamodule = SegmenterMapsDataModule(
+    #    mask_pre / mask_post on labeled windows and, with semantic_as_pseudo=True, as
+    #    pseudo_pre / pseudo_post on unlabeled ones; they feed the DiffMatch auxiliary and CEG
+    #    heads.
+    datamodule = ChangeDataModule(
         pre=scene.pre,
         post=scene.post,
         change=reference,
         semantic_pre=seg_pre,
         semantic_post=seg_post,
+        semantic_as_pseudo=True,
         patch_size=args.patch_size,
         batch_size=args.batch_size,
         samples_per_epoch=args.samples,
