@@ -316,3 +316,30 @@ def test_outside_query_raises(pair: Pair) -> None:
     ds = BiTemporalRasterDataset(pair.pre, pair.post)
     with pytest.raises(IndexError):
         ds[slice(X0 + 5000, X0 + 5032), slice(Y0 - 32, Y0)]
+
+
+def test_vector_label_in_other_crs_and_format(pair: Pair, tmp_path: Path) -> None:
+    # Change polygons delivered as GeoJSON in geographic coordinates are reprojected onto the
+    # image grid: same mask as the raster label, up to pixels cut by reprojected edges.
+    polygons = gpd.read_file(pair.change_vector).to_crs("EPSG:4326")
+    geojson = tmp_path / "change_wgs84.geojson"
+    polygons.to_file(geojson, driver="GeoJSON")
+    raster = BiTemporalRasterDataset(pair.pre, pair.post, change=pair.change)
+    vector = BiTemporalRasterDataset(pair.pre, pair.post, change=geojson)
+    a = raster[window(0, 0, 256)]["mask"]
+    b = vector[window(0, 0, 256)]["mask"]
+    assert int(a.sum()) > 0
+    assert int((a != b).sum()) <= 0.02 * int(a.sum())
+
+
+def test_bands_and_resolution_arguments(pair: Pair) -> None:
+    ds = BiTemporalRasterDataset(pair.pre, pair.post, change=pair.change, bands=[3, 1])
+    sample = ds[window(90, 30, 64)]
+    assert ds.in_channels == 2 and sample["image"].shape == (2, 2, 64, 64)
+    np.testing.assert_array_equal(sample["image"][0].numpy(), pair.pre_array[[2, 0], 30:94, 90:154])
+    coarse = BiTemporalRasterDataset(pair.pre, pair.post, change=pair.change, res=2.0)
+    assert coarse.res == (2.0, 2.0)
+    sample = coarse[window(0, 0, 128)]
+    assert sample["image"].shape == (2, 3, 64, 64) and sample["mask"].shape == (64, 64)
+    # Labels are resampled with nearest: still 0/1.
+    assert set(sample["mask"].unique().tolist()) <= {0, 1}
