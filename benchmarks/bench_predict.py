@@ -240,7 +240,7 @@ def torchgeo_baseline(
         Pair(),
         sampler=sampler,
         batch_size=spec["batch"],
-        num_workers=spec["workers"],
+        num_workers=spec["workers"] or 0,
         collate_fn=lambda items: (
             torch.stack([i["image"] for i in items]),
             [i["query"] for i in items],
@@ -347,7 +347,7 @@ def main() -> None:
     parser.add_argument("--tile-size", type=int, default=512)
     parser.add_argument("--overlap", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=None, help="default: the predictor's")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--repeats", type=int, default=1)
