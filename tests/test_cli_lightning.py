@@ -41,7 +41,12 @@ def _plain_argv(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _logger_args(tmp_path: Path) -> list[str]:
-    return [f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}"]
+    # fast_dev_run disables the logger, so checkpoints fall back to default_root_dir: keep
+    # them (and everything else) out of the working directory.
+    return [
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
