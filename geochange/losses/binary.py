@@ -106,12 +106,8 @@ class MaskedBCEWithLogitsLoss(nn.Module):
         )
 
 
-class DiceLoss(nn.Module):
-    """Soft Dice loss on the change probability: ``1 - (2 Σpt + s) / (Σp + Σt + s)``.
-
-    Sums run over all labelled pixels of the batch (not per image), so images without change
-    do not produce degenerate per-image ratios.
-    """
+class _SoftOverlapLoss(nn.Module):
+    """Shared body of the soft Dice / IoU losses: sums over all labelled pixels of the batch."""
 
     def __init__(self, smooth: float = 1.0, ignore_index: int | None = IGNORE_INDEX) -> None:
         """Create the loss.
@@ -124,6 +120,9 @@ class DiceLoss(nn.Module):
         self.smooth = smooth
         self.ignore_index = ignore_index
 
+    def _loss(self, intersection: Tensor, total: Tensor) -> Tensor:
+        raise NotImplementedError
+
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss.
 
@@ -139,40 +138,25 @@ class DiceLoss(nn.Module):
             return _zero(logits)
         probability = torch.sigmoid(flat_logits)
         intersection = (probability * flat_target).sum()
-        total = probability.sum() + flat_target.sum()
+        return self._loss(intersection, probability.sum() + flat_target.sum())
+
+
+class DiceLoss(_SoftOverlapLoss):
+    """Soft Dice loss on the change probability: ``1 - (2 Σpt + s) / (Σp + Σt + s)``.
+
+    Sums run over all labelled pixels of the batch (not per image), so images without change
+    do not produce degenerate per-image ratios.
+    """
+
+    def _loss(self, intersection: Tensor, total: Tensor) -> Tensor:
         return 1.0 - (2.0 * intersection + self.smooth) / (total + self.smooth)
 
 
-class SoftIoULoss(nn.Module):
+class SoftIoULoss(_SoftOverlapLoss):
     """Soft IoU (Jaccard) loss: ``1 - (Σpt + s) / (Σp + Σt - Σpt + s)`` over the batch."""
 
-    def __init__(self, smooth: float = 1.0, ignore_index: int | None = IGNORE_INDEX) -> None:
-        """Create the loss.
-
-        Args:
-            smooth: Additive smoothing ``s``.
-            ignore_index: Label value excluded from the loss.
-        """
-        super().__init__()
-        self.smooth = smooth
-        self.ignore_index = ignore_index
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Compute the loss.
-
-        Args:
-            logits: Change logits ``[B, 1, H, W]``.
-            target: Labels ``[B, H, W]``.
-
-        Returns:
-            Scalar loss.
-        """
-        flat_logits, flat_target = valid_pixels(logits, target, self.ignore_index)
-        if flat_target.numel() == 0:
-            return _zero(logits)
-        probability = torch.sigmoid(flat_logits)
-        intersection = (probability * flat_target).sum()
-        union = probability.sum() + flat_target.sum() - intersection
+    def _loss(self, intersection: Tensor, total: Tensor) -> Tensor:
+        union = total - intersection
         return 1.0 - (intersection + self.smooth) / (union + self.smooth)
 
 
