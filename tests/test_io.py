@@ -25,3 +25,18 @@ def test_finalize_cog_keeps_georeferencing_and_adds_overviews(tmp_path):
         assert ds.profile["tiled"] and ds.tags()["class_names"] == "a,b"
         assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
         np.testing.assert_array_equal(ds.read(1), data)
+
+
+def test_bound_malloc_growth_applies_on_linux_glibc() -> None:
+    import platform
+    import sys
+
+    from geochange.io import bound_malloc_growth, worker_init_bound_malloc
+
+    applied = bound_malloc_growth()
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert applied is True
+        worker_init_bound_malloc(0)  # idempotent, as DataLoader workers call it
+        assert bound_malloc_growth() is True
+    else:
+        assert applied is False
