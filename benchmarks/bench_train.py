@@ -107,45 +107,77 @@ def read(path: Path) -> np.ndarray:
         return src.read()
 
 
-@torch.no_grad()
 def evaluate(
-    module: Any, eval_scene: Any, normalization: dict[str, list[float]], tile: int
+    module: Any, eval_scene: Any, normalization: dict[str, list[float]], tile: int, out: Path
 ) -> dict[str, float]:
+    """Predict the unseen scene with :class:`geochange.ChangePredictor` and score it."""
+    from geochange import ChangePredictor
     from geochange.metrics import BinaryChangeMetrics, SemanticChangeMetrics
 
     semantic = module.task == "semantic"
-    pre = torch.from_numpy(read(eval_scene.pre).astype(np.float32))
-    post = torch.from_numpy(read(eval_scene.post).astype(np.float32))
-    mean = torch.tensor(normalization["mean"]).view(-1, 1, 1)
-    std = torch.tensor(normalization["std"]).view(-1, 1, 1)
-    image = (torch.stack([pre, post]) - mean) / std
-    change = torch.from_numpy(read(eval_scene.change)[0].astype(np.int64))
+    predictor = ChangePredictor(
+        module.model,
+        tile_size=tile,
+        overlap=tile // 4,
+        normalization=normalization,
+        progress=False,
+    )
+    result = predictor.predict(eval_scene.pre, eval_scene.post, out)
+
+    def tensor(path: Any) -> torch.Tensor:
+        return torch.from_numpy(read(path)[0].astype(np.int64))[None]
+
+    change = tensor(eval_scene.change)
     if semantic:
-        labels_pre = torch.from_numpy(read(eval_scene.semantic_pre)[0].astype(np.int64))
-        labels_post = torch.from_numpy(read(eval_scene.semantic_post)[0].astype(np.int64))
         metric: Any = SemanticChangeMetrics(module.num_classes)
+        metric.update(
+            tensor(result.semantic_pre),
+            tensor(result.semantic_post),
+            tensor(result.change),
+            tensor(eval_scene.semantic_pre),
+            tensor(eval_scene.semantic_post),
+            change,
+        )
     else:
         metric = BinaryChangeMetrics()
-    module.eval()
-    height, width = change.shape
-    for row in range(0, height - tile + 1, tile):
-        for col in range(0, width - tile + 1, tile):
-            window = (slice(row, row + tile), slice(col, col + tile))
-            outputs = module(image[None, :, :, window[0], window[1]])
-            pred_change = (outputs["change"][:, 0] > 0).long()
-            if semantic:
-                metric.update(
-                    outputs["semantic_pre"].argmax(1),
-                    outputs["semantic_post"].argmax(1),
-                    pred_change,
-                    labels_pre[window][None],
-                    labels_post[window][None],
-                    change[window][None],
-                )
-            else:
-                metric.update(pred_change, change[window][None])
+        metric.update(tensor(result.change), change)
     scores = metric.compute()
     return {k: float(v) for k, v in scores.items() if v.numel() == 1}
+
+
+def seconds_per_step(task: str, args: argparse.Namespace) -> float:
+    """Median seconds of one optimizer step at the benchmark's batch and patch size."""
+    from geochange.trainers import ChangeTrainer
+
+    semantic = task == "semantic"
+    module = ChangeTrainer(**trainer_kwargs(task, args))
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    shape = (args.batch, args.patch, args.patch)
+    batch = {"image": torch.randn(args.batch, 2, 3, args.patch, args.patch)}
+    batch["mask"] = (torch.rand(shape) > 0.9).long()
+    if semantic:
+        batch["semantic_pre"] = torch.randint(0, 7, shape)
+        batch["semantic_post"] = torch.randint(0, 7, shape)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        module.training_step(batch, 0).backward()
+        optimizer.step()
+
+    return time_steps(step, 3, warmup=1)
+
+
+def trainer_kwargs(task: str, args: argparse.Namespace) -> dict[str, Any]:
+    common: dict[str, Any] = {
+        "backbone": "resnet18",
+        "lr": args.lr,
+        "warmup_steps": 20,
+        "scheduler": "cosine",
+        "plot_every_n_epochs": 0,
+    }
+    if task == "semantic":
+        return {"model": "semantic_change", "task": "semantic", "num_classes": 7, **common}
+    return {"model": "fusion_unet", **common}
 
 
 def accuracy(task: str, args: argparse.Namespace) -> None:
@@ -171,22 +203,17 @@ def accuracy(task: str, args: argparse.Namespace) -> None:
         splits=(0.8, 0.1, 0.1),
         num_workers=args.workers,
     )
-    module = ChangeTrainer(
-        model="semantic_change" if semantic else "fusion_unet",
-        backbone="resnet18",
-        task="semantic",
-        num_classes=7 if semantic else None,
-        lr=args.lr,
-        warmup_steps=20,
-        scheduler="none",
-        plot_every_n_epochs=0,
-    ) if semantic else ChangeTrainer(
-        model="fusion_unet", backbone="resnet18", lr=args.lr, warmup_steps=20, scheduler="none",
-        plot_every_n_epochs=0,
-    )  # fmt: skip
+    steps = args.steps
+    if steps is None:
+        # Size the cosine schedule to the budget: calibrated step time plus a data-loading margin.
+        step_s = seconds_per_step(task, args)
+        steps = max(20, int(args.budget_min * 60 / (step_s * 1.15)))
+        print(f"  calibrated {step_s:.2f} s/step -> {steps} steps in the budget", flush=True)
+    module = ChangeTrainer(**trainer_kwargs(task, args))
     trainer = pl.Trainer(
         accelerator="cpu",
         max_time={"minutes": args.budget_min},
+        max_steps=steps,
         max_epochs=-1,
         limit_val_batches=0,
         logger=False,
@@ -204,7 +231,9 @@ def accuracy(task: str, args: argparse.Namespace) -> None:
         f"{samples} samples ({samples / seconds:.2f} samples/s incl. data loading)",
         flush=True,
     )
-    scores = evaluate(module, eval_scene, datamodule.normalization, args.eval_tile)
+    scores = evaluate(
+        module, eval_scene, datamodule.normalization, args.eval_tile, root / f"predicted_{task}"
+    )
     if semantic:
         print(
             f"  eval scene (seed 1, {args.eval_size}^2): SeK {scores['sek']:.4f}  "
@@ -231,7 +260,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--samples-per-epoch", type=int, default=512)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--eval-tile", type=int, default=256)
+    parser.add_argument("--eval-tile", type=int, default=256, help="predictor tile size")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="optimizer steps (default: fit the budget)"
+    )
     parser.add_argument("--data-dir", default="bench_data/train")
     parser.add_argument("--throughput-only", action="store_true")
     parser.add_argument("--throughput-steps", type=int, default=5)

@@ -166,6 +166,21 @@ def test_semantic_outputs_class_tables_and_transitions(scene_pair) -> None:
         assert table["5"] == "road -> water" and table["254"] == "no change"
 
 
+def test_column_chunked_decoding_matches_one_chunk(scene_pair, monkeypatch) -> None:
+    """Rows are normalized and decoded in column chunks; chunk seams must not show."""
+    import geochange.predict.predictor as predictor_module
+
+    pre_path, post_path, _, _ = scene_pair
+    model = TinyConvChange(semantic_classes=3, seed=1)
+    whole = exact_predictor(model).predict(pre_path, post_path, pre_path.parent / "one_chunk")
+    monkeypatch.setattr(predictor_module, "DECODE_CHUNK_WIDTH", 37)  # not a divisor of 251
+    chunked = exact_predictor(model).predict(pre_path, post_path, pre_path.parent / "chunks")
+    for key in ("probability", "change", "semantic_pre", "semantic_post", "transition"):
+        np.testing.assert_array_equal(
+            read(getattr(chunked, key)), read(getattr(whole, key)), err_msg=key
+        )
+
+
 # --- georeferencing, nodata, reprojection -----------------------------------------------------
 
 
