@@ -8,13 +8,16 @@ DataLoader workers, ``resource.getrusage``) is measured per run. In the same run
 * the model's pure compute time on the same tiles (already in memory, same batches): the
   pipeline overhead is ``pipeline / compute - 1``;
 * a baseline: TorchGeo ``GridGeoSampler`` + ``DataLoader`` + in-memory mean stitching over the
-  same tile grid, on a scene that fits in memory (ratio = baseline time / geochange time);
+  same tile grid, on a scene that fits in memory (ratio = baseline time / geochange time); the
+  baseline runs the model as TorchGeo does (contiguous fp32), the predictor with its defaults
+  (channels-last; bf16 autocast where the CPU has native bf16);
 * bf16 autocast vs fp32 agreement (max/mean probability difference, identical binary pixels).
 
 The model is the default ``fusion_unet``/resnet18 with random weights whose BatchNorm
 statistics are calibrated on one scene tile (so its outputs vary spatially like a trained
-model's; no weights are downloaded). ``--rss-model tiny`` measures memory scaling at large
-sizes with a cheap 3x3-conv model (memory does not depend on the model's arithmetic).
+model's; no weights are downloaded). ``--rss-sizes`` measures memory scaling at large
+sizes with a cheap 3x3-conv model (memory does not depend on the model's arithmetic);
+``--rss-classes K`` makes it a semantic model with K classes (1 + 2K blended channels).
 
     python benchmarks/bench_predict.py --sizes 2048 --repeats 3
     python benchmarks/bench_predict.py --sizes 2048 4096 --rss-sizes 8192 16384
@@ -77,26 +80,37 @@ def scene_dir(height: int, width: int) -> Path:
 
 
 class TinyModel(torch.nn.Module):
-    def __init__(self, in_channels: int = 3) -> None:
+    """Two 3x3 convs; with ``classes`` > 0 also per-date semantic logits (a semantic model)."""
+
+    def __init__(self, in_channels: int = 3, classes: int = 0) -> None:
         super().__init__()
+        self.classes = classes
         self.body = torch.nn.Sequential(
             torch.nn.Conv2d(2 * in_channels, 16, 3, padding=1),
             torch.nn.ReLU(),
-            torch.nn.Conv2d(16, 1, 3, padding=1),
+            torch.nn.Conv2d(16, 1 + 2 * classes, 3, padding=1),
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         b, t, c, h, w = x.shape
-        return {"change": self.body(x.reshape(b, t * c, h, w))}
+        out = self.body(x.reshape(b, t * c, h, w))
+        if not self.classes:
+            return {"change": out}
+        k = self.classes
+        return {
+            "change": out[:, :1],
+            "semantic_pre": out[:, 1 : 1 + k],
+            "semantic_post": out[:, 1 + k :],
+        }
 
 
 NORM = {"mean": [110.0, 110.0, 100.0], "std": [50.0, 50.0, 50.0]}
 
 
-def build(kind: str, model_path: Path | None) -> torch.nn.Module:
+def build(kind: str, model_path: Path | None, classes: int = 0) -> torch.nn.Module:
     if kind == "tiny":
         torch.manual_seed(0)
-        return TinyModel().eval()
+        return TinyModel(classes=classes).eval()
     from geochange.models import build_model
 
     model = build_model("fusion_unet", backbone="resnet18", in_channels=3)
@@ -132,7 +146,8 @@ def calibrated_model(scene: Path, path: Path, tile: int) -> None:
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(spec["threads"])
-    model = build(spec["model"], Path(spec["model_path"]) if spec["model_path"] else None)
+    model_path = Path(spec["model_path"]) if spec["model_path"] else None
+    model = build(spec["model"], model_path, spec.get("classes", 0))
     scene = Path(spec["scene"])
     out = Path(spec["out"])
     if spec["mode"] == "geochange":
@@ -199,6 +214,8 @@ def compute_only(model: torch.nn.Module, scene: Path, spec: dict[str, Any]) -> t
     mean = torch.tensor(NORM["mean"]).view(1, 1, -1, 1, 1)
     std = torch.tensor(NORM["std"]).view(1, 1, -1, 1, 1)
     batch = spec["batch"]
+    # The same memory format as the predictor's default, so the difference is the pipeline.
+    model = model.to(memory_format=torch.channels_last)
     t0 = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(tiles), batch):
@@ -344,6 +361,9 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", nargs="*", default=["2048"], help="HxW or S (full runs)")
     parser.add_argument("--rss-sizes", nargs="*", default=[], help="memory-only runs, tiny model")
+    parser.add_argument(
+        "--rss-classes", type=int, default=0, help="semantic classes of the tiny model (0: binary)"
+    )
     parser.add_argument("--tile-size", type=int, default=512)
     parser.add_argument("--overlap", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -429,10 +449,12 @@ def main() -> None:
             scene = scene_dir(height, width)
         spec = base_spec(args, scene, None, "geochange", f"rss_{text}")
         spec["model"] = "tiny"
+        spec["classes"] = args.rss_classes
         spec["window"] = window
         res = run_child(spec)
         print(
-            f"{height}x{width} (tiny model, memory only): {res['tiles']} tiles in "
+            f"{height}x{width} (tiny model, {args.rss_classes} classes, memory only): "
+            f"{res['tiles']} tiles in "
             f"{res['seconds']:.1f} s, peak RSS {res['rss_mb']:.0f} MB main + "
             f"{res['rss_children_mb']:.0f} MB largest worker"
         )

@@ -156,8 +156,8 @@ def seconds_per_step(task: str, args: argparse.Namespace) -> float:
     batch = {"image": torch.randn(args.batch, 2, 3, args.patch, args.patch)}
     batch["mask"] = (torch.rand(shape) > 0.9).long()
     if semantic:
-        batch["semantic_pre"] = torch.randint(0, 7, shape)
-        batch["semantic_post"] = torch.randint(0, 7, shape)
+        batch["mask_pre"] = torch.randint(0, 7, shape)
+        batch["mask_post"] = torch.randint(0, 7, shape)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)

@@ -319,3 +319,26 @@ def test_channels_last_training(make_trainer: Any, make_dm: Any) -> None:
     make_trainer(limit_train_batches=1, limit_val_batches=1).fit(module, datamodule=make_dm())
     weight = module.model.encoder.weight
     assert weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.slow  # inductor compiles C++ kernels on the CPU (~1 min)
+def test_compiled_training_matches_eager(make_trainer: Any, make_dm: Any) -> None:
+    """``compile_model=True`` trains through ``torch.compile`` and computes the same loss."""
+    batch = next(iter(make_dm().train_dataloader()))
+    torch.manual_seed(0)
+    eager = ChangeTrainer(model=TinyUserModel(), loss="bce")
+    compiled = ChangeTrainer(model=TinyUserModel(), loss="bce", compile_model=True)
+    compiled.model.load_state_dict(eager.model.state_dict())
+    compiled.setup("fit")
+    assert compiled._forward_fn is not None and compiled._forward_fn is not compiled.model
+    eager.train()
+    compiled.train()
+    loss_eager = eager.training_step(batch, 0)
+    loss_compiled = compiled.training_step(batch, 0)
+    torch.testing.assert_close(loss_compiled, loss_eager, rtol=1e-4, atol=1e-5)
+    loss_compiled.backward()
+    assert compiled.model.head.weight.grad is not None
+    # A short fit through Lightning with the compiled forward.
+    module = ChangeTrainer(model=TinyUserModel(), loss="bce", compile_model=True)
+    make_trainer(limit_train_batches=2, limit_val_batches=1).fit(module, datamodule=make_dm())
+    assert module._forward_fn is not None
