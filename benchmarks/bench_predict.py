@@ -162,6 +162,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             normalization=NORM,
             num_workers=spec["workers"],
             probability_dtype=spec["prob_dtype"],
+            semantic_blend=spec.get("semantic_blend", "probability"),
             progress=False,
         )
         t0 = time.perf_counter()
@@ -171,15 +172,22 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         result = predictor.predict(scene / "pre.tif", scene / "post.tif", out, window=window)
         seconds = time.perf_counter() - t0
         tiles = result.tiles
+        workers = predictor.num_workers
     elif spec["mode"] == "compute":
+        workers = 0
         seconds, tiles = compute_only(model, scene, spec)
     else:
         seconds, tiles = torchgeo_baseline(model, scene, spec)
+        workers = spec["workers"] or 0
+    # Children's ru_maxrss also holds short-lived helpers (``ldconfig -p`` run by imports),
+    # which report the parent's RSS at fork time: only meaningful with reader workers.
+    children = peak_rss_mb(resource.RUSAGE_CHILDREN) if workers else 0.0
     return {
         "seconds": seconds,
         "tiles": tiles,
         "rss_mb": peak_rss_mb(),
-        "rss_children_mb": peak_rss_mb(resource.RUSAGE_CHILDREN),
+        "rss_children_mb": children,
+        "workers": workers,
     }
 
 
@@ -303,8 +311,13 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def median_run(spec: dict[str, Any], repeats: int) -> dict[str, Any]:
-    runs = [run_child(spec) for _ in range(repeats)]
+def worker_text(result: dict[str, Any]) -> str:
+    if not result.get("workers"):
+        return " (no reader worker)"
+    return f" + {result['rss_children_mb']:.0f} MB largest of {result['workers']} reader worker(s)"
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     best = dict(runs[0])
     best["seconds"] = statistics.median(r["seconds"] for r in runs)
     best["rss_mb"] = max(r["rss_mb"] for r in runs)
@@ -362,6 +375,9 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="*", default=["2048"], help="HxW or S (full runs)")
     parser.add_argument("--rss-sizes", nargs="*", default=[], help="memory-only runs, tiny model")
     parser.add_argument(
+        "--semantic-blend", choices=["probability", "center"], default="probability"
+    )
+    parser.add_argument(
         "--rss-classes", type=int, default=0, help="semantic classes of the tiny model (0: binary)"
     )
     parser.add_argument("--tile-size", type=int, default=512)
@@ -405,31 +421,52 @@ def main() -> None:
         with rasterio.open(scene / "pre.tif") as src:
             height, width = src.height, src.width
         calibrated_model(scene, model_path, args.tile_size)  # fresh: the architecture may change
-        ours = median_run(base_spec(args, scene, model_path, "geochange", "ours"), args.repeats)
+        modes = [("geochange", "ours")]
+        if not args.no_compute:
+            modes.append(("compute", "compute"))
+        if not args.no_baseline:
+            modes.append(("torchgeo", "baseline"))
+        # Interleave the configurations (ours, compute, baseline, ours, ...) so that slow drifts
+        # of a shared machine hit all of them alike; report medians and per-round ratios.
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for _, name in modes}
+        for _ in range(args.repeats):
+            for mode, name in modes:
+                runs[name].append(run_child(base_spec(args, scene, model_path, mode, name)))
+        results = {name: summarize(rounds) for name, rounds in runs.items()}
+        ours = results["ours"]
         tiles = ours["tiles"]
         print(
             f"{height}x{width}: {tiles} tiles in {ours['seconds']:.1f} s "
             f"({tiles / ours['seconds']:.2f} tiles/s; runs {ours['all_seconds']}), peak RSS "
-            f"{ours['rss_mb']:.0f} MB main + {ours['rss_children_mb']:.0f} MB largest worker",
+            f"{ours['rss_mb']:.0f} MB main{worker_text(ours)}",
             flush=True,
         )
-        if not args.no_compute:
-            comp = median_run(
-                base_spec(args, scene, model_path, "compute", "compute"), args.repeats
-            )
+        if "compute" in results:
+            comp = results["compute"]
+            ratios = [
+                a["seconds"] / b["seconds"]
+                for a, b in zip(runs["ours"], runs["compute"], strict=True)
+            ]
             print(
                 f"  pure compute on the same {comp['tiles']} tiles: {comp['seconds']:.1f} s "
-                f"-> pipeline overhead {100 * (ours['seconds'] / comp['seconds'] - 1):+.1f}%",
+                f"(runs {comp['all_seconds']}) -> pipeline overhead "
+                f"{100 * (statistics.median(ratios) - 1):+.1f}% (median of per-round ratios; "
+                f"rounds {[f'{100 * (r - 1):+.1f}%' for r in ratios]})",
                 flush=True,
             )
-        if not args.no_baseline:
-            base = median_run(
-                base_spec(args, scene, model_path, "torchgeo", "baseline"), args.repeats
-            )
+        if "baseline" in results:
+            base = results["baseline"]
+            ratios = [
+                b["seconds"] / a["seconds"]
+                for a, b in zip(runs["ours"], runs["baseline"], strict=True)
+            ]
             print(
                 f"  TorchGeo GridGeoSampler baseline: {base['tiles']} tiles in "
-                f"{base['seconds']:.1f} s, peak RSS {base['rss_mb']:.0f} MB -> ratio "
-                f"{base['seconds'] / ours['seconds']:.2f}x (baseline / geochange)"
+                f"{base['seconds']:.1f} s (runs {base['all_seconds']}), peak RSS "
+                f"{base['rss_mb']:.0f} MB -> ratio {statistics.median(ratios):.2f}x "
+                f"(baseline / geochange, median of per-round ratios "
+                f"{[round(r, 2) for r in ratios]})",
+                flush=True,
             )
         if args.agreement_size:
             agreement(scene, model_path, args)
@@ -450,13 +487,15 @@ def main() -> None:
         spec = base_spec(args, scene, None, "geochange", f"rss_{text}")
         spec["model"] = "tiny"
         spec["classes"] = args.rss_classes
+        spec["semantic_blend"] = args.semantic_blend
         spec["window"] = window
         res = run_child(spec)
         print(
-            f"{height}x{width} (tiny model, {args.rss_classes} classes, memory only): "
+            f"{height}x{width} (tiny model, {args.rss_classes} classes, semantic_blend "
+            f"{args.semantic_blend}, memory only): "
             f"{res['tiles']} tiles in "
             f"{res['seconds']:.1f} s, peak RSS {res['rss_mb']:.0f} MB main + "
-            f"{res['rss_children_mb']:.0f} MB largest worker"
+            f"{worker_text(res)}"
         )
 
 

@@ -182,13 +182,13 @@ def bound_malloc_growth(threshold: int = 128 * 1024) -> bool:
     if _MMAP_THRESHOLD_SET:
         return True
     import ctypes
-    import ctypes.util
     import sys
 
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # Not ctypes.util.find_library: it runs `ldconfig -p` in a subprocess on every call.
+        libc = ctypes.CDLL("libc.so.6")
         m_mmap_threshold = -3  # from <malloc.h>
         _MMAP_THRESHOLD_SET = bool(libc.mallopt(m_mmap_threshold, int(threshold)))
     except (OSError, AttributeError):

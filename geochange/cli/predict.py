@@ -24,6 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--blend", choices=["cosine", "gaussian", "mean", "center"], default="cosine"
     )
+    parser.add_argument(
+        "--semantic-blend",
+        choices=["probability", "center"],
+        default="probability",
+        help="class maps of semantic models: arg-max of blended probabilities, or the class of "
+        "the tile each pixel is deepest inside (memory independent of the class count)",
+    )
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     parser.add_argument("--workers", type=int, help="DataLoader reader processes")
     parser.add_argument("--probability-dtype", choices=["uint8", "float32"], default="uint8")
@@ -54,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         "precision": args.precision,
         "threshold": args.threshold,
         "blend": args.blend,
+        "semantic_blend": args.semantic_blend,
         "tta": args.tta,
         "probability_dtype": args.probability_dtype,
         "progress": not args.quiet,

@@ -297,9 +297,14 @@ class _BandAssembler:
 
     The band covers the rows of the current tile row. Rows above the start of the next tile row
     receive no further contributions, so they are divided by the (separable) weight sum,
-    decoded by ``decode(probs, valid)`` in column chunks (so the float32 temporaries stay
-    small for many-class models) and handed to ``write(top, arrays)``. Only one band of
+    decoded by ``decode(probs, valid, labels)`` in column chunks (so the float32 temporaries
+    stay small for many-class models) and handed to ``write(top, arrays)``. Only one band of
     ``channels x tile_height x width`` float32 values is held.
+
+    With ``classes`` > 0 and ``semantic_blend="center"`` only the change probability is
+    blended; each date's class map takes the arg-max of the tile with the largest window weight
+    at each pixel (kept as two uint8 classes and one float32 weight: 6 bytes per pixel instead
+    of ``8 K``), and ``labels`` holds the two class maps.
     """
 
     def __init__(
@@ -310,6 +315,8 @@ class _BandAssembler:
         write: Any,
         skip_until: int = 0,
         chunk_width: int | None = None,
+        classes: int = 0,
+        semantic_blend: str = "probability",
     ) -> None:
         self.grid = grid
         self.decode = decode
@@ -320,7 +327,14 @@ class _BandAssembler:
         self.row_sum = grid.row_weight_sum().astype(np.float32)
         self.col_sum = grid.col_weight_sum().astype(np.float32)
         h = grid.tile_height
-        self.acc = np.zeros((channels, h, grid.width), dtype=np.float32)
+        self.classes = classes
+        self.center = bool(classes) and semantic_blend == "center"
+        self.acc = np.zeros((1 if self.center else channels, h, grid.width), dtype=np.float32)
+        self.labels: np.ndarray | None = None
+        self.best: np.ndarray | None = None
+        if self.center:
+            self.labels = np.zeros((2, h, grid.width), dtype=np.uint8)
+            self.best = np.zeros((h, grid.width), dtype=np.float32)
         self.valid = np.zeros((h, grid.width), dtype=bool)
         self.top: int | None = None
         self.row: int | None = None
@@ -339,13 +353,17 @@ class _BandAssembler:
             for c0 in range(0, self.grid.width, self.chunk_width):
                 c1 = min(self.grid.width, c0 + self.chunk_width)
                 probs = self.acc[:, first:count, c0:c1] / (row_sum * self.col_sum[None, c0:c1])
-                pieces.append(self.decode(probs, self.valid[first:count, c0:c1]))
+                labels = None if self.labels is None else self.labels[:, first:count, c0:c1]
+                pieces.append(self.decode(probs, self.valid[first:count, c0:c1], labels))
             arrays = {k: np.concatenate([p[k] for p in pieces], axis=-1) for k in pieces[0]}
             self.write(start + first, arrays)
         # Shift the band up, one channel at a time to keep the temporary small.
-        for channel in self.acc:
-            channel[:-count] = channel[count:]
-            channel[-count:] = 0
+        planes = list(self.acc)
+        if self.labels is not None and self.best is not None:
+            planes += [*self.labels, self.best]
+        for plane in planes:
+            plane[:-count] = plane[count:]
+            plane[-count:] = 0
         self.valid[:-count] = self.valid[count:]
         self.valid[-count:] = False
         self.top = until
@@ -367,10 +385,30 @@ class _BandAssembler:
         c0 = self.grid.col_starts[tile.col]
         cols = slice(c0, c0 + self.grid.tile_width)
         self.valid[:, cols] |= tile.valid
-        if tile.probs is not None:
-            _weight_tile(self.grid, tile)
+        if tile.probs is None:
+            return
+        if self.center:
+            self._take_center_labels(tile, cols)
+        _weight_tile(self.grid, tile)
+        if self.center:
+            self.acc[0, :, cols] += tile.probs[0]
+        else:
             self.acc[:, :, cols] += tile.probs
-            self.tiles += 1
+        self.tiles += 1
+
+    def _take_center_labels(self, tile: _TileResult, cols: slice) -> None:
+        """Keep each date's tile arg-max where this tile's window weight is the largest so far."""
+        assert tile.probs is not None and self.labels is not None and self.best is not None
+        weights = (
+            self.grid.row_weights(tile.row)[:, None] * self.grid.col_weights(tile.col)[None, :]
+        ).astype(np.float32)
+        better = weights > self.best[:, cols]  # one weight window for both dates
+        np.copyto(self.best[:, cols], weights, where=better)
+        k = self.classes
+        for date in range(2):
+            # Arg-max is unchanged by the (positive) window weight, so weighted tiles work too.
+            ids = tile.probs[1 + date * k : 1 + (date + 1) * k].argmax(0).astype(np.uint8)
+            np.copyto(self.labels[date, :, cols], ids, where=better)
 
     def finish(self) -> None:
         """Write the remaining rows down to the bottom of the scene."""
@@ -437,6 +475,13 @@ class ChangePredictor:
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         threshold: change probability threshold for the binary map.
         blend: ``"cosine"``, ``"gaussian"``, ``"mean"`` or ``"center"``.
+        semantic_blend: how semantic models' class maps are mosaicked. ``"probability"``
+            (default): arg-max of the blended class probabilities; the band then holds
+            ``1 + 2K`` float32 channels. ``"center"``: each pixel takes the class of the tile
+            with the largest window weight there (the tile it is deepest inside), so the band
+            holds the change probability plus 6 bytes per pixel whatever K is; exact for models
+            whose receptive-field radius is at most ``margin``. Use it for many classes on very
+            wide scenes.
         tta: average predictions over horizontal/vertical flips (4 passes).
         num_workers: DataLoader reader processes; default on CUDA ``min(4, cpu_count // 4)``
             (at least 1), on the CPU 0 below 8 cores (the model's threads use them all), else
@@ -473,6 +518,7 @@ class ChangePredictor:
         device: str | torch.device = "auto",
         threshold: float = 0.5,
         blend: str = "cosine",
+        semantic_blend: Literal["probability", "center"] = "probability",
         tta: bool = False,
         num_workers: int | None = None,
         precision: Precision = "auto",
@@ -497,6 +543,10 @@ class ChangePredictor:
             raise ConfigurationError(f"margin ({margin}) must be in [0, overlap / 2)")
         if blend not in BLEND_MODES:
             raise ConfigurationError(f"unknown blend {blend!r}; choose one of {BLEND_MODES}")
+        if semantic_blend not in ("probability", "center"):
+            raise ConfigurationError(
+                f"semantic_blend must be 'probability' or 'center', got {semantic_blend!r}"
+            )
         if probability_dtype not in ("uint8", "float32"):
             raise ConfigurationError("probability_dtype must be 'uint8' or 'float32'")
         if not 0.0 <= threshold <= 1.0:
@@ -529,6 +579,7 @@ class ChangePredictor:
         self.batch_size = int(batch_size)
         self.threshold = float(threshold)
         self.blend = blend
+        self.semantic_blend = semantic_blend
         self.tta = tta
         self.num_workers = (
             _default_workers(self.device) if num_workers is None else int(num_workers)
@@ -647,8 +698,13 @@ class ChangePredictor:
         valid: np.ndarray,
         classes: int,
         probability_dtype: str | None = None,
+        labels: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
-        """Turn blended probabilities ``[ch, n, W]`` into the output arrays."""
+        """Turn blended probabilities ``[ch, n, W]`` into the output arrays.
+
+        ``labels`` (``[2, n, W]``) are ready class maps (``semantic_blend="center"``); without
+        them the classes are the arg-max of the blended class probabilities.
+        """
         probability_dtype = probability_dtype or self.probability_dtype
         change_prob = probs[0]
         changed = change_prob >= self.threshold
@@ -660,8 +716,11 @@ class ChangePredictor:
             out["probability"] = np.where(valid, scaled, NODATA_U8).astype(np.uint8)
         out["change"] = np.where(valid, changed, NODATA_U8).astype(np.uint8)
         if classes:
-            pre = probs[1 : 1 + classes].argmax(0)
-            post = probs[1 + classes : 1 + 2 * classes].argmax(0)
+            if labels is not None:
+                pre, post = labels[0], labels[1]
+            else:
+                pre = probs[1 : 1 + classes].argmax(0)
+                post = probs[1 + classes : 1 + 2 * classes].argmax(0)
             out["semantic_pre"] = np.where(valid, pre, NODATA_U8).astype(np.uint8)
             out["semantic_post"] = np.where(valid, post, NODATA_U8).astype(np.uint8)
             nodata, unchanged, dtype = _transition_codes(classes)
@@ -850,7 +909,14 @@ class ChangePredictor:
             "window": [origin[0], origin[1], height, width],
             "grid_crs": pair.crs.to_string() if pair.crs else None,
             "transform": list(transform)[:6],
-            "grid": [self.tile_size, self.overlap, self.margin, self.blend, self.tta],
+            "grid": [
+                self.tile_size,
+                self.overlap,
+                self.margin,
+                self.blend,
+                self.semantic_blend,
+                self.tta,
+            ],
             "outputs": [s.key for s in specs],
             "threshold": self.threshold,
             "precision": self.precision,
@@ -878,11 +944,21 @@ class ChangePredictor:
             if rows:
                 wanted = {s.key for s in specs}
 
-                def decode(probs: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
-                    arrays = self._decode(probs, valid, classes)
+                def decode(
+                    probs: np.ndarray, valid: np.ndarray, labels: np.ndarray | None
+                ) -> dict[str, np.ndarray]:
+                    arrays = self._decode(probs, valid, classes, labels=labels)
                     return {k: v for k, v in arrays.items() if k in wanted}
 
-                assembler = _BandAssembler(grid, channels, decode, writer.write, skip_until=skip)
+                assembler = _BandAssembler(
+                    grid,
+                    channels,
+                    decode,
+                    writer.write,
+                    skip_until=skip,
+                    classes=classes,
+                    semantic_blend=self.semantic_blend,
+                )
                 with self._progress(len(rows) * len(grid.col_starts)) as bar:
                     if client is not None:
                         for tile in self._dask_results(
@@ -1035,8 +1111,10 @@ class ChangePredictor:
         names = self._names(classes) if classes else []
         outputs: dict[str, np.ndarray] = {}
 
-        def decode(probs: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
-            return self._decode(probs, valid, classes, probability_dtype="float32")
+        def decode(
+            probs: np.ndarray, valid: np.ndarray, labels: np.ndarray | None
+        ) -> dict[str, np.ndarray]:
+            return self._decode(probs, valid, classes, probability_dtype="float32", labels=labels)
 
         def write(top: int, arrays: dict[str, np.ndarray]) -> None:
             for key, values in arrays.items():
@@ -1044,7 +1122,9 @@ class ChangePredictor:
                     outputs[key] = np.empty((height, width), dtype=values.dtype)
                 outputs[key][top : top + values.shape[0]] = values
 
-        assembler = _BandAssembler(grid, channels, decode, write)
+        assembler = _BandAssembler(
+            grid, channels, decode, write, classes=classes, semantic_blend=self.semantic_blend
+        )
         with self._progress(len(grid)) as bar:
             for tile in _compute_tiles(
                 self._inferencer,

@@ -191,6 +191,8 @@ def test_from_checkpoint_and_cli(levir_pair, tmp_path: Path) -> None:
             "fp32",
             "--workers",
             "1",
+            "--semantic-blend",
+            "center",
             "--quiet",
             "--vector",
             str(tmp_path / "changes.gpkg"),

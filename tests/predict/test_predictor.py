@@ -166,6 +166,26 @@ def test_semantic_outputs_class_tables_and_transitions(scene_pair) -> None:
         assert table["5"] == "road -> water" and table["254"] == "no change"
 
 
+def test_center_semantic_blend_is_exact_and_keeps_change(scene_pair) -> None:
+    """``semantic_blend="center"``: class maps equal whole-image inference exactly."""
+    pre_path, post_path, pre, post = scene_pair
+    model = TinyConvChange(semantic_classes=3, seed=1)
+    blended = exact_predictor(model).predict(pre_path, post_path, pre_path.parent / "prob")
+    center = exact_predictor(model, semantic_blend="center").predict(
+        pre_path, post_path, pre_path.parent / "center"
+    )
+    _, pre_ref, post_ref = whole_image(model, pre, post)
+    np.testing.assert_array_equal(read(center.semantic_pre), pre_ref)
+    np.testing.assert_array_equal(read(center.semantic_post), post_ref)
+    for key in ("probability", "change"):
+        np.testing.assert_array_equal(read(getattr(center, key)), read(getattr(blended, key)))
+    changed = read(center.change) == 1
+    transition = read(center.transition)
+    np.testing.assert_array_equal(transition[changed], pre_ref[changed] * 3 + post_ref[changed])
+    with pytest.raises(ConfigurationError, match="semantic_blend"):
+        exact_predictor(model, semantic_blend="vote")
+
+
 def test_column_chunked_decoding_matches_one_chunk(scene_pair, monkeypatch) -> None:
     """Rows are normalized and decoded in column chunks; chunk seams must not show."""
     import geochange.predict.predictor as predictor_module
