@@ -196,6 +196,29 @@ def bound_malloc_growth(threshold: int = 128 * 1024) -> bool:
     return _MMAP_THRESHOLD_SET
 
 
+def trim_heap() -> bool:
+    """Return free heap memory to the OS now (glibc ``malloc_trim``; no-op elsewhere).
+
+    For processes that run a model: a fixed mmap threshold (:func:`bound_malloc_growth`) makes
+    every large activation a fresh ``mmap`` whose pages the kernel must zero, which slowed a
+    resnet18 change model by ~17 % on the CPU. Keeping glibc's adaptive threshold and trimming
+    the heap periodically (the predictor does it every 64 tiles) bounds memory without that
+    cost.
+
+    Returns:
+        Whether memory was released (False off glibc).
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def worker_init_bound_malloc(worker_id: int) -> None:
     """DataLoader ``worker_init_fn`` applying :func:`bound_malloc_growth` in each worker.
 
