@@ -8,6 +8,7 @@ no valid pixel gives a zero loss that still back-propagates (zero gradients).
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from typing import Any
 
@@ -106,7 +107,7 @@ class MaskedBCEWithLogitsLoss(nn.Module):
         )
 
 
-class _SoftOverlapLoss(nn.Module):
+class _SoftOverlapLoss(nn.Module, abc.ABC):
     """Shared body of the soft Dice / IoU losses: sums over all labelled pixels of the batch."""
 
     def __init__(self, smooth: float = 1.0, ignore_index: int | None = IGNORE_INDEX) -> None:
@@ -120,8 +121,9 @@ class _SoftOverlapLoss(nn.Module):
         self.smooth = smooth
         self.ignore_index = ignore_index
 
+    @abc.abstractmethod
     def _loss(self, intersection: Tensor, total: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The loss from the soft intersection ``Σpt`` and ``total = Σp + Σt``."""
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss.

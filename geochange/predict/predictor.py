@@ -232,11 +232,15 @@ class _TileResult:
     weighted: bool = False  # probs already multiplied by the blending window
 
 
-def _weight_tile(grid: TileGrid, tile: _TileResult) -> None:
+def _tile_weights(grid: TileGrid, row: int, col: int) -> np.ndarray:
+    """The (separable) blending window of tile ``(row, col)``, float32 ``[h, w]``."""
+    return (grid.row_weights(row)[:, None] * grid.col_weights(col)[None, :]).astype(np.float32)
+
+
+def _weight_tile(grid: TileGrid, tile: _TileResult, weights: np.ndarray | None = None) -> None:
     """Multiply the tile's probabilities by its blending window, in place."""
     if tile.probs is not None and not tile.weighted:
-        weights = grid.row_weights(tile.row)[:, None] * grid.col_weights(tile.col)[None, :]
-        tile.probs *= weights.astype(np.float32)
+        tile.probs *= _tile_weights(grid, tile.row, tile.col) if weights is None else weights
     tile.weighted = True
 
 
@@ -396,27 +400,26 @@ class _BandAssembler:
             # Per-tile buffers must not fragment the heap into growth with the scene; trimming
             # rarely keeps the (re-faulted) pages of the model's activations cheap.
             trim_heap()
+        weights = _tile_weights(self.grid, tile.row, tile.col)
         if self.center:
-            self._take_center_labels(tile, cols)
-        _weight_tile(self.grid, tile)
-        if self.center:
-            self.acc[0, :, cols] += tile.probs[0]
+            self._take_center_labels(tile.probs, weights, cols)
+            # Only the change probability is blended.
+            change = tile.probs[0] if tile.weighted else tile.probs[0] * weights
+            self.acc[0, :, cols] += change
         else:
+            _weight_tile(self.grid, tile, weights)
             self.acc[:, :, cols] += tile.probs
         self.tiles += 1
 
-    def _take_center_labels(self, tile: _TileResult, cols: slice) -> None:
+    def _take_center_labels(self, probs: np.ndarray, weights: np.ndarray, cols: slice) -> None:
         """Keep each date's tile arg-max where this tile's window weight is the largest so far."""
-        assert tile.probs is not None and self.labels is not None and self.best is not None
-        weights = (
-            self.grid.row_weights(tile.row)[:, None] * self.grid.col_weights(tile.col)[None, :]
-        ).astype(np.float32)
+        assert self.labels is not None and self.best is not None
         better = weights > self.best[:, cols]  # one weight window for both dates
         np.copyto(self.best[:, cols], weights, where=better)
         k = self.classes
         for date in range(2):
             # Arg-max is unchanged by the (positive) window weight, so weighted tiles work too.
-            ids = tile.probs[1 + date * k : 1 + (date + 1) * k].argmax(0).astype(np.uint8)
+            ids = probs[1 + date * k : 1 + (date + 1) * k].argmax(0).astype(np.uint8)
             np.copyto(self.labels[date, :, cols], ids, where=better)
 
     def finish(self) -> None:
@@ -507,9 +510,9 @@ class ChangePredictor:
         class_names: semantic class names in id order (written as raster metadata).
         bands: bands read from the images (1-based indexes or band descriptions); default all.
         in_channels: expected band count (checked before any work when given).
-        channels_last: convert the model to channels-last memory format (default True: on a
-            2-core AMD EPYC CPU in fp32 it made resnet18 change models 1.24-1.53x faster, and
-            it is the fast layout for CUDA convolutions; results agree to ~1e-7).
+        channels_last: convert the model to channels-last memory format (on a 2-core AMD EPYC
+            CPU in fp32 it made resnet18 change models 1.24-1.53x faster, and it is the fast
+            layout for CUDA convolutions; results agree to ~1e-7).
         size_divisor: tiles are padded to a multiple of this for the model (only tiles smaller
             than ``tile_size`` can need it).
         progress: show a progress bar (tiles, tiles/s, ETA).
@@ -540,7 +543,7 @@ class ChangePredictor:
         class_names: Sequence[str] | None = None,
         bands: Sequence[int | str] | None = None,
         in_channels: int | None = None,
-        channels_last: bool | None = None,
+        channels_last: bool = True,
         size_divisor: int = 32,
         progress: bool = True,
         gdal_cache_mb: int = 256,
@@ -583,8 +586,6 @@ class ChangePredictor:
                 precision = "bf16" if _cpu_bf16_supported() else "fp32"
         if precision not in ("fp32", "bf16", "fp16"):
             raise ConfigurationError(f"unknown precision {precision!r}")
-        if channels_last is None:
-            channels_last = True
         self.model = model
         self.tile_size = int(tile_size)
         self.overlap = int(overlap)
