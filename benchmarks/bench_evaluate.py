@@ -30,28 +30,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rss import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 CRS = "EPSG:32650"
 RES = 0.5
 BAND = 512
 BUDGET_MB = 2048
-
-
-def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
-    """Peak RSS in MiB of this process (``RUSAGE_SELF``) or of its largest waited-for child.
-
-    For this process, VmHWM from /proc: Linux carries ``ru_maxrss`` across ``exec``, so a child
-    started by a big parent would report the parent's peak, not its own.
-    """
-    if who == resource.RUSAGE_SELF:
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
 
 
 def make_rectangles(

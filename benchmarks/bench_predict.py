@@ -40,25 +40,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from rss import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench_data" / "predict"
-
-
-def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
-    """Peak RSS in MiB of this process (``RUSAGE_SELF``) or of its largest waited-for child.
-
-    For this process, VmHWM from /proc: Linux carries ``ru_maxrss`` across ``exec``, so a child
-    started by a big parent would report the parent's peak, not its own.
-    """
-    if who == resource.RUSAGE_SELF:
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -494,7 +479,7 @@ def main() -> None:
             f"{height}x{width} (tiny model, {args.rss_classes} classes, semantic_blend "
             f"{args.semantic_blend}, memory only): "
             f"{res['tiles']} tiles in "
-            f"{res['seconds']:.1f} s, peak RSS {res['rss_mb']:.0f} MB main + "
+            f"{res['seconds']:.1f} s, peak RSS {res['rss_mb']:.0f} MB main"
             f"{worker_text(res)}"
         )
 

@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rss import peak_rss_mb
 
 warnings.filterwarnings("ignore")
 
@@ -97,11 +97,6 @@ def machine() -> str:
         f"{cpu}; {os.cpu_count()} cores; load average {load} (1/5/15 min); "
         f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s)"
     )
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def scene(root: Path, size: int, seed: int) -> Any:

@@ -17,7 +17,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import time
 import warnings
@@ -26,12 +25,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from rss import peak_rss_mb
 
 warnings.filterwarnings("ignore")
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def time_steps(step: Any, steps: int, warmup: int) -> float:
