@@ -9,8 +9,16 @@ def test_finalize_cog_keeps_georeferencing_and_adds_overviews(tmp_path):
     tiled = tmp_path / "tiled.tif"
     transform = from_origin(500000, 4000000, 0.6, 0.6)
     data = (np.arange(1024 * 768) % 251).astype("uint8").reshape(768, 1024)
-    profile = dict(TILED_GTIFF_OPTIONS, height=768, width=1024, count=1, dtype="uint8",
-                   crs="EPSG:32650", transform=transform, nodata=255)
+    profile = dict(
+        TILED_GTIFF_OPTIONS,
+        height=768,
+        width=1024,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32650",
+        transform=transform,
+        nodata=255,
+    )
     with rasterio.open(tiled, "w", **profile) as ds:
         ds.write(data[:512], 1, window=((0, 512), (0, 1024)))
         ds.write(data[512:], 1, window=((512, 768), (0, 1024)))

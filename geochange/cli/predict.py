@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="class maps of semantic models: arg-max of blended probabilities, or the class of "
         "the tile each pixel is deepest inside (memory independent of the class count)",
     )
+    parser.add_argument(
+        "--band-memory-mb",
+        type=float,
+        default=512,
+        help="memory budget of the blending band; wider scenes are predicted in column stripes",
+    )
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     parser.add_argument("--workers", type=int, help="DataLoader reader processes")
     parser.add_argument("--probability-dtype", choices=["uint8", "float32"], default="uint8")
@@ -62,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         "threshold": args.threshold,
         "blend": args.blend,
         "semantic_blend": args.semantic_blend,
+        "band_memory_mb": args.band_memory_mb,
         "tta": args.tta,
         "probability_dtype": args.probability_dtype,
         "progress": not args.quiet,

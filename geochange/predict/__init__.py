@@ -7,6 +7,20 @@ Cloud-Optimized GeoTIFF maps of whole scene pairs with bounded memory; see ``doc
 from __future__ import annotations
 
 from geochange.predict.predictor import ChangePredictor, PredictionResult
-from geochange.predict.windows import TileGrid, axis_weights, tile_starts
+from geochange.predict.windows import (
+    ColumnStripe,
+    TileGrid,
+    axis_weights,
+    column_stripes,
+    tile_starts,
+)
 
-__all__ = ["ChangePredictor", "PredictionResult", "TileGrid", "axis_weights", "tile_starts"]
+__all__ = [
+    "ChangePredictor",
+    "ColumnStripe",
+    "PredictionResult",
+    "TileGrid",
+    "axis_weights",
+    "column_stripes",
+    "tile_starts",
+]

@@ -9,8 +9,10 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -31,7 +33,7 @@ from geochange.io import (
     worker_init_bound_malloc,
 )
 from geochange.predict.reader import ArrayPair, RasterPair, TileDataset
-from geochange.predict.windows import BLEND_MODES, TileGrid
+from geochange.predict.windows import BLEND_MODES, ColumnStripe, TileGrid, column_stripes
 from geochange.predict.writer import (
     CLASS_NAMES_TAG,
     NODATA_U8,
@@ -211,13 +213,13 @@ class _Inferencer:
 
 
 def _tile_windows(
-    grid: TileGrid, rows: Sequence[int], origin: tuple[int, int]
+    grid: TileGrid, rows: Sequence[int], cols: Sequence[int], origin: tuple[int, int]
 ) -> list[tuple[int, int, int, int]]:
     row_starts, col_starts = grid.row_starts, grid.col_starts
     return [
-        (origin[0] + row_starts[r], origin[1] + col, grid.tile_height, grid.tile_width)
+        (origin[0] + row_starts[r], origin[1] + col_starts[c], grid.tile_height, grid.tile_width)
         for r in rows
-        for col in col_starts
+        for c in cols
     ]
 
 
@@ -251,18 +253,23 @@ def _compute_tiles(
     rows: Sequence[int],
     channels: int,
     *,
+    cols: Sequence[int] | None = None,
     origin: tuple[int, int] = (0, 0),
     batch_size: int = 4,
     num_workers: int = 0,
     pin_memory: bool = False,
     progress: Any = None,
 ) -> Iterator[_TileResult]:
-    """Run the model on the tiles of tile rows ``rows``; yield tiles in row-major order."""
+    """Run the model on the tiles of ``rows`` x ``cols``; yield tiles in row-major order.
+
+    ``cols`` defaults to every tile column.
+    """
     rows = list(rows)
-    if not rows:
+    cols = list(range(len(grid.col_starts))) if cols is None else list(cols)
+    if not rows or not cols:
         return
-    ncols = len(grid.col_starts)
-    dataset = TileDataset(source, _tile_windows(grid, rows, origin))
+    ncols = len(cols)
+    dataset = TileDataset(source, _tile_windows(grid, rows, cols, origin))
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -288,7 +295,7 @@ def _compute_tiles(
                 assert probs is not None
                 tile_probs = probs[kept]
                 kept += 1
-            yield _TileResult(rows[index // ncols], index % ncols, tile_probs, valid[i])
+            yield _TileResult(rows[index // ncols], cols[index % ncols], tile_probs, valid[i])
         if progress is not None:
             progress.update(len(batch["index"]))
 
@@ -304,11 +311,13 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 class _BandAssembler:
     """Blends tiles into a rolling band of rows and writes finished, decoded rows.
 
-    The band covers the rows of the current tile row. Rows above the start of the next tile row
-    receive no further contributions, so they are divided by the (separable) weight sum,
+    The band covers the rows of the current tile row and the columns of one
+    :class:`ColumnStripe` (the whole width by default). Rows above the start of the next tile
+    row receive no further contributions, so they are divided by the (separable) weight sum,
     decoded by ``decode(probs, valid, labels)`` in column chunks (so the float32 temporaries
-    stay small for many-class models) and handed to ``write(top, arrays)``. Only one band of
-    ``channels x tile_height x width`` float32 values is held.
+    stay small for many-class models) and the stripe's output columns are handed to
+    ``write(top, arrays)``. Only one band of ``channels x tile_height x band_width`` float32
+    values is held.
 
     With ``classes`` > 0 and ``semantic_blend="center"`` only the change probability is
     blended; each date's class map takes the arg-max of the tile with the largest window weight
@@ -326,25 +335,27 @@ class _BandAssembler:
         chunk_width: int | None = None,
         classes: int = 0,
         semantic_blend: str = "probability",
+        stripe: ColumnStripe | None = None,
     ) -> None:
         self.grid = grid
         self.decode = decode
         self.write = write
         self.skip_until = skip_until
         self.chunk_width = max(1, int(chunk_width or DECODE_CHUNK_WIDTH))
+        self.stripe = stripe or column_stripes(grid, None)[0]
         self.row_starts = grid.row_starts
         self.row_sum = grid.row_weight_sum().astype(np.float32)
         self.col_sum = grid.col_weight_sum().astype(np.float32)
-        h = grid.tile_height
+        h, width = grid.tile_height, self.stripe.band_width
         self.classes = classes
         self.center = bool(classes) and semantic_blend == "center"
-        self.acc = np.zeros((1 if self.center else channels, h, grid.width), dtype=np.float32)
+        self.acc = np.zeros((1 if self.center else channels, h, width), dtype=np.float32)
         self.labels: np.ndarray | None = None
         self.best: np.ndarray | None = None
         if self.center:
-            self.labels = np.zeros((2, h, grid.width), dtype=np.uint8)
-            self.best = np.zeros((h, grid.width), dtype=np.float32)
-        self.valid = np.zeros((h, grid.width), dtype=bool)
+            self.labels = np.zeros((2, h, width), dtype=np.uint8)
+            self.best = np.zeros((h, width), dtype=np.float32)
+        self.valid = np.zeros((h, width), dtype=bool)
         self.top: int | None = None
         self.row: int | None = None
         self.tiles = 0
@@ -359,9 +370,11 @@ class _BandAssembler:
             first = max(0, self.skip_until - start)  # resumed run: rows on disk are dropped
             row_sum = self.row_sum[start + first : until, None]
             pieces = []
-            for c0 in range(0, self.grid.width, self.chunk_width):
-                c1 = min(self.grid.width, c0 + self.chunk_width)
-                probs = self.acc[:, first:count, c0:c1] / (row_sum * self.col_sum[None, c0:c1])
+            x0, out_x0, out_x1 = self.stripe.band_x0, self.stripe.out_x0, self.stripe.out_x1
+            for s0 in range(out_x0, out_x1, self.chunk_width):
+                s1 = min(out_x1, s0 + self.chunk_width)
+                c0, c1 = s0 - x0, s1 - x0  # band columns
+                probs = self.acc[:, first:count, c0:c1] / (row_sum * self.col_sum[None, s0:s1])
                 labels = None if self.labels is None else self.labels[:, first:count, c0:c1]
                 pieces.append(self.decode(probs, self.valid[first:count, c0:c1], labels))
             arrays = {k: np.concatenate([p[k] for p in pieces], axis=-1) for k in pieces[0]}
@@ -377,6 +390,10 @@ class _BandAssembler:
         self.valid[-count:] = False
         self.top = until
 
+    def start(self, row: int) -> None:
+        """Begin at tile row ``row`` (so rows are written even if no tile arrives)."""
+        self._enter_row(row)
+
     def _enter_row(self, row: int) -> None:
         if row == self.row:
             return
@@ -389,9 +406,9 @@ class _BandAssembler:
         self.row = row
 
     def add_tile(self, tile: _TileResult) -> None:
-        """Blend one tile (tiles must arrive in row-major order)."""
+        """Blend one tile of the stripe (tiles must arrive in row-major order)."""
         self._enter_row(tile.row)
-        c0 = self.grid.col_starts[tile.col]
+        c0 = self.grid.col_starts[tile.col] - self.stripe.band_x0
         cols = slice(c0, c0 + self.grid.tile_width)
         self.valid[:, cols] |= tile.valid
         if tile.probs is None:
@@ -436,11 +453,12 @@ def _dask_tiles(
     source: Any,
     grid: TileGrid,
     rows: list[int],
+    cols: list[int],
     channels: int,
     origin: tuple[int, int],
     batch_size: int,
 ) -> list[_TileResult]:
-    """Dask task: the weighted tiles of a block of tile rows (all-nodata tiles dropped).
+    """Dask task: the weighted tiles of a block of tile rows x columns (all-nodata dropped).
 
     Weighting happens here, with the same arithmetic as in a single process, so the client's
     blend is bit-identical to a single-process run.
@@ -450,7 +468,14 @@ def _dask_tiles(
     try:
         with rasterio.Env(GDAL_CACHEMAX=256 * 2**20):
             for tile in _compute_tiles(
-                inferencer, source, grid, rows, channels, origin=origin, batch_size=batch_size
+                inferencer,
+                source,
+                grid,
+                rows,
+                channels,
+                cols=cols,
+                origin=origin,
+                batch_size=batch_size,
             ):
                 if tile.probs is not None:
                     _weight_tile(grid, tile)
@@ -461,7 +486,16 @@ def _dask_tiles(
             source.close()
 
 
+def _rows_from(grid: TileGrid, skip: int) -> list[int]:
+    """The tile rows that contribute to scene rows from ``skip`` down."""
+    starts = grid.row_starts
+    first = next((r for r, s in enumerate(starts) if s + grid.tile_height > skip), len(starts))
+    return list(range(first, len(starts)))
+
+
 MAX_ROWS_PER_BLOCK = 2
+# Narrowest stripe, in tiles, whatever band_memory_mb says (at most ~1/6 tiles recomputed).
+MIN_STRIPE_TILES = 8
 # Columns decoded at a time when rows are released (bounds float32 temporaries).
 DECODE_CHUNK_WIDTH = 2048
 # Tiles between two heap trims (see geochange.io.trim_heap).
@@ -473,10 +507,12 @@ PREDICT_MMAP_THRESHOLD = 8 * 2**20
 class ChangePredictor:
     """Seamless, georeferenced, bounded-memory sliding-window prediction over whole scenes.
 
-    The scene is read tile by tile in background DataLoader workers, tiles are batched and
-    inferred, blended into row accumulators with a smooth weight window (zero within ``margin``
-    of inner tile edges, see :mod:`geochange.predict.windows`) and flushed to disk row band by
-    row band, so memory depends on the scene width and tile size, not on the scene size.
+    The scene is read tile by tile (in background DataLoader workers where cores allow), tiles
+    are batched and inferred, blended into a band of accumulators one tile row high with a
+    smooth weight window (zero within ``margin`` of inner tile edges, see
+    :mod:`geochange.predict.windows`) and flushed to disk row band by row band. A scene whose
+    band would exceed ``band_memory_mb`` is predicted in vertical column stripes, so memory
+    depends on the tile size, the model and that budget, not on the scene size.
 
     Args:
         model: any module following the geochange model contract (dict with ``"change"`` logits
@@ -518,6 +554,12 @@ class ChangePredictor:
         progress: show a progress bar (tiles, tiles/s, ETA).
         gdal_cache_mb: GDAL block cache size while predicting (GDAL's default, 5 % of RAM,
             would make memory grow with the scene).
+        band_memory_mb: memory budget of the blending band (``tile_size`` rows of float32
+            accumulators). A scene whose band would exceed it is predicted in vertical
+            stripes, each top to bottom, so memory stops growing with the scene width; the
+            output is bit-identical, and each stripe after the first recomputes the one tile
+            column (with the default overlap) that reaches into it. The default fits binary
+            models on scenes up to ~200k px wide in one stripe.
 
     Raises:
         ConfigurationError: inconsistent arguments (e.g. ``tile_size <= overlap``).
@@ -547,6 +589,7 @@ class ChangePredictor:
         size_divisor: int = 32,
         progress: bool = True,
         gdal_cache_mb: int = 256,
+        band_memory_mb: float = 512,
     ) -> None:
         if tile_size <= 0 or overlap < 0:
             raise ConfigurationError(f"invalid tile_size={tile_size} / overlap={overlap}")
@@ -608,6 +651,9 @@ class ChangePredictor:
             self.in_channels = len(normalization["mean"])
         self.progress = progress
         self.gdal_cache_mb = int(gdal_cache_mb)
+        if not band_memory_mb > 0:
+            raise ConfigurationError(f"band_memory_mb must be > 0, got {band_memory_mb}")
+        self.band_memory_mb = float(band_memory_mb)
         self._inferencer = _Inferencer(
             model,
             device=self.device,
@@ -687,6 +733,17 @@ class ChangePredictor:
         if channels != 1 + 2 * classes:
             raise ConfigurationError(f"model produced {channels} output channels")
         return channels, classes
+
+    def _stripes(self, grid: TileGrid, channels: int, classes: int) -> list[ColumnStripe]:
+        """Column stripes whose blending bands fit ``band_memory_mb``."""
+        if classes and self.semantic_blend == "center":
+            per_pixel = 4 + 2 + 4 + 1  # change sum, two class ids, best weight, valid
+        else:
+            per_pixel = 4 * channels + 1
+        max_width = int(self.band_memory_mb * 2**20) // (grid.tile_height * per_pixel)
+        # Stripes narrower than a few tiles would recompute a large share of the tiles.
+        max_width = max(max_width, MIN_STRIPE_TILES * grid.tile_width)
+        return column_stripes(grid, max_width)
 
     def _model_fingerprint(self) -> str:
         digest = hashlib.sha1()
@@ -940,6 +997,8 @@ class ChangePredictor:
             "probability_dtype": self.probability_dtype,
             "model": self._model_fingerprint(),
         }
+        stripes = self._stripes(grid, channels, classes)
+        fingerprint["stripes"] = [[st.band_x0, st.out_x0, st.out_x1] for st in stripes]
         writer = GeoTiffBandWriter(
             specs,
             crs=pair.crs,
@@ -949,55 +1008,68 @@ class ChangePredictor:
             sidecar=out_path / SIDECAR_NAME,
             fingerprint=fingerprint,
             resume=resume,
+            stripes=len(stripes),
         )
         tiles = 0
         try:
-            skip = writer.rows_done
-            first_row = next(
-                (r for r, s in enumerate(grid.row_starts) if s + grid.tile_height > skip),
-                len(grid.row_starts),
-            )
-            rows = list(range(first_row, len(grid.row_starts)))
-            if rows:
-                wanted = {s.key for s in specs}
+            wanted = {s.key for s in specs}
 
-                def decode(
-                    probs: np.ndarray, valid: np.ndarray, labels: np.ndarray | None
-                ) -> dict[str, np.ndarray]:
-                    arrays = self._decode(probs, valid, classes, labels=labels)
-                    return {k: v for k, v in arrays.items() if k in wanted}
+            def decode(
+                probs: np.ndarray, valid: np.ndarray, labels: np.ndarray | None
+            ) -> dict[str, np.ndarray]:
+                arrays = self._decode(probs, valid, classes, labels=labels)
+                return {k: v for k, v in arrays.items() if k in wanted}
 
-                assembler = _BandAssembler(
-                    grid,
-                    channels,
-                    decode,
-                    writer.write,
-                    skip_until=skip,
-                    classes=classes,
-                    semantic_blend=self.semantic_blend,
-                )
-                with self._progress(len(rows) * len(grid.col_starts)) as bar:
-                    if client is not None:
-                        for tile in self._dask_results(
-                            client, pair, grid, rows, channels, origin, blocks_per_worker, bar
-                        ):
-                            assembler.add_tile(tile)
+            # The stripes (or, resuming, their rest) still to predict, with their tile rows.
+            work: list[tuple[int, ColumnStripe, list[int]]] = []
+            for index in range(writer.stripe, len(stripes)):
+                skip = writer.rows_done if index == writer.stripe else 0
+                work.append((index, stripes[index], _rows_from(grid, skip)))
+            total = sum(len(rows) * len(stripe.cols) for _, stripe, rows in work)
+            with self._progress(total) as bar:
+                dask_blocks = None
+                if client is not None:
+                    dask_blocks = groupby(
+                        self._dask_results(
+                            client, pair, grid, work, channels, origin, blocks_per_worker, bar
+                        ),
+                        key=itemgetter(0),
+                    )
+                for index, stripe, rows in work:
+                    skip = writer.begin_stripe(index, stripe.out_x0, stripe.out_x1 - stripe.out_x0)
+                    assembler = _BandAssembler(
+                        grid,
+                        channels,
+                        decode,
+                        writer.write,
+                        skip_until=skip,
+                        classes=classes,
+                        semantic_blend=self.semantic_blend,
+                        stripe=stripe,
+                    )
+                    assembler.start(rows[0])
+                    if dask_blocks is not None:
+                        block_index, blocks = next(dask_blocks)
+                        assert block_index == index
+                        stream: Iterable[_TileResult] = (t for _, ts in blocks for t in ts)
                     else:
-                        for tile in _compute_tiles(
+                        stream = _compute_tiles(
                             self._inferencer,
                             pair,
                             grid,
                             rows,
                             channels,
+                            cols=stripe.cols,
                             origin=origin,
                             batch_size=self.batch_size,
                             num_workers=self.num_workers,
                             pin_memory=self.device.type == "cuda",
                             progress=bar,
-                        ):
-                            assembler.add_tile(tile)
+                        )
+                    for tile in stream:
+                        assembler.add_tile(tile)
                     assembler.finish()
-                tiles = assembler.tiles
+                    tiles += assembler.tiles
             paths = writer.finalize()
         finally:
             writer.close()
@@ -1027,21 +1099,30 @@ class ChangePredictor:
         client: Any,
         source: Any,
         grid: TileGrid,
-        rows: list[int],
+        work: list[tuple[int, ColumnStripe, list[int]]],
         channels: int,
         origin: tuple[int, int],
         blocks_per_worker: int,
         bar: Any,
-    ) -> Iterator[_TileResult]:
-        """Run blocks of tile rows on Dask workers; yield their weighted tiles in order."""
+    ) -> Iterator[tuple[int, list[_TileResult]]]:
+        """Run blocks of tile rows on Dask workers; yield ``(stripe, tiles)`` per block.
+
+        Blocks come in order, each once, even when all its tiles were nodata; the tiles are
+        already weighted.
+        """
         from distributed import as_completed
 
         workers = max(1, len(client.scheduler_info().get("workers", {})))
-        nblocks = max(1, min(len(rows), workers * blocks_per_worker))
+        total_rows = sum(len(rows) for _, _, rows in work)
+        nblocks = max(1, min(total_rows, workers * blocks_per_worker))
         # At most MAX_ROWS_PER_BLOCK tile rows per block: blocks cost no extra compute (tiles
         # are independent), and small ones keep the client's in-flight results small.
-        size = min(math.ceil(len(rows) / nblocks), MAX_ROWS_PER_BLOCK)
-        blocks = [rows[i : i + size] for i in range(0, len(rows), size)]
+        size = min(math.ceil(total_rows / nblocks), MAX_ROWS_PER_BLOCK)
+        blocks = [
+            (index, rows[i : i + size], list(stripe.cols))
+            for index, stripe, rows in work
+            for i in range(0, len(rows), size)
+        ]
         # Ship the model once to every worker; tasks reuse the worker's deserialized copy.
         [model_future] = client.scatter([self._inferencer], broadcast=True, hash=False)
         window = max(1, 2 * workers)  # blocks in flight, to bound client memory
@@ -1051,12 +1132,14 @@ class ChangePredictor:
         queue = as_completed()
 
         def submit(index: int) -> None:
+            _, rows, cols = blocks[index]
             future = client.submit(
                 _dask_tiles,
                 model_future,
                 source,
                 grid,
-                blocks[index],
+                rows,
+                cols,
                 channels,
                 origin,
                 self.batch_size,
@@ -1071,9 +1154,9 @@ class ChangePredictor:
         for future in queue:
             index = submitted.pop(future)
             done[index] = future.result()
-            bar.update(len(blocks[index]) * len(grid.col_starts))
+            bar.update(len(blocks[index][1]) * len(blocks[index][2]))
             while next_block in done:
-                yield from done.pop(next_block)
+                yield blocks[next_block][0], done.pop(next_block)
                 next_block += 1
                 if issued < len(blocks):
                     submit(issued)
@@ -1133,28 +1216,41 @@ class ChangePredictor:
         ) -> dict[str, np.ndarray]:
             return self._decode(probs, valid, classes, probability_dtype="float32", labels=labels)
 
-        def write(top: int, arrays: dict[str, np.ndarray]) -> None:
-            for key, values in arrays.items():
-                if key not in outputs:
-                    outputs[key] = np.empty((height, width), dtype=values.dtype)
-                outputs[key][top : top + values.shape[0]] = values
+        stripes = self._stripes(grid, channels, classes)
+        with self._progress(sum(len(grid.row_starts) * len(st.cols) for st in stripes)) as bar:
+            for stripe in stripes:
 
-        assembler = _BandAssembler(
-            grid, channels, decode, write, classes=classes, semantic_blend=self.semantic_blend
-        )
-        with self._progress(len(grid)) as bar:
-            for tile in _compute_tiles(
-                self._inferencer,
-                source,
-                grid,
-                range(len(grid.row_starts)),
-                channels,
-                batch_size=self.batch_size,
-                num_workers=0,
-                progress=bar,
-            ):
-                assembler.add_tile(tile)
-            assembler.finish()
+                def write(top: int, arrays: dict[str, np.ndarray], x0: int = stripe.out_x0) -> None:
+                    for key, values in arrays.items():
+                        if key not in outputs:
+                            outputs[key] = np.empty((height, width), dtype=values.dtype)
+                        outputs[key][top : top + values.shape[0], x0 : x0 + values.shape[1]] = (
+                            values
+                        )
+
+                assembler = _BandAssembler(
+                    grid,
+                    channels,
+                    decode,
+                    write,
+                    classes=classes,
+                    semantic_blend=self.semantic_blend,
+                    stripe=stripe,
+                )
+                assembler.start(0)
+                for tile in _compute_tiles(
+                    self._inferencer,
+                    source,
+                    grid,
+                    range(len(grid.row_starts)),
+                    channels,
+                    cols=stripe.cols,
+                    batch_size=self.batch_size,
+                    num_workers=0,
+                    progress=bar,
+                ):
+                    assembler.add_tile(tile)
+                assembler.finish()
         coords = {k: pre.coords[k] for k in ("y", "x") if k in pre.coords}
         data_vars = {key: (("y", "x"), values) for key, values in outputs.items()}
         dataset = xr.Dataset(data_vars, coords=coords)

@@ -202,3 +202,80 @@ class TileGrid:
     def col_weight_sum(self) -> np.ndarray:
         """Sum of the horizontal weights of all tile columns, per scene column (float64, > 0)."""
         return self._weight_sum(self.col_starts, self.tile_width, self.width)
+
+
+@dataclass(frozen=True)
+class ColumnStripe:
+    """A vertical stripe of tile columns, predicted top to bottom with its own blending band.
+
+    Splitting a wide scene into stripes bounds the band's memory by the stripe width instead
+    of the scene width. A stripe also computes the ``warmup`` tile columns left of its own
+    first column that still reach into its output columns, so every output pixel gets exactly
+    the tile contributions (in the same order) it gets without stripes: the mosaic is
+    bit-identical, at the cost of ``warmup`` extra tile columns per stripe after the first.
+
+    Attributes:
+        cols: tile column indexes computed, warm-up columns first.
+        warmup: how many of ``cols`` are warm-up columns (0 for the first stripe).
+        band_x0: first scene column covered by the stripe's tiles.
+        band_x1: end (exclusive) of the scene columns covered by its tiles.
+        out_x0: first scene column the stripe writes.
+        out_x1: end (exclusive) of the columns it writes.
+    """
+
+    cols: tuple[int, ...]
+    warmup: int
+    band_x0: int
+    band_x1: int
+    out_x0: int
+    out_x1: int
+
+    @property
+    def band_width(self) -> int:
+        """Width of the stripe's blending band."""
+        return self.band_x1 - self.band_x0
+
+
+def column_stripes(grid: TileGrid, max_width: int | None) -> list[ColumnStripe]:
+    """Split ``grid``'s tile columns into stripes whose bands are at most ``max_width`` wide.
+
+    Output columns are handed over at the left edge of a stripe's first own tile: left of it
+    the previous stripe has all contributions, right of it the warm-up columns supply the ones
+    the stripe would otherwise miss. A stripe always owns at least one tile column, so a
+    ``max_width`` below two tiles is exceeded rather than refused.
+
+    Args:
+        grid: the scene's tile grid.
+        max_width: largest band width in pixels; None (or a scene at most that wide) gives
+            one stripe over the whole width.
+
+    Returns:
+        The stripes, left to right; their output ranges partition ``[0, grid.width)``.
+    """
+    starts = grid.col_starts
+    tile_w = grid.tile_width
+    ncols = len(starts)
+    if max_width is None or grid.width <= max_width or ncols == 1:
+        return [ColumnStripe(tuple(range(ncols)), 0, 0, grid.width, 0, grid.width)]
+    stripes: list[ColumnStripe] = []
+    first = 0
+    while first < ncols:
+        # Tiles ending at or before this stripe's first output column cannot reach it.
+        warm_from = sum(1 for s in starts[:first] if s + tile_w <= starts[first])
+        last = first
+        while last + 1 < ncols and starts[last + 1] + tile_w - starts[warm_from] <= max_width:
+            last += 1
+        out_x0 = 0 if first == 0 else starts[first]
+        out_x1 = grid.width if last + 1 == ncols else starts[last + 1]
+        stripes.append(
+            ColumnStripe(
+                cols=tuple(range(warm_from, last + 1)),
+                warmup=first - warm_from,
+                band_x0=starts[warm_from],
+                band_x1=starts[last] + tile_w,
+                out_x0=out_x0,
+                out_x1=out_x1,
+            )
+        )
+        first = last + 1
+    return stripes

@@ -76,10 +76,13 @@ class OutputSpec:
 class GeoTiffBandWriter:
     """Streams row bands into tiled GeoTIFFs and records progress in a sidecar for resuming.
 
-    Rows are buffered until a whole GeoTIFF block row (512 rows) is complete, so every block is
-    compressed and written exactly once; writes run on a background thread so they overlap with
-    inference. After each band the files are closed (flushed) and the sidecar's ``rows_done``
-    updated, so an interrupted run can resume from there.
+    A scene is written as one or more column stripes (see
+    :func:`geochange.predict.windows.column_stripes`), each top to bottom. Within a stripe,
+    rows are buffered until a whole GeoTIFF block row (512 rows) is complete, so every block
+    is compressed and written once (blocks straddling a stripe edge twice); writes run on a
+    background thread so they overlap with inference. After each write the files are closed
+    (flushed) and the sidecar records the position (stripe, rows done in it), so an
+    interrupted run can resume from there.
 
     Args:
         specs: the outputs.
@@ -90,6 +93,7 @@ class GeoTiffBandWriter:
         sidecar: progress file path.
         fingerprint: JSON-able description of the run; resuming requires an equal one.
         resume: continue from an existing sidecar with the same fingerprint.
+        stripes: number of column stripes the scene is written in.
     """
 
     def __init__(
@@ -103,16 +107,19 @@ class GeoTiffBandWriter:
         sidecar: Path,
         fingerprint: dict[str, Any],
         resume: bool,
+        stripes: int = 1,
     ) -> None:
         self.specs = list(specs)
         self.height, self.width = height, width
         self.sidecar = sidecar
         self.fingerprint = fingerprint
+        self.stripes = stripes
         self.block = int(TILED_GTIFF_OPTIONS["blockysize"])
-        self.rows_done = self._resume_point() if resume else 0
+        #: Resume position: stripes before ``stripe`` are complete, ``rows_done`` rows of it.
+        self.stripe, self.rows_done = self._resume_point() if resume else (0, 0)
         # Finished outputs of an earlier run would look valid next to a run that then fails.
         remove_stale([spec.path for spec in self.specs])
-        if self.rows_done == 0:
+        if (self.stripe, self.rows_done) == (0, 0):
             for spec in self.specs:
                 profile = dict(TILED_GTIFF_OPTIONS)
                 profile.update(
@@ -129,31 +136,55 @@ class GeoTiffBandWriter:
                     if spec.colormap is not None:
                         ds.write_colormap(1, spec.colormap)
             self._write_sidecar()
+        self._col_off, self._stripe_width = 0, width
         self._pending: dict[str, list[np.ndarray]] = {spec.key: [] for spec in self.specs}
         self._pending_top = self.rows_done
         self._pending_rows = 0
         self._executor = ThreadPoolExecutor(max_workers=1)
         self._inflight: Future[None] | None = None
 
-    def _resume_point(self) -> int:
+    @property
+    def complete(self) -> bool:
+        """Whether every stripe has been written."""
+        return self.stripe >= self.stripes
+
+    def _resume_point(self) -> tuple[int, int]:
         try:
             state = json.loads(self.sidecar.read_text())
         except (OSError, ValueError):
-            return 0
+            return 0, 0
         if state.get("fingerprint") != self.fingerprint:
-            return 0
+            return 0, 0
         if not all(spec.tiled_path.exists() for spec in self.specs):
-            return 0
-        return int(state.get("rows_done", 0))
+            return 0, 0
+        return int(state.get("stripe", 0)), int(state.get("rows_done", 0))
 
     def _write_sidecar(self) -> None:
+        state = {
+            "fingerprint": self.fingerprint,
+            "stripe": self.stripe,
+            "rows_done": self.rows_done,
+        }
         with atomic_output(self.sidecar) as tmp:
-            tmp.write_text(
-                json.dumps({"fingerprint": self.fingerprint, "rows_done": self.rows_done})
-            )
+            tmp.write_text(json.dumps(state))
+
+    def begin_stripe(self, index: int, col_off: int, width: int) -> int:
+        """Start writing stripe ``index`` (columns ``col_off`` to ``col_off + width``).
+
+        Returns:
+            The first row still to write in it (non-zero when resuming inside the stripe).
+        """
+        self._wait()
+        if self._pending_rows:
+            raise RuntimeError("the previous stripe was not written to the bottom")  # invariant
+        if index < self.stripe:
+            raise RuntimeError(f"stripe {index} is already written")  # internal invariant
+        self._col_off, self._stripe_width = col_off, width
+        self._pending_top = self.rows_done if index == self.stripe else 0
+        return self._pending_top
 
     def write(self, top: int, arrays: dict[str, np.ndarray]) -> None:
-        """Queue finished rows starting at ``top`` (``arrays[key]`` is ``[n, width]``)."""
+        """Queue finished rows starting at ``top`` (``arrays[key]`` is ``[n, stripe width]``)."""
         if top != self._pending_top + self._pending_rows:
             raise RuntimeError("row bands must be written in order")  # internal invariant
         rows = next(iter(arrays.values())).shape[0]
@@ -175,15 +206,22 @@ class GeoTiffBandWriter:
         self._pending_top = top + count
         self._pending_rows = keep
         self._wait()
-        self._inflight = self._executor.submit(self._write_chunk, top, chunk)
+        self._inflight = self._executor.submit(
+            self._write_chunk, top, self._col_off, self._stripe_width, chunk
+        )
 
-    def _write_chunk(self, top: int, chunk: dict[str, np.ndarray]) -> None:
+    def _write_chunk(
+        self, top: int, col_off: int, width: int, chunk: dict[str, np.ndarray]
+    ) -> None:
         rows = next(iter(chunk.values())).shape[0]
-        window = Window(0, top, self.width, rows)
+        window = Window(col_off, top, width, rows)
         for spec in self.specs:
             with rasterio.open(spec.tiled_path, "r+") as ds:
                 ds.write(chunk[spec.key], 1, window=window)
-        self.rows_done = top + rows
+        if top + rows >= self.height:
+            self.stripe, self.rows_done = self.stripe + 1, 0
+        else:
+            self.rows_done = top + rows
         self._write_sidecar()
 
     def _wait(self) -> None:
@@ -201,7 +239,7 @@ class GeoTiffBandWriter:
     def finalize(self) -> dict[str, Path]:
         """Turn the complete tiled files into COGs (atomic renames) and remove the sidecar."""
         self.close()
-        if self.rows_done < self.height:
+        if not self.complete:
             raise RuntimeError("finalize called before all rows were written")  # invariant
         paths: dict[str, Path] = {}
         for spec in self.specs:

@@ -107,11 +107,16 @@ def test_no_seams_with_real_model_where_naive_stitching_has_them(levir_pair, tmp
     assert edge / inside <= max(naive_edge / naive_inside, 1.02)
 
 
-def test_dask_local_cluster_equals_single_process(scene_pair, tmp_path: Path) -> None:
+def test_dask_local_cluster_equals_single_process(scene_pair, tmp_path: Path, monkeypatch) -> None:
+    import geochange.predict.predictor as predictor_module
+
     distributed = pytest.importorskip("distributed")
     pre_path, post_path, _, _ = scene_pair
     predictor = tiny_predictor(batch_size=2)
     single = predictor.predict(pre_path, post_path, tmp_path / "single")
+    # The same scene in column stripes (three or more with 128-px bands).
+    monkeypatch.setattr(predictor_module, "MIN_STRIPE_TILES", 2)
+    striped = tiny_predictor(batch_size=2, band_memory_mb=0.01)
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
@@ -119,13 +124,18 @@ def test_dask_local_cluster_equals_single_process(scene_pair, tmp_path: Path) ->
         distributed.Client(cluster) as client,
     ):
         spread = predictor.predict(pre_path, post_path, tmp_path / "dask", client=client)
-    np.testing.assert_array_equal(read(spread.probability), read(single.probability))
-    np.testing.assert_array_equal(read(spread.change), read(single.change))
+        spread_striped = striped.predict(pre_path, post_path, tmp_path / "dask_s", client=client)
+    for result in (spread, spread_striped):
+        np.testing.assert_array_equal(read(result.probability), read(single.probability))
+        np.testing.assert_array_equal(read(result.change), read(single.change))
+    assert spread_striped.tiles > spread.tiles  # the warm-up columns
     with rasterio.open(spread.change) as a, rasterio.open(single.change) as b:
         assert a.transform == b.transform and a.crs == b.crs
 
 
-def test_predict_xarray_matches_files_and_keeps_georeferencing(scene_pair) -> None:
+def test_predict_xarray_matches_files_and_keeps_georeferencing(scene_pair, monkeypatch) -> None:
+    import geochange.predict.predictor as predictor_module
+
     rioxarray = pytest.importorskip("rioxarray")
     pre_path, post_path, pre, post = scene_pair
     pre_da = rioxarray.open_rasterio(pre_path, chunks={"x": 100, "y": 100})
@@ -138,6 +148,11 @@ def test_predict_xarray_matches_files_and_keeps_georeferencing(scene_pair) -> No
     assert dataset.rio.crs == pre_da.rio.crs
     assert dataset.rio.transform() == pre_da.rio.transform()
     np.testing.assert_array_equal(dataset["x"].values, pre_da["x"].values)
+    # Column stripes assemble the in-memory arrays identically.
+    monkeypatch.setattr(predictor_module, "MIN_STRIPE_TILES", 2)
+    striped = tiny_predictor(band_memory_mb=0.01).predict_xarray(pre_da, post_da)
+    for key in ("probability", "change"):
+        np.testing.assert_array_equal(striped[key].values, dataset[key].values)
 
 
 def write_checkpoint(path: Path, *, tile_size: int = 64) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from geochange.errors import ConfigurationError, DataError, OutputError
 from geochange.predict import ChangePredictor, TileGrid, axis_weights, tile_starts
 from geochange.predict.predictor import SIDECAR_NAME
+from geochange.predict.windows import column_stripes
 
 NORM = {"mean": [0.0, 0.0, 0.0], "std": [1000.0, 1000.0, 1000.0]}
 
@@ -201,6 +203,60 @@ def test_column_chunked_decoding_matches_one_chunk(scene_pair, monkeypatch) -> N
         )
 
 
+@pytest.mark.parametrize(
+    ("width", "tile", "overlap", "max_width"),
+    [(251, 64, 16, 128), (1000, 64, 40, 200), (5000, 512, 128, 1500), (700, 64, 16, 10_000)],
+)
+def test_column_stripes_partition_the_width(width, tile, overlap, max_width) -> None:
+    grid = TileGrid(100, width, tile, overlap, overlap // 4)
+    starts = grid.col_starts
+    stripes = column_stripes(grid, max_width)
+    assert stripes[0].out_x0 == 0 and stripes[-1].out_x1 == width
+    owned: list[int] = []
+    for before, after in itertools.pairwise(stripes):
+        assert before.out_x1 == after.out_x0 == starts[after.cols[after.warmup]]
+    for stripe in stripes:
+        owned += stripe.cols[stripe.warmup :]
+        assert stripe.band_width <= max(max_width, 2 * tile) or len(stripe.cols) == 1
+        assert stripe.band_x0 == starts[stripe.cols[0]]
+        assert stripe.band_x1 == starts[stripe.cols[-1]] + tile
+        # Every tile reaching into the stripe's output columns is computed by the stripe ...
+        reaching = [
+            c for c, s in enumerate(starts) if s < stripe.out_x1 and s + tile > stripe.out_x0
+        ]
+        assert set(reaching) <= set(stripe.cols)
+    assert owned == list(range(len(starts)))  # ... and each tile column is owned once
+    if width <= max_width:
+        assert len(stripes) == 1 and stripes[0].warmup == 0
+
+
+@pytest.mark.parametrize("semantic_blend", [None, "probability", "center"])
+def test_column_stripes_are_bit_identical(scene_pair, monkeypatch, semantic_blend) -> None:
+    """A small band budget splits the scene into stripes without changing any pixel."""
+    import geochange.predict.predictor as predictor_module
+
+    pre_path, post_path, _, _ = scene_pair
+    options = {} if semantic_blend is None else {"semantic_blend": semantic_blend}
+    model = TinyConvChange(semantic_classes=0 if semantic_blend is None else 3, seed=1)
+    whole = exact_predictor(model, **options).predict(pre_path, post_path, pre_path.parent / "w")
+    monkeypatch.setattr(predictor_module, "MIN_STRIPE_TILES", 2)
+    striped = exact_predictor(model, band_memory_mb=0.01, **options)
+    grid = TileGrid(173, 251, 64, 16, 4)
+    channels = 1 if semantic_blend is None else 7
+    stripes = striped._stripes(grid, channels, 0 if semantic_blend is None else 3)
+    assert len(stripes) >= 3
+    result = striped.predict(pre_path, post_path, pre_path.parent / "s")
+    warmup = sum(s.warmup for s in stripes) * len(grid.row_starts)
+    assert result.tiles == whole.tiles + warmup
+    keys = ["probability", "change"]
+    if semantic_blend is not None:
+        keys += ["semantic_pre", "semantic_post", "transition"]
+    for key in keys:
+        np.testing.assert_array_equal(
+            read(getattr(result, key)), read(getattr(whole, key)), err_msg=key
+        )
+
+
 # --- georeferencing, nodata, reprojection -----------------------------------------------------
 
 
@@ -332,6 +388,33 @@ def test_interrupted_run_leaves_nothing_complete_and_resumes(tmp_path: Path) -> 
             pre_path, post_path, out
         )
     assert not (out / "change.tif").exists() and not (out / "probability.tif").exists()
+
+
+def test_resume_inside_a_later_stripe(tmp_path: Path, monkeypatch) -> None:
+    import geochange.predict.predictor as predictor_module
+
+    monkeypatch.setattr(predictor_module, "MIN_STRIPE_TILES", 2)
+    rng = np.random.default_rng(3)
+    pre = rng.integers(0, 1000, size=(3, 700, 400)).astype(np.uint16)
+    post = rng.integers(0, 1000, size=(3, 700, 400)).astype(np.uint16)
+    pre_path = write_raster(tmp_path / "pre.tif", pre)
+    post_path = write_raster(tmp_path / "post.tif", post)
+    options = {"tile_size": 128, "overlap": 32, "batch_size": 1, "band_memory_mb": 0.1}
+    full = exact_predictor(TinyConvChange(), **options).predict(pre_path, post_path, tmp_path / "r")
+    # Tile columns start at 0, 96, 192, 272; 256-px bands give three stripes of two columns
+    # (stripes 1 and 2 start with a warm-up column). 700 rows are 7 tile rows (starts 0, 96,
+    # ..., 480, 572). Crash in stripe 1 right after entering tile row 6, which flushed 512 rows.
+    out = tmp_path / "out"
+    with pytest.raises(Interrupt):
+        exact_predictor(FailingAfter(calls=14 + 13), **options).predict(pre_path, post_path, out)
+    state = json.loads((out / SIDECAR_NAME).read_text())
+    assert (state["stripe"], state["rows_done"]) == (1, 512)
+    resumed = exact_predictor(TinyConvChange(), **options).predict(
+        pre_path, post_path, out, resume=True
+    )
+    assert resumed.tiles == 2 * 2 + 7 * 2  # tile rows 5-6 of stripe 1, all of stripe 2
+    np.testing.assert_array_equal(read(resumed.probability), read(full.probability))
+    np.testing.assert_array_equal(read(resumed.change), read(full.change))
 
 
 # --- bad input --------------------------------------------------------------------------------
