@@ -243,6 +243,11 @@ def accuracy(task: str, args: argparse.Namespace) -> None:
             f"{scores['recall']:.4f}, kappa {scores['kappa']:.4f})  target F1 >= 0.85"
         )
     print(f"  peak RSS {peak_rss_mb():.0f} MB", flush=True)
+    if args.save_checkpoint:
+        path = Path(args.save_checkpoint.replace("{task}", task))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(path)
+        print(f"  saved the trained model to {path}", flush=True)
 
 
 def main() -> None:
@@ -264,6 +269,11 @@ def main() -> None:
     parser.add_argument("--throughput-only", action="store_true")
     parser.add_argument("--throughput-steps", type=int, default=5)
     parser.add_argument("--throughput-patch", type=int, default=256)
+    parser.add_argument(
+        "--save-checkpoint",
+        help="save each trained model to this path ('{task}' is replaced by the task); e.g. "
+        "for bench_predict.py --agreement-checkpoint",
+    )
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     import os
