@@ -406,7 +406,16 @@ def main() -> None:
     parser.add_argument(
         "--no-compute", action="store_true", help="skip the pure-compute reference run"
     )
+    parser.add_argument(
+        "--scene-window",
+        help="HxW: full-model runs on this top-left window of each scene (e.g. a full-width "
+        "strip of the 48000 x 32500 pair); needs --no-compute --no-baseline --agreement-size 0",
+    )
     args = parser.parse_args()
+    if args.scene_window and not (
+        args.no_compute and args.no_baseline and args.agreement_size == 0
+    ):
+        parser.error("--scene-window needs --no-compute --no-baseline --agreement-size 0")
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
@@ -431,9 +440,14 @@ def main() -> None:
         # Interleave the configurations (ours, compute, baseline, ours, ...) so that slow drifts
         # of a shared machine hit all of them alike; report medians and per-round ratios.
         runs: dict[str, list[dict[str, Any]]] = {name: [] for _, name in modes}
+        if args.scene_window:
+            height, width = parse_size(args.scene_window)
         for _ in range(args.repeats):
             for mode, name in modes:
-                runs[name].append(run_child(base_spec(args, scene, model_path, mode, name)))
+                spec = base_spec(args, scene, model_path, mode, name)
+                if args.scene_window:
+                    spec["window"] = [0, 0, width, height]
+                runs[name].append(run_child(spec))
         results = {name: summarize(rounds) for name, rounds in runs.items()}
         ours = results["ours"]
         tiles = ours["tiles"]

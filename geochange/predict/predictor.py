@@ -315,9 +315,9 @@ class _BandAssembler:
     :class:`ColumnStripe` (the whole width by default). Rows above the start of the next tile
     row receive no further contributions, so they are divided by the (separable) weight sum,
     decoded by ``decode(probs, valid, labels)`` in column chunks (so the float32 temporaries
-    stay small for many-class models) and the stripe's output columns are handed to
-    ``write(top, arrays)``. Only one band of ``channels x tile_height x band_width`` float32
-    values is held.
+    stay small for many-class models) and each chunk of the stripe's output columns is handed
+    to ``write(top, arrays, col)`` (``col`` counted from the stripe's first output column).
+    Only one band of ``channels x tile_height x band_width`` float32 values is held.
 
     With ``classes`` > 0 and ``semantic_blend="center"`` only the change probability is
     blended; each date's class map takes the arg-max of the tile with the largest window weight
@@ -369,16 +369,14 @@ class _BandAssembler:
         if until > self.skip_until:
             first = max(0, self.skip_until - start)  # resumed run: rows on disk are dropped
             row_sum = self.row_sum[start + first : until, None]
-            pieces = []
             x0, out_x0, out_x1 = self.stripe.band_x0, self.stripe.out_x0, self.stripe.out_x1
             for s0 in range(out_x0, out_x1, self.chunk_width):
                 s1 = min(out_x1, s0 + self.chunk_width)
                 c0, c1 = s0 - x0, s1 - x0  # band columns
                 probs = self.acc[:, first:count, c0:c1] / (row_sum * self.col_sum[None, s0:s1])
                 labels = None if self.labels is None else self.labels[:, first:count, c0:c1]
-                pieces.append(self.decode(probs, self.valid[first:count, c0:c1], labels))
-            arrays = {k: np.concatenate([p[k] for p in pieces], axis=-1) for k in pieces[0]}
-            self.write(start + first, arrays)
+                arrays = self.decode(probs, self.valid[first:count, c0:c1], labels)
+                self.write(start + first, arrays, s0 - out_x0)
         # Shift the band up, one channel at a time to keep the temporary small.
         planes = list(self.acc)
         if self.labels is not None and self.best is not None:
@@ -501,7 +499,7 @@ DECODE_CHUNK_WIDTH = 2048
 # Tiles between two heap trims (see geochange.io.trim_heap).
 TRIM_EVERY_TILES = 64
 # glibc mmap threshold of the predicting process (reader workers use 128 KiB).
-PREDICT_MMAP_THRESHOLD = 8 * 2**20
+PREDICT_MMAP_THRESHOLD = 32 * 2**20
 
 
 class ChangePredictor:
@@ -1220,13 +1218,14 @@ class ChangePredictor:
         with self._progress(sum(len(grid.row_starts) * len(st.cols) for st in stripes)) as bar:
             for stripe in stripes:
 
-                def write(top: int, arrays: dict[str, np.ndarray], x0: int = stripe.out_x0) -> None:
+                def write(
+                    top: int, arrays: dict[str, np.ndarray], col: int, x0: int = stripe.out_x0
+                ) -> None:
                     for key, values in arrays.items():
                         if key not in outputs:
                             outputs[key] = np.empty((height, width), dtype=values.dtype)
-                        outputs[key][top : top + values.shape[0], x0 : x0 + values.shape[1]] = (
-                            values
-                        )
+                        rows, cols = values.shape
+                        outputs[key][top : top + rows, x0 + col : x0 + col + cols] = values
 
                 assembler = _BandAssembler(
                     grid,

@@ -137,7 +137,8 @@ class GeoTiffBandWriter:
                         ds.write_colormap(1, spec.colormap)
             self._write_sidecar()
         self._col_off, self._stripe_width = 0, width
-        self._pending: dict[str, list[np.ndarray]] = {spec.key: [] for spec in self.specs}
+        # Rows wait in one preallocated buffer per output until whole block rows are complete.
+        self._buffers: dict[str, np.ndarray] = {}
         self._pending_top = self.rows_done
         self._pending_rows = 0
         self._executor = ThreadPoolExecutor(max_workers=1)
@@ -181,15 +182,34 @@ class GeoTiffBandWriter:
             raise RuntimeError(f"stripe {index} is already written")  # internal invariant
         self._col_off, self._stripe_width = col_off, width
         self._pending_top = self.rows_done if index == self.stripe else 0
+        self._buffers = {}
         return self._pending_top
 
-    def write(self, top: int, arrays: dict[str, np.ndarray]) -> None:
-        """Queue finished rows starting at ``top`` (``arrays[key]`` is ``[n, stripe width]``)."""
+    def _buffer(self, key: str, dtype: np.dtype[Any], rows: int) -> np.ndarray:
+        buffer = self._buffers.get(key)
+        needed = self._pending_rows + rows
+        if buffer is None or buffer.shape[0] < needed:
+            grown = np.empty((max(needed, 2 * self.block), self._stripe_width), dtype=dtype)
+            if buffer is not None:
+                grown[: self._pending_rows] = buffer[: self._pending_rows]
+            self._buffers[key] = buffer = grown
+        return buffer
+
+    def write(self, top: int, arrays: dict[str, np.ndarray], col: int = 0) -> None:
+        """Queue finished rows starting at ``top``, columns ``col`` to ``col + w`` of the stripe.
+
+        ``arrays[key]`` is ``[n, w]``; the rows count as complete once their last column
+        arrives (chunks come left to right).
+        """
         if top != self._pending_top + self._pending_rows:
             raise RuntimeError("row bands must be written in order")  # internal invariant
-        rows = next(iter(arrays.values())).shape[0]
+        rows = width = 0
         for key, values in arrays.items():
-            self._pending[key].append(values)
+            rows, width = values.shape
+            buffer = self._buffer(key, values.dtype, rows)
+            buffer[self._pending_rows : self._pending_rows + rows, col : col + width] = values
+        if col + width < self._stripe_width:
+            return
         self._pending_rows += rows
         end = self._pending_top + self._pending_rows
         if self._pending_rows >= self.block or end >= self.height:
@@ -198,14 +218,15 @@ class GeoTiffBandWriter:
             self._flush(keep)
 
     def _flush(self, keep: int) -> None:
-        merged = {key: np.concatenate(parts, axis=0) for key, parts in self._pending.items()}
         count = self._pending_rows - keep
         top = self._pending_top
-        chunk = {key: values[:count] for key, values in merged.items()}
-        self._pending = {key: [values[count:]] if keep else [] for key, values in merged.items()}
+        self._wait()
+        # The write thread gets its own copy; the kept rows move to the top of the buffers.
+        chunk = {key: buffer[:count].copy() for key, buffer in self._buffers.items()}
+        for buffer in self._buffers.values():
+            buffer[:keep] = buffer[count : count + keep]
         self._pending_top = top + count
         self._pending_rows = keep
-        self._wait()
         self._inflight = self._executor.submit(
             self._write_chunk, top, self._col_off, self._stripe_width, chunk
         )
