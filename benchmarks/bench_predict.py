@@ -149,6 +149,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             "semantic_blend": spec.get("semantic_blend", "probability"),
             "progress": False,
         }
+        if spec.get("gdal_cache_mb"):
+            options["gdal_cache_mb"] = spec["gdal_cache_mb"]
         if checkpoint:
             assert model_path is not None
             predictor = ChangePredictor.from_checkpoint(model_path, **options)
@@ -362,6 +364,7 @@ def base_spec(
         "threads": args.threads,
         "precision": args.precision,
         "prob_dtype": "uint8",
+        "gdal_cache_mb": args.gdal_cache_mb,
     }
 
 
@@ -382,6 +385,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="default: the predictor's")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--gdal-cache-mb", type=int, help="default: the predictor's")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--agreement-size", type=int, default=1024, help="0: skip bf16 check")

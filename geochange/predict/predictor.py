@@ -455,6 +455,7 @@ def _dask_tiles(
     channels: int,
     origin: tuple[int, int],
     batch_size: int,
+    gdal_cache_mb: int = 64,
 ) -> list[_TileResult]:
     """Dask task: the weighted tiles of a block of tile rows x columns (all-nodata dropped).
 
@@ -464,7 +465,7 @@ def _dask_tiles(
     bound_malloc_growth(PREDICT_MMAP_THRESHOLD)
     tiles = []
     try:
-        with rasterio.Env(GDAL_CACHEMAX=256 * 2**20):
+        with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20):
             for tile in _compute_tiles(
                 inferencer,
                 source,
@@ -499,7 +500,7 @@ DECODE_CHUNK_WIDTH = 2048
 # Tiles between two heap trims (see geochange.io.trim_heap).
 TRIM_EVERY_TILES = 64
 # glibc mmap threshold of the predicting process (reader workers use 128 KiB).
-PREDICT_MMAP_THRESHOLD = 32 * 2**20
+PREDICT_MMAP_THRESHOLD = 8 * 2**20
 
 
 class ChangePredictor:
@@ -551,7 +552,8 @@ class ChangePredictor:
             than ``tile_size`` can need it).
         progress: show a progress bar (tiles, tiles/s, ETA).
         gdal_cache_mb: GDAL block cache size while predicting (GDAL's default, 5 % of RAM,
-            would make memory grow with the scene).
+            would make memory grow with the scene). At 48000 px wide, 256 MB cost 200 MB more
+            peak RSS than 64 MB with no measurable speed difference.
         band_memory_mb: memory budget of the blending band (``tile_size`` rows of float32
             accumulators). A scene whose band would exceed it is predicted in vertical
             stripes, each top to bottom, so memory stops growing with the scene width; the
@@ -586,7 +588,7 @@ class ChangePredictor:
         channels_last: bool = True,
         size_divisor: int = 32,
         progress: bool = True,
-        gdal_cache_mb: int = 256,
+        gdal_cache_mb: int = 64,
         band_memory_mb: float = 512,
     ) -> None:
         if tile_size <= 0 or overlap < 0:
@@ -1141,6 +1143,7 @@ class ChangePredictor:
                 channels,
                 origin,
                 self.batch_size,
+                self.gdal_cache_mb,
                 pure=False,
             )
             submitted[future] = index
