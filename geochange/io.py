@@ -160,7 +160,9 @@ def finalize_cog(
     return Path(dst)
 
 
-_MMAP_THRESHOLD_SET = False
+# The fixed mmap threshold set in this process by bound_malloc_growth (None: glibc's adaptive).
+_MMAP_THRESHOLD: int | None = None
+_M_MMAP_THRESHOLD = -3  # mallopt parameter, from <malloc.h>
 
 
 def bound_malloc_growth(threshold: int = 128 * 1024) -> bool:
@@ -171,7 +173,7 @@ def bound_malloc_growth(threshold: int = 128 * 1024) -> bool:
     and fragment it: a long-running reader process then grows by several MB per tile, i.e. with
     the scene size. A fixed threshold keeps such buffers ``mmap``-ed, so peak memory stays
     bounded. Measured on a 4096 x 4096 window: DataLoader reader worker 371 -> 1066 MB without,
-    flat with it.
+    flat with it. Only the first call in a process takes effect.
 
     Args:
         threshold: allocation size in bytes from which glibc always uses ``mmap``.
@@ -179,15 +181,41 @@ def bound_malloc_growth(threshold: int = 128 * 1024) -> bool:
     Returns:
         Whether the setting was applied (False off glibc).
     """
-    global _MMAP_THRESHOLD_SET
-    if _MMAP_THRESHOLD_SET:
+    global _MMAP_THRESHOLD
+    if _MMAP_THRESHOLD is not None:
         return True
     libc = _glibc()
     if libc is None:
         return False
-    m_mmap_threshold = -3  # from <malloc.h>
-    _MMAP_THRESHOLD_SET = bool(libc.mallopt(m_mmap_threshold, int(threshold)))
-    return _MMAP_THRESHOLD_SET
+    if libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)):
+        _MMAP_THRESHOLD = int(threshold)
+    return _MMAP_THRESHOLD is not None
+
+
+@contextlib.contextmanager
+def model_buffers_on_heap(threshold: int = 32 * 2**20) -> Iterator[None]:
+    """Raise a fixed mmap threshold (see :func:`bound_malloc_growth`) while a model runs.
+
+    Buffers below ``threshold`` then come from the heap, where the next forward pass reuses
+    them, instead of fresh ``mmap`` pages the kernel must fault in and zero on every pass; the
+    process's own threshold is restored afterwards, so the buffers allocated between passes
+    (tiles, output rows) still go back to the OS. No-op when no fixed threshold is set (glibc's
+    adaptive one already keeps such buffers on the heap) or off glibc.
+
+    Args:
+        threshold: the mmap threshold, in bytes, during the block (32 MiB: glibc's maximum
+            for its adaptive threshold on 64-bit Linux).
+    """
+    previous = _MMAP_THRESHOLD
+    libc = _glibc()
+    if libc is None or previous is None or previous >= threshold:
+        yield
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, int(threshold))
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_THRESHOLD, previous)
 
 
 @functools.cache

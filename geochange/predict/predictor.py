@@ -29,6 +29,7 @@ from geochange.errors import CheckpointError, ConfigurationError, DataError
 from geochange.io import (
     bound_malloc_growth,
     check_writable_dir,
+    model_buffers_on_heap,
     trim_heap,
     worker_init_bound_malloc,
 )
@@ -157,7 +158,7 @@ class _Inferencer:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        with self._autocast():
+        with self._autocast(), model_buffers_on_heap():
             out = self.model(x)
         if isinstance(out, Tensor):
             change, pre, post = out, None, None
