@@ -242,7 +242,8 @@ def trim_heap() -> bool:
     (:func:`bound_malloc_growth`'s 128 KiB default) every large activation is a fresh ``mmap``
     whose pages the kernel must zero, which made resnet18 inference ~17 % slower on the CPU;
     with glibc's adaptive threshold, peak RSS over a 4096 x 4096 prediction doubled. The
-    predictor uses an 8 MiB threshold and trims every 64 tiles.
+    predictor uses an 8 MiB threshold (32 MiB during forward passes, see
+    :func:`model_buffers_on_heap`) and trims every 64 tiles.
 
     Returns:
         Whether memory was released (False off glibc).

@@ -929,9 +929,9 @@ class ChangePredictor:
         # A bounded GDAL block cache (the default is 5 % of RAM) keeps memory independent of the
         # scene size (forked DataLoader workers inherit it). A fixed 8 MiB mmap threshold plus a
         # heap trim every 64 tiles stop per-tile buffers from fragmenting the heap; reader
-        # workers use 128 KiB. Measured on a 2048^2 scene with resnet18: a 128 KiB threshold in
-        # this process made inference ~17 % slower (page faults on fresh mmaps), glibc's
-        # adaptive threshold doubled peak RSS over a 4096^2 window (912 -> 1910 MB).
+        # workers use 128 KiB. The model itself runs with 32 MiB (model_buffers_on_heap): the
+        # 8 MiB threshold made its forward pass ~8 % slower, a fixed 32 MiB for everything added
+        # ~700 MB peak RSS at 48000 px wide.
         bound_malloc_growth(PREDICT_MMAP_THRESHOLD)
         with rasterio.Env(GDAL_CACHEMAX=self.gdal_cache_mb * 2**20):
             return self._predict(
