@@ -23,6 +23,7 @@ from geochange.models.base import (
     ChangeModel,
     SiameseChangeModel,
 )
+from geochange.models.fusion import fold_batch_norm
 from geochange.models.registry import build_model, list_models, load_pretrained, register_model
 from geochange.models.semantic_change import SemanticChangeNet
 from geochange.models.siamese import FusionUNet, SiamConc, SiamDiff
@@ -55,6 +56,7 @@ __all__ = [
     "SiamDiff",
     "SiameseChangeModel",
     "build_model",
+    "fold_batch_norm",
     "list_models",
     "load_pretrained",
     "register_model",

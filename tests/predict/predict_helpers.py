@@ -65,6 +65,28 @@ class TinyConvChange(nn.Module):
         }
 
 
+class TinyConvBNChange(nn.Module):
+    """Two 3x3 convs with an eval-mode BatchNorm between them (foldable): radius 2."""
+
+    def __init__(self, in_channels: int = 3, seed: int = 0) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.conv1 = nn.Conv2d(2 * in_channels, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 1, 3, padding=1)
+        with torch.no_grad():
+            for param in self.parameters():
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
+            self.bn.running_mean.copy_(torch.randn(8, generator=gen))
+            self.bn.running_var.copy_(torch.rand(8, generator=gen) + 0.5)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c, h, w = x.shape
+        hidden = torch.relu(self.bn(self.conv1(x.reshape(b, t * c, h, w))))
+        return self.conv2(hidden)
+
+
 class DifferenceModel(nn.Module):
     """Per-pixel change logit from the absolute date difference (receptive field 0)."""
 

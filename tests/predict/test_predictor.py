@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from predict_helpers import DifferenceModel, TinyConvChange, whole_image, write_raster
+from predict_helpers import (
+    DifferenceModel,
+    TinyConvBNChange,
+    TinyConvChange,
+    whole_image,
+    write_raster,
+)
 from rasterio.transform import from_origin
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
@@ -94,6 +100,19 @@ def test_mosaic_equals_whole_image_inference(scene_pair, tile_size, overlap, ble
     change = read(result.change)
     np.testing.assert_array_equal(change, (reference >= 0.5).astype(np.uint8))
     assert result.tiles == len(TileGrid(173, 251, tile_size, overlap, overlap // 4, blend))
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_batchnorm_folding_keeps_the_mosaic_exact(scene_pair, fold: bool) -> None:
+    pre_path, post_path, pre, post = scene_pair
+    model = TinyConvBNChange()
+    predictor = exact_predictor(model, fold_batchnorm=fold)
+    result = predictor.predict(pre_path, post_path, pre_path.parent / f"out_fold_{fold}")
+    # The reference is the unfolded model, run once on the whole scene.
+    reference, _, _ = whole_image(model, pre, post)
+    np.testing.assert_allclose(read(result.probability), reference, atol=1e-5, rtol=0)
+    assert predictor._inferencer.folded_batchnorms == (1 if fold else 0)
+    assert isinstance(model.bn, torch.nn.BatchNorm2d)  # the caller's model is not modified
 
 
 def test_outputs_are_georeferenced_cogs(scene_pair) -> None:
