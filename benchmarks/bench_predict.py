@@ -152,6 +152,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         }
         if spec.get("gdal_cache_mb"):
             options["gdal_cache_mb"] = spec["gdal_cache_mb"]
+        if spec.get("unfolded"):
+            options["fold_batchnorm"] = False
         if checkpoint:
             assert model_path is not None
             predictor = ChangePredictor.from_checkpoint(model_path, **options)
@@ -416,6 +418,11 @@ def main() -> None:
         "--no-compute", action="store_true", help="skip the pure-compute reference run"
     )
     parser.add_argument(
+        "--unfolded",
+        action="store_true",
+        help="also run the predictor with fold_batchnorm=False in the same rounds",
+    )
+    parser.add_argument(
         "--scene-window",
         help="HxW: full-model runs on this top-left window of each scene (e.g. a full-width "
         "strip of the 48000 x 32500 pair); needs --no-compute --no-baseline --agreement-size 0",
@@ -442,6 +449,8 @@ def main() -> None:
             height, width = src.height, src.width
         calibrated_model(scene, model_path, args.tile_size)  # fresh: the architecture may change
         modes = [("geochange", "ours")]
+        if args.unfolded:
+            modes.append(("geochange", "unfolded"))
         if not args.no_compute:
             modes.append(("compute", "compute"))
         if not args.no_baseline:
@@ -454,6 +463,7 @@ def main() -> None:
         for _ in range(args.repeats):
             for mode, name in modes:
                 spec = base_spec(args, scene, model_path, mode, name)
+                spec["unfolded"] = name == "unfolded"
                 if args.scene_window:
                     spec["window"] = [0, 0, width, height]
                 runs[name].append(run_child(spec))
@@ -466,6 +476,19 @@ def main() -> None:
             f"{ours['rss_mb']:.0f} MB main{worker_text(ours)}",
             flush=True,
         )
+        if "unfolded" in results:
+            unf = results["unfolded"]
+            ratios = [
+                b["seconds"] / a["seconds"]
+                for a, b in zip(runs["ours"], runs["unfolded"], strict=True)
+            ]
+            print(
+                f"  predictor with fold_batchnorm=False: {unf['seconds']:.1f} s "
+                f"(runs {unf['all_seconds']}), peak RSS {unf['rss_mb']:.0f} MB -> BatchNorm "
+                f"folding {statistics.median(ratios):.2f}x (median of per-round ratios "
+                f"{[round(r, 2) for r in ratios]})",
+                flush=True,
+            )
         if "compute" in results:
             comp = results["compute"]
             ratios = [
