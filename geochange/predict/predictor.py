@@ -10,6 +10,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
@@ -136,13 +137,29 @@ class _Inferencer:
         #: BatchNorm layers folded into convolutions (None until the first batch).
         self.folded_batchnorms: int | None = None
         self._prepared = False
+        self._thread: ThreadPoolExecutor | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_prepared"] = False
+        state["_thread"] = None
         state.pop("_runner", None)
         state["folded_batchnorms"] = None
         return state
+
+    def __call__(self, image: Tensor) -> np.ndarray:
+        """Probabilities ``[B, 1 + 2K, h, w]`` (float32 numpy) for raw tiles ``[B, 2, C, h, w]``.
+
+        On the CPU the model runs on one dedicated thread: glibc gives that thread its own
+        malloc arena, so the forward passes' buffers (raised mmap threshold, see
+        :func:`geochange.io.model_buffers_on_heap`) are reused pass after pass without
+        fragmenting the heap that tile and row buffers use.
+        """
+        if self.device.type != "cpu":
+            return self._infer(image)
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geochange-model")
+        return self._thread.submit(self._infer, image).result()
 
     def _prepare(self) -> None:
         if self._prepared:
@@ -207,8 +224,7 @@ class _Inferencer:
         self._runner = runner
 
     @torch.inference_mode()
-    def __call__(self, image: Tensor) -> np.ndarray:
-        """Probabilities ``[B, 1 + 2K, h, w]`` (float32 numpy) for raw tiles ``[B, 2, C, h, w]``."""
+    def _infer(self, image: Tensor) -> np.ndarray:
         self._prepare()
         x = image.to(self.device, non_blocking=True).float()
         if self.normalization is not None:
