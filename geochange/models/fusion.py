@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import weakref
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -41,19 +42,23 @@ def _flatten_outputs(out: Any) -> list[Tensor]:
 def _foldable_pairs(model: nn.Module, sample: Tensor) -> list[tuple[str, str]]:
     """``(conv name, batchnorm name)`` pairs where, in every call, the BN consumed the conv."""
     names = {module: name for name, module in model.named_modules()}
-    # Outputs are kept alive (not just their ids) so that no id is reused by a later tensor.
-    produced: dict[int, tuple[Tensor, nn.Module]] = {}
+    # Weak references: the outputs are freed when the model drops them, as in a plain forward
+    # pass (holding them changed the heap layout enough to cost ~80 MB of peak RSS in a whole
+    # scene prediction); the reference check guards against a reused id.
+    produced: dict[int, tuple[weakref.ref[Tensor], nn.Module]] = {}
     conv_calls: dict[nn.Module, int] = defaultdict(int)
     bn_sources: dict[nn.Module, list[nn.Module | None]] = defaultdict(list)
 
     def on_conv(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         conv_calls[module] += 1
         if isinstance(output, Tensor):
-            produced[id(output)] = (output, module)
+            produced[id(output)] = (weakref.ref(output), module)
 
     def on_bn(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        source = produced.get(id(args[0])) if args and isinstance(args[0], Tensor) else None
-        bn_sources[module].append(source[1] if source is not None else None)
+        tensor = args[0] if args and isinstance(args[0], Tensor) else None
+        source = produced.get(id(tensor)) if tensor is not None else None
+        alive = source is not None and source[0]() is tensor
+        bn_sources[module].append(source[1] if source is not None and alive else None)
 
     hooks = []
     for module in model.modules():
