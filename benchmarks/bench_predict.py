@@ -315,6 +315,11 @@ def worker_text(result: dict[str, Any]) -> str:
     return f" + {result['rss_children_mb']:.0f} MB largest of {result['workers']} reader worker(s)"
 
 
+def round_ratios(slower: list[dict[str, Any]], faster: list[dict[str, Any]]) -> list[float]:
+    """Per-round time ratios ``slower / faster`` of two interleaved configurations."""
+    return [a["seconds"] / b["seconds"] for a, b in zip(slower, faster, strict=True)]
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     best = dict(runs[0])
     best["seconds"] = statistics.median(r["seconds"] for r in runs)
@@ -478,10 +483,7 @@ def main() -> None:
         )
         if "unfolded" in results:
             unf = results["unfolded"]
-            ratios = [
-                b["seconds"] / a["seconds"]
-                for a, b in zip(runs["ours"], runs["unfolded"], strict=True)
-            ]
+            ratios = round_ratios(runs["unfolded"], runs["ours"])
             print(
                 f"  predictor with fold_batchnorm=False: {unf['seconds']:.1f} s "
                 f"(runs {unf['all_seconds']}), peak RSS {unf['rss_mb']:.0f} MB -> BatchNorm "
@@ -491,10 +493,7 @@ def main() -> None:
             )
         if "compute" in results:
             comp = results["compute"]
-            ratios = [
-                a["seconds"] / b["seconds"]
-                for a, b in zip(runs["ours"], runs["compute"], strict=True)
-            ]
+            ratios = round_ratios(runs["ours"], runs["compute"])
             print(
                 f"  pure compute on the same {comp['tiles']} tiles: {comp['seconds']:.1f} s "
                 f"(runs {comp['all_seconds']}) -> pipeline overhead "
@@ -504,10 +503,7 @@ def main() -> None:
             )
         if "baseline" in results:
             base = results["baseline"]
-            ratios = [
-                b["seconds"] / a["seconds"]
-                for a, b in zip(runs["ours"], runs["baseline"], strict=True)
-            ]
+            ratios = round_ratios(runs["baseline"], runs["ours"])
             print(
                 f"  TorchGeo GridGeoSampler baseline: {base['tiles']} tiles in "
                 f"{base['seconds']:.1f} s (runs {base['all_seconds']}), peak RSS "

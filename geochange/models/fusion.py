@@ -2,9 +2,9 @@
 
 In eval mode a ``BatchNorm2d`` is an affine map per channel, so ``bn(conv(x))`` equals one
 convolution with rescaled weights and a shifted bias. Folding removes one full pass over every
-activation map, which on CPUs is memory-bound: on a 2-core AMD EPYC the ``fusion_unet``/resnet18
-change model ran 1.17x faster at 512² tiles (``benchmarks/bench_predict.py``, see
-docs/prediction.md), with outputs equal to ~1e-7.
+activation map, which on CPUs is memory-bound: on a 2-core AMD EPYC, whole-scene prediction
+with the ``fusion_unet``/resnet18 change model ran 1.15x faster
+(``benchmarks/bench_predict.py --unfolded``, see docs/prediction.md).
 
 Which convolution feeds which BatchNorm is found by running the model once on a sample with
 forward hooks, since model code (SMP encoders and decoders, siamese wrappers) is not traceable
