@@ -69,6 +69,7 @@ FILES = {
     "nogeo": "nogeo.tif",
     "missing": "does_not_exist.tif",
     "regular_file": "regular_file.txt",
+    "change_big": "change_big.tif",
     "mask_0_255": "mask_0_255.tif",
     "mask_7": "mask_7.tif",
     "mask_minus1": "mask_minus1.tif",
@@ -113,7 +114,7 @@ def build(root: Path) -> Corpus:
     from geochange.trainers import ChangeTrainer
 
     root.mkdir(parents=True, exist_ok=True)
-    scene = make_scene(root / "scene", SIZE, SIZE, seed=3)
+    scene = make_scene(root / "scene", SIZE, SIZE, seed=7)  # 3 new buildings
     corpus = Corpus(root)
 
     for name, bands in (("ckpt", 3), ("ckpt_4band", 4)):
@@ -198,7 +199,7 @@ def build(root: Path) -> Corpus:
         scene.post,
         corpus.post_coarse,
         post[:, ::2, ::2],
-        transform=transform * transform.scale(2.0, 2.0),
+        transform=transform @ transform.scale(2.0, 2.0),
         width=SIZE // 2,
         height=SIZE // 2,
     )
@@ -209,7 +210,7 @@ def build(root: Path) -> Corpus:
         corpus.pred_probability,
         corpus.probability_coarse,
         probability[:, ::2, ::2],
-        transform=transform * transform.scale(2.0, 2.0),
+        transform=transform @ transform.scale(2.0, 2.0),
         width=SIZE // 2,
         height=SIZE // 2,
     )
@@ -235,7 +236,7 @@ def build(root: Path) -> Corpus:
         blockysize=64,
         width=SIZE * 4,
         height=SIZE * 4,
-        transform=transform * transform.scale(0.25),
+        transform=transform @ transform.scale(0.25),
     )
     _truncate(corpus.plain_tiled, corpus.truncated_tiled, 0.7)
     with rasterio.open(
@@ -248,6 +249,15 @@ def build(root: Path) -> Corpus:
         change = src.read(1)
     _copy_raster(
         scene.change, corpus.mask_0_255, (change.astype(np.uint8) * 255)[None], nodata=None
+    )
+    big_change = np.repeat(np.repeat(change, 4, axis=0), 4, axis=1)[None]
+    _copy_raster(
+        scene.change,
+        corpus.change_big,
+        big_change,
+        width=SIZE * 4,
+        height=SIZE * 4,
+        transform=transform @ transform.scale(0.25),
     )
     odd = change.astype(np.uint8).copy()
     odd[:8, :8] = 7
