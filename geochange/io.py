@@ -372,6 +372,7 @@ def exclusive_lock(path: str | os.PathLike[str], *, what: str = "geochange") -> 
     except ImportError:  # pragma: no cover - not POSIX: no advisory locks
         yield path
         return
+    unsupported: OSError | None = None
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -387,15 +388,9 @@ def exclusive_lock(path: str | os.PathLike[str], *, what: str = "geochange") -> 
                 f"({holder}); wait for it to finish or choose another output directory"
             ) from None
         except OSError as err:  # e.g. ENOLCK: a file system without locks
-            import warnings
-
             os.close(fd)
-            warnings.warn(
-                f"cannot lock {str(path)!r} ({err}); concurrent runs are not detected",
-                stacklevel=3,
-            )
-            yield path
-            return
+            unsupported = err
+            break
         # The holder removes the file while it still holds the lock; a file we opened before
         # that is no longer the lock file, so start over.
         try:
@@ -405,6 +400,15 @@ def exclusive_lock(path: str | os.PathLike[str], *, what: str = "geochange") -> 
         if current:
             break
         os.close(fd)
+    if unsupported is not None:
+        import warnings
+
+        warnings.warn(
+            f"cannot lock {str(path)!r} ({unsupported}); concurrent runs are not detected",
+            stacklevel=3,
+        )
+        yield path
+        return
     started = time.strftime("%Y-%m-%d %H:%M:%S %z")
     command = " ".join(sys.argv)
     if len(command) > 300:
