@@ -52,7 +52,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from geochange.errors import ConfigurationError, DataError, OutputError
-from geochange.io import atomic_output, check_writable_dir, open_raster
+from geochange.io import atomic_output, check_writable_dir, open_raster, read_errors
 
 __all__ = [
     "BUILDING_CLASS",
@@ -357,7 +357,8 @@ def _read(path: str, window: rasterio.windows.Window) -> npt.NDArray[Any]:
             # spurious "Error in sys.excepthook" messages.
             atexit.register(_close_datasets)
         ds = _DATASETS[path] = rasterio.open(path)
-    return ds.read(1, window=window)
+    with read_errors(path, window):  # a corrupt block: DataError naming file and window
+        return ds.read(1, window=window)
 
 
 def _structure(connectivity: int) -> npt.NDArray[np.bool_]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -683,3 +684,41 @@ def test_postprocessed_polygons_written_in_every_format(
         assert vertices(building) < vertices(staircase)
     else:
         assert building.equals(staircase)
+
+
+def test_corrupt_block_is_a_data_error_naming_file_and_window(tmp_path: Path, capsys) -> None:
+    from geochange.cli import main as cli_main
+
+    values = np.zeros((64, 64), np.uint8)
+    values[5:20, 5:20] = 1
+    values[40:60, 30:50] = 1
+    path = tmp_path / "change.tif"
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=64,
+        width=64,
+        count=1,
+        dtype="uint8",
+        crs=CRS,
+        transform=TRANSFORM,
+        nodata=255,
+        tiled=True,
+        blockxsize=16,
+        blockysize=16,
+        compress="deflate",
+    ) as ds:
+        ds.write(values, 1)
+    with rasterio.open(path) as ds:  # zero the inside of block (row 2, col 2): rows 32-48
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_2_2", "TIFF", bidx=1))
+        size = int(ds.get_tag_item("BLOCK_SIZE_2_2", "TIFF", bidx=1))
+    data = bytearray(path.read_bytes())
+    data[offset + 2 : offset + size - 2] = bytes(size - 4)
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=rf"cannot read {re.escape(repr(str(path)))} at rows 32-"):
+        vectorize_changes(path, block_size=32, workers=1)
+    code = cli_main(["vectorize", str(path), "--out", str(tmp_path / "x.gpkg"), "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "geochange vectorize: error: cannot read " in err
+    assert not (tmp_path / "x.gpkg").exists()
