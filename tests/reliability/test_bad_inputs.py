@@ -317,6 +317,10 @@ def test_cli_bad_input(case: Case, corpus: Corpus, tmp_path: Path, capfd: Any) -
         code = cli_main(argv)
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        ran = corpus.marker.exists()
+        corpus.marker.unlink(missing_ok=True)
+    assert not ran, "a checkpoint ran code"
     stdout, stderr = capfd.readouterr()
     assert "Traceback" not in stdout + stderr, stderr[-3000:]
     assert code == case.code, f"exit {code}, expected {case.code}:\n{stderr[-3000:]}"
@@ -326,7 +330,6 @@ def test_cli_bad_input(case: Case, corpus: Corpus, tmp_path: Path, capfd: Any) -
         assert f"geochange {argv[0]}: error:" in stderr, stderr[-3000:]
         for final in case.finals:
             assert not (out / final).exists(), f"{final} exists after a failed run"
-    _no_code_ran(corpus)
     assert digest([corpus.root]) == before, "an input file changed"
     if case.check is not None:
         case.check(corpus, out)
@@ -437,7 +440,9 @@ def test_python_entry_points(
     tmp_path: Path,
 ) -> None:
     before = digest([corpus.root])
-    with pytest.raises(error, match=re.compile(message, re.IGNORECASE)):
-        call(corpus, tmp_path)
-    _no_code_ran(corpus)
+    try:
+        with pytest.raises(error, match=re.compile(message, re.IGNORECASE)):
+            call(corpus, tmp_path)
+    finally:
+        _no_code_ran(corpus)
     assert digest([corpus.root]) == before
