@@ -7,8 +7,7 @@ predictor needs (task, model name and arguments, bands, normalization, tile size
 
 from __future__ import annotations
 
-import pickle
-import zipfile
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,13 @@ import torch
 
 from geochange.errors import CheckpointError
 
-__all__ = ["CHECKPOINT_KEY", "METADATA_KEYS", "load_checkpoint_dict", "read_checkpoint_metadata"]
+__all__ = [
+    "CHECKPOINT_KEY",
+    "METADATA_KEYS",
+    "load_checkpoint_dict",
+    "load_torch_file",
+    "read_checkpoint_metadata",
+]
 
 #: Top-level checkpoint key holding the geochange metadata.
 CHECKPOINT_KEY = "geochange"
@@ -36,47 +41,108 @@ METADATA_KEYS = (
 )
 
 
-def load_checkpoint_dict(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint file onto the CPU, turning every failure into a :class:`CheckpointError`.
+#: Leading bytes of the two formats ``torch.save`` writes: a zip archive (PyTorch >= 1.6) and
+#: the legacy pickle stream, which starts with a pickled magic number (protocol 2+, LONG1).
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x8a\x0a" + torch.serialization.MAGIC_NUMBER.to_bytes(10, "little")
 
-    Only tensors and plain Python values are unpickled (``weights_only=True``), so reading the
-    metadata of an untrusted file cannot run code.
+# A global named in torch's weights-only refusal ("GLOBAL numpy.core..."): the file holds Python
+# objects. Damaged bytes give opcodes or nameless globals ("GLOBAL .") instead.
+_GLOBAL = re.compile(r"GLOBAL ([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*)")
+
+#: How to turn a file holding Python objects into one geochange reads, without trusting it here.
+CONVERT_HINT = (
+    "to use it, convert it once where you trust it: obj = torch.load(path, weights_only=False), "
+    "then torch.save only tensors and plain values (torch.save(model.state_dict(), 'weights.pt') "
+    "for weights; for a training checkpoint, replace the objects by plain values, e.g. in "
+    "'hyper_parameters')"
+)
+
+
+def load_torch_file(
+    path: str | Path, *, what: str = "checkpoint", map_location: Any = "cpu", mmap: bool = False
+) -> Any:
+    """Load a file written by ``torch.save`` without ever unpickling arbitrary objects.
+
+    Only tensors and plain Python values are rebuilt (``torch.load(weights_only=True)``), so an
+    untrusted file cannot run code. Both the zip format and the legacy (pre-1.6, non-zip)
+    format are read.
+
+    Args:
+        path: The file.
+        what: What the file is, for messages (``"checkpoint"``, ``"weights file"``).
+        map_location: Device mapping of the tensors (``torch.load``'s ``map_location``).
+        mmap: Map the tensor data of a zip-format file instead of reading it (cheap when only
+            the metadata is needed); ignored for legacy files.
+
+    Returns:
+        The loaded object.
+
+    Raises:
+        CheckpointError: If the file is missing, empty, not a PyTorch file, damaged, or holds
+            Python objects other than tensors and plain values (the message then says how to
+            convert it safely).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} does not exist or is not a file")
+    with open(path, "rb") as file:
+        head = file.read(16)
+    is_zip = head.startswith(_ZIP_MAGIC)
+    is_legacy = head[:1] == b"\x80" and head[2:14] == _LEGACY_MAGIC
+    if not (is_zip or is_legacy):
+        kind = "it is empty" if not head else f"it starts with {head[:8]!r}"
+        raise CheckpointError(
+            f"{what} {path} is not a PyTorch checkpoint (the file is corrupt or of another "
+            f"format: {kind})"
+        )
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and is_zip)
+    except Exception as error:  # torch raises many types for damaged files
+        text = str(error)
+        found = _GLOBAL.search(text) if "weights only load failed" in text.lower() else None
+        if found:
+            legacy = " (legacy non-zip format)" if is_legacy else ""
+            raise CheckpointError(
+                f"{what} {path}{legacy} holds Python objects other than tensors and plain "
+                f"values ({found.group(0)}); geochange only reads such files with "
+                f"torch.load(weights_only=True), which cannot run code; {CONVERT_HINT}"
+            ) from error
+        raise CheckpointError(
+            f"{what} {path} is corrupt or truncated ({type(error).__name__}: {_detail(text)})"
+        ) from error
+
+
+def _detail(text: str) -> str:
+    """The informative line of a torch error (its weights-only preamble says nothing useful)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].strip()[:200] or line[:200]
+    return lines[0][:200] if lines else ""
+
+
+def load_checkpoint_dict(
+    path: str | Path, *, map_location: Any = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """Load a checkpoint file, turning every failure into a :class:`CheckpointError`.
+
+    Only tensors and plain Python values are unpickled (``weights_only=True``, see
+    :func:`load_torch_file`), so reading an untrusted file cannot run code.
 
     Args:
         path: Checkpoint file (``.ckpt``).
+        map_location: Device mapping of the tensors (default: the CPU).
+        mmap: Map the tensor data instead of reading it (for metadata-only reads).
 
     Returns:
         The checkpoint dict.
 
     Raises:
-        CheckpointError: If the file is missing, unreadable, corrupt or not a dict.
+        CheckpointError: If the file is missing, unreadable, corrupt, holds Python objects or
+            is not a dict.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        RuntimeError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-        EOFError,
-        ValueError,
-        OSError,
-        AttributeError,
-        KeyError,
-        IndexError,
-    ) as error:
-        if "weights only load failed" in str(error).lower():
-            raise CheckpointError(
-                f"checkpoint {path} holds Python objects other than tensors and plain values; "
-                "geochange only reads checkpoints with torch.load(weights_only=True) "
-                f"({str(error).splitlines()[-1][:200]})"
-            ) from error
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a PyTorch checkpoint "
-            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
-        ) from error
+    checkpoint = load_torch_file(path, what="checkpoint", map_location=map_location, mmap=mmap)
     if not isinstance(checkpoint, dict):
         raise CheckpointError(
             f"checkpoint {path} holds a {type(checkpoint).__name__}, "

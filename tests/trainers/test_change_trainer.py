@@ -342,3 +342,14 @@ def test_compiled_training_matches_eager(make_trainer: Any, make_dm: Any) -> Non
     module = ChangeTrainer(model=TinyUserModel(), loss="bce", compile_model=True)
     make_trainer(limit_train_batches=2, limit_val_batches=1).fit(module, datamodule=make_dm())
     assert module._forward_fn is not None
+
+
+def test_random_bytes_checkpoint_is_not_reported_as_python_objects(tmp_path: Path) -> None:
+    path = tmp_path / "random.ckpt"
+    path.write_bytes(bytes((7 * i + 3) % 256 for i in range(4096)))
+    for read in (read_checkpoint_metadata, ChangeTrainer.load_from_checkpoint):
+        with pytest.raises(CheckpointError) as info:
+            read(path)
+        message = str(info.value)
+        assert "random.ckpt" in message and "not a PyTorch checkpoint" in message
+        assert "Python objects" not in message
