@@ -735,20 +735,27 @@ class ChangePredictor:
             The predictor with the checkpoint's model in eval mode.
 
         Raises:
-            CheckpointError: missing file, or not a geochange/Lightning checkpoint.
+            CheckpointError: missing file, not a geochange/Lightning checkpoint, a file holding
+                Python objects (never unpickled), metadata that disagrees with the Lightning
+                hyper-parameters, or weights that do not fit the model.
         """
         path = Path(path)
         if not path.exists():
             raise CheckpointError(f"checkpoint not found: {str(path)!r}")
-        from geochange.trainers import ChangeTrainer, read_checkpoint_metadata
+        from geochange.trainers import ChangeTrainer
+        from geochange.trainers.checkpoint import load_checkpoint_dict, validate_metadata
 
-        meta = read_checkpoint_metadata(path)
+        # Read once (weights_only=True: the file cannot run code); metadata and model both
+        # come from this dict.
+        checkpoint = load_checkpoint_dict(path)
+        meta = validate_metadata(checkpoint, path)
         try:
-            trainer = ChangeTrainer.load_from_checkpoint(path, map_location="cpu")
+            trainer = ChangeTrainer.load_from_checkpoint_dict(checkpoint, path)
         except CheckpointError:
             raise
         except Exception as err:  # Lightning/torch raise many types for foreign files
             raise CheckpointError(f"cannot load checkpoint {str(path)!r}: {err}") from err
+        del checkpoint
         model = getattr(trainer, "model", trainer)
         kwargs: dict[str, Any] = {
             "normalization": meta.get("normalization"),

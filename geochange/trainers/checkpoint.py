@@ -8,6 +8,7 @@ predictor needs (task, model name and arguments, bands, normalization, tile size
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from geochange.errors import CheckpointError
 __all__ = [
     "CHECKPOINT_KEY",
     "METADATA_KEYS",
+    "describe_state_dict_mismatch",
     "load_checkpoint_dict",
     "load_torch_file",
     "read_checkpoint_metadata",
@@ -162,7 +164,9 @@ def validate_metadata(checkpoint: dict[str, Any], path: str | Path) -> dict[str,
         A copy of ``checkpoint["geochange"]``.
 
     Raises:
-        CheckpointError: If it is not a Lightning checkpoint or lacks geochange metadata.
+        CheckpointError: If it is not a Lightning checkpoint, lacks geochange metadata, or the
+            metadata disagrees with the Lightning hyper-parameters (task, model, backbone,
+            bands, normalization, ...), which rebuild the model.
     """
     if "state_dict" not in checkpoint:
         raise CheckpointError(
@@ -181,7 +185,87 @@ def validate_metadata(checkpoint: dict[str, Any], path: str | Path) -> dict[str,
         raise CheckpointError(f"{path}: geochange metadata lacks keys {missing}")
     if metadata["task"] not in ("binary", "semantic"):
         raise CheckpointError(f"{path}: unknown task {metadata['task']!r} in geochange metadata")
+    _check_hyper_parameters(metadata, checkpoint.get("hyper_parameters"), path)
     return dict(metadata)
+
+
+#: Metadata entries that must equal the Lightning hyper-parameter of the same name: the model is
+#: rebuilt from the hyper-parameters, the predictor's inputs come from the metadata.
+_SHARED_KEYS = ("task", "in_channels", "num_classes", "normalization", "bands", "tile_size")
+
+
+def _check_hyper_parameters(metadata: dict[str, Any], hparams: Any, path: str | Path) -> None:
+    """Raise when the geochange metadata and the Lightning hyper-parameters disagree."""
+    if not isinstance(hparams, dict):
+        return
+    keys = [key for key in _SHARED_KEYS if key in hparams]
+    if metadata.get("task") == "binary":
+        # Binary registry models ignore it (a semi-supervised trainer may save it anyway).
+        keys = [key for key in keys if key != "num_classes"]
+    pairs = [(key, metadata.get(key), hparams[key]) for key in keys]
+    if isinstance(hparams.get("model"), str):  # a registry model (user modules are not saved)
+        pairs.append(("model", metadata.get("model"), hparams["model"]))
+        kwargs = metadata.get("model_kwargs")
+        if "backbone" in hparams and isinstance(kwargs, dict):
+            pairs.append(("backbone", kwargs.get("backbone"), hparams["backbone"]))
+    differences = [
+        f"{key}: geochange metadata {ours!r}, hyper_parameters {theirs!r}"
+        for key, ours, theirs in pairs
+        if _plain(ours) != _plain(theirs)
+    ]
+    if differences:
+        raise CheckpointError(
+            f"{path}: the geochange metadata disagrees with the Lightning hyper-parameters "
+            f"({'; '.join(differences)}); the file was edited or written by another program"
+        )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists, so saved sequences compare by content."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def describe_state_dict_mismatch(
+    expected: Mapping[str, Any], given: Mapping[str, Any], *, strict: bool = True, examples: int = 5
+) -> str:
+    """Summarise why a state dict does not fit a module: every problem counted, a few named.
+
+    Args:
+        expected: The module's own ``state_dict()``.
+        given: The state dict that failed to load.
+        strict: Whether missing and unexpected keys count (as in ``load_state_dict``).
+        examples: Keys named per kind of problem.
+
+    Returns:
+        E.g. ``"2 missing keys (a, b); 1 key with another shape (c (checkpoint [8] vs model
+        [16]))"``; empty when keys and shapes all match.
+    """
+
+    def shape(value: Any) -> list[int]:
+        return list(getattr(value, "shape", ()))
+
+    missing = [key for key in expected if key not in given] if strict else []
+    unexpected = [key for key in given if key not in expected] if strict else []
+    reshaped = [
+        f"{key} (checkpoint {shape(given[key])} vs model {shape(value)})"
+        for key, value in expected.items()
+        if key in given and shape(given[key]) != shape(value)
+    ]
+    parts = []
+    for keys, singular, plural in (
+        (missing, "missing key", "missing keys"),
+        (unexpected, "unexpected key", "unexpected keys"),
+        (reshaped, "key with another shape", "keys with another shape"),
+    ):
+        if keys:
+            more = f", and {len(keys) - examples} more" if len(keys) > examples else ""
+            label = singular if len(keys) == 1 else plural
+            parts.append(f"{len(keys)} {label} ({', '.join(keys[:examples])}{more})")
+    return "; ".join(parts)
 
 
 def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
@@ -201,4 +285,5 @@ def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
     Raises:
         CheckpointError: For a missing, corrupt, non-Lightning or non-geochange file.
     """
-    return validate_metadata(load_checkpoint_dict(path), path)
+    # Memory-mapped: only the pickled structure is read, not the weights.
+    return validate_metadata(load_checkpoint_dict(path, mmap=True), path)
