@@ -60,6 +60,21 @@ def _normalization_dict(value: Any) -> dict[str, list[float]] | None:
     return {"mean": _as_float_list(mean), "std": _as_float_list(std)}
 
 
+def _input_range_dict(value: Any) -> dict[str, Any] | None:
+    """Check and copy an input range record ``{"dtype", "min", "max"}``."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or "min" not in value or "max" not in value:
+        raise ConfigurationError(
+            f"input_range must be a dict with 'min' and 'max' lists (and 'dtype'), got {value!r}"
+        )
+    low, high = _as_float_list(value["min"]), _as_float_list(value["max"])
+    if len(low) != len(high) or not low:
+        raise ConfigurationError("input_range 'min' and 'max' need one value per band")
+    dtype = value.get("dtype")
+    return {"dtype": str(dtype) if dtype is not None else None, "min": low, "max": high}
+
+
 def lr_factor(
     step: int, *, warmup: int, total: int, kind: str, power: float = 0.9, floor: float = 0.0
 ) -> float:
@@ -136,6 +151,7 @@ class ChangeTrainer(pl.LightningModule):
         normalization: dict[str, list[float]] | None = None,
         bands: Sequence[int | str] | None = None,
         tile_size: int | None = None,
+        input_range: dict[str, Any] | None = None,
         plot_every_n_epochs: int = 5,
         plot_samples: int = 4,
         compile_model: bool = False,
@@ -181,6 +197,10 @@ class ChangeTrainer(pl.LightningModule):
                 datamodule provides it.
             bands: Band indices / names to store in checkpoints when no datamodule provides them.
             tile_size: Training patch size to store when no datamodule provides it.
+            input_range: ``{"dtype", "min": [...], "max": [...]}`` of the training imagery
+                (raw pixel units) to store when no datamodule provides it (see
+                :attr:`geochange.datamodules.ChangeDataModule.input_range`); the predictor
+                checks scenes against it.
             plot_every_n_epochs: Log a prediction figure every N validation epochs (0: never).
             plot_samples: Samples per figure.
             compile_model: Run the model through ``torch.compile`` for training.
@@ -220,6 +240,7 @@ class ChangeTrainer(pl.LightningModule):
         self.normalization = _normalization_dict(normalization)
         self.bands = list(bands) if bands is not None else None
         self.tile_size = tile_size
+        self.input_range = _input_range_dict(input_range)
         user_module = isinstance(model, nn.Module)
         self.save_hyperparameters(ignore=["model", "loss"] if user_module else ["loss"])
         if isinstance(loss, str) or loss is None:
@@ -626,6 +647,7 @@ class ChangeTrainer(pl.LightningModule):
         normalization = self.normalization
         bands = self.bands
         tile_size = self.tile_size
+        input_range = self.input_range
         if datamodule is not None:
             data_norm = getattr(datamodule, "normalization", None)
             if data_norm is not None:
@@ -636,6 +658,9 @@ class ChangeTrainer(pl.LightningModule):
             patch = getattr(datamodule, "patch_size", None)
             if patch is not None:
                 tile_size = int(patch if isinstance(patch, int) else patch[0])
+            data_range = getattr(datamodule, "input_range", None)
+            if data_range is not None:
+                input_range = _input_range_dict(data_range)
         return {
             "task": self.task,
             "model": self.model_name,
@@ -646,6 +671,7 @@ class ChangeTrainer(pl.LightningModule):
             "normalization": normalization,
             "bands": bands,
             "tile_size": tile_size,
+            "input_range": input_range,
             "version": __version__,
             "trainer": f"{type(self).__module__}.{type(self).__qualname__}",
         }
@@ -664,6 +690,7 @@ class ChangeTrainer(pl.LightningModule):
             hparams["normalization"] = metadata["normalization"]
             hparams["bands"] = metadata["bands"]
             hparams["tile_size"] = metadata["tile_size"]
+            hparams["input_range"] = metadata["input_range"]
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False

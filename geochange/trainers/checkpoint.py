@@ -110,6 +110,11 @@ def load_torch_file(
                 f"values ({found.group(0)}); geochange only reads such files with "
                 f"torch.load(weights_only=True), which cannot run code; {CONVERT_HINT}"
             ) from error
+        if "TorchScript" in text:
+            raise CheckpointError(
+                f"{what} {path} is a TorchScript archive (torch.jit.save), not a checkpoint or "
+                "state dict; save the model's weights with torch.save(model.state_dict(), path)"
+            ) from error
         raise CheckpointError(
             f"{what} {path} is corrupt or truncated ({type(error).__name__}: {_detail(text)})"
         ) from error
@@ -191,7 +196,15 @@ def validate_metadata(checkpoint: dict[str, Any], path: str | Path) -> dict[str,
 
 #: Metadata entries that must equal the Lightning hyper-parameter of the same name: the model is
 #: rebuilt from the hyper-parameters, the predictor's inputs come from the metadata.
-_SHARED_KEYS = ("task", "in_channels", "num_classes", "normalization", "bands", "tile_size")
+_SHARED_KEYS = (
+    "task",
+    "in_channels",
+    "num_classes",
+    "normalization",
+    "bands",
+    "tile_size",
+    "input_range",
+)
 
 
 def _check_hyper_parameters(metadata: dict[str, Any], hparams: Any, path: str | Path) -> None:
@@ -280,7 +293,9 @@ def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
         ``backbone``, ``in_channels``, ``num_classes``), ``in_channels``, ``num_classes``,
         ``class_names``, ``normalization`` (``{"mean": [...], "std": [...]}`` or ``None``),
         ``bands``, ``tile_size``, ``version`` (geochange version that wrote it), plus
-        ``trainer`` (class path of the LightningModule).
+        ``trainer`` (class path of the LightningModule) and ``input_range``
+        (``{"dtype", "min": [...], "max": [...]}`` of the training imagery, checked by the
+        predictor; None when unknown, absent from checkpoints written before it was added).
 
     Raises:
         CheckpointError: For a missing, corrupt, non-Lightning or non-geochange file.

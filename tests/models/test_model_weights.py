@@ -132,3 +132,10 @@ def test_random_bytes_are_not_reported_as_python_objects(tmp_path: Path, content
     assert "junk.pth" in message
     assert "not a PyTorch checkpoint" in message and "corrupt or of another format" in message
     assert "Python objects" not in message
+
+
+def test_torchscript_archive_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 1)), path)
+    with pytest.raises(CheckpointError, match=r"scripted\.pt is a TorchScript archive"):
+        build_model("siam_diff", weights=path, **SMALL)

@@ -301,6 +301,12 @@ def test_checkpoint_takes_metadata_from_real_datamodule(tmp_path: Path, make_tra
     assert len(metadata["normalization"]["mean"]) == 3
     # Raw 8-bit pixel units, not [0, 1].
     assert 20 < metadata["normalization"]["mean"][0] < 235
+    # The value range of the PNGs, for the predictor's check of scenes.
+    record = metadata["input_range"]
+    assert record == dm.input_range and record["dtype"] == "uint8"
+    bounds = zip(record["min"], record["max"], strict=True)
+    assert all(0 <= low < high <= 255 for low, high in bounds)
+    assert max(record["max"]) > 200
 
 
 class _Opaque:
