@@ -53,7 +53,7 @@ _LEGACY_MAGIC = b"\x8a\x0a" + torch.serialization.MAGIC_NUMBER.to_bytes(10, "lit
 _GLOBAL = re.compile(r"GLOBAL ([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*)")
 
 #: How to turn a file holding Python objects into one geochange reads, without trusting it here.
-CONVERT_HINT = (
+_CONVERT_HINT = (
     "to use it, convert it once where you trust it: obj = torch.load(path, weights_only=False), "
     "then torch.save only tensors and plain values (torch.save(model.state_dict(), 'weights.pt') "
     "for weights; for a training checkpoint, replace the objects by plain values, e.g. in "
@@ -108,7 +108,7 @@ def load_torch_file(
             raise CheckpointError(
                 f"{what} {path}{legacy} holds Python objects other than tensors and plain "
                 f"values ({found.group(0)}); geochange only reads such files with "
-                f"torch.load(weights_only=True), which cannot run code; {CONVERT_HINT}"
+                f"torch.load(weights_only=True), which cannot run code; {_CONVERT_HINT}"
             ) from error
         if "TorchScript" in text:
             raise CheckpointError(

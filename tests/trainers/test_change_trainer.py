@@ -456,3 +456,18 @@ def test_backbone_and_normalization_are_cross_checked(tmp_path: Path) -> None:
     # A user-model checkpoint has no model hyper-parameter: nothing to compare, it reads fine.
     user = ChangeTrainer(model=TinyUserModel(), loss="bce")
     assert read_checkpoint_metadata(_saved(user, tmp_path / "c.ckpt"))["model"] == "TinyUserModel"
+
+
+def test_hparams_file_overrides_saved_hyper_parameters(tmp_path: Path) -> None:
+    import yaml
+
+    module = ChangeTrainer(model="fusion_unet", **TINY_MODEL, lr=1e-3)
+    path = _saved(module, tmp_path / "a.ckpt")
+    hparams = dict(module.hparams, lr=0.05)
+    (tmp_path / "hparams.yaml").write_text(yaml.safe_dump(hparams))
+    loaded = ChangeTrainer.load_from_checkpoint(path, hparams_file=tmp_path / "hparams.yaml")
+    assert loaded.hparams["lr"] == 0.05
+    for key, value in module.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    with pytest.raises(ConfigurationError, match="hparams_file"):
+        ChangeTrainer.load_from_checkpoint(path, hparams_file=tmp_path / "hparams.json")
