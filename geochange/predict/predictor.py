@@ -1053,6 +1053,8 @@ class ChangePredictor:
         for path in (pre, post):
             with open_raster(path) as src:
                 bands = _band_indexes(src, self.bands)
+            if self.in_channels is not None and len(bands) != self.in_channels:
+                return self._inferencer  # RasterPair.open reports the band mismatch
             sample = sample_raster_range(path, bands)
             name = str(path)
             scales.append(

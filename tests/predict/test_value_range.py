@@ -227,3 +227,17 @@ def test_full_scale() -> None:
     assert full_scale("uint16", 1000, nbits=12) == 4095
     assert full_scale("int16", 10000) == 16383
     assert full_scale("float32", 0.8) == 0.8
+
+
+def test_band_mismatch_is_reported_before_the_value_range(
+    trained_8bit: dict[str, Path], tmp_path: Path
+) -> None:
+    with rasterio.open(trained_8bit["pre12"]) as src:
+        data, profile = src.read(), src.profile.copy()
+    profile.update(count=4)
+    four = tmp_path / "four.tif"
+    with rasterio.open(four, "w", **profile) as dst:
+        dst.write(np.concatenate([data, data[:1]]))
+    predictor = ChangePredictor.from_checkpoint(trained_8bit["checkpoint"], **FAST)
+    with pytest.raises(DataError, match="expects 3 bands"):
+        predictor.predict(four, four, tmp_path / "out")
