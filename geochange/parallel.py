@@ -12,9 +12,10 @@ this module, receives the caller's ``sys.path`` and then runs importable functio
 by reference. It never touches ``__main__``, so it works the same from a guarded or unguarded
 script, standard input, ``python -c``, Jupyter or ``python -m``. A worker exits as soon as its
 parent is gone, whether it is idle or busy: its task pipe reaches end-of-file (the parent
-holds the only write end and sends a task only to an idle worker, so end-of-file while busy
-means the parent died) and, on Linux, ``PR_SET_PDEATHSIG`` kills it even while native code
-holds the GIL. Workers never hold the caller's standard output: theirs goes to standard error.
+holds the only write end and closes it only once every task it sent is answered, so
+end-of-file with a task unanswered means the parent died) and, on Linux, ``PR_SET_PDEATHSIG``
+kills it even while native code holds the GIL. Workers never hold the caller's standard
+output: theirs goes to standard error.
 
 Tasks and results are pickled over private pipes between the parent and its own workers, as
 :mod:`multiprocessing` does; nothing else is unpickled.
@@ -22,6 +23,7 @@ Tasks and results are pickled over private pipes between the parent and its own 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import pickle
@@ -52,6 +54,8 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _EXIT_PARENT_GONE = 70
 # How long a clean shutdown waits for an idle worker to exit before killing it.
 _EXIT_TIMEOUT_S = 30.0
+# Tasks sent to a worker at once: the running one and the next.
+_IN_FLIGHT = 2
 
 
 class RemoteTraceback(Exception):
@@ -78,9 +82,9 @@ class WorkerPool(Executor):
 
     Functions (and ``initializer``) must be importable by module and name, like
     ``geochange.vectorize._polygonize_block``: the workers never import the caller's
-    ``__main__``. Each worker runs one task at a time; tasks are handed out in submission
-    order to whichever worker is idle. On a worker crash the pool is broken: pending and later
-    tasks fail with :class:`BrokenProcessPool`.
+    ``__main__``. Each worker runs one task at a time, with the next one already queued; tasks
+    are handed out in submission order. On a worker crash the pool is broken: pending and
+    later tasks fail with :class:`BrokenProcessPool`.
 
     Use it as a context manager in the thread that created it: leaving the block normally
     waits for the workers to exit, leaving it with an exception (including
@@ -275,7 +279,11 @@ class _Worker:
             self.process.kill()
 
     def _died(self) -> str:
-        code = self.process.wait()
+        try:
+            code = self.process.wait(_EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:  # its pipes broke, yet it lives on
+            self.kill()
+            code = self.process.wait()
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         hint = " (killed: out of memory?)" if code == -signal.SIGKILL else ""
         return f"worker process {self.process.pid} died unexpectedly with {how}{hint}"
@@ -294,13 +302,21 @@ class _Worker:
         try:
             self._handshake()
             self._loop()
+        except BaseException as exc:  # a bug here: fail the pending tasks rather than hang
+            self.pool._break(f"worker thread failed: {exc!r}")
+            raise
         finally:
             self.close()
 
     def _handshake(self) -> None:
         try:
-            self.tasks.send_bytes(pickle.dumps(list(sys.path)))
-            self.tasks.send_bytes(pickle.dumps(self.init, pickle.HIGHEST_PROTOCOL))
+            init = pickle.dumps(self.init, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            self.pool._break(f"the worker initializer cannot be sent: {exc!r}")
+            return
+        try:
+            # sys.path first, as plain data: the initializer's modules import through it.
+            self.tasks.send_bytes(pickle.dumps((list(sys.path), init)))
             ok, error = pickle.loads(self.results.recv_bytes())
         except (OSError, EOFError):
             self.pool._break(self._died())
@@ -310,37 +326,63 @@ class _Worker:
 
     def _loop(self) -> None:
         pool = self.pool
-        while True:
-            task = pool._tasks.get()
-            if task is None:
-                return
-            if not task.future.set_running_or_notify_cancel():
-                continue
-            if pool._broken is not None:
-                task.future.set_exception(BrokenProcessPool(pool._broken))
-                continue
-            try:
-                data = pickle.dumps((task.fn, task.args, task.kwargs), pickle.HIGHEST_PROTOCOL)
-            except Exception as exc:
-                task.future.set_exception(exc)
-                continue
-            try:
-                self.tasks.send_bytes(data)
-                reply = self.results.recv_bytes()
-            except (OSError, EOFError):
-                pool._break(self._died())  # first: later submits fail at once
-                task.future.set_exception(BrokenProcessPool(pool._broken))
-                continue
-            try:
-                ok, value, text = pickle.loads(reply)
-            except Exception as exc:
-                task.future.set_exception(exc)
-                continue
-            if ok:
-                task.future.set_result(value)
-            else:
-                value.__cause__ = RemoteTraceback(text)
-                task.future.set_exception(value)
+        sent: collections.deque[_Task] = collections.deque()
+        stopping = False
+        while not stopping or sent:
+            # Keep the next task queued in the worker's pipe behind the running one, so the
+            # worker never waits for this thread (which may wait for the GIL) between tasks.
+            while not stopping and len(sent) < _IN_FLIGHT:
+                try:
+                    task = pool._tasks.get(block=not sent)
+                except queue.Empty:
+                    break
+                if task is None:
+                    stopping = True
+                elif self._send(task):
+                    sent.append(task)
+            if sent:
+                self._receive(sent.popleft())
+
+    def _send(self, task: _Task) -> bool:
+        """Send ``task`` to the worker; False if it was cancelled or failed here."""
+        pool = self.pool
+        if not task.future.set_running_or_notify_cancel():
+            return False
+        if pool._broken is not None:
+            task.future.set_exception(BrokenProcessPool(pool._broken))
+            return False
+        try:
+            data = pickle.dumps((task.fn, task.args, task.kwargs), pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            task.future.set_exception(exc)
+            return False
+        try:
+            self.tasks.send_bytes(data)
+        except OSError:
+            pool._break(self._died())
+            task.future.set_exception(BrokenProcessPool(pool._broken))
+            return False
+        return True
+
+    def _receive(self, task: _Task) -> None:
+        """Wait for the worker's answer to ``task`` (tasks are answered in order)."""
+        pool = self.pool
+        try:
+            reply = self.results.recv_bytes()
+        except (OSError, EOFError):
+            pool._break(self._died())  # first: later submits fail at once
+            task.future.set_exception(BrokenProcessPool(pool._broken))
+            return
+        try:
+            ok, value, text = pickle.loads(reply)
+        except Exception as exc:
+            task.future.set_exception(exc)
+            return
+        if ok:
+            task.future.set_result(value)
+        else:
+            value.__cause__ = RemoteTraceback(text)
+            task.future.set_exception(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,21 +410,28 @@ def _worker_main(argv: list[str]) -> None:
     tasks = Connection(task_fd, writable=False)
     results = Connection(result_fd, readable=False)
     inbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-    busy = threading.Event()
+    lock = threading.Lock()
+    unanswered = 0  # messages received and not answered yet
 
     def receive() -> None:
-        # Reads ahead so that end-of-file is seen even while a task runs: the parent only
-        # sends to an idle worker, so end-of-file while busy means the parent is gone.
+        # Reads ahead, so that end-of-file is seen even while a task runs. The parent closes
+        # the pipe only once every message is answered: end-of-file before means it is gone.
+        nonlocal unanswered
         while True:
             try:
-                inbox.put(tasks.recv_bytes())
+                data = tasks.recv_bytes()
             except (EOFError, OSError):
-                if busy.is_set():
-                    os._exit(_EXIT_PARENT_GONE)
+                with lock:
+                    if unanswered:
+                        os._exit(_EXIT_PARENT_GONE)
                 inbox.put(None)
                 return
+            with lock:
+                unanswered += 1
+            inbox.put(data)
 
     def reply(message: tuple[Any, ...]) -> None:
+        nonlocal unanswered
         try:
             data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
             if not message[0]:
@@ -391,17 +440,18 @@ def _worker_main(argv: list[str]) -> None:
             failure = RuntimeError(f"the worker's result cannot be sent back: {exc!r}")
             text = message[-1] if not message[0] else traceback.format_exc()
             data = pickle.dumps((False, failure, text))
-        busy.clear()  # before sending: the parent may close the pipe right after reading
+        with lock:
+            unanswered -= 1  # before sending: the parent may close the pipe right after
         try:
             results.send_bytes(data)
         except OSError:  # the parent is gone
             os._exit(_EXIT_PARENT_GONE)
 
-    busy.set()  # until initialized: end-of-file means the parent is gone
     threading.Thread(target=receive, daemon=True).start()
-    sys.path[:] = pickle.loads(_next(inbox))
     try:
-        initializer, initargs = pickle.loads(_next(inbox))
+        sys_path, init = pickle.loads(_next(inbox))
+        sys.path[:] = sys_path
+        initializer, initargs = pickle.loads(init)
         if initializer is not None:
             initializer(*initargs)
     except BaseException:
@@ -409,7 +459,6 @@ def _worker_main(argv: list[str]) -> None:
         return
     reply((True, None))
     while (data := inbox.get()) is not None:
-        busy.set()
         try:
             fn, args, kwargs = pickle.loads(data)
             message: tuple[Any, ...] = (True, fn(*args, **kwargs), None)

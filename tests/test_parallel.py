@@ -211,7 +211,7 @@ def test_threads_give_the_same_polygons(data: Path) -> None:
 
 def test_pool_returns_results_and_worker_errors_with_their_traceback() -> None:
     with WorkerPool(2) as pool:
-        assert list(pool.map(abs, [-3, 2, -1])) == [3, 2, 1]
+        assert list(pool.map(abs, range(-200, 0))) == list(range(200, 0, -1))
         assert len(set(pool.pids)) == 2
         with pytest.raises(ValueError, match="invalid literal") as caught:
             pool.submit(int, "x").result()
@@ -225,6 +225,12 @@ def test_pool_crash_breaks_the_pool_with_the_exit_status() -> None:
             pool.submit(os._exit, 3).result(timeout=60)
         with pytest.raises(BrokenProcessPool):
             pool.submit(abs, 1)
+
+
+def test_pool_initializer_failure_breaks_the_pool() -> None:
+    with WorkerPool(1, initializer=int, initargs=("x",)) as pool:
+        with pytest.raises(BrokenProcessPool, match=r"(?s)initializer failed.*invalid literal"):
+            pool.submit(abs, -1).result(timeout=60)
 
 
 def test_pool_rejects_main_functions_and_bad_sizes() -> None:
