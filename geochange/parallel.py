@@ -18,7 +18,8 @@ kills it even while native code holds the GIL. Workers never hold the caller's s
 output: theirs goes to standard error.
 
 Tasks and results are pickled over private pipes between the parent and its own workers, as
-:mod:`multiprocessing` does; nothing else is unpickled.
+:mod:`multiprocessing` does; nothing else is unpickled. POSIX only (the pipes reach the workers
+through ``subprocess``'s ``pass_fds``).
 """
 
 from __future__ import annotations

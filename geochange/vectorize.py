@@ -343,6 +343,7 @@ class _BlockResult:
 
 # Open datasets per thread: a GDAL dataset handle must not be used by two threads at once.
 _LOCAL = threading.local()
+_CLOSE_AT_EXIT = False
 _GDAL_CACHE_BYTES = 64 * 2**20
 
 
@@ -361,13 +362,15 @@ def _close_datasets() -> None:
 
 def _read(path: str, window: rasterio.windows.Window) -> npt.NDArray[Any]:
     # Each worker keeps its datasets open across blocks (opening a COG costs a few ms).
+    global _CLOSE_AT_EXIT
     datasets = _datasets()
     ds = datasets.get(path)
     if ds is None:
-        if not datasets:
+        if not _CLOSE_AT_EXIT:
             # Close before interpreter teardown: GDAL handles freed during teardown print
             # spurious "Error in sys.excepthook" messages.
             atexit.register(_close_datasets)
+            _CLOSE_AT_EXIT = True
         ds = datasets[path] = rasterio.open(path)
     return ds.read(1, window=window)
 

@@ -24,6 +24,7 @@ import rasterio
 import shapely
 from affine import Affine
 
+from geochange.errors import ConfigurationError
 from geochange.parallel import BrokenProcessPool, RemoteTraceback, WorkerPool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,6 +205,8 @@ def test_threads_give_the_same_polygons(data: Path) -> None:
     threads = vectorize_changes(data / "change.tif", block_size=16, workers=2, parallel="threads")
     assert threads.drop(columns="geometry").equals(serial.drop(columns="geometry"))
     assert shapely.equals_exact(threads.geometry.values, serial.geometry.values).all()
+    with pytest.raises(ConfigurationError, match="parallel must be"):
+        vectorize_changes(data / "change.tif", workers=2, parallel="fork")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- WorkerPool itself
