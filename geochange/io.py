@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.enums import Resampling
@@ -99,6 +100,24 @@ def open_raster(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
         raise DataError(
             f"cannot read raster {str(path)!r} (corrupt or not a raster): {err}"
         ) from err
+
+
+def nonfinite_pixels(data: np.ndarray) -> np.ndarray:
+    """Pixels of ``[C, h, w]`` data where any band is NaN or +-inf.
+
+    Such values are never valid measurements: every reader (training windows, prediction tiles)
+    treats these pixels as nodata, whether or not the file declares a nodata value, so they
+    never reach a model (one NaN spreads through every convolution that sees it).
+
+    Args:
+        data: band-first pixel values.
+
+    Returns:
+        A bool ``[h, w]`` mask, True where the pixel is not finite in some band.
+    """
+    if data.dtype.kind not in "fc":
+        return np.zeros(data.shape[-2:], dtype=bool)
+    return ~np.isfinite(data).all(axis=0)
 
 
 def overview_factors(height: int, width: int, min_size: int = 256) -> list[int]:

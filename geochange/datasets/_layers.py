@@ -32,6 +32,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geochange.errors import DataError
+from geochange.io import nonfinite_pixels
 
 #: Extensions accepted when a directory is given instead of files.
 RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".png")
@@ -317,8 +318,8 @@ class RasterLayer:
             dtype: output array type.
 
         Returns:
-            ``(data, valid)``; ``valid`` is False outside every file and where a file holds its
-            nodata value in all bands (or NaN).
+            ``(data, valid)``; ``valid`` is False outside every file, where a file holds its
+            nodata value in all bands, and where any band is NaN or +-inf.
         """
         left, bottom, right, top = bounds
         xres, yres = res
@@ -392,10 +393,9 @@ class RasterLayer:
                 file_valid = (data != info.nodata).any(axis=0)
         else:
             file_valid = np.ones(shape, dtype=bool)
-        if data.dtype.kind == "f":
-            nan = np.isnan(data).any(axis=0)
-            if nan.any():
-                file_valid &= ~nan
+        nonfinite = nonfinite_pixels(data)
+        if nonfinite.any():
+            file_valid &= ~nonfinite
         return (d_r0, d_r1, d_c0, d_c1), data, file_valid
 
 

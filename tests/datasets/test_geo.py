@@ -95,6 +95,23 @@ def test_nodata_is_ignored(pair: Pair, tmp_path: Path) -> None:
     assert (sample["image"][:, :, :10] == 0).all()
 
 
+def test_nonfinite_pixels_are_nodata_without_nodata_tag(pair: Pair, tmp_path: Path) -> None:
+    pre = pair.pre_array.astype(np.float32)
+    pre[0, 5:8, 5:8] = np.nan
+    pre[2, 20:22, 30:33] = np.inf
+    pre[1, 40, 40] = -np.inf
+    float_pre = write_tif(tmp_path / "pre_float.tif", pre)
+    ds = BiTemporalRasterDataset(float_pre, pair.post, change=pair.change)
+    sample = ds[window(0, 0, 64)]
+    bad = np.zeros((64, 64), dtype=bool)
+    bad[5:8, 5:8] = bad[20:22, 30:33] = bad[40, 40] = True
+    mask = sample["mask"].numpy()
+    assert (mask[bad] == 255).all()
+    np.testing.assert_array_equal(mask[~bad], pair.change_array[:64, :64][~bad])
+    image = sample["image"].numpy()
+    assert np.isfinite(image).all() and (image[:, :, bad] == 0).all()
+
+
 def _smooth(size: int) -> np.ndarray:
     rows, cols = np.mgrid[0:size, 0:size]
     return np.stack([rows * 0.5 + 10, cols * 0.5 + 20, (rows + cols) * 0.25 + 5]).astype(np.float32)
