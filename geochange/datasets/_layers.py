@@ -145,7 +145,11 @@ def _aligned(src: Any, grid: TargetGrid) -> bool:
 
 @dataclass
 class RasterFile:
-    """One raster file of a layer, with its footprint on the target grid."""
+    """One raster file of a layer, with its footprint on the target grid.
+
+    ``nodata`` is the value read as "no data" (the file's nodata tag, unless the layer's owner
+    disregards it, e.g. the 255 of a 0/255 change mask read with ``mask_values="0,255"``).
+    """
 
     path: Path
     indexes: list[int]
@@ -288,6 +292,11 @@ class RasterLayer:
                 xres, yres = self.grid.res
                 width = max(1, round((right - left) / xres))
                 height = max(1, round((top - bottom) / yres))
+                # A nodata tag the layer disregards (the 255 of a 0/255 change mask) must not
+                # make GDAL drop those pixels while warping.
+                disregard: dict[str, Any] = {}
+                if info.nodata is None and src.nodata is not None:
+                    disregard["src_nodata"] = None
                 handle = WarpedVRT(
                     src,
                     crs=self.grid.crs or src.crs,
@@ -296,7 +305,8 @@ class RasterLayer:
                     height=height,
                     resampling=self.resampling,
                     # Without a nodata value, an alpha band marks the warped footprint.
-                    add_alpha=src.nodata is None,
+                    add_alpha=info.nodata is None,
+                    **disregard,
                 )
                 self._handles["open"].insert(0, handle)
             self._handles[key] = handle

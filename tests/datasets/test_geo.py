@@ -213,6 +213,72 @@ def test_bad_inputs(pair: Pair, tmp_path: Path) -> None:
         BiTemporalRasterDataset(pair.pre, pair.post, change=far_vector)
 
 
+@pytest.mark.parametrize("nodata", [None, 255])
+@pytest.mark.parametrize("layout", ["aligned", "warped"])
+def test_0_255_change_label_is_refused_or_mapped_explicitly(
+    pair: Pair, tmp_path: Path, nodata: float | None, layout: str
+) -> None:
+    # A LEVIR-CD style label (255 = change), optionally tagged nodata 255; "warped": stored at
+    # 0.5 m, so it is read through a WarpedVRT onto the 1 m grid.
+    label = pair.change_array * 255
+    transform = None
+    if layout == "warped":
+        label = label.repeat(2, axis=0).repeat(2, axis=1)
+        transform = from_origin(X0, Y0, 0.5, 0.5)
+    path = write_tif(tmp_path / "levir_label.tif", label, nodata=nodata, transform=transform)
+    with pytest.raises(DataError, match=r"levir_label\.tif.*0/255.*mask_values=\"0,255\""):
+        BiTemporalRasterDataset(pair.pre, pair.post, change=path)
+    ds = BiTemporalRasterDataset(pair.pre, pair.post, change=path, mask_values="0,255")
+    assert ds.change.files[0].warp == (layout == "warped")
+    np.testing.assert_array_equal(ds[window(0, 0, 256)]["mask"].numpy(), pair.change_array)
+    # "0,1" confirms the other reading: 255 is ignore.
+    ds = BiTemporalRasterDataset(pair.pre, pair.post, change=path, mask_values="0,1")
+    expected = np.where(pair.change_array == 1, 255, 0)
+    np.testing.assert_array_equal(ds[window(0, 0, 256)]["mask"].numpy(), expected)
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype", "shown"),
+    [(2, "uint8", "2"), (7, "uint8", "7"), (128, "uint8", "128"), (-1, "int16", "-1")],
+)
+def test_out_of_range_change_label_fails_when_opened(
+    pair: Pair, tmp_path: Path, values: int, dtype: str, shown: str
+) -> None:
+    label = pair.change_array.astype(dtype)
+    label[label == 1] = values
+    path = write_tif(tmp_path / "bad_label.tif", label)
+    with pytest.raises(DataError, match=rf"bad_label\.tif.* holds value\(s\) {shown} outside"):
+        BiTemporalRasterDataset(pair.pre, pair.post, change=path)
+
+
+def test_change_label_nodata_conventions(pair: Pair, tmp_path: Path) -> None:
+    # int16 -1 declared nodata is ignore (not wrapped to 255 by a uint8 cast: ignored on purpose).
+    label = pair.change_array.astype(np.int16)
+    label[:10] = -1
+    path = write_tif(tmp_path / "int16_label.tif", label, nodata=-1)
+    mask = BiTemporalRasterDataset(pair.pre, pair.post, change=path)[window(0, 0, 256)]["mask"]
+    expected = pair.change_array.astype(np.int64)
+    expected[:10] = 255
+    np.testing.assert_array_equal(mask.numpy(), expected)
+    # A nodata tag of 0 would make every unchanged pixel unlabeled: refused, with the fix.
+    zero = write_tif(tmp_path / "nodata0.tif", pair.change_array, nodata=0)
+    with pytest.raises(DataError, match=r"nodata0\.tif.*declares nodata 0.*no-change value"):
+        BiTemporalRasterDataset(pair.pre, pair.post, change=zero)
+    with pytest.raises(ConfigurationError, match="mask_values must be one of"):
+        BiTemporalRasterDataset(pair.pre, pair.post, change=pair.change, mask_values="0-255")
+
+
+def test_semantic_label_values_are_not_wrapped(pair: Pair, tmp_path: Path) -> None:
+    classes = pair.sem_post_array.astype(np.int16)
+    classes[0, 0] = 300  # would wrap to 44 in a uint8 cast
+    path = write_tif(tmp_path / "sem300.tif", classes)
+    ds = BiTemporalRasterDataset(
+        pair.pre, pair.post, semantic_pre=pair.semantic_pre, semantic_post=path
+    )
+    with pytest.raises(DataError, match=r"sem300\.tif.* holds value\(s\) \[300\]"):
+        ds[window(0, 0, 64)]
+
+
 def test_empty_change_polygons_mean_no_change(pair: Pair, tmp_path: Path) -> None:
     # A scene without change has an empty change GeoPackage: a valid, all-zero label.
     empty = tmp_path / "no_change.gpkg"
