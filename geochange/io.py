@@ -142,8 +142,6 @@ MASK_VALUES: tuple[str, ...] = ("auto", "0,1", "0,255")
 # At most this many pixels are read to check a mask when it is opened (16 MB as uint8):
 # smaller rasters are read whole, larger ones as blocks spread over the raster.
 _MASK_SAMPLE_PIXELS = 1 << 24
-# Marks values outside the convention while decoding.
-_BAD = 2
 # Tag written by geochange on its own 0/1/255 change rasters (predictor, synthetic scenes).
 _CLASS_NAMES_TAG = "GEOCHANGE_CLASS_NAMES"
 
@@ -189,36 +187,51 @@ class ChangeMask:
             DataError: a value outside the convention, naming the file and the values.
         """
         data = np.asarray(data)
-        if data.dtype == np.uint8:
-            # One table lookup instead of several full-size comparisons (vectorizer blocks).
-            lut = np.full(256, _BAD, dtype=np.uint8)
-            lut[0] = MASK_NO_CHANGE
-            if self.values == "0,1":
-                lut[1], lut[255] = MASK_CHANGE, MASK_IGNORE
-            else:
-                lut[255] = MASK_CHANGE
-            nodata = self.nodata
-            if nodata is not None and not math.isnan(nodata) and float(nodata).is_integer():
-                if 0 <= nodata <= 255:
-                    lut[int(nodata)] = MASK_IGNORE
-            out = lut[data]
+        self.check(data, valid)
+        if data.dtype == np.uint8 and self.values == "0,1" and self.nodata in (None, 255):
+            out = data.copy()  # already 0 / 1 / 255
         else:
-            out = np.full(data.shape, _BAD, dtype=np.uint8)
-            out[data == 0] = MASK_NO_CHANGE
-            out[data == self.change_value] = MASK_CHANGE
-            ignore = data == 255 if self.values == "0,1" else np.zeros(data.shape, bool)
-            if data.dtype.kind == "f":
-                ignore |= np.isnan(data)
-            if self.nodata is not None and not math.isnan(self.nodata):
-                ignore |= data == self.nodata
-            out[ignore] = MASK_IGNORE
-        bad = out == _BAD
+            change = data == self.change_value
+            # Checked values are 0, change or ignore: whatever is neither 0 nor change is 255.
+            other = data != 0
+            other &= ~change
+            out = change.view(np.uint8)
+            out |= other.view(np.uint8) * np.uint8(MASK_IGNORE)
+        if valid is not None:
+            out[~valid] = MASK_IGNORE
+        return out
+
+    def is_change(self, data: Any) -> np.ndarray:
+        """Bool mask of changed pixels in ``data``, after :meth:`check` (no decoded copy)."""
+        data = np.asarray(data)
+        self.check(data)
+        return data == self.change_value
+
+    def check(self, data: Any, valid: np.ndarray | None = None) -> None:
+        """Raise a :class:`DataError` if ``data`` holds a value outside the convention.
+
+        Args:
+            data: values read from the file.
+            valid: optional mask of the pixels to check.
+        """
+        data = np.asarray(data)
+        # A few full-size comparisons (no lookup table: fancy indexing is slower on blocks).
+        if data.dtype.kind == "u" and self.values == "0,1":
+            bad = data > MASK_CHANGE
+        else:
+            bad = data != 0
+            bad &= data != self.change_value
+        if self.values == "0,1":
+            bad &= data != MASK_IGNORE
+        if data.dtype.kind == "f":
+            bad &= ~np.isnan(data)
+        allowed = (0, self.change_value, MASK_IGNORE if self.values == "0,1" else 0)
+        if self.nodata is not None and not math.isnan(self.nodata) and self.nodata not in allowed:
+            bad &= data != self.nodata
         if valid is not None:
             bad &= valid
-            out[~valid] = MASK_IGNORE
         if bad.any():
             raise DataError(self._bad_values_message(np.unique(data[bad])))
-        return out
 
     def _bad_values_message(self, values: np.ndarray) -> str:
         shown = ", ".join(f"{v:g}" for v in values[:8].tolist())
@@ -311,7 +324,7 @@ def check_change_mask(
     if mask_values == "0,255":
         keep = nodata is not None and nodata not in (0, 255)
         mask = ChangeMask(name, "0,255", nodata if keep else None, what)
-        mask.decode(sample)
+        mask.check(sample)
         return mask
     if nodata in (MASK_NO_CHANGE, MASK_CHANGE):
         raise DataError(
@@ -320,10 +333,10 @@ def check_change_mask(
             "(0 = no change, 1 = change, 255 = ignore); remove the nodata tag or set it to 255"
         )
     mask = ChangeMask(name, "0,1", nodata, what)
+    mask.check(sample)
+    # Values are now 0 / 1 / 255 / nodata: 255 without any 1 is the 0/255 signature.
     if mask_values == "auto" and not _is_geochange_change_raster(tag):
-        values = np.unique(sample[~np.isnan(sample)] if sample.dtype.kind == "f" else sample)
-        present = set(values.tolist())
-        if 255 in present and MASK_CHANGE not in present and present <= {0, 255, nodata}:
+        if (sample == 255).any() and not (sample == MASK_CHANGE).any():
             raise DataError(
                 f"{what} {name!r} looks like a 0/255 mask: it holds 0 and 255 but no 1 (in "
                 f"{sample.size} sampled pixels), and geochange change masks are 0 = no change, "
@@ -331,7 +344,6 @@ def check_change_mask(
                 '--mask-values 0,255) if 255 means change, or mask_values="0,1" '
                 "(--mask-values 0,1) if 255 means ignore / no data"
             )
-    mask.decode(sample)
     return mask
 
 
