@@ -243,7 +243,8 @@ class ChangeMask:
         if self.nodata is not None:
             convention += f", nodata {self.nodata:g} = ignore"
         return (
-            f"{self.what} {self.path!r} holds value(s) {shown}{more} outside the change-mask "
+            f"{self.what} {self.path!r} holds value{'s' if values.size > 1 else ''} "
+            f"{shown}{more} outside the change-mask "
             f"convention ({convention}); recode the mask (values are never wrapped or guessed)"
         )
 
@@ -282,6 +283,7 @@ def check_change_mask(
     mask_values: str = "auto",
     what: str = "change mask",
     band: int = 1,
+    option: str = "mask_values",
 ) -> ChangeMask:
     """Check a change mask when it is opened and describe how to read its values.
 
@@ -303,6 +305,8 @@ def check_change_mask(
         mask_values: ``"auto"``, ``"0,1"`` or ``"0,255"`` (see above).
         what: the file's role, for messages.
         band: the band holding the mask.
+        option: the caller's name of the ``mask_values`` argument, named in messages (its
+            command-line flag is ``--`` + the name with dashes).
 
     Returns:
         The :class:`ChangeMask` to decode blocks of the file with.
@@ -314,7 +318,7 @@ def check_change_mask(
     """
     if mask_values not in MASK_VALUES:
         raise ConfigurationError(
-            f"mask_values must be one of {', '.join(MASK_VALUES)}, got {mask_values!r}"
+            f"{option} must be one of {', '.join(MASK_VALUES)}, got {mask_values!r}"
         )
     name = str(path)
     with open_raster(path) as ds:
@@ -336,13 +340,14 @@ def check_change_mask(
     mask.check(sample)
     # Values are now 0 / 1 / 255 / nodata: 255 without any 1 is the 0/255 signature.
     if mask_values == "auto" and not _is_geochange_change_raster(tag):
+        flag = "--" + option.replace("_", "-")
         if (sample == 255).any() and not (sample == MASK_CHANGE).any():
             raise DataError(
                 f"{what} {name!r} looks like a 0/255 mask: it holds 0 and 255 but no 1 (in "
                 f"{sample.size} sampled pixels), and geochange change masks are 0 = no change, "
-                '1 = change, 255 = ignore. Pass mask_values="0,255" (command line: '
-                '--mask-values 0,255) if 255 means change, or mask_values="0,1" '
-                "(--mask-values 0,1) if 255 means ignore / no data"
+                f'1 = change, 255 = ignore. Pass {option}="0,255" (command line: {flag} 0,255) '
+                f'if 255 means change, or {option}="0,1" ({flag} 0,1) if 255 means ignore / '
+                "no data"
             )
     return mask
 

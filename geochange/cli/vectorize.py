@@ -14,13 +14,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``vectorize`` options to ``parser``."""
     parser.add_argument("change", help="change raster (uint8: 0 no change, 1 change, 255 nodata)")
     parser.add_argument(
-        "--mask-values",
-        choices=["auto", "0,1", "0,255"],
-        default="auto",
-        help="how the change raster stores change: auto (0/1, 255 nodata; 0/255 rasters are "
-        "refused), 0,1 (255 = nodata) or 0,255 (255 = change, e.g. LEVIR-CD labels)",
-    )
-    parser.add_argument(
         "--out", "-o", required=True, help="output file: .gpkg, .parquet, .geojson or .fgb"
     )
     parser.add_argument("--probability", help="change probability raster (uint8 0-255 or float)")
@@ -62,6 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["create", "overwrite", "append"],
         default="create",
         help="create the file, overwrite the layer(s) in it, or append to them",
+    )
+    parser.add_argument(
+        "--mask-values",
+        choices=["auto", "0,1", "0,255"],
+        metavar="auto|0,1|0,255",
+        default="auto",
+        help="how the change raster stores change: auto (0/1, 255 nodata; 0/255 rasters are "
+        "refused), 0,1 (255 = nodata) or 0,255 (255 = change, e.g. LEVIR-CD labels)",
     )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

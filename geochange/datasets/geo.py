@@ -500,10 +500,12 @@ class BiTemporalRasterDataset(GeoDataset):
         if label.dtype.kind == "f":
             bad |= label_valid & (label != np.round(label))
         if bad.any():
+            values = np.unique(label[bad])
+            shown = ", ".join(f"{v:g}" for v in values[:8].tolist())
             raise DataError(
-                f"{layer.name} label {str(layer.files[0].path)!r} holds value(s) "
-                f"{np.unique(label[bad])[:8].tolist()}; class ids must be integers 0..254 "
-                f"({IGNORE_INDEX} or the nodata value = unlabeled)"
+                f"{layer.name} label {str(layer.files[0].path)!r} holds "
+                f"value{'s' if values.size > 1 else ''} {shown}; class ids must be integers "
+                f"0..254 ({IGNORE_INDEX} or the nodata value = unlabeled)"
             )
         out = label.astype(np.uint8)
         out[~label_valid] = IGNORE_INDEX

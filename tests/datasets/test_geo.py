@@ -247,7 +247,7 @@ def test_out_of_range_change_label_fails_when_opened(
     label = pair.change_array.astype(dtype)
     label[label == 1] = values
     path = write_tif(tmp_path / "bad_label.tif", label)
-    with pytest.raises(DataError, match=rf"bad_label\.tif.* holds value\(s\) {shown} outside"):
+    with pytest.raises(DataError, match=rf"bad_label\.tif.* holds value {shown} outside"):
         BiTemporalRasterDataset(pair.pre, pair.post, change=path)
 
 
@@ -275,7 +275,7 @@ def test_semantic_label_values_are_not_wrapped(pair: Pair, tmp_path: Path) -> No
     ds = BiTemporalRasterDataset(
         pair.pre, pair.post, semantic_pre=pair.semantic_pre, semantic_post=path
     )
-    with pytest.raises(DataError, match=r"sem300\.tif.* holds value\(s\) \[300\]"):
+    with pytest.raises(DataError, match=r"sem300\.tif.* holds value 300;"):
         ds[window(0, 0, 64)]
 
 
