@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 import rasterio
+import rasterio.errors
 import rasterio.shutil
 import rasterio.windows
 from rasterio.enums import Resampling
@@ -249,12 +250,31 @@ class ChangeMask:
         )
 
 
+def _read_window(ds: Any, band: int, window: rasterio.windows.Window) -> np.ndarray:
+    """Read a window; a GDAL read error becomes a :class:`DataError` naming file and window."""
+    try:
+        return np.asarray(ds.read(band, window=window))
+    except rasterio.errors.RasterioIOError as err:
+        row, col = int(window.row_off), int(window.col_off)
+        at = f"rows {row}-{row + int(window.height)}, cols {col}-{col + int(window.width)}"
+        detail = str(err.__cause__ or err).strip()
+        raise DataError(
+            f"cannot read {ds.name!r} at {at} (corrupt or truncated file?): {detail}"
+        ) from err
+
+
 def _sample_band(ds: Any, band: int = 1, budget: int | None = None) -> np.ndarray:
     """Values of ``band``: the whole band when small, else blocks spread over the raster."""
     budget = _MASK_SAMPLE_PIXELS if budget is None else budget
     height, width = ds.height, ds.width
     if height * width <= budget:
-        return np.asarray(ds.read(band))
+        try:
+            return np.asarray(ds.read(band))
+        except rasterio.errors.RasterioIOError:
+            # Find the unreadable block, to name it.
+            for _, window in ds.block_windows(band):
+                _read_window(ds, band, window)
+            return _read_window(ds, band, rasterio.windows.Window(0, 0, width, height))
     block_h, block_w = ds.block_shapes[band - 1]
     # Whole blocks (decoded anyway), at most ``budget`` pixels, on an even grid of block rows
     # and columns; strip layouts get evenly spaced full-width strips.
@@ -273,7 +293,7 @@ def _sample_band(ds: Any, band: int = 1, budget: int | None = None) -> np.ndarra
             window = rasterio.windows.Window(
                 col0, row0, min(block_w, width - col0), min(block_h, height - row0)
             )
-            parts.append(np.asarray(ds.read(band, window=window)).ravel())
+            parts.append(_read_window(ds, band, window).ravel())
     return np.concatenate(parts)
 
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import rasterio
 from rasterio.transform import from_origin
 
@@ -72,8 +73,6 @@ def _mask_file(path, array, *, nodata=None, block=64, tags=None):
 
 
 def test_check_change_mask_decodes_the_convention(tmp_path) -> None:
-    import pytest
-
     from geochange.errors import DataError
     from geochange.io import MASK_IGNORE, check_change_mask
 
@@ -97,8 +96,6 @@ def test_check_change_mask_decodes_the_convention(tmp_path) -> None:
 
 
 def test_check_change_mask_samples_large_rasters(tmp_path, monkeypatch) -> None:
-    import pytest
-
     import geochange.io
     from geochange.errors import DataError
     from geochange.io import _sample_band, check_change_mask
@@ -123,3 +120,42 @@ def test_check_change_mask_samples_large_rasters(tmp_path, monkeypatch) -> None:
     levir[::16, ::16] = 128
     with pytest.raises(DataError, match=r"holds value 128 outside"):
         check_change_mask(_mask_file(tmp_path / "bad.tif", levir))
+
+
+@pytest.mark.parametrize("budget", [None, 4 * 16 * 16])
+def test_check_change_mask_names_an_unreadable_block(tmp_path, monkeypatch, budget) -> None:
+    import re
+
+    import geochange.io
+    from geochange.errors import DataError
+    from geochange.io import check_change_mask
+
+    values = np.zeros((64, 64), np.uint8)
+    values[40:60, 30:50] = 1
+    path = tmp_path / "change.tif"
+    profile = dict(
+        driver="GTiff",
+        height=64,
+        width=64,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32650",
+        transform=from_origin(500000, 4000000, 1.0, 1.0),
+        tiled=True,
+        blockxsize=16,
+        blockysize=16,
+        compress="deflate",
+    )
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(values, 1)
+    with rasterio.open(path) as ds:  # zero the inside of the last block (rows 48-64)
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_3_3", "TIFF", bidx=1))
+        size = int(ds.get_tag_item("BLOCK_SIZE_3_3", "TIFF", bidx=1))
+    data = bytearray(path.read_bytes())
+    data[offset + 2 : offset + size - 2] = bytes(size - 4)
+    path.write_bytes(bytes(data))
+    if budget is not None:  # sampled: the 2 x 2 blocks read include the last one
+        monkeypatch.setattr(geochange.io, "_MASK_SAMPLE_PIXELS", budget)
+    pattern = rf"cannot read {re.escape(repr(str(path)))} at rows 48-64, cols 48-64 \(corrupt"
+    with pytest.raises(DataError, match=pattern):
+        check_change_mask(path)
