@@ -137,7 +137,6 @@ MASK_CHANGE = 1
 MASK_IGNORE = 255
 #: ``mask_values`` settings: ``"auto"`` (0/1 masks; 0/255 masks are refused with a message),
 #: ``"0,1"`` (0/1, 255 = ignore, no 0/255 detection) or ``"0,255"`` (255 = change).
-MaskValues = Literal["auto", "0,1", "0,255"]
 MASK_VALUES: tuple[str, ...] = ("auto", "0,1", "0,255")
 
 # At most this many pixels are read to check a mask when it is opened (16 MB as uint8):
@@ -161,12 +160,18 @@ class ChangeMask:
         nodata: the file's nodata value, also read as ignore (None: none, or disregarded
             because it is one of the ``"0,255"`` values).
         what: the file's role, for messages (``"change label"``, ``"reference change raster"``).
+        confirmed: False when ``mask_values="auto"`` could not tell a 0/1 mask from a 0/255 one
+            (the open-time sample held neither 1 nor 255): a block holding 255 but no 1 then
+            raises the 0/255 error instead of being read as ignore.
+        option: the caller's name of the ``mask_values`` argument, for messages.
     """
 
     path: str
     values: Literal["0,1", "0,255"] = "0,1"
     nodata: float | None = None
     what: str = "change mask"
+    confirmed: bool = True
+    option: str = "mask_values"
 
     @property
     def change_value(self) -> int:
@@ -233,6 +238,22 @@ class ChangeMask:
             bad &= valid
         if bad.any():
             raise DataError(self._bad_values_message(np.unique(data[bad])))
+        if not self.confirmed and self.values == "0,1":
+            ignore = data == MASK_IGNORE
+            if valid is not None:
+                ignore &= valid
+            if ignore.any() and not (data == MASK_CHANGE).any():
+                raise DataError(self._looks_0_255_message(int(data.size), "in a block of"))
+
+    def _looks_0_255_message(self, pixels: int, where: str) -> str:
+        flag = "--" + self.option.replace("_", "-")
+        return (
+            f"{self.what} {self.path!r} looks like a 0/255 mask: it holds 0 and 255 but no 1 "
+            f"({where} {pixels} pixels), and geochange change masks are 0 = no change, "
+            f'1 = change, 255 = ignore. Pass {self.option}="0,255" (command line: {flag} '
+            f'0,255) if 255 means change, or {self.option}="0,1" ({flag} 0,1) if 255 means '
+            "ignore / no data"
+        )
 
     def _bad_values_message(self, values: np.ndarray) -> str:
         shown = ", ".join(f"{v:g}" for v in values[:8].tolist())
@@ -240,7 +261,7 @@ class ChangeMask:
         if self.values == "0,1":
             convention = "0 = no change, 1 = change, 255 = ignore"
         else:
-            convention = 'with mask_values="0,255": 0 = no change, 255 = change'
+            convention = "read as a 0/255 mask: 0 = no change, 255 = change"
         if self.nodata is not None:
             convention += f", nodata {self.nodata:g} = ignore"
         return (
@@ -347,7 +368,7 @@ def check_change_mask(
         tag = ds.tags().get(_CLASS_NAMES_TAG) or ds.tags(band).get(_CLASS_NAMES_TAG)
     if mask_values == "0,255":
         keep = nodata is not None and nodata not in (0, 255)
-        mask = ChangeMask(name, "0,255", nodata if keep else None, what)
+        mask = ChangeMask(name, "0,255", nodata if keep else None, what, option=option)
         mask.check(sample)
         return mask
     if nodata in (MASK_NO_CHANGE, MASK_CHANGE):
@@ -356,19 +377,17 @@ def check_change_mask(
             f"{'no-change' if nodata == MASK_NO_CHANGE else 'change'} value of a change mask "
             "(0 = no change, 1 = change, 255 = ignore); remove the nodata tag or set it to 255"
         )
-    mask = ChangeMask(name, "0,1", nodata, what)
+    mask = ChangeMask(name, "0,1", nodata, what, option=option)
     mask.check(sample)
+    if mask_values == "0,1" or _is_geochange_change_raster(tag):
+        return mask
     # Values are now 0 / 1 / 255 / nodata: 255 without any 1 is the 0/255 signature.
-    if mask_values == "auto" and not _is_geochange_change_raster(tag):
-        flag = "--" + option.replace("_", "-")
-        if (sample == 255).any() and not (sample == MASK_CHANGE).any():
-            raise DataError(
-                f"{what} {name!r} looks like a 0/255 mask: it holds 0 and 255 but no 1 (in "
-                f"{sample.size} sampled pixels), and geochange change masks are 0 = no change, "
-                f'1 = change, 255 = ignore. Pass {option}="0,255" (command line: {flag} 0,255) '
-                f'if 255 means change, or {option}="0,1" ({flag} 0,1) if 255 means ignore / '
-                "no data"
-            )
+    has_change = bool((sample == MASK_CHANGE).any())
+    if not has_change and (sample == MASK_IGNORE).any():
+        raise DataError(mask._looks_0_255_message(int(sample.size), "in a sample of"))
+    if not has_change:
+        # Only 0 (and nodata) seen: undecided until a block shows a 1 or a 255.
+        return ChangeMask(name, "0,1", nodata, what, confirmed=False, option=option)
     return mask
 
 

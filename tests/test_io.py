@@ -114,12 +114,25 @@ def test_check_change_mask_samples_large_rasters(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(geochange.io, "_MASK_SAMPLE_PIXELS", 16 * 64 * 64)
     levir = np.zeros((512, 512), dtype=np.uint8)
     levir[::16, ::16] = 255
-    with pytest.raises(DataError, match=r"0/255 mask.* \(in 65536 sampled pixels\)"):
+    with pytest.raises(DataError, match=r"0/255 mask.* \(in a sample of 65536 pixels\)"):
         check_change_mask(_mask_file(tmp_path / "levir.tif", levir))
     assert check_change_mask(tmp_path / "levir.tif", mask_values="0,255").values == "0,255"
     levir[::16, ::16] = 128
     with pytest.raises(DataError, match=r"holds value 128 outside"):
         check_change_mask(_mask_file(tmp_path / "bad.tif", levir))
+    # A sparse 0/255 mask whose sample holds only 0 stays undecided: a block with 255 but no
+    # 1 raises the same error when read, instead of being read as "ignore".
+    sparse = np.zeros((512, 512), dtype=np.uint8)
+    sparse[100:110, 100:110] = 255  # block row 1, column 1: not sampled
+    mask = check_change_mask(_mask_file(tmp_path / "sparse.tif", sparse))
+    assert not mask.confirmed
+    np.testing.assert_array_equal(mask.decode(sparse[:64, :64]), 0)
+    with pytest.raises(DataError, match=r"0/255 mask.* \(in a block of 4096 pixels\)"):
+        mask.decode(sparse[64:128, 64:128])
+    # A block with change confirms the reading 255 = ignore there.
+    sparse[120, 120] = 1
+    np.testing.assert_array_equal(np.unique(mask.decode(sparse[64:128, 64:128])), [0, 1, 255])
+    assert check_change_mask(tmp_path / "sparse.tif", mask_values="0,1").confirmed
 
 
 @pytest.mark.parametrize("budget", [None, 4 * 16 * 16])

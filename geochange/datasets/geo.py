@@ -303,7 +303,10 @@ class BiTemporalRasterDataset(GeoDataset):
                 info.nodata = mask.nodata  # None where a 0/255 label's nodata tag is disregarded
             where = str(files[0]) if len(files) == 1 else f"{files[0]} (or {len(files) - 1} more)"
             # Nodata is handled per file by the layer's validity mask; this decodes the values.
-            self.change_mask = ChangeMask(where, masks[0].values, what="change label")
+            confirmed = all(mask.confirmed for mask in masks)
+            self.change_mask = ChangeMask(
+                where, masks[0].values, what="change label", confirmed=confirmed
+            )
         union = shapely.union_all(layer.footprints())
         if not union.intersects(self.overlap) or union.intersection(self.overlap).area <= 0:
             raise DataError(
