@@ -494,7 +494,7 @@ class BiTemporalRasterDataset(GeoDataset):
         if isinstance(layer, VectorLayer):
             return np.asarray(layer.read(bounds, res))
         # Read in a type that holds every file value (an int16 -1 must not wrap to 255).
-        dtype = np.promote_types(np.dtype(layer.dtype), np.int16)
+        dtype = np.result_type(*(np.dtype(f.dtype) for f in layer.files), np.int16)
         data, label_valid = layer.read(bounds, res, IGNORE_INDEX, dtype=dtype)
         if layer is self.change and self.change_mask is not None:
             return self.change_mask.decode(data[0], label_valid)
