@@ -31,6 +31,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +53,14 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from geochange.errors import ConfigurationError, DataError, OutputError
-from geochange.io import atomic_output, check_writable_dir, open_raster, read_errors
+from geochange.io import (
+    ChangeMask,
+    atomic_output,
+    check_change_mask,
+    check_writable_dir,
+    open_raster,
+    read_errors,
+)
 from geochange.parallel import WorkerPool
 
 __all__ = [
@@ -121,7 +129,7 @@ class _Inputs:
     width: int
     transform: Affine
     crs: Any
-    change_nodata: float | None
+    change_mask: ChangeMask
     probability_scale: float
     probability_nodata: float | None
     class_names: list[str] | None
@@ -190,6 +198,7 @@ def _resolve_inputs(
     semantic_pre: Any,
     semantic_post: Any,
     class_names: Sequence[str] | None,
+    mask_values: str = "auto",
 ) -> _Inputs:
     # Duck typing for geochange.predict.PredictionResult (or anything alike): take the rasters
     # from its attributes unless given explicitly.
@@ -230,6 +239,9 @@ def _resolve_inputs(
                 f"change raster {str(change_path)!r} has data type {ref.dtypes[0]}; expected an "
                 "integer raster (uint8 0/1, nodata 255) — threshold probabilities first"
             )
+        # Values are checked now (sampled read) and in every block: 0/255 masks are never
+        # silently read as "all nodata" (255) or as change (any non-zero value).
+        change_mask = check_change_mask(change_path, mask_values=mask_values, what="change raster")
         probability_scale = 1.0
         probability_nodata = None
         if probability_path is not None:
@@ -269,7 +281,7 @@ def _resolve_inputs(
             width=ref.width,
             transform=ref.transform,
             crs=ref.crs,
-            change_nodata=ref.nodata,
+            change_mask=change_mask,
             probability_scale=probability_scale,
             probability_nodata=probability_nodata,
             class_names=names,
@@ -291,7 +303,7 @@ class _BlockJob:
     height: int
     width: int
     change: str
-    change_nodata: float | None
+    change_mask: ChangeMask
     probability: str | None
     probability_scale: float
     probability_nodata: float | None
@@ -384,10 +396,7 @@ def _change_codes(
     job: _BlockJob, window: rasterio.windows.Window
 ) -> tuple[npt.NDArray[Any], npt.NDArray[Any] | None, npt.NDArray[Any] | None]:
     """Per-pixel change code (0 = no change) and the block's semantic classes."""
-    change = _read(job.change, window)
-    changed = change != 0
-    if job.change_nodata is not None:
-        changed &= change != job.change_nodata
+    changed = job.change_mask.is_change(_read(job.change, window))
     pre = post = None
     codes: npt.NDArray[Any] = changed.view(np.uint8)  # binary: no int32 copy
     if job.semantic_pre is not None and job.semantic_post is not None:
@@ -1211,9 +1220,12 @@ def _write_table(
         parts.append((layer, everything))
 
     with atomic_output(out) as tmp:
-        # GDAL picks behaviour from the extension, so work on a hidden file that keeps it and
-        # move it onto atomic_output's temporary name once complete.
-        work = tmp.with_name(f"{tmp.name}{out.suffix}")
+        # GDAL picks behaviour from the extension, so work on a file that keeps it and move it
+        # onto atomic_output's temporary name once complete. It lives in a hidden directory
+        # unique to this run: with a fixed name, the next run after a kill would reuse the
+        # killed run's file and GDAL would add layers to it instead of starting a new one.
+        scratch = Path(tempfile.mkdtemp(dir=tmp.parent, prefix=f".{out.name}."))
+        work = scratch / f"partial{out.suffix}"
         try:
             if driver is None:
                 table.to_frame().to_parquet(work, index=False, write_covering_bbox=True)
@@ -1235,7 +1247,7 @@ def _write_table(
                         _write_wkb_layer(table, rows, work, name, driver, append, multi)
             os.replace(work, tmp)
         finally:
-            work.unlink(missing_ok=True)
+            shutil.rmtree(scratch, ignore_errors=True)
     return out
 
 
@@ -1392,6 +1404,7 @@ def vectorize_changes(
     progress: bool = False,
     return_frame: bool = True,
     parallel: Parallel = "processes",
+    mask_values: str = "auto",
 ) -> Any:
     """Vectorize a change raster into change polygons, block by block, at any raster size.
 
@@ -1402,7 +1415,8 @@ def vectorize_changes(
     (multi)polygon instead of GDAL's invalid self-touching ring.
 
     Args:
-        change: change raster path (uint8: 0 no change, 1 change, nodata 255 = no change), or
+        change: change raster path (0 no change, 1 change, 255 or nodata = no data, no
+            polygon; other values raise, see ``mask_values``), or
             a ``geochange.predict.PredictionResult`` (any object with ``change``,
             ``probability``, ``semantic_pre``, ``semantic_post`` and ``class_names``
             attributes).
@@ -1444,6 +1458,10 @@ def vectorize_changes(
             process: no worker start-up or per-worker memory, for interpreters that cannot
             start subprocesses; the polygonization holds the GIL most of the time, so they
             run at about the speed of ``workers=1``).
+        mask_values: how the change raster stores change (see
+            :func:`geochange.io.check_change_mask`): ``"auto"`` (0/1 with 255 = no data; a
+            0/255 mask is refused with a message naming this option, unless it is a
+            geochange ``change.tif``), ``"0,1"`` or ``"0,255"`` (255 = change).
 
     Returns:
         A ``geopandas.GeoDataFrame`` with columns ``change_id``, ``area_m2``, ``perimeter_m``,
@@ -1453,7 +1471,8 @@ def vectorize_changes(
         probability raster. ``None`` when ``return_frame=False``.
 
     Raises:
-        DataError: bad input rasters (multi-band or float change raster, grid mismatch).
+        DataError: bad input rasters (multi-band or float change raster, grid mismatch, change
+            values outside the change-mask convention or a 0/255 mask under ``"auto"``).
         ConfigurationError: inconsistent arguments.
         OutputError: unknown output extension or unwritable output.
     """
@@ -1477,7 +1496,9 @@ def vectorize_changes(
         raise ConfigurationError("return_frame=False needs an output path: nothing to return")
     if out_path is not None:
         _check_write_options(out_path, mode, layer_per_type)
-    inputs = _resolve_inputs(change, probability, semantic_pre, semantic_post, class_names)
+    inputs = _resolve_inputs(
+        change, probability, semantic_pre, semantic_post, class_names, mask_values
+    )
     semantic = inputs.semantic_pre is not None
     names = inputs.class_names
     num_classes = len(names) if names is not None else 255
@@ -1501,7 +1522,7 @@ def vectorize_changes(
                     height=min(block_size, inputs.height - row_off),
                     width=min(block_size, inputs.width - col_off),
                     change=str(inputs.change),
-                    change_nodata=inputs.change_nodata,
+                    change_mask=inputs.change_mask,
                     probability=str(inputs.probability) if inputs.probability else None,
                     probability_scale=inputs.probability_scale,
                     probability_nodata=inputs.probability_nodata,

@@ -111,6 +111,10 @@ class ChangeDataModule(LightningDataModule):
             DiffMatch): unlabeled batches keep them as ``pseudo_pre``/``pseudo_post`` instead of
             dropping them with the change label.
         seed: seed of the splits, samplers and labeled subset.
+        mask_values: how the change-label raster stores change (geo path): ``"auto"`` (0 no
+            change, 1 change, 255 ignore; a 0/255 label is refused when the datamodule is
+            built, with a message naming this option), ``"0,1"`` or ``"0,255"`` (255 =
+            change); see :func:`geochange.io.check_change_mask`.
         dataset_kwargs: extra arguments for :class:`BiTemporalRasterDataset` (``crs``, ``res``,
             ``bands``, ``class_names``, ``class_attribute``, ...).
 
@@ -145,6 +149,7 @@ class ChangeDataModule(LightningDataModule):
         combine_unlabeled: bool = False,
         semantic_as_pseudo: bool = False,
         seed: int = 0,
+        mask_values: str = "auto",
         dataset_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -184,13 +189,21 @@ class ChangeDataModule(LightningDataModule):
             return
         if pre is None or post is None:
             raise ConfigurationError("both pre and post images are needed")
+        kwargs = dict(dataset_kwargs or {})
+        if mask_values != "auto":
+            if kwargs.get("mask_values", mask_values) != mask_values:
+                raise ConfigurationError(
+                    f"mask_values={mask_values!r} and dataset_kwargs mask_values="
+                    f"{kwargs['mask_values']!r} disagree"
+                )
+            kwargs["mask_values"] = mask_values
         self.geo_dataset = BiTemporalRasterDataset(
             pre,
             post,
             change=change,
             semantic_pre=semantic_pre,
             semantic_post=semantic_post,
-            **(dataset_kwargs or {}),
+            **kwargs,
         )
         xres, yres = self.geo_dataset.res
         names = ("train", "val", "test")

@@ -27,7 +27,7 @@ from rasterio.windows import Window
 from torch.utils.data import Dataset
 
 from geochange.errors import DataError, GeochangeError
-from geochange.io import open_raster, read_errors
+from geochange.io import nonfinite_pixels, open_raster, read_errors
 
 
 def _band_indexes(src: rasterio.DatasetReader, bands: Sequence[int | str] | None) -> list[int]:
@@ -266,17 +266,23 @@ class RasterPair:
             window: pixel window of the pre grid.
 
         Returns:
-            ``(image, valid)``: float32 ``[2, C, h, w]`` raw pixel values and a bool ``[h, w]``
-            mask, False where either date is nodata or outside the post footprint.
+            ``(image, valid)``: float32 ``[2, C, h, w]`` raw pixel values (0 where invalid) and
+            a bool ``[h, w]`` mask, False where either date is nodata, NaN or +-inf in any
+            band, or outside the post footprint.
         """
         pre, post = self._sources()
         pre_data = pre.read(self.bands, window=window, out_dtype="float32")
         post_data = post.read(self.bands, window=window, out_dtype="float32")
         valid = pre.dataset_mask(window=window) > 0
         valid &= post.dataset_mask(window=window) > 0
+        # NaN / +-inf are nodata whether or not the file declares a nodata value (as in
+        # training): a single NaN would spread through every convolution that sees it.
+        valid &= ~nonfinite_pixels(pre_data)
+        valid &= ~nonfinite_pixels(post_data)
         image = np.stack([pre_data, post_data])
-        # Nodata values (e.g. -9999) or warp fill must not reach the model: valid pixels near a
-        # footprint edge would see them through the receptive field. Zero, as in training.
+        # Nodata values (e.g. -9999), NaN or warp fill must not reach the model: valid pixels
+        # near a hole or footprint edge see them through the receptive field. Zero, as in
+        # training, so the model sees what it was trained on around holes.
         image[:, :, ~valid] = 0
         return image, valid
 
@@ -383,7 +389,7 @@ class ArrayPair:
         cols = slice(int(window.col_off), int(window.col_off + window.width))
         pre = np.asarray(self.pre[:, rows, cols], dtype=np.float32)
         post = np.asarray(self.post[:, rows, cols], dtype=np.float32)
-        valid = np.all(np.isfinite(pre), axis=0) & np.all(np.isfinite(post), axis=0)
+        valid = ~nonfinite_pixels(pre) & ~nonfinite_pixels(post)
         if self.pre_nodata is not None:
             valid &= np.all(pre != self.pre_nodata, axis=0)
         if self.post_nodata is not None:
