@@ -500,6 +500,14 @@ def _read_polygons(source: Any, what: str) -> gpd.GeoDataFrame:
         )
     invalid = ~frame.geometry.is_valid
     if invalid.any():
+        # Self-intersections (bow-ties) are common in hand-drawn labels: repair, and say so.
+        where = "" if _is_frame(source) else f" in {str(source)!r}"
+        warnings.warn(
+            f"{int(invalid.sum())} invalid {what} polygon(s){where} repaired with "
+            "shapely.make_valid (e.g. self-intersections); check them in a GIS",
+            UserWarning,
+            stacklevel=3,
+        )
         frame.loc[invalid, frame.geometry.name] = shapely.make_valid(
             np.asarray(frame.geometry[invalid].values, dtype=object)
         )
