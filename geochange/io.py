@@ -1,5 +1,9 @@
 """Raster and file I/O helpers shared by the generator, the predictor and the vectorizer.
 
+This module is also the one home of the change-mask convention (:data:`MASK_NO_CHANGE`,
+:data:`MASK_CHANGE`, :data:`MASK_IGNORE`, :func:`check_change_mask`) that the datasets, the
+vectorizer and the evaluator apply to every change mask they read.
+
 All outputs are written atomically: data goes to a temporary file next to the destination, which
 is renamed over the destination only once complete, so an interrupted run never leaves a file that
 looks finished. I/O errors of GDAL and the OS become named errors at the boundaries
@@ -13,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import json
+import math
 import os
 import shutil
 import socket
@@ -20,16 +26,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import rasterio
+import rasterio.errors
 import rasterio.shutil
+import rasterio.windows
 from rasterio._err import CPLE_BaseError
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from geochange.errors import DataError, GeochangeError, OutputError
+from geochange.errors import ConfigurationError, DataError, GeochangeError, OutputError
 
 #: Creation options for the intermediate tiled GeoTIFFs that block writers stream into.
 TILED_GTIFF_OPTIONS: dict[str, Any] = {
@@ -423,6 +433,288 @@ def exclusive_lock(path: str | os.PathLike[str], *, what: str = "geochange") -> 
         with contextlib.suppress(OSError):
             os.unlink(path)
         os.close(fd)
+
+
+def nonfinite_pixels(data: np.ndarray) -> np.ndarray:
+    """Pixels of ``[C, h, w]`` data where any band is NaN or +-inf.
+
+    Such values are never valid measurements: every reader (training windows, prediction tiles)
+    treats these pixels as nodata, whether or not the file declares a nodata value, so they
+    never reach a model (one NaN spreads through every convolution that sees it).
+
+    Args:
+        data: band-first pixel values.
+
+    Returns:
+        A bool ``[h, w]`` mask, True where the pixel is not finite in some band.
+    """
+    if data.dtype.kind not in "fc":
+        return np.zeros(data.shape[-2:], dtype=bool)
+    return ~np.isfinite(data).all(axis=0)
+
+
+#: Change-mask value of unchanged pixels.
+MASK_NO_CHANGE = 0
+#: Change-mask value of changed pixels.
+MASK_CHANGE = 1
+#: Change-mask value of pixels without a label (ignored by losses and metrics; also nodata).
+MASK_IGNORE = 255
+#: ``mask_values`` settings: ``"auto"`` (0/1 masks; 0/255 masks are refused with a message),
+#: ``"0,1"`` (0/1, 255 = ignore, no 0/255 detection) or ``"0,255"`` (255 = change).
+MASK_VALUES: tuple[str, ...] = ("auto", "0,1", "0,255")
+
+# At most this many pixels are read to check a mask when it is opened (16 MB as uint8):
+# smaller rasters are read whole, larger ones as blocks spread over the raster.
+_MASK_SAMPLE_PIXELS = 1 << 24
+# Tag written by geochange on its own 0/1/255 change rasters (predictor, synthetic scenes).
+_CLASS_NAMES_TAG = "GEOCHANGE_CLASS_NAMES"
+
+
+@dataclass(frozen=True)
+class ChangeMask:
+    """How the values of one change-mask file map onto 0 (no change) / 1 (change) / ignore.
+
+    Create it with :func:`check_change_mask`; :meth:`decode` applies it to blocks read from the
+    file.
+
+    Attributes:
+        path: the file, for messages.
+        values: ``"0,1"`` (0 no change, 1 change, 255 ignore) or ``"0,255"`` (0 no change,
+            255 change).
+        nodata: the file's nodata value, also read as ignore (None: none, or disregarded
+            because it is one of the ``"0,255"`` values).
+        what: the file's role, for messages (``"change label"``, ``"reference change raster"``).
+        confirmed: False when ``mask_values="auto"`` could not tell a 0/1 mask from a 0/255 one
+            (the open-time sample held neither 1 nor 255): a block holding 255 but no 1 then
+            raises the 0/255 error instead of being read as ignore.
+        option: the caller's name of the ``mask_values`` argument, for messages.
+    """
+
+    path: str
+    values: Literal["0,1", "0,255"] = "0,1"
+    nodata: float | None = None
+    what: str = "change mask"
+    confirmed: bool = True
+    option: str = "mask_values"
+
+    @property
+    def change_value(self) -> int:
+        """The file value that means change."""
+        return MASK_CHANGE if self.values == "0,1" else 255
+
+    def decode(self, data: Any, valid: np.ndarray | None = None) -> np.ndarray:
+        """Map file values onto uint8 0 / 1 / :data:`MASK_IGNORE`, rejecting any other value.
+
+        Args:
+            data: values read from the file (any numeric dtype, never cast beforehand: an int16
+                -1 must not wrap to 255).
+            valid: optional mask of pixels that hold data; others become ignore unchecked.
+
+        Returns:
+            uint8 array of the same shape.
+
+        Raises:
+            DataError: a value outside the convention, naming the file and the values.
+        """
+        data = np.asarray(data)
+        self.check(data, valid)
+        if data.dtype == np.uint8 and self.values == "0,1" and self.nodata in (None, 255):
+            out = data.copy()  # already 0 / 1 / 255
+        else:
+            change = data == self.change_value
+            # Checked values are 0, change or ignore: whatever is neither 0 nor change is 255.
+            other = data != 0
+            other &= ~change
+            out = change.view(np.uint8)
+            out |= other.view(np.uint8) * np.uint8(MASK_IGNORE)
+        if valid is not None:
+            out[~valid] = MASK_IGNORE
+        return out
+
+    def is_change(self, data: Any) -> np.ndarray:
+        """Bool mask of changed pixels in ``data``, after :meth:`check` (no decoded copy)."""
+        data = np.asarray(data)
+        self.check(data)
+        return data == self.change_value
+
+    def check(self, data: Any, valid: np.ndarray | None = None) -> None:
+        """Raise a :class:`DataError` if ``data`` holds a value outside the convention.
+
+        Args:
+            data: values read from the file.
+            valid: optional mask of the pixels to check.
+        """
+        data = np.asarray(data)
+        # A few full-size comparisons (no lookup table: fancy indexing is slower on blocks).
+        if data.dtype.kind == "u" and self.values == "0,1":
+            bad = data > MASK_CHANGE
+        else:
+            bad = data != 0
+            bad &= data != self.change_value
+        if self.values == "0,1":
+            bad &= data != MASK_IGNORE
+        if data.dtype.kind == "f":
+            bad &= ~np.isnan(data)
+        allowed = (0, self.change_value, MASK_IGNORE if self.values == "0,1" else 0)
+        if self.nodata is not None and not math.isnan(self.nodata) and self.nodata not in allowed:
+            bad &= data != self.nodata
+        if valid is not None:
+            bad &= valid
+        if bad.any():
+            raise DataError(self._bad_values_message(np.unique(data[bad])))
+        if not self.confirmed and self.values == "0,1":
+            ignore = data == MASK_IGNORE
+            if valid is not None:
+                ignore &= valid
+            if ignore.any() and not (data == MASK_CHANGE).any():
+                raise DataError(self._looks_0_255_message(int(data.size), "in a block of"))
+
+    def _looks_0_255_message(self, pixels: int, where: str) -> str:
+        flag = "--" + self.option.replace("_", "-")
+        return (
+            f"{self.what} {self.path!r} looks like a 0/255 mask: it holds 0 and 255 but no 1 "
+            f"({where} {pixels} pixels), and geochange change masks are 0 = no change, "
+            f'1 = change, 255 = ignore. Pass {self.option}="0,255" (command line: {flag} '
+            f'0,255) if 255 means change, or {self.option}="0,1" ({flag} 0,1) if 255 means '
+            "ignore / no data"
+        )
+
+    def _bad_values_message(self, values: np.ndarray) -> str:
+        shown = ", ".join(f"{v:g}" for v in values[:8].tolist())
+        more = f" and {values.size - 8} more" if values.size > 8 else ""
+        if self.values == "0,1":
+            convention = "0 = no change, 1 = change, 255 = ignore"
+        else:
+            convention = "read as a 0/255 mask: 0 = no change, 255 = change"
+        if self.nodata is not None:
+            convention += f", nodata {self.nodata:g} = ignore"
+        return (
+            f"{self.what} {self.path!r} holds value{'s' if values.size > 1 else ''} "
+            f"{shown}{more} outside the change-mask "
+            f"convention ({convention}); recode the mask (values are never wrapped or guessed)"
+        )
+
+
+def _read_window(ds: Any, band: int, window: rasterio.windows.Window) -> np.ndarray:
+    """Read a window; a GDAL read error becomes a :class:`DataError` naming file and window."""
+    with read_errors(ds.name, window):
+        return np.asarray(ds.read(band, window=window))
+
+
+def _sample_band(ds: Any, band: int = 1, budget: int | None = None) -> np.ndarray:
+    """Values of ``band``: the whole band when small, else blocks spread over the raster."""
+    budget = _MASK_SAMPLE_PIXELS if budget is None else budget
+    height, width = ds.height, ds.width
+    if height * width <= budget:
+        try:
+            return np.asarray(ds.read(band))
+        except rasterio.errors.RasterioIOError:
+            # Find the unreadable block, to name it.
+            for _, window in ds.block_windows(band):
+                _read_window(ds, band, window)
+            return _read_window(ds, band, rasterio.windows.Window(0, 0, width, height))
+    block_h, block_w = ds.block_shapes[band - 1]
+    # Whole blocks (decoded anyway), at most ``budget`` pixels, on an even grid of block rows
+    # and columns; strip layouts get evenly spaced full-width strips.
+    n = max(1, budget // (block_h * block_w))
+    rows_total, cols_total = math.ceil(height / block_h), math.ceil(width / block_w)
+    n_rows = max(1, min(rows_total, round(math.sqrt(n * rows_total / cols_total))))
+    n_cols = max(1, min(cols_total, n // n_rows))
+    if n_rows * n_cols > n:
+        n_rows = max(1, n // n_cols)
+    block_rows = np.unique(np.linspace(0, rows_total - 1, n_rows).round().astype(int))
+    block_cols = np.unique(np.linspace(0, cols_total - 1, n_cols).round().astype(int))
+    parts = []
+    for r in block_rows:
+        for c in block_cols:
+            row0, col0 = int(r) * block_h, int(c) * block_w
+            window = rasterio.windows.Window(
+                col0, row0, min(block_w, width - col0), min(block_h, height - row0)
+            )
+            parts.append(_read_window(ds, band, window).ravel())
+    return np.concatenate(parts)
+
+
+def check_change_mask(
+    path: str | os.PathLike[str],
+    *,
+    mask_values: str = "auto",
+    what: str = "change mask",
+    band: int = 1,
+    option: str = "mask_values",
+) -> ChangeMask:
+    """Check a change mask when it is opened and describe how to read its values.
+
+    geochange's one convention for change masks is 0 = no change (:data:`MASK_NO_CHANGE`),
+    1 = change (:data:`MASK_CHANGE`) and 255 = ignore / no data (:data:`MASK_IGNORE`); the
+    file's nodata value, if any, is ignore too. A sample of the file (the whole band when it
+    has at most 16 M pixels, else blocks spread over it) is read now, so that a mask with
+    other values fails before hours of work rather than at the first block that holds them.
+
+    Masks storing change as 255 (LEVIR-CD style 0/255 labels) are never guessed: with
+    ``mask_values="auto"`` a mask whose sample holds 0 and 255 but no 1 raises a
+    :class:`DataError` naming the option, unless the file carries geochange's own
+    ``GEOCHANGE_CLASS_NAMES = ["no change", "change"]`` tag (the predictor's ``change.tif``,
+    whose 255 is nodata). ``mask_values="0,255"`` reads 255 as change (a nodata tag of 0 or
+    255 is then disregarded); ``mask_values="0,1"`` confirms 255 means ignore.
+
+    Args:
+        path: the mask raster.
+        mask_values: ``"auto"``, ``"0,1"`` or ``"0,255"`` (see above).
+        what: the file's role, for messages.
+        band: the band holding the mask.
+        option: the caller's name of the ``mask_values`` argument, named in messages (its
+            command-line flag is ``--`` + the name with dashes).
+
+    Returns:
+        The :class:`ChangeMask` to decode blocks of the file with.
+
+    Raises:
+        ConfigurationError: unknown ``mask_values``.
+        DataError: unreadable file, a 0/255 mask under ``"auto"``, a nodata value of 0 or 1
+            in a 0/1 mask, or values outside the convention in the sample.
+    """
+    if mask_values not in MASK_VALUES:
+        raise ConfigurationError(
+            f"{option} must be one of {', '.join(MASK_VALUES)}, got {mask_values!r}"
+        )
+    name = str(path)
+    with open_raster(path) as ds:
+        nodata = ds.nodata
+        sample = _sample_band(ds, band)
+        tag = ds.tags().get(_CLASS_NAMES_TAG) or ds.tags(band).get(_CLASS_NAMES_TAG)
+    if mask_values == "0,255":
+        keep = nodata is not None and nodata not in (0, 255)
+        mask = ChangeMask(name, "0,255", nodata if keep else None, what, option=option)
+        mask.check(sample)
+        return mask
+    if nodata in (MASK_NO_CHANGE, MASK_CHANGE):
+        raise DataError(
+            f"{what} {name!r} declares nodata {nodata:g}, which is also the "
+            f"{'no-change' if nodata == MASK_NO_CHANGE else 'change'} value of a change mask "
+            "(0 = no change, 1 = change, 255 = ignore); remove the nodata tag or set it to 255"
+        )
+    mask = ChangeMask(name, "0,1", nodata, what, option=option)
+    mask.check(sample)
+    if mask_values == "0,1" or _is_geochange_change_raster(tag):
+        return mask
+    # Values are now 0 / 1 / 255 / nodata: 255 without any 1 is the 0/255 signature.
+    has_change = bool((sample == MASK_CHANGE).any())
+    if not has_change and (sample == MASK_IGNORE).any():
+        raise DataError(mask._looks_0_255_message(int(sample.size), "in a sample of"))
+    if not has_change:
+        # Only 0 (and nodata) seen: undecided until a block shows a 1 or a 255.
+        return ChangeMask(name, "0,1", nodata, what, confirmed=False, option=option)
+    return mask
+
+
+def _is_geochange_change_raster(tag: str | None) -> bool:
+    if not tag:
+        return False
+    try:
+        return bool(json.loads(tag) == ["no change", "change"])
+    except json.JSONDecodeError:
+        return False
 
 
 def overview_factors(height: int, width: int, min_size: int = 256) -> list[int]:

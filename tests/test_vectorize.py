@@ -191,6 +191,77 @@ def test_real_levircd_labels_equal_whole_raster(tmp_path: Path) -> None:
     assert_same_polygons(frame, whole_raster_polygons(mosaic, 4))
 
 
+def test_levircd_0_255_labels_need_mask_values(tmp_path: Path, capsys) -> None:
+    from geochange.cli import main
+
+    labels = sorted((DATA / "levircd-samples" / "label").glob("*.png"))[:2]
+    if len(labels) < 2:
+        pytest.skip("shared LEVIR-CD samples not available")
+    raw = np.hstack([rasterio.open(path).read(1) for path in labels])
+    assert set(np.unique(raw)) == {0, 255}
+    binary = write_raster(tmp_path / "levir01.tif", (raw == 255).astype(np.uint8))
+    expected = vectorize_changes(binary, block_size=100, workers=1)
+    assert len(expected) >= 5
+    for nodata in (None, 255):
+        path = write_raster(tmp_path / f"levir_{nodata}.tif", raw, nodata=nodata)
+        # Neither "every 255 is nodata: 0 polygons" nor "any non-zero value is change".
+        with pytest.raises(DataError, match=r"levir_.*0/255 mask.*mask_values=\"0,255\""):
+            vectorize_changes(path, workers=1)
+        frame = vectorize_changes(path, block_size=100, workers=1, mask_values="0,255")
+        assert frame.geometry.geom_equals_exact(expected.geometry, tolerance=0).all()
+    out = tmp_path / "levir.gpkg"
+    cli = ["vectorize", str(path), "--out", str(out), "--quiet", "--workers", "1"]
+    assert main(cli) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("geochange vectorize: error: ") and "--mask-values 0,255" in err
+    assert "Traceback" not in err and not out.exists()
+    assert main([*cli, "--mask-values", "0,255"]) == 0
+    assert len(pyogrio.read_dataframe(out)) == len(expected)
+
+
+@pytest.mark.parametrize("value", [2, 7, 128])
+def test_out_of_range_change_values_are_rejected(tmp_path: Path, value: int) -> None:
+    mask = stress_mask()
+    mask[mask == 1] = value
+    path = write_raster(tmp_path / "bad.tif", mask)
+    with pytest.raises(DataError, match=rf"bad\.tif' holds value {value} outside"):
+        vectorize_changes(path, workers=1)
+
+
+def test_values_outside_the_open_time_sample_fail_in_their_block(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import geochange.io
+
+    mask = stress_mask()
+    mask[-1, -1] = 7
+    path = write_raster(tmp_path / "late.tif", mask)
+    # Sample only the first strip when the file is opened: the block pass still finds the 7.
+    monkeypatch.setattr(geochange.io, "_MASK_SAMPLE_PIXELS", 1)
+    with pytest.raises(DataError, match=r"late\.tif' holds value 7 outside"):
+        vectorize_changes(path, block_size=16, workers=1)
+
+
+@pytest.mark.parametrize("return_frame", [True, False])
+def test_stale_partial_of_killed_run_is_not_reused(
+    tmp_path: Path, stress_path: Path, return_frame: bool
+) -> None:
+    import geopandas as gpd
+
+    out = tmp_path / "changes.gpkg"
+    # What a run killed while writing leaves behind: its hidden work file, with a layer.
+    stale = tmp_path / ".changes.gpkg.partial.gpkg"
+    gpd.GeoDataFrame({"x": [1]}, geometry=[shapely.box(0, 0, 1, 1)], crs=CRS).to_file(
+        stale, layer="stale_layer"
+    )
+    vectorize_changes(stress_path, out, block_size=16, workers=1, return_frame=return_frame)
+    assert [str(row[0]) for row in pyogrio.list_layers(out)] == ["changes"]
+    expected = whole_raster_polygons((stress_mask() == 1).astype(np.uint8), 4)
+    assert len(pyogrio.read_dataframe(out)) == len(expected)
+    # Nothing of this run is left next to the output.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".changes.gpkg.partial.gpkg", out.name]
+
+
 def semantic_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """pre/post classes, change and probability with known building changes across seams."""
     pre = np.full((40, 40), 5, np.uint8)  # cropland

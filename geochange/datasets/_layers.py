@@ -34,6 +34,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geochange.errors import DataError
+from geochange.io import nonfinite_pixels
 
 #: Extensions accepted when a directory is given instead of files.
 RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".png")
@@ -165,7 +166,11 @@ def _aligned(src: Any, grid: TargetGrid) -> bool:
 
 @dataclass
 class RasterFile:
-    """One raster file of a layer, with its footprint on the target grid."""
+    """One raster file of a layer, with its footprint on the target grid.
+
+    ``nodata`` is the value read as "no data" (the file's nodata tag, unless the layer's owner
+    disregards it, e.g. the 255 of a 0/255 change mask read with ``mask_values="0,255"``).
+    """
 
     path: Path
     indexes: list[int]
@@ -315,6 +320,11 @@ class RasterLayer:
                 xres, yres = self.grid.res
                 width = max(1, round((right - left) / xres))
                 height = max(1, round((top - bottom) / yres))
+                # A nodata tag the layer disregards (the 255 of a 0/255 change mask) must not
+                # make GDAL drop those pixels while warping.
+                disregard: dict[str, Any] = {}
+                if info.nodata is None and src.nodata is not None:
+                    disregard["src_nodata"] = None
                 handle = WarpedVRT(
                     src,
                     crs=self.grid.crs or src.crs,
@@ -323,7 +333,8 @@ class RasterLayer:
                     height=height,
                     resampling=self.resampling,
                     # Without a nodata value, an alpha band marks the warped footprint.
-                    add_alpha=src.nodata is None,
+                    add_alpha=info.nodata is None,
+                    **disregard,
                 )
                 self._handles["open"].insert(0, handle)
             self._handles[key] = handle
@@ -345,8 +356,8 @@ class RasterLayer:
             dtype: output array type.
 
         Returns:
-            ``(data, valid)``; ``valid`` is False outside every file and where a file holds its
-            nodata value in all bands (or NaN).
+            ``(data, valid)``; ``valid`` is False outside every file, where a file holds its
+            nodata value in all bands, and where any band is NaN or +-inf.
         """
         left, bottom, right, top = bounds
         xres, yres = res
@@ -420,10 +431,9 @@ class RasterLayer:
                 file_valid = (data != info.nodata).any(axis=0)
         else:
             file_valid = np.ones(shape, dtype=bool)
-        if data.dtype.kind == "f":
-            nan = np.isnan(data).any(axis=0)
-            if nan.any():
-                file_valid &= ~nan
+        nonfinite = nonfinite_pixels(data)
+        if nonfinite.any():
+            file_valid &= ~nonfinite
         return (d_r0, d_r1, d_c0, d_c1), data, file_valid
 
 

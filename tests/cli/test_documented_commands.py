@@ -21,6 +21,7 @@ import io
 import json
 import re
 import shlex
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,6 +112,7 @@ class Case:
     check: Callable[[Env, Run], None]
     extra: str = ""
     slow: bool = False
+    setup: Callable[[Env, Path], None] | None = None  # prepares the run's folder first
 
     @property
     def key(self) -> tuple[str, frozenset[str]]:
@@ -154,6 +156,8 @@ class Env:
 
     def run(self, case: Case, cwd: Path) -> Run:
         """Run ``case`` in ``cwd`` (shared cases once per module, in the module's folder)."""
+        if case.setup is not None:
+            case.setup(self, cwd)
         if case.name in SHARED:
             if case.name not in self._runs:
                 self._runs[case.name] = run_cli(case.argv(self), self.root / case.name)
@@ -323,6 +327,16 @@ def check_print_config(env: Env, run: Run) -> None:
 
 def check_fit_help(env: Env, run: Run) -> None:
     assert "--config" in run.out and "--trainer" in run.out and "--print_config" in run.out
+
+
+def foreign_change_tif(out: str) -> Callable[[Env, Path], None]:
+    """Put a change.tif that geochange did not write (the scene's reference) into ``out``."""
+
+    def setup(env: Env, cwd: Path) -> None:
+        (cwd / out).mkdir(parents=True, exist_ok=True)
+        shutil.copy(env.small_scene.change, cwd / out / "change.tif")
+
+    return setup
 
 
 def check_predict(
@@ -546,6 +560,20 @@ CASES: list[Case] = [
         "--precision auto --vector out/changes.gpkg --resume "
         "--bounds {e.window[0]} {e.window[1]} {e.window[2]} {e.window[3]}",
         check_predict("out", vector="out/changes.gpkg", window=True),
+    ),
+    Case(
+        "predict-overwrite",
+        f"{PREDICT} --out out/ --tile-size 96 --overlap 32 --vector out/changes.gpkg --overwrite",
+        check_predict("out", vector="out/changes.gpkg"),
+        setup=foreign_change_tif("out"),
+    ),
+    Case(
+        "predict-all-options-overwrite",
+        f"{PREDICT} --out out/ --tile-size 64 --overlap 16 --batch-size 4 --device auto "
+        "--precision auto --vector out/changes.gpkg --resume --overwrite "
+        "--bounds {e.window[0]} {e.window[1]} {e.window[2]} {e.window[3]}",
+        check_predict("out", vector="out/changes.gpkg", window=True),
+        setup=foreign_change_tif("out"),
     ),
     Case("predict-help", "predict --help", check_help("predict")),
     # vectorize

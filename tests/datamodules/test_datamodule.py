@@ -138,6 +138,29 @@ def test_folder_datamodule(shared_data: Path) -> None:
     assert 60 < dm.normalization["mean"][0] < 160
 
 
+def test_geo_0_255_label_needs_mask_values(pair: Pair, shared_data: Path, tmp_path: Path) -> None:
+    # A real LEVIR-CD label (0/255 PNG) as a GeoTIFF on the scene's grid.
+    from PIL import Image
+    from scenes import write_tif
+
+    levir = np.asarray(Image.open(shared_data / "levircd-samples/label/test_2_0000_0000.png"))
+    assert set(np.unique(levir)) == {0, 255}
+    label = write_tif(tmp_path / "levir_change.tif", levir)
+    options = {"patch_size": 32, "batch_size": 4, "splits": (0.6, 0.2, 0.2)}
+    with pytest.raises(DataError, match=r"levir_change\.tif.*0/255.*mask_values=\"0,255\""):
+        ChangeDataModule(pair.pre, pair.post, label, **options)
+    dm = ChangeDataModule(pair.pre, pair.post, label, mask_values="0,255", **options)
+    assert dm.geo_dataset is not None
+    change = dm.geo_dataset.read_change(tuple(dm.geo_dataset.overlap.bounds))
+    np.testing.assert_array_equal(change, (levir == 255).astype(np.uint8))
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch["mask"].unique().tolist()) <= {0, 1} and (batch["mask"] == 1).any()
+    # Values outside the convention fail when the datamodule is built, not at the first batch.
+    seven = write_tif(tmp_path / "seven.tif", np.where(levir == 255, 7, 0).astype(np.uint8))
+    with pytest.raises(DataError, match=r"seven\.tif.* holds value 7 outside"):
+        ChangeDataModule(pair.pre, pair.post, seven, **options)
+
+
 def test_bad_arguments(pair: Pair, tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="labeled_fraction"):
         ChangeDataModule(pair.pre, pair.post, labeled_fraction=1.5)
