@@ -53,8 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _warning_printer(command: str) -> Any:
     """A ``warnings.showwarning`` that prints ``geochange COMMAND: warning: MESSAGE``."""
+    default = warnings.showwarning
 
     def show(message: Any, category: Any, filename: Any, lineno: Any, *rest: Any) -> None:
+        if issubclass(category, DeprecationWarning | PendingDeprecationWarning):
+            default(message, category, filename, lineno, *rest)  # for developers, as usual
+            return
         print(f"geochange {command}: warning: {message}", file=sys.stderr)
 
     return show

@@ -50,7 +50,7 @@ def _band_indexes(src: rasterio.DatasetReader, bands: Sequence[int | str] | None
 
 
 #: Rasters up to this many pixels are read whole for the no-valid-pixel check.
-WHOLE_READ_PIXELS = 2**20
+WHOLE_READ_PIXELS = 2**18  # 512 x 512: a cheap read, even for a corrupt file
 
 
 def _check_some_valid(src: Any, bands: Sequence[int]) -> None:
@@ -61,16 +61,19 @@ def _check_some_valid(src: Any, bands: Sequence[int]) -> None:
     checked here (their tiles come out as nodata).
     """
     factors = src.overviews(bands[0])
+    if not factors and src.width * src.height > WHOLE_READ_PIXELS:
+        return
     if factors:
         factor = max(factors)
         shape = (len(bands), max(1, src.height // factor), max(1, src.width // factor))
+    else:
+        shape = (len(bands), src.height, src.width)
+    try:
         with read_errors(src.name, None):
             data = src.read(list(bands), out_shape=shape, masked=True)
-    elif src.width * src.height <= WHOLE_READ_PIXELS:
-        with read_errors(src.name, None):
-            data = src.read(list(bands), masked=True)
-    else:
-        return
+    except DataError:
+        return  # a corrupt block: the tile reader reports it with its window
+
     valid = ~np.ma.getmaskarray(data) & np.isfinite(np.ma.getdata(data))
     if not valid.any():
         nodata = f" (nodata {src.nodata:g})" if src.nodata is not None else ""
