@@ -200,7 +200,24 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser_kwargs={"version": f"geochange {geochange.__version__}"},
             args=args,
         )
-    except GeochangeError as error:
+    except Exception as error:
+        # jsonargparse wraps errors raised while it builds the model or datamodule in its own
+        # ValueError: report the geochange error behind it, as for errors raised later.
+        cause = _geochange_cause(error)
+        if cause is None:
+            raise
         command = args[0] if args else "fit"
-        print(f"geochange {command}: error: {error}", file=sys.stderr)
+        print(f"geochange {command}: error: {cause}", file=sys.stderr)
         raise SystemExit(1) from error
+
+
+def _geochange_cause(error: BaseException) -> GeochangeError | None:
+    """``error`` itself or the first :class:`GeochangeError` it was raised from (``__cause__``)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, GeochangeError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__
+    return None
