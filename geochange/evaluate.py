@@ -40,7 +40,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from geochange.errors import ConfigurationError, DataError, OutputError
-from geochange.io import atomic_output, check_writable_dir, open_raster
+from geochange.io import atomic_output, check_writable_dir, open_raster, read_errors
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -374,7 +374,8 @@ class _RasterChange:
             )
 
     def read(self, window: Window) -> npt.NDArray[np.uint8]:
-        data = self.dataset.read(1, window=window)
+        with read_errors(self.path, window):
+            data = self.dataset.read(1, window=window)
         nodata = self.dataset.nodata
         invalid = data == _IGNORE if nodata is None else (data == nodata) | (data == _IGNORE)
         out = data.astype(np.uint8, copy=True)
@@ -423,7 +424,8 @@ class _ClassRaster:
         _check_grid(self.dataset, grid, f"{what} raster {str(path)!r}")
 
     def read(self, window: Window) -> npt.NDArray[np.uint8]:
-        data = self.dataset.read(1, window=window)
+        with read_errors(self.path, window):
+            data = self.dataset.read(1, window=window)
         out = np.where(data < self.num_classes, data, _IGNORE).astype(np.uint8)
         if self.dataset.nodata is not None:
             out[data == self.dataset.nodata] = _IGNORE

@@ -52,7 +52,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from geochange.errors import ConfigurationError, DataError, OutputError
-from geochange.io import atomic_output, check_writable_dir, open_raster
+from geochange.io import atomic_output, check_writable_dir, open_raster, read_errors
 
 __all__ = [
     "BUILDING_CLASS",
@@ -357,7 +357,8 @@ def _read(path: str, window: rasterio.windows.Window) -> npt.NDArray[Any]:
             # spurious "Error in sys.excepthook" messages.
             atexit.register(_close_datasets)
         ds = _DATASETS[path] = rasterio.open(path)
-    return ds.read(1, window=window)
+    with read_errors(path, window):  # a corrupt block: DataError naming file and window
+        return ds.read(1, window=window)
 
 
 def _structure(connectivity: int) -> npt.NDArray[np.bool_]:
@@ -1033,12 +1034,26 @@ class _WkbSpill:
         self._file.close()
 
 
+def _as_wkb(geometry: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
+    """WKB bytes for every element of an array holding WKB and/or shapely geometries."""
+    parsed = np.fromiter(
+        (isinstance(g, shapely.Geometry) for g in geometry), np.bool_, count=geometry.size
+    )
+    if not parsed.any():
+        return geometry
+    out = geometry.copy()  # may be a view of the table's own array
+    out[parsed] = shapely.to_wkb(geometry[parsed])
+    return out
+
+
 @dataclass
 class _Table:
-    """Change polygons to write: a GeoDataFrame, or attribute columns plus WKB geometries.
+    """Change polygons to write: a GeoDataFrame, or attribute columns plus geometries.
 
-    The WKB form lets :func:`vectorize_changes` write hundreds of thousands of polygons chunk
-    by chunk without ever holding all of them as shapely objects.
+    The column form lets :func:`vectorize_changes` write hundreds of thousands of polygons chunk
+    by chunk without ever holding all of them as shapely objects. Its ``geometry`` may mix spill
+    handles, WKB and shapely geometries (simplified/regularized outlines);
+    :meth:`wkb` is the one place where they are normalised for the writers.
     """
 
     crs: Any
@@ -1049,10 +1064,12 @@ class _Table:
     spill: _WkbSpill | None = None
 
     def wkb(self, index: npt.NDArray[np.intp] | slice) -> npt.NDArray[np.object_]:
-        """WKB / shapely geometries of rows ``index``, handles resolved."""
+        """WKB bytes of rows ``index``, whatever form the geometries are held in."""
         assert self.geometry is not None
         geoms = self.geometry[index]
-        return self.spill.resolve(geoms) if self.spill is not None else geoms
+        if self.spill is not None:
+            geoms = self.spill.resolve(geoms)
+        return _as_wkb(geoms)
 
     def __len__(self) -> int:
         if self.frame is not None:
@@ -1073,12 +1090,9 @@ class _Table:
             return bool(np.any(shapely.get_type_id(geoms) == 6))
         for first in range(0, index.size, _WRITE_CHUNK):  # chunks: bounded memory
             for w in self.wkb(index[first : first + _WRITE_CHUNK]):
-                if isinstance(w, bytes | bytearray):
-                    # WKB type code after the byte-order byte: 6 = MultiPolygon.
-                    order: Literal["little", "big"] = "little" if w[0] == 1 else "big"
-                    if int.from_bytes(w[1:5], order) == 6:
-                        return True
-                elif shapely.get_type_id(w) == 6:
+                # WKB type code after the byte-order byte: 6 = MultiPolygon.
+                order: Literal["little", "big"] = "little" if w[0] == 1 else "big"
+                if int.from_bytes(w[1:5], order) == 6:
                     return True
         return False
 

@@ -1,4 +1,7 @@
+import os
+
 import numpy as np
+import pytest
 import rasterio
 from rasterio.transform import from_origin
 
@@ -48,3 +51,61 @@ def test_bound_malloc_growth_applies_on_linux_glibc() -> None:
         assert bound_malloc_growth() is True
     else:
         assert applied is False
+
+
+@pytest.mark.parametrize("interleave", ["pixel", "band"])
+def test_truncated_geotiff_is_detected_without_reading_pixels(tmp_path, interleave):
+    from geochange.errors import DataError
+    from geochange.io import open_raster
+
+    profile = dict(
+        TILED_GTIFF_OPTIONS,
+        height=600,
+        width=300,
+        count=3,
+        dtype="uint16",
+        crs="EPSG:32650",
+        transform=from_origin(500000, 4000000, 1, 1),
+        interleave=interleave,
+        blockxsize=128,
+        blockysize=128,
+        sparse_ok=True,
+    )
+    path = tmp_path / "image.tif"
+    rng = np.random.default_rng(0)
+    with rasterio.open(path, "w", **profile) as ds:
+        # Band 3 of the last block row is never written (sparse): not a truncation.
+        ds.write(rng.integers(0, 999, (2, 600, 300)).astype("uint16"), [1, 2])
+        ds.write(rng.integers(0, 999, (512, 300)).astype("uint16"), 3, window=((0, 512), (0, 300)))
+    open_raster(path).close()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    with pytest.raises(DataError, match=r"is truncated: it has \d+ bytes but its image data"):
+        open_raster(path)
+
+
+def test_exclusive_lock_names_holder_and_warns_where_locks_are_unsupported(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from geochange.errors import OutputError
+    from geochange.io import exclusive_lock
+
+    lock = tmp_path / ".lock"
+    with exclusive_lock(lock, what="test"):
+        assert lock.read_text().startswith(f"pid {os.getpid()} on ")
+        with pytest.raises(OutputError, match=rf"in use by another test run \(pid {os.getpid()}"):
+            with exclusive_lock(lock, what="test"):
+                pass
+    assert not lock.exists()
+    with exclusive_lock(lock):  # released: it can be taken again
+        pass
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="concurrent runs are not detected"):
+        with exclusive_lock(lock):
+            ran = True
+    assert ran

@@ -67,6 +67,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GeochangeError as err:
         print(f"geochange {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:
+        # Safety net: an I/O error that no boundary named (GDAL's included) is still the user's
+        # file or disk, not a bug report; say what failed instead of printing a traceback.
+        from geochange.io import error_detail
+
+        print(f"geochange {args.command}: error: {error_detail(err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

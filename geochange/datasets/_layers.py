@@ -12,8 +12,10 @@ Files whose CRS, resolution or pixel origin differ from the target grid are read
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,25 @@ from geochange.errors import DataError
 #: Extensions accepted when a directory is given instead of files.
 RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".png")
 VECTOR_EXTENSIONS = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".parquet")
+
+
+#: Raster layers holding open GDAL handles in this process, closed at interpreter exit.
+_OPEN_LAYERS: dict[int, weakref.ref[RasterLayer]] = {}
+
+
+@atexit.register
+def _close_open_layers() -> None:
+    """Close the handles still open before the interpreter tears itself down.
+
+    A rasterio dataset still open then is closed by its ``__del__`` while modules are being
+    torn down, which prints an empty ``Error in sys.excepthook`` block per file after the
+    program's own output (e.g. at the end of every ``geochange fit``).
+    """
+    for ref in list(_OPEN_LAYERS.values()):
+        layer = ref()
+        if layer is not None:
+            layer.close()
+    _OPEN_LAYERS.clear()
 
 
 def _process_env(cache_mb: int) -> None:
@@ -152,6 +173,12 @@ class RasterFile:
     warp: bool
     bounds: tuple[float, float, float, float]
     dtype: str
+
+
+def _track_open(layer: RasterLayer) -> None:
+    key = id(layer)
+    if key not in _OPEN_LAYERS:
+        _OPEN_LAYERS[key] = weakref.ref(layer, lambda _: _OPEN_LAYERS.pop(key, None))
 
 
 @dataclass
@@ -281,6 +308,7 @@ class RasterLayer:
             info = self.files[i]
             src = rasterio.open(info.path)
             self._handles["open"].append(src)
+            _track_open(self)
             handle = src
             if info.warp:
                 left, bottom, right, top = info.bounds

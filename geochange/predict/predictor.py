@@ -22,20 +22,25 @@ import rasterio
 import torch
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.transform import array_bounds
 from rasterio.windows import Window, from_bounds
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from geochange.errors import CheckpointError, ConfigurationError, DataError
+from geochange.errors import CheckpointError, ConfigurationError, DataError, GeochangeError
 from geochange.io import (
     bound_malloc_growth,
+    check_not_inputs,
     check_writable_dir,
+    describe_window,
+    exclusive_lock,
     model_buffers_on_heap,
+    partial_path,
     trim_heap,
     worker_init_bound_malloc,
 )
 from geochange.models.fusion import fold_batch_norm
-from geochange.predict.reader import ArrayPair, RasterPair, TileDataset
+from geochange.predict.reader import ArrayPair, RasterPair, TileDataset, picklable_error
 from geochange.predict.windows import BLEND_MODES, ColumnStripe, TileGrid, column_stripes
 from geochange.predict.writer import (
     CLASS_NAMES_TAG,
@@ -52,6 +57,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 SIDECAR_NAME = ".geochange-predict-progress.json"
+#: Held (``flock``) by the run writing into an output directory; it names the holder.
+LOCK_NAME = ".geochange-predict.lock"
 
 
 @dataclass
@@ -327,6 +334,8 @@ def _compute_tiles(
         persistent_workers=False,
     )
     for batch in loader:
+        if "error" in batch:
+            raise batch["error"]
         valid = batch["valid"].numpy()
         keep = valid.reshape(valid.shape[0], -1).any(axis=1)
         probs = inferencer(batch["image"][torch.from_numpy(keep)]) if keep.any() else None
@@ -347,6 +356,9 @@ def _compute_tiles(
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    for item in items:
+        if "error" in item:  # a reader worker's GeochangeError, raised in the main process
+            return {"error": item["error"]}
     return {
         "image": torch.stack([item["image"] for item in items]),
         "valid": torch.stack([item["valid"] for item in items]),
@@ -526,6 +538,8 @@ def _dask_tiles(
                     _weight_tile(grid, tile)
                     tiles.append(tile)
         return tiles
+    except GeochangeError as err:
+        raise picklable_error(err) from None  # it goes back to the client
     finally:
         if hasattr(source, "close"):
             source.close()
@@ -707,6 +721,8 @@ class ChangePredictor:
         if not band_memory_mb > 0:
             raise ConfigurationError(f"band_memory_mb must be > 0, got {band_memory_mb}")
         self.band_memory_mb = float(band_memory_mb)
+        #: The checkpoint the model came from (:meth:`from_checkpoint`); no output replaces it.
+        self.checkpoint: Path | None = None
         self._inferencer = _Inferencer(
             model,
             device=self.device,
@@ -761,7 +777,9 @@ class ChangePredictor:
             kwargs["tile_size"] = tile
             kwargs["overlap"] = min(overlap_default(tile), tile - 1)
         kwargs.update(overrides)
-        return cls(model, **kwargs)
+        predictor = cls(model, **kwargs)
+        predictor.checkpoint = path
+        return predictor
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -924,17 +942,26 @@ class ChangePredictor:
     def _resolve_window(self, pair: RasterPair, window: Any) -> Window:
         if window is None:
             return Window(0, 0, pair.width, pair.height)
-        if not isinstance(window, Window):
+        if isinstance(window, Window):
+            asked = f"window {describe_window(window)} lies"
+        else:
             left, bottom, right, top = (float(v) for v in window)
+            asked = f"bounds ({left:g}, {bottom:g}, {right:g}, {top:g}) lie"
             window = from_bounds(left, bottom, right, top, transform=pair.transform)
         window = window.round_offsets().round_lengths()
         full = Window(0, 0, pair.width, pair.height)
+        outside = DataError(
+            f"{asked} outside the pre image {str(pair.pre_path)!r} ({pair.width} x "
+            f"{pair.height} px, bounds "
+            f"{tuple(round(v, 6) for v in array_bounds(pair.height, pair.width, pair.transform))}"
+            ")"
+        )
         try:
             window = window.intersection(full)
         except Exception as err:
-            raise DataError(f"window {window} lies outside the pre image") from err
+            raise outside from err
         if window.width < 1 or window.height < 1:
-            raise DataError(f"window {window} lies outside the pre image")
+            raise outside
         return window
 
     # -- prediction ------------------------------------------------------------------------
@@ -952,8 +979,15 @@ class ChangePredictor:
         blocks_per_worker: int = 4,
         crs: str | CRS | None = None,
         resolution: float | tuple[float, float] | None = None,
+        overwrite: bool = False,
     ) -> PredictionResult:
         """Predict change over a whole scene pair and write Cloud-Optimized GeoTIFFs.
+
+        The run holds an exclusive lock on ``out_dir`` (a second run into it fails at once,
+        naming the holder), never writes over its inputs, and replaces existing outputs only
+        once all new ones are complete, and only files ``geochange predict`` wrote unless
+        ``overwrite``. Until then everything goes to hidden partial files, kept on failure
+        for ``resume``.
 
         Args:
             pre: pre-change image (any GDAL raster; its grid is the output grid).
@@ -971,13 +1005,18 @@ class ChangePredictor:
                 holds at most ``MAX_ROWS_PER_BLOCK`` = 2 tile rows, so large scenes get more).
             crs: output CRS instead of the pre image's (both dates are warped onto it).
             resolution: output pixel size in CRS units instead of the pre image's.
+            overwrite: also replace existing output files that geochange did not write (never
+                an input).
 
         Returns:
             The written paths and georeferencing.
 
         Raises:
-            DataError: missing files, band mismatch, dates that do not overlap.
-            OutputError: ``out_dir`` not writable.
+            DataError: missing, truncated or corrupt inputs (naming the file and window),
+                band mismatch, dates that do not overlap, a window outside the pre image.
+            OutputError: ``out_dir`` not writable or in use by another run, an output that
+                would overwrite an input or a file geochange did not write, a failed write
+                (a full disk says so).
         """
         # A bounded GDAL block cache (the default is 5 % of RAM) keeps memory independent of the
         # scene size (forked DataLoader workers inherit it). A fixed 8 MiB mmap threshold plus a
@@ -998,6 +1037,7 @@ class ChangePredictor:
                 blocks_per_worker,
                 crs,
                 resolution,
+                overwrite,
             )
 
     def _predict(
@@ -1012,6 +1052,7 @@ class ChangePredictor:
         blocks_per_worker: int,
         crs: str | CRS | None,
         resolution: float | tuple[float, float] | None,
+        overwrite: bool,
     ) -> PredictionResult:
         started = time.perf_counter()
         pair = RasterPair.open(
@@ -1022,7 +1063,7 @@ class ChangePredictor:
             crs=crs,
             resolution=resolution,
         )
-        out_path = check_writable_dir(out_dir)
+        # Everything that can be checked is checked before anything is created.
         win = self._resolve_window(pair, window)
         height, width = int(win.height), int(win.width)
         origin = (int(win.row_off), int(win.col_off))
@@ -1030,6 +1071,7 @@ class ChangePredictor:
         grid = TileGrid(height, width, self.tile_size, self.overlap, self.margin, self.blend)
         channels, classes = self._channels(len(pair.bands), (grid.tile_height, grid.tile_width))
         names = self._names(classes) if classes else []
+        out_path = Path(out_dir)
         specs = self._output_specs(out_path, classes, names, write_probability)
         fingerprint = {
             "pre": [str(Path(pre).resolve()), os.stat(pre).st_mtime_ns, os.stat(pre).st_size],
@@ -1053,17 +1095,34 @@ class ChangePredictor:
         }
         stripes = self._stripes(grid, channels, classes)
         fingerprint["stripes"] = [[st.band_x0, st.out_x0, st.out_x1] for st in stripes]
-        writer = GeoTiffBandWriter(
-            specs,
-            crs=pair.crs,
-            transform=transform,
-            height=height,
-            width=width,
-            sidecar=out_path / SIDECAR_NAME,
-            fingerprint=fingerprint,
-            resume=resume,
-            stripes=len(stripes),
+        sidecar = out_path / SIDECAR_NAME
+        lock = out_path / LOCK_NAME
+        written = [p for s in specs for p in (s.path, s.cog_path, s.tiled_path)]
+        check_not_inputs(
+            [*written, sidecar, partial_path(sidecar), lock],
+            {"pre image": pre, "post image": post, "checkpoint": self.checkpoint},
         )
+        check_writable_dir(out_path)
+        # One run per directory: partial and sidecar names are fixed (a resumed run must find
+        # them), so this lock is what keeps two runs from mixing their rows.
+        cleanup = contextlib.ExitStack()
+        cleanup.enter_context(exclusive_lock(lock, what="geochange predict"))
+        try:
+            writer = GeoTiffBandWriter(
+                specs,
+                crs=pair.crs,
+                transform=transform,
+                height=height,
+                width=width,
+                sidecar=sidecar,
+                fingerprint=fingerprint,
+                resume=resume,
+                stripes=len(stripes),
+                overwrite=overwrite,
+            )
+        except BaseException:
+            cleanup.close()
+            raise
         tiles = 0
         try:
             wanted = {s.key for s in specs}
@@ -1126,8 +1185,11 @@ class ChangePredictor:
                     tiles += assembler.tiles
             paths = writer.finalize()
         finally:
-            writer.close()
-            pair.close()
+            try:
+                writer.close()
+            finally:
+                pair.close()
+                cleanup.close()
         return PredictionResult(
             change=paths["change"],
             probability=paths.get("probability"),

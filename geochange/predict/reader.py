@@ -26,8 +26,8 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
-from geochange.errors import DataError
-from geochange.io import open_raster
+from geochange.errors import DataError, GeochangeError
+from geochange.io import open_raster, read_errors
 
 
 def _band_indexes(src: rasterio.DatasetReader, bands: Sequence[int | str] | None) -> list[int]:
@@ -198,10 +198,14 @@ class RasterPair:
         pid = os.getpid()
         if self._handles.get("pid") != pid:
             self._handles.clear()
-            pre = rasterio.open(self.pre_path)
-            post = rasterio.open(self.post_path)
+            with read_errors(self.pre_path):
+                pre = rasterio.open(self.pre_path)
+            with read_errors(self.post_path):
+                post = rasterio.open(self.post_path)
             views = [self._warped(pre) if self.warp_pre else pre]
             views.append(self._warped(post) if self.warp_post else post)
+            # Read errors deep into a run name the file and window.
+            views = [_NamedReader(views[0], self.pre_path), _NamedReader(views[1], self.post_path)]
             self._handles.update(pid=pid, pre=pre, post=post, pre_view=views[0], post_view=views[1])
         return self._handles["pre_view"], self._handles["post_view"]
 
@@ -247,6 +251,43 @@ class RasterPair:
         return image, valid
 
 
+def picklable_error(err: GeochangeError) -> GeochangeError:
+    """``err`` without its cause chain, so it can cross to another process.
+
+    The message already says what the GDAL error said, and GDAL's exceptions cannot be
+    unpickled where tblib (installed by Dask) pickles causes too.
+    """
+    err.__cause__ = None
+    err.__context__ = None
+    err.__suppress_context__ = True
+    return err.with_traceback(None)
+
+
+class _NamedReader:
+    """A dataset (or warped view) whose read errors are :class:`DataError` naming the file."""
+
+    def __init__(self, dataset: Any, path: Path) -> None:
+        self.dataset, self.path = dataset, path
+
+    def read(self, *args: Any, window: Window | None = None, **kwargs: Any) -> Any:
+        with read_errors(self.path, window):
+            return self.dataset.read(*args, window=window, **kwargs)
+
+    def dataset_mask(self, *args: Any, window: Window | None = None, **kwargs: Any) -> Any:
+        with read_errors(self.path, window):
+            return self.dataset.dataset_mask(*args, window=window, **kwargs)
+
+    def read_masks(self, *args: Any, window: Window | None = None, **kwargs: Any) -> Any:
+        with read_errors(self.path, window):
+            return self.dataset.read_masks(*args, window=window, **kwargs)
+
+    def close(self) -> None:
+        self.dataset.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.dataset, name)
+
+
 class TileDataset(Dataset[dict[str, Any]]):
     """Map-style dataset of the tiles of a :class:`RasterPair` (or any object with ``read``).
 
@@ -265,7 +306,14 @@ class TileDataset(Dataset[dict[str, Any]]):
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Read tile ``index`` as ``{"image", "valid", "index"}`` tensors."""
         row, col, height, width = self.windows[index]
-        image, valid = self.source.read(Window(col, row, width, height))
+        try:
+            image, valid = self.source.read(Window(col, row, width, height))
+        except GeochangeError as err:
+            if torch.utils.data.get_worker_info() is None:
+                raise
+            # A DataLoader re-raises a worker's error with the worker's traceback in its
+            # message; handed over as a value, it reaches the caller as it was raised.
+            return {"error": picklable_error(err), "index": index}
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image)),
             "valid": torch.from_numpy(np.ascontiguousarray(valid)),

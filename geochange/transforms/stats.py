@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from geochange.datasets.splits import region_boxes
 from geochange.errors import DataError
 
 
@@ -32,7 +33,8 @@ def compute_band_statistics(
         num_samples: windows/items to read.
         patch_size: window side in pixels (geo datasets).
         seed: seed of the window draw (the statistics are reproducible).
-        roi: region to draw windows from (geo datasets).
+        roi: region to draw windows from (geo datasets); windows lie inside its rectangles
+            (:func:`~geochange.datasets.region_boxes`), so an L-shaped block split is honoured.
 
     Returns:
         ``{"mean": [...], "std": [...]}`` with one value per band.
@@ -65,14 +67,24 @@ def _windows(
     dataset: Any, num_samples: int, patch_size: int, rng: np.random.Generator, roi: Any
 ) -> Any:
     if hasattr(dataset, "read_window") and hasattr(dataset, "overlap"):
-        region = roi if roi is not None else dataset.overlap
-        left, bottom, right, top = dataset.grid.snap(tuple(region.bounds))
         xres, yres = dataset.res
-        width = max(1, min(patch_size, round((right - left) / xres)))
-        height = max(1, min(patch_size, round((top - bottom) / yres)))
-        cols = max(1, round((right - left) / xres) - width + 1)
-        rows = max(1, round((top - bottom) / yres) - height + 1)
+        if roi is None:
+            boxes = [tuple(dataset.overlap.bounds)]
+        else:
+            # An L-shaped or multi-part roi (block splits): draw inside its rectangles only,
+            # so the statistics never read another split's pixels.
+            boxes = region_boxes(roi) or [tuple(roi.bounds)]
+            window = (patch_size * xres, patch_size * yres)
+            fits = [b for b in boxes if b[2] - b[0] >= window[0] and b[3] - b[1] >= window[1]]
+            boxes = fits or boxes
+        areas = np.array([(b[2] - b[0]) * (b[3] - b[1]) for b in boxes], dtype=np.float64)
         for _ in range(num_samples):
+            pick = int(rng.choice(len(boxes), p=areas / areas.sum())) if len(boxes) > 1 else 0
+            left, bottom, right, top = dataset.grid.snap(boxes[pick])
+            width = max(1, min(patch_size, round((right - left) / xres)))
+            height = max(1, min(patch_size, round((top - bottom) / yres)))
+            cols = max(1, round((right - left) / xres) - width + 1)
+            rows = max(1, round((top - bottom) / yres) - height + 1)
             x0 = left + int(rng.integers(cols)) * xres
             y1 = top - int(rng.integers(rows)) * yres
             arrays = dataset.read_window((x0, y1 - height * yres, x0 + width * xres, y1))

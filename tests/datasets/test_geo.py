@@ -294,7 +294,7 @@ def test_roi_split_and_spatial_split(pair: Pair) -> None:
     with pytest.raises(ConfigurationError, match="sum to 1"):
         spatial_split(ds, (0.5, 0.2))
     with pytest.raises(ConfigurationError, match="smaller than min_size"):
-        spatial_split(ds, (0.9, 0.1), min_size=64)
+        spatial_split(ds, (0.9, 0.1), min_size=64, layout="stripes")
 
 
 def test_pickle_and_workers(pair: Pair) -> None:

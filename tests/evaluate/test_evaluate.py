@@ -453,3 +453,25 @@ def test_synthetic_scene_building_changes(tmp_path: Path) -> None:
     assert "demolished building" not in set(report.predictions["change_type"])
     assert report.pixel is not None and report.pixel["recall"] < 1.0
     assert report.pixel["precision"] == 1.0
+
+
+def test_corrupt_reference_block_is_a_data_error_naming_file_and_window(
+    hand_scene: HandScene, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "ref.tif"
+    with rasterio.open(hand_scene.ref) as src:
+        profile = dict(src.profile, compress="deflate")
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(src.read())
+    with rasterio.open(path) as ds:  # zero the inside of block (row 2, col 3): rows 32-48
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_3_2", "TIFF", bidx=1))
+        size = int(ds.get_tag_item("BLOCK_SIZE_3_2", "TIFF", bidx=1))
+    data = bytearray(path.read_bytes())
+    data[offset + 2 : offset + size - 2] = bytes(size - 4)
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"cannot read .*ref\.tif' at rows 32-48, cols 48-64"):
+        evaluate_scene(hand_scene.pred, path, **FAST)
+    args = ["--prediction", str(hand_scene.pred), "--reference", str(path)]
+    code = cli_main(["evaluate", *args, "--report", str(tmp_path / "out"), "--quiet"])
+    assert code == 1
+    assert capsys.readouterr().err.startswith("geochange evaluate: error: cannot read ")

@@ -401,12 +401,14 @@ def test_interrupted_run_leaves_nothing_complete_and_resumes(tmp_path: Path) -> 
     np.testing.assert_array_equal(read(resumed.change), read(full.change))
     assert not (out / SIDECAR_NAME).exists()
     assert sorted(p.name for p in out.iterdir()) == ["change.tif", "probability.tif"]
-    # A new run that fails in the same folder must not leave the earlier, complete-looking maps.
+    # A new run that fails in the same folder leaves the earlier, complete maps as they were:
+    # outputs are replaced only by complete new ones (test_output_safety.py).
+    before = {name: (out / name).read_bytes() for name in ("change.tif", "probability.tif")}
     with pytest.raises(Interrupt):
         exact_predictor(FailingAfter(calls=8), tile_size=128, overlap=32, batch_size=2).predict(
             pre_path, post_path, out
         )
-    assert not (out / "change.tif").exists() and not (out / "probability.tif").exists()
+    assert {name: (out / name).read_bytes() for name in before} == before
 
 
 def test_resume_inside_a_later_stripe(tmp_path: Path, monkeypatch) -> None:
