@@ -28,12 +28,12 @@ from __future__ import annotations
 import atexit
 import json
 import math
-import multiprocessing
 import os
 import re
 import shutil
+import threading
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +53,7 @@ from scipy.sparse.csgraph import connected_components
 
 from geochange.errors import ConfigurationError, DataError, OutputError
 from geochange.io import atomic_output, check_writable_dir, open_raster, read_errors
+from geochange.parallel import WorkerPool
 
 __all__ = [
     "BUILDING_CLASS",
@@ -87,6 +88,7 @@ _FIRST_TRANSITION_CODE = 3
 Regularize = Literal["rectangle", "orthogonal"]
 GroupBy = Literal["change_type", "change"]
 WriteMode = Literal["create", "overwrite", "append"]
+Parallel = Literal["processes", "threads"]
 
 #: Columns of the output table, in order, with their pandas dtypes.
 SCHEMA: dict[str, str] = {
@@ -339,24 +341,37 @@ class _BlockResult:
         return int(self.codes.size)
 
 
-_DATASETS: dict[str, rasterio.DatasetReader] = {}
+# Open datasets per thread: a GDAL dataset handle must not be used by two threads at once.
+_LOCAL = threading.local()
+_CLOSE_AT_EXIT = False
 _GDAL_CACHE_BYTES = 64 * 2**20
 
 
+def _datasets() -> dict[str, rasterio.DatasetReader]:
+    cache: dict[str, rasterio.DatasetReader] | None = getattr(_LOCAL, "datasets", None)
+    if cache is None:
+        cache = _LOCAL.datasets = {}
+    return cache
+
+
 def _close_datasets() -> None:
-    while _DATASETS:
-        _DATASETS.popitem()[1].close()
+    datasets = _datasets()
+    while datasets:
+        datasets.popitem()[1].close()
 
 
 def _read(path: str, window: rasterio.windows.Window) -> npt.NDArray[Any]:
     # Each worker keeps its datasets open across blocks (opening a COG costs a few ms).
-    ds = _DATASETS.get(path)
+    global _CLOSE_AT_EXIT
+    datasets = _datasets()
+    ds = datasets.get(path)
     if ds is None:
-        if not _DATASETS:
+        if not _CLOSE_AT_EXIT:
             # Close before interpreter teardown: GDAL handles freed during teardown print
             # spurious "Error in sys.excepthook" messages.
             atexit.register(_close_datasets)
-        ds = _DATASETS[path] = rasterio.open(path)
+            _CLOSE_AT_EXIT = True
+        ds = datasets[path] = rasterio.open(path)
     with read_errors(path, window):  # a corrupt block: DataError naming file and window
         return ds.read(1, window=window)
 
@@ -466,6 +481,13 @@ def _polygonize_block(job: _BlockJob) -> _BlockResult:
     # (GDAL's default, 5 % of RAM, would fill up with blocks that are never read again).
     with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES):
         return _polygonize_block_uncached(job)
+
+
+def _polygonize_block_in_thread(job: _BlockJob) -> _BlockResult:
+    try:
+        return _polygonize_block(job)
+    finally:
+        _close_datasets()  # this thread's handles: pool threads end with the call
 
 
 def _polygonize_block_uncached(job: _BlockJob) -> _BlockResult:
@@ -1297,7 +1319,7 @@ def _layers(path: Path) -> set[str]:
 
 
 def _run_blocks(
-    jobs: list[_BlockJob], workers: int, progress: bool, spill: _WkbSpill
+    jobs: list[_BlockJob], workers: int, progress: bool, spill: _WkbSpill, parallel: Parallel
 ) -> list[_BlockResult]:
     results: list[_BlockResult | None] = [None] * len(jobs)
     bar: Any = None
@@ -1324,12 +1346,16 @@ def _run_blocks(
                 done(_polygonize_block(job))
         finally:
             _close_datasets()
+    elif parallel == "threads":
+        with ThreadPoolExecutor(workers, thread_name_prefix="geochange-vectorize") as threads:
+            for result in threads.map(_polygonize_block_in_thread, jobs):
+                done(result)
     else:
-        # spawn: workers do not inherit the caller's memory (a training process may hold GBs)
-        # nor its threads (forking a process with GDAL/torch threads can deadlock).
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            for result in pool.map(_polygonize_block, jobs, chunksize=1):
+        # Fresh interpreters: they inherit neither the caller's memory (a training process
+        # may hold GBs) nor its threads (forking with GDAL/torch threads can deadlock), never
+        # re-run the caller's script (as spawn would), and die with this process.
+        with WorkerPool(workers) as pool:
+            for result in pool.map(_polygonize_block, jobs):
                 done(result)
     if bar is not None:
         bar.close()
@@ -1365,6 +1391,7 @@ def vectorize_changes(
     workers: int | None = None,
     progress: bool = False,
     return_frame: bool = True,
+    parallel: Parallel = "processes",
 ) -> Any:
     """Vectorize a change raster into change polygons, block by block, at any raster size.
 
@@ -1406,11 +1433,17 @@ def vectorize_changes(
         layer_per_type: write one layer per change type (GeoPackage only).
         mode: ``"create"``, ``"overwrite"`` (replace these layers, keep others) or
             ``"append"``; see :func:`write_changes`.
-        workers: processes polygonizing blocks (default: all cores).
+        workers: processes polygonizing blocks (default: all cores; 1: in this process).
         progress: show a progress bar.
         return_frame: build and return the GeoDataFrame. With ``False`` (used by the command
             line) the polygons go from the workers' WKB straight to ``out`` in chunks and
             ``None`` is returned, which keeps memory far lower for very large outputs.
+        parallel: how ``workers > 1`` run: ``"processes"`` (default; fresh worker
+            interpreters that never re-run the calling script, so no ``__main__`` guard is
+            needed, and that exit when the caller dies) or ``"threads"`` (threads of this
+            process: no worker start-up or per-worker memory, for interpreters that cannot
+            start subprocesses; the polygonization holds the GIL most of the time, so they
+            run at about the speed of ``workers=1``).
 
     Returns:
         A ``geopandas.GeoDataFrame`` with columns ``change_id``, ``area_m2``, ``perimeter_m``,
@@ -1435,6 +1468,8 @@ def vectorize_changes(
         raise ConfigurationError(f"group_by must be 'change_type' or 'change', got {group_by!r}")
     if block_size < 2:
         raise ConfigurationError(f"block_size must be at least 2 pixels, got {block_size}")
+    if parallel not in ("processes", "threads"):
+        raise ConfigurationError(f"parallel must be 'processes' or 'threads', got {parallel!r}")
     if min_area < 0 or simplify < 0:
         raise ConfigurationError("min_area and simplify must be non-negative")
     out_path = Path(out) if out is not None else None
@@ -1483,7 +1518,7 @@ def vectorize_changes(
     n_workers = min(workers or os.cpu_count() or 1, len(jobs))
     spill = _WkbSpill()
     try:
-        results = _run_blocks(jobs, n_workers, progress, spill)
+        results = _run_blocks(jobs, n_workers, progress, spill, parallel)
         objects = _merge_blocks(results, rows, cols, connectivity, inputs.transform, inputs.crs)
         del results
         return _finish(

@@ -17,12 +17,15 @@ a synthetic scene on first use, so a config runs out of the box). See ``examples
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from geochange.datamodules import ChangeDataModule
 from geochange.errors import ConfigurationError, GeochangeError
@@ -247,6 +250,52 @@ def _scene_files(scene: Any) -> list[Path]:
         scene.semantic_post,
         scene.changed_buildings,
     ]
+#: ``--ckpt_path`` values Lightning resolves itself (to a checkpoint callback's files).
+_CKPT_ALIASES = ("best", "last", "hpc", "registry")
+
+
+class _SafeCheckpointCLI(LightningCLI):
+    """LightningCLI that reads checkpoints only with ``weights_only=True``, with named errors.
+
+    ``--ckpt_path`` is checked (it must be a geochange checkpoint of tensors and plain values)
+    before Lightning opens it, and the trainer loads it with ``weights_only=True``.
+    """
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse the arguments, then check ``--ckpt_path`` before Lightning reads it."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        options = self.config[subcommand]
+        if options.get("weights_only") is False:
+            raise ConfigurationError(
+                "--weights_only=false is not supported: geochange never unpickles arbitrary "
+                "objects from a checkpoint"
+            )
+        ckpt_path = options.get("ckpt_path")
+        if ckpt_path and (Path(ckpt_path).exists() or str(ckpt_path) not in _CKPT_ALIASES):
+            from geochange.trainers.checkpoint import load_checkpoint_dict, validate_metadata
+
+            # Tensor data is memory-mapped: this reads the pickled structure, not the weights.
+            validate_metadata(load_checkpoint_dict(ckpt_path, mmap=True), ckpt_path)
+
+    def _safe_kwargs(self, method: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if "weights_only" in inspect.signature(method).parameters:
+            kwargs["weights_only"] = True
+        return kwargs
+
+    def fit(self, **kwargs: Any) -> None:
+        """``trainer.fit``, loading ``--ckpt_path`` with ``weights_only=True``."""
+        self.trainer.fit(**self._safe_kwargs(self.trainer.fit, kwargs))
+
+    def validate(self, **kwargs: Any) -> None:
+        """``trainer.validate``, loading ``--ckpt_path`` with ``weights_only=True``."""
+        self.trainer.validate(**self._safe_kwargs(self.trainer.validate, kwargs))
+
+    def test(self, **kwargs: Any) -> None:
+        """``trainer.test``, loading ``--ckpt_path`` with ``weights_only=True``."""
+        self.trainer.test(**self._safe_kwargs(self.trainer.test, kwargs))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -260,7 +309,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         SystemExit: With status 1 after printing a clean message for a geochange error.
     """
     from lightning.pytorch import LightningDataModule
-    from lightning.pytorch.cli import LightningCLI
 
     import geochange
     from geochange.trainers import ChangeTrainer
@@ -273,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     saved_argv = sys.argv
     sys.argv = ["geochange", *args]
     try:
-        LightningCLI(
+        _SafeCheckpointCLI(
             model_class=ChangeTrainer,
             datamodule_class=LightningDataModule,
             subclass_mode_model=True,

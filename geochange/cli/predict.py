@@ -40,6 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=512,
         help="memory budget of the blending band; wider scenes are predicted in column stripes",
     )
+    parser.add_argument(
+        "--value-range",
+        choices=["check", "rescale", "ignore"],
+        default="check",
+        help="when the scene's values do not match the training imagery's range (e.g. 12-bit "
+        "imagery, 8-bit model): fail (check), map them linearly onto it (rescale), or predict "
+        "anyway (ignore)",
+    )
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     parser.add_argument("--workers", type=int, help="DataLoader reader processes")
     parser.add_argument("--probability-dtype", choices=["uint8", "float32"], default="uint8")
@@ -78,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         "tta": args.tta,
         "probability_dtype": args.probability_dtype,
         "progress": not args.quiet,
+        "value_range": args.value_range,
     }
     if args.tile_size is not None:
         overrides["tile_size"] = args.tile_size

@@ -26,6 +26,7 @@ from geochange.errors import ConfigurationError, DataError
 from geochange.io import worker_init_bound_malloc
 from geochange.samplers import ChangeBalancedGeoSampler, InsideGridGeoSampler
 from geochange.transforms import ChangeAugmentation, NormalizeChange, compute_band_statistics
+from geochange.transforms.stats import input_range_record
 
 MASK_KEYS = ("mask", "mask_pre", "mask_post")
 
@@ -168,6 +169,7 @@ class ChangeDataModule(LightningDataModule):
         self.semantic_as_pseudo = semantic_as_pseudo
         self.seed = seed
         self._normalization = normalization
+        self._input_range: dict[str, Any] | None = None
         self._augment_arg = augment
         self._date_swap = date_swap
         self._value_range_arg = value_range
@@ -360,23 +362,30 @@ class ChangeDataModule(LightningDataModule):
         names = self.class_names
         return len(names) if names is not None else None
 
+    def _sample_statistics(self) -> dict[str, list[float]]:
+        """Mean, std, min and max per band from ``stats_samples`` training windows."""
+        if self.geo_dataset is not None:
+            return compute_band_statistics(
+                self.geo_dataset,
+                num_samples=self.stats_samples,
+                patch_size=self.patch_size,
+                seed=self.seed,
+                roi=self.rois.get("train"),
+                with_range=True,
+            )
+        ds = self.folder_datasets.get("train") or self._first_dataset()
+        return compute_band_statistics(
+            ds, num_samples=self.stats_samples, seed=self.seed, with_range=True
+        )
+
     @property
     def normalization(self) -> dict[str, list[float]]:
         """Per-band ``{"mean", "std"}`` in raw pixel units (computed once on first use)."""
         if self._normalization is None:
-            if self.geo_dataset is not None:
-                self._normalization = compute_band_statistics(
-                    self.geo_dataset,
-                    num_samples=self.stats_samples,
-                    patch_size=self.patch_size,
-                    seed=self.seed,
-                    roi=self.rois.get("train"),
-                )
-            else:
-                ds = self.folder_datasets.get("train") or self._first_dataset()
-                self._normalization = compute_band_statistics(
-                    ds, num_samples=self.stats_samples, seed=self.seed
-                )
+            stats = self._sample_statistics()
+            self._normalization = {"mean": stats["mean"], "std": stats["std"]}
+            if self._input_range is None:  # same windows: keep their range too
+                self._input_range = input_range_record(self._image_dtype(), stats)
         return self._normalization
 
     @normalization.setter
@@ -385,6 +394,22 @@ class ChangeDataModule(LightningDataModule):
             raise ConfigurationError("normalization mean and std must have one value per band")
         self._normalization = value
         self._normalize = None
+
+    @property
+    def input_range(self) -> dict[str, Any]:
+        """The dtype and per-band ``min``/``max`` of the training imagery (raw pixel units).
+
+        Sampled from the same windows as :attr:`normalization` (computed once on first use).
+        Checkpoints record it so :class:`~geochange.predict.ChangePredictor` can check that a
+        scene's values match what the model was trained on.
+        """
+        if self._input_range is None:
+            self._input_range = input_range_record(self._image_dtype(), self._sample_statistics())
+        return self._input_range
+
+    def _image_dtype(self) -> str | None:
+        dtype = getattr(self._first_dataset(), "image_dtype", None)
+        return str(dtype) if dtype is not None else None
 
     @property
     def value_range(self) -> float | None:
@@ -420,8 +445,9 @@ class ChangeDataModule(LightningDataModule):
     # -- Lightning hooks --------------------------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:
-        """Compute the normalization once (cheap when given) before loaders are used."""
+        """Compute the normalization and input range once before loaders are used."""
         _ = self.normalization
+        _ = self.input_range
 
     def _loader(
         self,

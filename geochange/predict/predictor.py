@@ -35,12 +35,19 @@ from geochange.io import (
     describe_window,
     exclusive_lock,
     model_buffers_on_heap,
+    open_raster,
     partial_path,
     trim_heap,
     worker_init_bound_malloc,
 )
 from geochange.models.fusion import fold_batch_norm
-from geochange.predict.reader import ArrayPair, RasterPair, TileDataset, picklable_error
+from geochange.predict.reader import (
+    ArrayPair,
+    RasterPair,
+    TileDataset,
+    _band_indexes,
+    picklable_error,
+)
 from geochange.predict.windows import BLEND_MODES, ColumnStripe, TileGrid, column_stripes
 from geochange.predict.writer import (
     CLASS_NAMES_TAG,
@@ -51,6 +58,7 @@ from geochange.predict.writer import (
     OutputSpec,
     class_colours,
 )
+from geochange.transforms.stats import VALUE_RANGE_MODES, check_value_range, sample_raster_range
 
 if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
@@ -136,7 +144,8 @@ class _Inferencer:
         self.model = model
         self.device = device
         self.precision = precision
-        self.normalization = normalization
+        # Per band, or per date and band (lists of two lists) once value_range rescales.
+        self.normalization: dict[str, Any] | None = normalization
         self.tta = tta
         self.channels_last = channels_last
         self.size_divisor = size_divisor
@@ -180,8 +189,10 @@ class _Inferencer:
         if self.normalization is not None:
             mean = torch.as_tensor(self.normalization["mean"], dtype=torch.float32)
             std = torch.as_tensor(self.normalization["std"], dtype=torch.float32)
-            self._mean = mean.view(1, 1, -1, 1, 1).to(self.device)
-            self._std = std.view(1, 1, -1, 1, 1).to(self.device)
+            # One list per band, or one per date and band (value_range="rescale").
+            dates = 2 if mean.ndim == 2 else 1
+            self._mean = mean.view(1, dates, -1, 1, 1).to(self.device)
+            self._std = std.view(1, dates, -1, 1, 1).to(self.device)
         self._prepared = True
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -626,6 +637,15 @@ class ChangePredictor:
             the first tile; the model passed in is not modified). It saves one pass over
             every activation map: with the resnet18 ``fusion_unet`` the whole pipeline ran
             1.15x faster on a 2-core AMD EPYC CPU (``bench_predict.py --unfolded``).
+        input_range: value range of the training imagery (``{"dtype", "min": [...],
+            "max": [...]}``, recorded in checkpoints; see
+            :func:`geochange.transforms.check_value_range`); None skips the check.
+        value_range: what :meth:`predict` does when a sample of a scene's values does not match
+            ``input_range`` (e.g. 12-bit imagery for a model trained on 8-bit imagery):
+            ``"check"`` (default) raises a :class:`~geochange.errors.DataError` naming both
+            ranges before the first tile, ``"rescale"`` maps that date's values linearly onto
+            the training range (by the ratio of the full-scale values, 255 / 4095 for 12-bit
+            imagery on an 8-bit model), ``"ignore"`` predicts on the values as they are.
 
     Raises:
         ConfigurationError: inconsistent arguments (e.g. ``tile_size <= overlap``).
@@ -657,7 +677,13 @@ class ChangePredictor:
         gdal_cache_mb: int = 64,
         band_memory_mb: float = 512,
         fold_batchnorm: bool = True,
+        input_range: dict[str, Any] | None = None,
+        value_range: Literal["check", "rescale", "ignore"] = "check",
     ) -> None:
+        if value_range not in VALUE_RANGE_MODES:
+            raise ConfigurationError(
+                f"value_range must be one of {VALUE_RANGE_MODES}, got {value_range!r}"
+            )
         if tile_size <= 0 or overlap < 0:
             raise ConfigurationError(f"invalid tile_size={tile_size} / overlap={overlap}")
         if tile_size <= overlap:
@@ -723,6 +749,8 @@ class ChangePredictor:
         self.band_memory_mb = float(band_memory_mb)
         #: The checkpoint the model came from (:meth:`from_checkpoint`); no output replaces it.
         self.checkpoint: Path | None = None
+        self.input_range = input_range
+        self.value_range = value_range
         self._inferencer = _Inferencer(
             model,
             device=self.device,
@@ -751,27 +779,42 @@ class ChangePredictor:
             The predictor with the checkpoint's model in eval mode.
 
         Raises:
-            CheckpointError: missing file, or not a geochange/Lightning checkpoint.
+            CheckpointError: missing file, not a geochange/Lightning checkpoint, a file holding
+                Python objects (never unpickled), metadata that disagrees with the Lightning
+                hyper-parameters, or weights that do not fit the model.
         """
         path = Path(path)
         if not path.exists():
             raise CheckpointError(f"checkpoint not found: {str(path)!r}")
-        from geochange.trainers import ChangeTrainer, read_checkpoint_metadata
+        from geochange.trainers import ChangeTrainer
+        from geochange.trainers.checkpoint import load_checkpoint_dict, validate_metadata
 
-        meta = read_checkpoint_metadata(path)
+        # Read once (weights_only=True: the file cannot run code); metadata and model both
+        # come from this dict.
+        checkpoint = load_checkpoint_dict(path)
+        meta = validate_metadata(checkpoint, path)
         try:
-            trainer = ChangeTrainer.load_from_checkpoint(path, map_location="cpu")
+            trainer = ChangeTrainer.load_from_checkpoint_dict(checkpoint, path)
         except CheckpointError:
             raise
         except Exception as err:  # Lightning/torch raise many types for foreign files
             raise CheckpointError(f"cannot load checkpoint {str(path)!r}: {err}") from err
+        del checkpoint
         model = getattr(trainer, "model", trainer)
         kwargs: dict[str, Any] = {
             "normalization": meta.get("normalization"),
             "bands": meta.get("bands"),
             "class_names": meta.get("class_names"),
             "in_channels": meta.get("in_channels"),
+            "input_range": meta.get("input_range"),
         }
+        if meta.get("input_range") is None and overrides.get("value_range") != "ignore":
+            warnings.warn(
+                f"checkpoint {str(path)!r} has no record of its training imagery's value range "
+                f"(written by geochange {meta.get('version')}); predict cannot check that a "
+                "scene's values match them",
+                stacklevel=2,
+            )
         if meta.get("tile_size"):
             tile = int(meta["tile_size"])
             kwargs["tile_size"] = tile
@@ -1025,20 +1068,58 @@ class ChangePredictor:
         # 8 MiB threshold made its forward pass ~8 % slower, a fixed 32 MiB for everything added
         # ~700 MB peak RSS at 48000 px wide.
         bound_malloc_growth(PREDICT_MMAP_THRESHOLD)
+        inferencer = self._inferencer
         with rasterio.Env(GDAL_CACHEMAX=self.gdal_cache_mb * 2**20):
-            return self._predict(
-                pre,
-                post,
-                out_dir,
-                window,
-                write_probability,
-                resume,
-                client,
-                blocks_per_worker,
-                crs,
-                resolution,
-                overwrite,
+            # Before the first tile: the scene's values against the training range.
+            self._inferencer = self._ranged_inferencer(pre, post)
+            try:
+                return self._predict(
+                    pre,
+                    post,
+                    out_dir,
+                    window,
+                    write_probability,
+                    resume,
+                    client,
+                    blocks_per_worker,
+                    crs,
+                    resolution,
+                    overwrite,
+                )
+            finally:
+                self._inferencer = inferencer
+
+    def _ranged_inferencer(
+        self, pre: str | os.PathLike[str], post: str | os.PathLike[str]
+    ) -> _Inferencer:
+        """The inferencer for this scene: rescaling dates whose values need it (value_range)."""
+        if self.input_range is None or self.value_range == "ignore":
+            return self._inferencer
+        scales = []
+        for path in (pre, post):
+            with open_raster(path) as src:
+                bands = _band_indexes(src, self.bands)
+            if self.in_channels is not None and len(bands) != self.in_channels:
+                return self._inferencer  # RasterPair.open reports the band mismatch
+            sample = sample_raster_range(path, bands)
+            name = str(path)
+            scales.append(
+                check_value_range(self.input_range, sample, name=name, mode=self.value_range)
             )
+        if scales == [1.0, 1.0]:
+            return self._inferencer
+        # (s * x - mean) / std == (x - mean / s) / (std / s): fold each date's factor into its
+        # normalization.
+        channels = len(bands)
+        norm = self.normalization or {"mean": [0.0] * channels, "std": [1.0] * channels}
+        per_date = {
+            key: [[float(v) / scale for v in norm[key]] for scale in scales]
+            for key in ("mean", "std")
+        }
+        rescaled = _Inferencer.__new__(_Inferencer)
+        rescaled.__dict__.update(self._inferencer.__getstate__())
+        rescaled.normalization = per_date
+        return rescaled
 
     def _predict(
         self,

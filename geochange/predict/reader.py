@@ -49,6 +49,34 @@ def _band_indexes(src: rasterio.DatasetReader, bands: Sequence[int | str] | None
     return indexes
 
 
+#: Rasters up to this many pixels are read whole for the no-valid-pixel check.
+WHOLE_READ_PIXELS = 2**20
+
+
+def _check_some_valid(src: Any, bands: Sequence[int]) -> None:
+    """Raise when ``src`` holds no valid pixel, from a cheap read that covers the whole image.
+
+    That read is the coarsest overview (a COG's smallest level) or, for rasters of up to
+    :data:`WHOLE_READ_PIXELS`, the image itself; larger rasters without overviews are not
+    checked here (their tiles come out as nodata).
+    """
+    factors = src.overviews(bands[0])
+    if factors:
+        factor = max(factors)
+        shape = (len(bands), max(1, src.height // factor), max(1, src.width // factor))
+        with read_errors(src.name, None):
+            data = src.read(list(bands), out_shape=shape, masked=True)
+    elif src.width * src.height <= WHOLE_READ_PIXELS:
+        with read_errors(src.name, None):
+            data = src.read(list(bands), masked=True)
+    else:
+        return
+    valid = ~np.ma.getmaskarray(data) & np.isfinite(np.ma.getdata(data))
+    if not valid.any():
+        nodata = f" (nodata {src.nodata:g})" if src.nodata is not None else ""
+        raise DataError(f"{src.name!r} holds no valid pixel: every pixel is nodata{nodata}")
+
+
 @dataclass
 class RasterPair:
     """A pre/post raster pair read on the pre image's grid.
@@ -173,6 +201,8 @@ class RasterPair:
                         f"pre image {str(pre_path)!r} and post image {str(post_path)!r} do not "
                         "overlap"
                     )
+            _check_some_valid(pre_src, pre_bands)
+            _check_some_valid(post_src, post_bands)
             return cls(
                 pre_path=pre_path,
                 post_path=post_path,

@@ -492,3 +492,23 @@ def test_requested_resolution_warps_both_dates(tmp_path: Path) -> None:
     truth = np.zeros((60, 80), dtype=np.uint8)
     truth[20:40, 30:60] = 1
     np.testing.assert_array_equal(change, truth)
+
+
+@pytest.mark.parametrize("overviews", [False, True], ids=["whole-read", "overview"])
+def test_all_nodata_image_is_refused_before_any_work(tmp_path: Path, overviews: bool) -> None:
+    """A date whose every pixel is nodata is a DataError naming it, before anything is written."""
+    from geochange.predict.reader import RasterPair
+
+    valid = np.full((3, 300, 200), 50, np.uint16)
+    empty = write_raster(tmp_path / "empty.tif", np.zeros_like(valid), nodata=0)
+    good = write_raster(tmp_path / "good.tif", valid, nodata=0)
+    if overviews:
+        with rasterio.open(empty, "r+") as ds:
+            ds.build_overviews([2, 4])
+    with pytest.raises(DataError, match=r"empty\.tif.* no valid pixel.*nodata 0"):
+        RasterPair.open(empty, good)
+    with pytest.raises(DataError, match=r"empty\.tif.* no valid pixel"):
+        RasterPair.open(good, empty)
+    partly = np.zeros_like(valid)
+    partly[:, 290:, 190:] = 7  # one valid corner is enough
+    RasterPair.open(write_raster(tmp_path / "partly.tif", partly, nodata=0), good)
