@@ -267,3 +267,18 @@ def test_geochange_error_is_clean(tmp_path: Path, capsys: pytest.CaptureFixture[
         )  # fmt: skip
     assert exit_info.value.code == 1
     assert "in_channels=4 but the data has 3 bands" in capsys.readouterr().err
+
+
+def test_data_config_error_is_clean(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A geochange error while LightningCLI builds the datamodule (here a dataset root that does
+    # not exist) reaches main wrapped in jsonargparse's ValueError: still a clean message.
+    missing = tmp_path / "LEVIR-CD"
+    with pytest.raises(SystemExit) as exit_info:
+        lightning_main(
+            ["fit", "--config", str(CONFIGS / "levircd.yaml"), *FAST, *_logger_args(tmp_path),
+             f"--data.init_args.root={missing}"]
+        )  # fmt: skip
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"geochange fit: error: dataset root '{missing}' does not exist")
+    assert "Traceback" not in err and "Union subtypes" not in err

@@ -143,11 +143,16 @@ def parse(page: Path) -> list[Block]:
     return blocks
 
 
-def shell_commands(block: Block) -> str:
-    """The shell text to run: ``$ ``-prompted lines of a console block, else the whole block."""
+def command_lines(block: Block) -> list[str]:
+    """A shell block's command lines: its ``$ ``-prompted lines without the prompt, else all."""
     lines = block.code.splitlines()
     prompted = [line[2:] for line in lines if line.startswith("$ ")]
-    lines = prompted or lines
+    return prompted or lines
+
+
+def shell_commands(block: Block) -> str:
+    """The shell text to run: :func:`command_lines` less the ``skip-line`` ones."""
+    lines = command_lines(block)
     kept = [line for line in lines if not any(line.startswith(c) for c in block.skipped_lines)]
     return "\n".join(kept) + "\n"
 

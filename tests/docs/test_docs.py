@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from docs_blocks import REPO, Block, pages, parse
+from docs_blocks import REPO, Block, command_lines, pages, parse
 
 PAGE_TIMEOUT_S = 1500
 
@@ -67,7 +67,7 @@ def test_marked_block(block: Block) -> None:
 def test_marked_line(block: Block, command: str, reason: str) -> None:
     """A command line marked as not runnable here is reported as skipped, with its reason."""
     assert reason, f"{block.where}: a skip-line marker needs a reason"
-    assert any(line.startswith(command) for line in block.code.splitlines()), (
+    assert any(line.startswith(command) for line in command_lines(block)), (
         f"{block.where}: no line starts with {command!r}"
     )
     pytest.skip(f"{command}: {reason}")
