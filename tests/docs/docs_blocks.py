@@ -5,7 +5,9 @@ in one fresh working directory per page, so a later block sees the names and fil
 ones. Python blocks share one namespace per page; shell blocks run with ``bash -euo pipefail``
 with the project's virtual environment first on ``PATH`` (so ``python`` and ``geochange`` are
 the installed ones). The working directory holds links to the repository's ``examples/`` and
-``benchmarks/`` and a ``../shared`` beside it, as in a clone.
+``benchmarks/`` and ``.ci/`` and a ``../shared`` beside it, as in a clone (its ``.ci/venv``
+only checks that ``.venv`` exists: the tests already run in that environment, and a reinstall
+from the temporary folder would break it).
 
 Markers, written as HTML comments (invisible in the rendered page) on the lines just above a
 fence:
@@ -160,12 +162,24 @@ def shell_commands(block: Block) -> str:
 def prepare_workdir(workdir: Path) -> None:
     """A fresh working directory laid out like a clone: examples/, .ci/, .venv, ../shared."""
     workdir.mkdir(parents=True, exist_ok=True)
-    for name in ("examples", "benchmarks", ".ci", "pyproject.toml"):
+    for name in ("examples", "benchmarks", "pyproject.toml"):
         link = workdir / name
         if not link.exists():
             link.symlink_to(REPO / name)
     if not (workdir / ".venv").exists():  # the environment running the tests, wherever it lives
         (workdir / ".venv").symlink_to(Path(sys.prefix))
+    # .ci/ scripts as in the clone, except .ci/venv: the tests already run in the environment,
+    # and an install from this temporary folder would re-point its editable geochange here.
+    ci = workdir / ".ci"
+    if not ci.exists():
+        ci.mkdir()
+        for script in (REPO / ".ci").iterdir():
+            if script.name != "venv":
+                (ci / script.name).symlink_to(script)
+        (ci / "venv").write_text(
+            "#!/usr/bin/env bash\n# docs tests: the environment running the tests is the venv\n"
+            '[ -x .venv/bin/python ] || { echo "no .venv" >&2; exit 1; }\n'
+        )
     shared = REPO.parent / "shared"
     beside = workdir.parent / "shared"
     if shared.exists() and not beside.exists():
