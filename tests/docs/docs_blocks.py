@@ -49,10 +49,12 @@ INCLUDE = re.compile(r'^\s*--8<--\s+"(?P<path>[^"]+)"\s*$')
 
 #: The documented budget mechanism (docs/index.md): Lightning's own environment defaults.
 BUDGET_ENV = {
+    "PL_TRAINER_MAX_STEPS": "4",  # stops a max_epochs=N loop after 4 optimizer steps
     "PL_TRAINER_LIMIT_TRAIN_BATCHES": "2",
     "PL_TRAINER_LIMIT_VAL_BATCHES": "2",
     "PL_TRAINER_LIMIT_TEST_BATCHES": "2",
     "JSONARGPARSE_DEFAULT_ENV": "true",  # LightningCLI reads PL_FIT__TRAINER__* too
+    "PL_FIT__TRAINER__MAX_STEPS": "4",
     "PL_FIT__TRAINER__LIMIT_TRAIN_BATCHES": "2",
     "PL_FIT__TRAINER__LIMIT_VAL_BATCHES": "2",
 }
