@@ -2,26 +2,33 @@
 
 Generates (once, block-wise) an LsSCD-scale change mask in bench_data/ (git-ignored): rotated
 rectangles and L-shaped "buildings" covering ~4 % of the pixels, ~500k objects. Then, each in a
-fresh subprocess so peak RSS is measured per method (``resource.getrusage``):
+fresh subprocess so peak RSS is measured per method (VmHWM from /proc):
 
 * baseline: read the whole array, ``rasterio.features.shapes`` + shapely + GeoDataFrame +
   GeoPackage write (pyogrio) — what solaris / geoai / Raster Vision do;
 * geochange: ``vectorize_changes(mask, out.gpkg, return_frame=False)`` with all cores (what
   ``geochange vectorize`` runs); with ``--with-frame`` also the API call that builds and
-  returns the GeoDataFrame.
+  returns the GeoDataFrame;
+* with ``--parallel``, the same call with ``parallel="threads"`` (geochange-threads) and with
+  ``workers=1`` (geochange-inprocess), against the default worker processes (geochange), and
+  a check that the three write identical files.
 
-Prints per-phase timings, medians over ``--repeats`` runs, polygons/s, peak RSS (main process
-and workers), the wall-time ratio, and checks that both outputs hold identical polygons.
+Prints the CPU (lscpu model and flags), per-phase timings, medians over ``--repeats`` runs,
+polygons/s, peak RSS (main process, largest worker, and the whole process tree: the largest
+sum of the RSS of the run and its workers), the wall-time ratio, and checks that the baseline
+and geochange outputs hold identical polygons.
 
     python benchmarks/bench_vectorize.py                      # 48000 x 32500, ~530k objects
     python benchmarks/bench_vectorize.py --size 8192x8192 --objects 25000 --repeats 3
+    python benchmarks/bench_vectorize.py --size 8192x8192 --objects 25000 --block-size 2048 \
+        --skip-baseline --parallel                            # processes vs threads vs 1
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
@@ -33,8 +40,10 @@ from rss import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 # geochange: the command-line path (return_frame=False, WKB streamed to the GeoPackage);
-# geochange-frame: the Python API also building and returning the GeoDataFrame.
-METHODS = ["baseline", "geochange", "geochange-frame"]
+# geochange-frame: the Python API also building and returning the GeoDataFrame;
+# geochange-threads / geochange-inprocess: the command-line path with parallel="threads" /
+# with workers=1.
+METHODS = ["baseline", "geochange", "geochange-frame", "geochange-threads", "geochange-inprocess"]
 CRS = "EPSG:32650"
 RES = 0.6
 
@@ -42,14 +51,16 @@ RES = 0.6
 class DescendantPeakRss:
     """Largest peak RSS (VmHWM) among this process's descendants, polled from /proc.
 
-    RUSAGE_CHILDREN misses forkserver workers (children of the forkserver, not of us), so
-    descendants are found through /proc and their high-water marks sampled twice a second.
+    Descendants are found through /proc (grandchildren too) and their high-water marks sampled
+    five times a second, with the largest sum of the current RSS of this process and its
+    descendants (``tree_mb``: the memory the whole run holds at once, workers included).
     """
 
     def __init__(self) -> None:
         import threading
 
         self.peak_mb = 0.0
+        self.tree_mb = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -65,9 +76,10 @@ class DescendantPeakRss:
         import os
 
         me = os.getpid()
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(0.2):
             parents: dict[int, int] = {}
             peaks: dict[int, float] = {}
+            current: dict[int, float] = {}
             for entry in os.listdir("/proc"):
                 if not entry.isdigit():
                     continue
@@ -79,12 +91,16 @@ class DescendantPeakRss:
                 parents[int(entry)] = int(fields.get("PPid", "0"))
                 if "VmHWM" in fields:
                     peaks[int(entry)] = int(fields["VmHWM"].split()[0]) / 1024
+                    current[int(entry)] = int(fields["VmRSS"].split()[0]) / 1024
+            tree = current.get(me, 0.0)
             for pid, peak in peaks.items():
                 ancestor = parents.get(pid, 0)
                 while ancestor not in (0, 1, me):
                     ancestor = parents.get(ancestor, 0)
                 if ancestor == me:
                     self.peak_mb = max(self.peak_mb, peak)
+                    tree += current[pid]
+            self.tree_mb = max(self.tree_mb, tree)
 
 
 def make_mask(path: Path, height: int, width: int, objects: int, seed: int = 0) -> None:
@@ -175,19 +191,35 @@ def run_baseline(mask: Path, out: Path) -> dict[str, float]:
 
 
 def run_geochange(
-    mask: Path, out: Path, block_size: int, workers: int | None, return_frame: bool
+    mask: Path,
+    out: Path,
+    block_size: int,
+    workers: int | None,
+    return_frame: bool,
+    parallel: str = "processes",
 ) -> dict[str, float]:
     import pyogrio
 
     from geochange.vectorize import vectorize_changes
 
+    c0 = os.times()
     t0 = time.perf_counter()
-    vectorize_changes(mask, out, block_size=block_size, workers=workers, return_frame=return_frame)
+    vectorize_changes(
+        mask,
+        out,
+        block_size=block_size,
+        workers=workers,
+        return_frame=return_frame,
+        parallel=parallel,
+    )
     t1 = time.perf_counter()
+    c1 = os.times()
     # Peak of the job itself: read_info below (counting the written features) is verification.
     peak = peak_rss_mb()
     return {
         "wall_s": t1 - t0,
+        # CPU seconds of this process and its (reaped) workers: the work, whatever the load.
+        "cpu_s": sum(c1[:4]) - sum(c0[:4]),
         "polygons": float(pyogrio.read_info(out)["features"]),
         "peak_rss_job_mb": peak,
     }
@@ -201,9 +233,14 @@ def child(args: argparse.Namespace) -> None:
             result = run_baseline(mask, out)
         else:
             frame = args.child == "geochange-frame"
-            result = run_geochange(mask, out, args.block_size, args.workers, frame)
+            parallel = "threads" if args.child == "geochange-threads" else "processes"
+            n = 1 if args.child == "geochange-inprocess" else args.workers
+            result = run_geochange(mask, out, args.block_size, n, frame, parallel)
     result["peak_rss_main_mb"] = result.pop("peak_rss_job_mb", None) or peak_rss_mb()
-    result["peak_rss_workers_mb"] = max(workers.peak_mb, peak_rss_mb(resource.RUSAGE_CHILDREN))
+    # VmHWM polled from /proc, not RUSAGE_CHILDREN: Linux carries ru_maxrss across exec, so a
+    # worker's would start at this process's RSS when it was started.
+    result["peak_rss_workers_mb"] = workers.peak_mb
+    result["peak_rss_tree_mb"] = workers.tree_mb
     print("RESULT " + json.dumps(result))
 
 
@@ -215,6 +252,35 @@ def measure(method: str, args: argparse.Namespace, mask: Path, out: Path) -> dic
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
     return json.loads(line[len("RESULT ") :])
+
+
+def cpu() -> str:
+    """The lscpu model name and flags (from /proc/cpuinfo where lscpu is missing)."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        text = Path("/proc/cpuinfo").read_text()
+    lines: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "flags") and key not in lines:
+            lines[key] = value.strip()
+    return (
+        f"CPU: {lines.get('model name', '?')}, {os.cpu_count()} logical cores\n"
+        f"flags: {lines.get('flags', '?')}"
+    )
+
+
+def same_output(a: Path, b: Path) -> bool:
+    """Both files hold the same rows in the same order: attributes and exact geometries."""
+    import pyogrio
+    import shapely
+
+    fa, fb = pyogrio.read_dataframe(a), pyogrio.read_dataframe(b)
+    if len(fa) != len(fb) or not fa.drop(columns="geometry").equals(fb.drop(columns="geometry")):
+        return False
+    return bool(shapely.equals_exact(fa.geometry.values, fb.geometry.values).all())
 
 
 def same_polygons(a: Path, b: Path) -> tuple[bool, int, int]:
@@ -244,6 +310,11 @@ def main() -> None:
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--data", default=str(ROOT / "bench_data"))
     parser.add_argument("--with-frame", action="store_true", help="also time return_frame=True")
+    parser.add_argument(
+        "--parallel",
+        action="store_true",
+        help="also time parallel='threads' and workers=1 against the worker processes",
+    )
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--mask", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -252,6 +323,7 @@ def main() -> None:
         child(args)
         return
 
+    print(cpu())
     width, height = (int(v) for v in args.size.lower().split("x"))
     data = Path(args.data)
     data.mkdir(parents=True, exist_ok=True)
@@ -272,6 +344,8 @@ def main() -> None:
     methods = ["geochange"] if args.skip_baseline else ["baseline", "geochange"]
     if args.with_frame:
         methods.append("geochange-frame")
+    if args.parallel:
+        methods += ["geochange-threads", "geochange-inprocess"]
     for repeat in range(args.repeats):
         for method in methods:  # interleaved, so machine load affects both alike
             out = data / f"vectorize_{method}.gpkg"
@@ -292,8 +366,16 @@ def main() -> None:
         print(
             f"  {method:15s}: wall {wall:6.2f} s, {polygons / wall:9.0f} polygons/s, "
             f"{polygons:.0f} polygons, peak RSS main {median(method, 'peak_rss_main_mb'):6.0f} MB"
-            f", workers {median(method, 'peak_rss_workers_mb'):6.0f} MB"
+            f", largest worker {median(method, 'peak_rss_workers_mb'):6.0f} MB"
+            f", tree {median(method, 'peak_rss_tree_mb'):6.0f} MB"
+            + (f", CPU {median(method, 'cpu_s'):6.2f} s" if method != "baseline" else "")
         )
+    if args.parallel:
+        reference = data / "vectorize_geochange.gpkg"
+        for method in ("geochange-threads", "geochange-inprocess"):
+            ratio = median(method, "wall_s") / median("geochange", "wall_s")
+            identical = same_output(reference, data / f"vectorize_{method}.gpkg")
+            print(f"  {method} / geochange wall time: {ratio:.2f}, identical file: {identical}")
     if not args.skip_baseline:
         for key in ("read_s", "polygonize_s", "geometries_s", "write_s"):
             print(f"  baseline {key}: {median('baseline', key):.2f}")

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ import numpy.typing as npt
 import rasterio
 import rasterio.errors
 import rasterio.features
+import rasterio.transform
 import rasterio.windows
 import shapely
 from affine import Affine
@@ -40,7 +42,14 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from geochange.errors import ConfigurationError, DataError, OutputError
-from geochange.io import atomic_output, check_writable_dir, open_raster
+from geochange.io import (
+    MASK_IGNORE,
+    atomic_output,
+    check_change_mask,
+    check_writable_dir,
+    open_raster,
+    read_errors,
+)
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -68,7 +77,7 @@ STATUS_FALSE_POSITIVE = "FP"
 STATUS_MISS = "FN"
 
 _VECTOR_SUFFIXES = {".gpkg", ".parquet", ".geoparquet", ".geojson", ".json", ".fgb", ".shp"}
-_IGNORE = 255
+_IGNORE = MASK_IGNORE
 _GDAL_CACHE_BYTES = 64 * 2**20
 _UNTYPED = "(untyped)"
 # Overview colours (RGBA): true positive, false positive, miss.
@@ -360,31 +369,38 @@ class _Grid:
 
 
 class _RasterChange:
-    """A 0/1 change raster read block by block; nodata becomes ``nodata_value``."""
+    """A change raster read block by block as 0/1; ignore / nodata becomes ``nodata_value``.
 
-    def __init__(self, path: Path, what: str, nodata_value: int) -> None:
+    Values follow the change-mask convention (:func:`geochange.io.check_change_mask`), checked
+    on a sample when opened and in every block.
+    """
+
+    def __init__(
+        self, path: Path, what: str, nodata_value: int, mask_values: str, option: str
+    ) -> None:
         self.path, self.what, self.nodata_value = path, what, nodata_value
         self.dataset = open_raster(path)
-        if self.dataset.count != 1 or not np.issubdtype(
-            np.dtype(self.dataset.dtypes[0]), np.integer
-        ):
+        count, dtype = self.dataset.count, self.dataset.dtypes[0]
+        if count != 1 or not np.issubdtype(np.dtype(dtype), np.integer):
+            self.dataset.close()
             raise DataError(
                 f"{what} change raster {str(path)!r} must have one integer band of 0/1 "
-                f"(nodata 255); it has {self.dataset.count} band(s) of {self.dataset.dtypes[0]}"
+                f"(nodata 255); it has {count} band(s) of {dtype}"
             )
+        try:
+            self.mask = check_change_mask(
+                path, mask_values=mask_values, what=f"{what} change raster", option=option
+            )
+        except BaseException:
+            self.dataset.close()
+            raise
 
     def read(self, window: Window) -> npt.NDArray[np.uint8]:
-        data = self.dataset.read(1, window=window)
-        nodata = self.dataset.nodata
-        invalid = data == _IGNORE if nodata is None else (data == nodata) | (data == _IGNORE)
-        out = data.astype(np.uint8, copy=True)
-        out[invalid] = self.nodata_value
-        bad = ~invalid & (data > 1)
-        if bad.any():
-            raise DataError(
-                f"{self.what} change raster {str(self.path)!r} holds value {int(data[bad][0])}; "
-                "expected 0 (no change), 1 (change) or nodata"
-            )
+        with read_errors(self.path, window):
+            data = self.dataset.read(1, window=window)
+        out = self.mask.decode(data)
+        if self.nodata_value != _IGNORE:
+            out[out == _IGNORE] = self.nodata_value
         return out
 
     def close(self) -> None:
@@ -423,7 +439,8 @@ class _ClassRaster:
         _check_grid(self.dataset, grid, f"{what} raster {str(path)!r}")
 
     def read(self, window: Window) -> npt.NDArray[np.uint8]:
-        data = self.dataset.read(1, window=window)
+        with read_errors(self.path, window):
+            data = self.dataset.read(1, window=window)
         out = np.where(data < self.num_classes, data, _IGNORE).astype(np.uint8)
         if self.dataset.nodata is not None:
             out[data == self.dataset.nodata] = _IGNORE
@@ -483,6 +500,14 @@ def _read_polygons(source: Any, what: str) -> gpd.GeoDataFrame:
         )
     invalid = ~frame.geometry.is_valid
     if invalid.any():
+        # Self-intersections (bow-ties) are common in hand-drawn labels: repair, and say so.
+        where = "" if _is_frame(source) else f" in {str(source)!r}"
+        warnings.warn(
+            f"{int(invalid.sum())} invalid {what} polygon(s){where} repaired with "
+            "shapely.make_valid (e.g. self-intersections); check them in a GIS",
+            UserWarning,
+            stacklevel=3,
+        )
         frame.loc[invalid, frame.geometry.name] = shapely.make_valid(
             np.asarray(frame.geometry[invalid].values, dtype=object)
         )
@@ -1077,6 +1102,8 @@ def evaluate_scene(
     overview_size: int = 1500,
     workers: int | None = None,
     progress: bool = False,
+    mask_values: str = "auto",
+    prediction_mask_values: str = "auto",
 ) -> EvaluationReport:
     """Evaluate a whole-scene change map against a reference, per pixel and per object.
 
@@ -1091,6 +1118,9 @@ def evaluate_scene(
             raster (uint8 0/1, nodata 255 counted as no change) or a polygon file /
             GeoDataFrame of predicted changes (rasterized block-wise for the pixel scores).
         reference: reference change raster (0/1, nodata or 255 ignored) or polygon file.
+            Change rasters follow the change-mask convention (see ``mask_values``); polygons
+            entirely outside the evaluation grid are left out with a warning, and polygons
+            none of which overlaps it raise a ``DataError``.
         semantic_pre: reference class raster before (for SCD scores and change types).
         semantic_post: reference class raster after.
         reference_polygons: reference change polygons (file or GeoDataFrame, e.g. the
@@ -1112,13 +1142,21 @@ def evaluate_scene(
         overview_size: longest side, in cells, of the overview accumulated during the pass.
         workers: vectorizer processes (default: all cores).
         progress: show progress bars.
+        mask_values: how the reference change raster stores change (see
+            :func:`geochange.io.check_change_mask`): ``"auto"`` (0/1, 255 = ignore; a 0/255
+            raster is refused with a message naming this option), ``"0,1"`` or ``"0,255"``
+            (255 = change, e.g. LEVIR-CD labels).
+        prediction_mask_values: the same for the predicted change raster (a geochange
+            ``change.tif`` is always read as 0/1 with nodata 255 under ``"auto"``).
 
     Returns:
         The :class:`EvaluationReport`.
 
     Raises:
         ConfigurationError: inconsistent arguments (no reference, half a semantic pair, ...).
-        DataError: unreadable inputs, rasters not on one grid, invalid values.
+        DataError: unreadable inputs, rasters not on one grid, invalid values (outside the
+            change-mask convention, or a 0/255 mask under ``"auto"``), polygons that do not
+            overlap the evaluation grid (or, without a grid, each other).
     """
     import geopandas as gpd
     import torch
@@ -1167,12 +1205,14 @@ def evaluate_scene(
         pred_source: Any = None
         ref_source: Any = None
         if pred.change is not None:
-            pred_source = _RasterChange(pred.change, "predicted", 0)
+            pred_source = _RasterChange(
+                pred.change, "predicted", 0, prediction_mask_values, "prediction_mask_values"
+            )
             sources.append(pred_source)
             ds = pred_source.dataset
             grid = _Grid(ds.height, ds.width, ds.transform, ds.crs)
         if ref_raster is not None:
-            ref_source = _RasterChange(ref_raster, "reference", _IGNORE)
+            ref_source = _RasterChange(ref_raster, "reference", _IGNORE, mask_values, "mask_values")
             sources.append(ref_source)
             ds = ref_source.dataset
             if grid is None:
@@ -1205,12 +1245,13 @@ def evaluate_scene(
         else:
             if pred_frame is not None:
                 pred_frame = _to_crs(pred_frame, grid.crs, "predicted polygons")
+                pred_frame = _inside_grid(pred_frame, grid, "predicted polygons", pred.polygons)
                 pred_source = _PolygonChange(pred_frame, grid)
+            if ref_frame is not None:
+                ref_frame = _to_crs(ref_frame, grid.crs, "reference polygons")
+                ref_frame = _inside_grid(ref_frame, grid, "reference polygons", ref_vector)
             if ref_source is None and ref_frame is not None:
-                ref_frame = _to_crs(ref_frame, grid.crs, "reference polygons")
                 ref_source = _PolygonChange(ref_frame, grid)
-            elif ref_frame is not None:
-                ref_frame = _to_crs(ref_frame, grid.crs, "reference polygons")
         timings: dict[str, float] = {}
         started = time.perf_counter()
         if objects:
@@ -1225,6 +1266,7 @@ def evaluate_scene(
                     block_size=vectorize_block_size,
                     workers=workers,
                     progress=progress,
+                    mask_values=prediction_mask_values,
                 )
             if ref_frame is None:
                 assert ref_raster is not None
@@ -1237,12 +1279,15 @@ def evaluate_scene(
                     block_size=vectorize_block_size,
                     workers=workers,
                     progress=progress,
+                    mask_values=mask_values,
                 )
             if change_types is not None:
                 pred_frame = _filter_types(pred_frame, change_types)
                 ref_frame = _filter_types(ref_frame, change_types)
             if pred_frame.crs is not None and ref_frame.crs is not None:
                 ref_frame = _to_crs(ref_frame, pred_frame.crs, "reference polygons")
+            if grid is None:
+                _check_polygons_overlap(pred_frame, ref_frame, pred.polygons, ref_vector)
 
         timings["vectorize"] = time.perf_counter() - started
         report = EvaluationReport()
@@ -1393,6 +1438,60 @@ def evaluate_scene(
         timings["matching"] = time.perf_counter() - started
     report.settings["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
     return report
+
+
+def _source_name(source: Any) -> str:
+    return "<GeoDataFrame>" if _is_frame(source) else repr(str(source))
+
+
+def _inside_grid(frame: Any, grid: _Grid, what: str, source: Any) -> Any:
+    """Leave out polygons entirely outside the grid (warning); raise if none overlaps it.
+
+    Such polygons cannot be scored: the pixel pass never sees them and the object pass would
+    count them as misses (or false alarms). None overlapping means a wrong file or CRS, which
+    would otherwise report all-zero scores.
+    """
+    if len(frame) == 0:
+        return frame
+    bounds = rasterio.transform.array_bounds(grid.height, grid.width, grid.transform)
+    west, south, east, north = bounds[0], bounds[1], bounds[2], bounds[3]
+    box = shapely.box(min(west, east), min(south, north), max(west, east), max(south, north))
+    hits = shapely.intersects(np.asarray(frame.geometry.values, dtype=object), box)
+    if not hits.any():
+        extent = tuple(round(float(v), 3) for v in frame.total_bounds)
+        raise DataError(
+            f"none of the {len(frame)} {what} ({_source_name(source)}) overlaps the evaluation "
+            f"grid: polygons span {extent}, the grid {tuple(round(v, 3) for v in box.bounds)} "
+            f"in {grid.crs or 'no CRS'} (wrong file, or polygons in another CRS without one "
+            "declared?)"
+        )
+    if not hits.all():
+        warnings.warn(
+            f"{int((~hits).sum())} of the {len(frame)} {what} ({_source_name(source)}) lie "
+            "entirely outside the evaluation grid and are left out",
+            UserWarning,
+            stacklevel=3,
+        )
+        frame = frame[hits].reset_index(drop=True)
+    return frame
+
+
+def _check_polygons_overlap(
+    pred_frame: Any, ref_frame: Any, pred_source: Any, ref_source: Any
+) -> None:
+    """Without a raster grid: predicted and reference polygons must share some extent."""
+    if len(pred_frame) == 0 or len(ref_frame) == 0:
+        return
+    pred_box = shapely.box(*pred_frame.total_bounds)
+    ref_box = shapely.box(*ref_frame.total_bounds)
+    if not pred_box.intersects(ref_box):
+        raise DataError(
+            f"predicted polygons ({_source_name(pred_source)}, extent "
+            f"{tuple(round(float(v), 3) for v in pred_box.bounds)}) and reference polygons "
+            f"({_source_name(ref_source)}, extent "
+            f"{tuple(round(float(v), 3) for v in ref_box.bounds)}) do not overlap "
+            "(wrong file, or polygons in another CRS without one declared?)"
+        )
 
 
 def _filter_types(frame: Any, change_types: Sequence[str]) -> Any:

@@ -47,7 +47,13 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from geochange.errors import ConfigurationError, DataError
-from geochange.io import TILED_GTIFF_OPTIONS, check_writable_dir, finalize_cog, open_raster
+from geochange.io import (
+    TILED_GTIFF_OPTIONS,
+    check_change_mask,
+    check_writable_dir,
+    finalize_cog,
+    open_raster,
+)
 
 __all__ = [
     "DEFAULT_CLASS_NAMES",
@@ -797,6 +803,9 @@ def generate_pseudo_labels(
                             bar.update(1)
                     dst.update_tags(
                         **{
+                            # geochange's change-mask convention (0/1, nodata = ignore): read
+                            # as such even where no change was found (geochange.io).
+                            CLASS_NAMES_TAG: json.dumps(["no change", "change"]),
                             PSEUDO_LABELS_TAG: json.dumps(
                                 {
                                     "mode": mode,
@@ -809,7 +818,7 @@ def generate_pseudo_labels(
                                     "confidence": confidence if prob_pre or prob_post else None,
                                     "connectivity": connectivity,
                                 }
-                            )
+                            ),
                         }
                     )
                 finalize_cog(tiled, out, resampling="nearest")
@@ -1158,6 +1167,7 @@ def evaluate_pseudo_labels(
     reference: str | os.PathLike[str],
     *,
     block_size: int = 4096,
+    mask_values: str = "auto",
 ) -> ChangeScore:
     """Score a pseudo-label raster against a reference change raster, block by block.
 
@@ -1166,15 +1176,19 @@ def evaluate_pseudo_labels(
 
     Args:
         pseudo: pseudo-label raster from :func:`generate_pseudo_labels` (nodata = ignore).
-        reference: reference change raster on the same grid (0/1, nodata or 255 unknown).
+        reference: reference change raster on the same grid (0/1, nodata or 255 unknown;
+            the change-mask convention of :func:`geochange.io.check_change_mask`).
         block_size: block side in pixels.
+        mask_values: how the reference stores change: ``"auto"`` (0/1; a 0/255 reference is
+            refused with a message naming this option), ``"0,1"`` or ``"0,255"`` (255 =
+            change).
 
     Returns:
         The accumulated :class:`ChangeScore`.
 
     Raises:
         DataError: unreadable rasters, rasters on different grids, or a reference holding
-            values other than 0, 1 and its nodata.
+            values other than 0, 1, 255 and its nodata (or a 0/255 one under ``"auto"``).
     """
     import torch
 
@@ -1192,12 +1206,13 @@ def evaluate_pseudo_labels(
                 f"reference raster {ds_ref.name!r} must be one integer band of 0/1 change labels"
             )
         pseudo_ignore = int(ds_pseudo.nodata) if ds_pseudo.nodata is not None else 255
-        ref_ignore = int(ds_ref.nodata) if ds_ref.nodata is not None else 255
+        ref_mask = check_change_mask(
+            reference, mask_values=mask_values, what="reference change raster"
+        )
         for row in _windows(ds_pseudo.height, ds_pseudo.width, block_size):
             for window in row:
                 labels = ds_pseudo.read(1, window=window)
-                ref = ds_ref.read(1, window=window).astype(np.int64)
-                ref[ref == ref_ignore] = 255
+                ref = ref_mask.decode(ds_ref.read(1, window=window)).astype(np.int64)
                 metric.update(
                     torch.from_numpy((labels == 1).astype(np.int64)), torch.from_numpy(ref)
                 )

@@ -1208,22 +1208,22 @@ def _worker_block(task: tuple[Scene, int, int, int, int]) -> tuple[int, int, dic
 def _blocks_in_order(
     renderer: _Renderer, scene: Scene, blocks: list[tuple[int, int, int, int]], workers: int
 ) -> Iterator[tuple[int, int, dict[str, Any]]]:
-    """Yield computed blocks in order, in this process or in ``workers`` spawned processes.
+    """Yield computed blocks in order, in this process or in ``workers`` worker processes.
 
-    With workers, at most ``2 * workers`` blocks are in flight, so memory stays bounded.
+    With workers, at most ``2 * workers`` blocks are in flight, so memory stays bounded. The
+    workers are fresh interpreters that never re-run the caller's script and exit when this
+    process dies (see :mod:`geochange.parallel`).
     """
     if workers <= 1:
         for row0, col0, h, w in blocks:
             yield row0, col0, _compute_block(renderer, scene, row0, col0, h, w)
         return
     import collections
-    import multiprocessing
-    from concurrent.futures import Future, ProcessPoolExecutor
+    from concurrent.futures import Future
 
-    context = multiprocessing.get_context("spawn")  # no GDAL state inherited through fork
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(scene.seed, scene.bands)
-    ) as pool:
+    from geochange.parallel import WorkerPool
+
+    with WorkerPool(workers, initializer=_init_worker, initargs=(scene.seed, scene.bands)) as pool:
         pending: collections.deque[Future[tuple[int, int, dict[str, Any]]]] = collections.deque()
         tasks = iter(blocks)
 

@@ -28,12 +28,13 @@ from __future__ import annotations
 import atexit
 import json
 import math
-import multiprocessing
 import os
 import re
 import shutil
+import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -52,7 +53,15 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from geochange.errors import ConfigurationError, DataError, OutputError
-from geochange.io import atomic_output, check_writable_dir, open_raster
+from geochange.io import (
+    ChangeMask,
+    atomic_output,
+    check_change_mask,
+    check_writable_dir,
+    open_raster,
+    read_errors,
+)
+from geochange.parallel import WorkerPool
 
 __all__ = [
     "BUILDING_CLASS",
@@ -87,6 +96,7 @@ _FIRST_TRANSITION_CODE = 3
 Regularize = Literal["rectangle", "orthogonal"]
 GroupBy = Literal["change_type", "change"]
 WriteMode = Literal["create", "overwrite", "append"]
+Parallel = Literal["processes", "threads"]
 
 #: Columns of the output table, in order, with their pandas dtypes.
 SCHEMA: dict[str, str] = {
@@ -119,7 +129,7 @@ class _Inputs:
     width: int
     transform: Affine
     crs: Any
-    change_nodata: float | None
+    change_mask: ChangeMask
     probability_scale: float
     probability_nodata: float | None
     class_names: list[str] | None
@@ -188,6 +198,7 @@ def _resolve_inputs(
     semantic_pre: Any,
     semantic_post: Any,
     class_names: Sequence[str] | None,
+    mask_values: str = "auto",
 ) -> _Inputs:
     # Duck typing for geochange.predict.PredictionResult (or anything alike): take the rasters
     # from its attributes unless given explicitly.
@@ -228,6 +239,9 @@ def _resolve_inputs(
                 f"change raster {str(change_path)!r} has data type {ref.dtypes[0]}; expected an "
                 "integer raster (uint8 0/1, nodata 255) — threshold probabilities first"
             )
+        # Values are checked now (sampled read) and in every block: 0/255 masks are never
+        # silently read as "all nodata" (255) or as change (any non-zero value).
+        change_mask = check_change_mask(change_path, mask_values=mask_values, what="change raster")
         probability_scale = 1.0
         probability_nodata = None
         if probability_path is not None:
@@ -267,7 +281,7 @@ def _resolve_inputs(
             width=ref.width,
             transform=ref.transform,
             crs=ref.crs,
-            change_nodata=ref.nodata,
+            change_mask=change_mask,
             probability_scale=probability_scale,
             probability_nodata=probability_nodata,
             class_names=names,
@@ -289,7 +303,7 @@ class _BlockJob:
     height: int
     width: int
     change: str
-    change_nodata: float | None
+    change_mask: ChangeMask
     probability: str | None
     probability_scale: float
     probability_nodata: float | None
@@ -339,25 +353,39 @@ class _BlockResult:
         return int(self.codes.size)
 
 
-_DATASETS: dict[str, rasterio.DatasetReader] = {}
+# Open datasets per thread: a GDAL dataset handle must not be used by two threads at once.
+_LOCAL = threading.local()
+_CLOSE_AT_EXIT = False
 _GDAL_CACHE_BYTES = 64 * 2**20
 
 
+def _datasets() -> dict[str, rasterio.DatasetReader]:
+    cache: dict[str, rasterio.DatasetReader] | None = getattr(_LOCAL, "datasets", None)
+    if cache is None:
+        cache = _LOCAL.datasets = {}
+    return cache
+
+
 def _close_datasets() -> None:
-    while _DATASETS:
-        _DATASETS.popitem()[1].close()
+    datasets = _datasets()
+    while datasets:
+        datasets.popitem()[1].close()
 
 
 def _read(path: str, window: rasterio.windows.Window) -> npt.NDArray[Any]:
     # Each worker keeps its datasets open across blocks (opening a COG costs a few ms).
-    ds = _DATASETS.get(path)
+    global _CLOSE_AT_EXIT
+    datasets = _datasets()
+    ds = datasets.get(path)
     if ds is None:
-        if not _DATASETS:
+        if not _CLOSE_AT_EXIT:
             # Close before interpreter teardown: GDAL handles freed during teardown print
             # spurious "Error in sys.excepthook" messages.
             atexit.register(_close_datasets)
-        ds = _DATASETS[path] = rasterio.open(path)
-    return ds.read(1, window=window)
+            _CLOSE_AT_EXIT = True
+        ds = datasets[path] = rasterio.open(path)
+    with read_errors(path, window):  # a corrupt block: DataError naming file and window
+        return ds.read(1, window=window)
 
 
 def _structure(connectivity: int) -> npt.NDArray[np.bool_]:
@@ -368,10 +396,7 @@ def _change_codes(
     job: _BlockJob, window: rasterio.windows.Window
 ) -> tuple[npt.NDArray[Any], npt.NDArray[Any] | None, npt.NDArray[Any] | None]:
     """Per-pixel change code (0 = no change) and the block's semantic classes."""
-    change = _read(job.change, window)
-    changed = change != 0
-    if job.change_nodata is not None:
-        changed &= change != job.change_nodata
+    changed = job.change_mask.is_change(_read(job.change, window))
     pre = post = None
     codes: npt.NDArray[Any] = changed.view(np.uint8)  # binary: no int32 copy
     if job.semantic_pre is not None and job.semantic_post is not None:
@@ -465,6 +490,13 @@ def _polygonize_block(job: _BlockJob) -> _BlockResult:
     # (GDAL's default, 5 % of RAM, would fill up with blocks that are never read again).
     with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES):
         return _polygonize_block_uncached(job)
+
+
+def _polygonize_block_in_thread(job: _BlockJob) -> _BlockResult:
+    try:
+        return _polygonize_block(job)
+    finally:
+        _close_datasets()  # this thread's handles: pool threads end with the call
 
 
 def _polygonize_block_uncached(job: _BlockJob) -> _BlockResult:
@@ -1033,12 +1065,26 @@ class _WkbSpill:
         self._file.close()
 
 
+def _as_wkb(geometry: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
+    """WKB bytes for every element of an array holding WKB and/or shapely geometries."""
+    parsed = np.fromiter(
+        (isinstance(g, shapely.Geometry) for g in geometry), np.bool_, count=geometry.size
+    )
+    if not parsed.any():
+        return geometry
+    out = geometry.copy()  # may be a view of the table's own array
+    out[parsed] = shapely.to_wkb(geometry[parsed])
+    return out
+
+
 @dataclass
 class _Table:
-    """Change polygons to write: a GeoDataFrame, or attribute columns plus WKB geometries.
+    """Change polygons to write: a GeoDataFrame, or attribute columns plus geometries.
 
-    The WKB form lets :func:`vectorize_changes` write hundreds of thousands of polygons chunk
-    by chunk without ever holding all of them as shapely objects.
+    The column form lets :func:`vectorize_changes` write hundreds of thousands of polygons chunk
+    by chunk without ever holding all of them as shapely objects. Its ``geometry`` may mix spill
+    handles, WKB and shapely geometries (simplified/regularized outlines);
+    :meth:`wkb` is the one place where they are normalised for the writers.
     """
 
     crs: Any
@@ -1049,10 +1095,12 @@ class _Table:
     spill: _WkbSpill | None = None
 
     def wkb(self, index: npt.NDArray[np.intp] | slice) -> npt.NDArray[np.object_]:
-        """WKB / shapely geometries of rows ``index``, handles resolved."""
+        """WKB bytes of rows ``index``, whatever form the geometries are held in."""
         assert self.geometry is not None
         geoms = self.geometry[index]
-        return self.spill.resolve(geoms) if self.spill is not None else geoms
+        if self.spill is not None:
+            geoms = self.spill.resolve(geoms)
+        return _as_wkb(geoms)
 
     def __len__(self) -> int:
         if self.frame is not None:
@@ -1073,12 +1121,9 @@ class _Table:
             return bool(np.any(shapely.get_type_id(geoms) == 6))
         for first in range(0, index.size, _WRITE_CHUNK):  # chunks: bounded memory
             for w in self.wkb(index[first : first + _WRITE_CHUNK]):
-                if isinstance(w, bytes | bytearray):
-                    # WKB type code after the byte-order byte: 6 = MultiPolygon.
-                    order: Literal["little", "big"] = "little" if w[0] == 1 else "big"
-                    if int.from_bytes(w[1:5], order) == 6:
-                        return True
-                elif shapely.get_type_id(w) == 6:
+                # WKB type code after the byte-order byte: 6 = MultiPolygon.
+                order: Literal["little", "big"] = "little" if w[0] == 1 else "big"
+                if int.from_bytes(w[1:5], order) == 6:
                     return True
         return False
 
@@ -1175,9 +1220,12 @@ def _write_table(
         parts.append((layer, everything))
 
     with atomic_output(out) as tmp:
-        # GDAL picks behaviour from the extension, so work on a hidden file that keeps it and
-        # move it onto atomic_output's temporary name once complete.
-        work = tmp.with_name(f"{tmp.name}{out.suffix}")
+        # GDAL picks behaviour from the extension, so work on a file that keeps it and move it
+        # onto atomic_output's temporary name once complete. It lives in a hidden directory
+        # unique to this run: with a fixed name, the next run after a kill would reuse the
+        # killed run's file and GDAL would add layers to it instead of starting a new one.
+        scratch = Path(tempfile.mkdtemp(dir=tmp.parent, prefix=f".{out.name}."))
+        work = scratch / f"partial{out.suffix}"
         try:
             if driver is None:
                 table.to_frame().to_parquet(work, index=False, write_covering_bbox=True)
@@ -1199,7 +1247,7 @@ def _write_table(
                         _write_wkb_layer(table, rows, work, name, driver, append, multi)
             os.replace(work, tmp)
         finally:
-            work.unlink(missing_ok=True)
+            shutil.rmtree(scratch, ignore_errors=True)
     return out
 
 
@@ -1283,7 +1331,7 @@ def _layers(path: Path) -> set[str]:
 
 
 def _run_blocks(
-    jobs: list[_BlockJob], workers: int, progress: bool, spill: _WkbSpill
+    jobs: list[_BlockJob], workers: int, progress: bool, spill: _WkbSpill, parallel: Parallel
 ) -> list[_BlockResult]:
     results: list[_BlockResult | None] = [None] * len(jobs)
     bar: Any = None
@@ -1310,12 +1358,16 @@ def _run_blocks(
                 done(_polygonize_block(job))
         finally:
             _close_datasets()
+    elif parallel == "threads":
+        with ThreadPoolExecutor(workers, thread_name_prefix="geochange-vectorize") as threads:
+            for result in threads.map(_polygonize_block_in_thread, jobs):
+                done(result)
     else:
-        # spawn: workers do not inherit the caller's memory (a training process may hold GBs)
-        # nor its threads (forking a process with GDAL/torch threads can deadlock).
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            for result in pool.map(_polygonize_block, jobs, chunksize=1):
+        # Fresh interpreters: they inherit neither the caller's memory (a training process
+        # may hold GBs) nor its threads (forking with GDAL/torch threads can deadlock), never
+        # re-run the caller's script (as spawn would), and die with this process.
+        with WorkerPool(workers) as pool:
+            for result in pool.map(_polygonize_block, jobs):
                 done(result)
     if bar is not None:
         bar.close()
@@ -1351,6 +1403,8 @@ def vectorize_changes(
     workers: int | None = None,
     progress: bool = False,
     return_frame: bool = True,
+    parallel: Parallel = "processes",
+    mask_values: str = "auto",
 ) -> Any:
     """Vectorize a change raster into change polygons, block by block, at any raster size.
 
@@ -1361,7 +1415,8 @@ def vectorize_changes(
     (multi)polygon instead of GDAL's invalid self-touching ring.
 
     Args:
-        change: change raster path (uint8: 0 no change, 1 change, nodata 255 = no change), or
+        change: change raster path (0 no change, 1 change, 255 or nodata = no data, no
+            polygon; other values raise, see ``mask_values``), or
             a ``geochange.predict.PredictionResult`` (any object with ``change``,
             ``probability``, ``semantic_pre``, ``semantic_post`` and ``class_names``
             attributes).
@@ -1392,11 +1447,21 @@ def vectorize_changes(
         layer_per_type: write one layer per change type (GeoPackage only).
         mode: ``"create"``, ``"overwrite"`` (replace these layers, keep others) or
             ``"append"``; see :func:`write_changes`.
-        workers: processes polygonizing blocks (default: all cores).
+        workers: processes polygonizing blocks (default: all cores; 1: in this process).
         progress: show a progress bar.
         return_frame: build and return the GeoDataFrame. With ``False`` (used by the command
             line) the polygons go from the workers' WKB straight to ``out`` in chunks and
             ``None`` is returned, which keeps memory far lower for very large outputs.
+        parallel: how ``workers > 1`` run: ``"processes"`` (default; fresh worker
+            interpreters that never re-run the calling script, so no ``__main__`` guard is
+            needed, and that exit when the caller dies) or ``"threads"`` (threads of this
+            process: no worker start-up or per-worker memory, for interpreters that cannot
+            start subprocesses; the polygonization holds the GIL most of the time, so they
+            run at about the speed of ``workers=1``).
+        mask_values: how the change raster stores change (see
+            :func:`geochange.io.check_change_mask`): ``"auto"`` (0/1 with 255 = no data; a
+            0/255 mask is refused with a message naming this option, unless it is a
+            geochange ``change.tif``), ``"0,1"`` or ``"0,255"`` (255 = change).
 
     Returns:
         A ``geopandas.GeoDataFrame`` with columns ``change_id``, ``area_m2``, ``perimeter_m``,
@@ -1406,7 +1471,8 @@ def vectorize_changes(
         probability raster. ``None`` when ``return_frame=False``.
 
     Raises:
-        DataError: bad input rasters (multi-band or float change raster, grid mismatch).
+        DataError: bad input rasters (multi-band or float change raster, grid mismatch, change
+            values outside the change-mask convention or a 0/255 mask under ``"auto"``).
         ConfigurationError: inconsistent arguments.
         OutputError: unknown output extension or unwritable output.
     """
@@ -1421,6 +1487,8 @@ def vectorize_changes(
         raise ConfigurationError(f"group_by must be 'change_type' or 'change', got {group_by!r}")
     if block_size < 2:
         raise ConfigurationError(f"block_size must be at least 2 pixels, got {block_size}")
+    if parallel not in ("processes", "threads"):
+        raise ConfigurationError(f"parallel must be 'processes' or 'threads', got {parallel!r}")
     if min_area < 0 or simplify < 0:
         raise ConfigurationError("min_area and simplify must be non-negative")
     out_path = Path(out) if out is not None else None
@@ -1428,7 +1496,9 @@ def vectorize_changes(
         raise ConfigurationError("return_frame=False needs an output path: nothing to return")
     if out_path is not None:
         _check_write_options(out_path, mode, layer_per_type)
-    inputs = _resolve_inputs(change, probability, semantic_pre, semantic_post, class_names)
+    inputs = _resolve_inputs(
+        change, probability, semantic_pre, semantic_post, class_names, mask_values
+    )
     semantic = inputs.semantic_pre is not None
     names = inputs.class_names
     num_classes = len(names) if names is not None else 255
@@ -1452,7 +1522,7 @@ def vectorize_changes(
                     height=min(block_size, inputs.height - row_off),
                     width=min(block_size, inputs.width - col_off),
                     change=str(inputs.change),
-                    change_nodata=inputs.change_nodata,
+                    change_mask=inputs.change_mask,
                     probability=str(inputs.probability) if inputs.probability else None,
                     probability_scale=inputs.probability_scale,
                     probability_nodata=inputs.probability_nodata,
@@ -1469,7 +1539,7 @@ def vectorize_changes(
     n_workers = min(workers or os.cpu_count() or 1, len(jobs))
     spill = _WkbSpill()
     try:
-        results = _run_blocks(jobs, n_workers, progress, spill)
+        results = _run_blocks(jobs, n_workers, progress, spill, parallel)
         objects = _merge_blocks(results, rows, cols, connectivity, inputs.transform, inputs.crs)
         del results
         return _finish(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from PIL import Image
 
 from geochange.cli import main as geochange_main
 from geochange.cli.lightning import main as lightning_main
+from geochange.errors import ConfigurationError
 
 REPO = Path(__file__).parents[1]
 CONFIGS = REPO / "examples" / "configs"
@@ -108,13 +112,108 @@ def test_configs_are_valid_yaml_with_short_class_names() -> None:
         assert "." not in config["data"]["class_path"]  # short names resolve
 
 
+def _tiny_scene_args(root: Path) -> list[str]:
+    # The tiny_scene fixture's own size and seed, so SyntheticSceneDataModule reuses it.
+    return [f"--data.init_args.root={root}", "--data.init_args.height=384",
+            "--data.init_args.width=384", "--data.init_args.scene_seed=3"]  # fmt: skip
+
+
+def _console(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m geochange ARGS`` as a user would, with this checkout's package."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "geochange", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def test_synthetic_config(tmp_path: Path, tiny_scene: Path) -> None:
-    # Through the top-level dispatcher, as `geochange fit --config ...`.
-    code = geochange_main(
+    # From the console, as `geochange fit --config ...`, with the config's default splits
+    # (0.8, 0.1, 0.1) on a scene only 6 windows wide (blocks, not stripes).
+    run = _console(
         ["fit", "--config", str(CONFIGS / "synthetic.yaml"), *FAST, *_logger_args(tmp_path),
-         f"--data.init_args.root={tiny_scene}", "--data.init_args.splits=[0.6,0.2,0.2]"]
+         *_tiny_scene_args(tiny_scene)],
+        tmp_path,
     )  # fmt: skip
-    assert code == 0
+    assert run.returncode == 0, run.stderr
+    assert "`Trainer.fit` stopped: `max_steps=1` reached" in run.stderr  # fast_dev_run
+    # No warning about LightningCLI's args, no teardown noise from open rasters.
+    assert "args parameter" not in run.stderr
+    assert "Error in sys.excepthook" not in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_error_while_building_the_datamodule_is_one_line(tmp_path: Path, tiny_scene: Path) -> None:
+    run = _console(
+        ["fit", "--config", str(CONFIGS / "synthetic.yaml"), *FAST, *_logger_args(tmp_path),
+         *_tiny_scene_args(tiny_scene), "--data.init_args.patch_size=512"],
+        tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr and "Union" not in run.stderr
+    lines = [line for line in run.stderr.splitlines() if "error" in line]
+    assert lines == [
+        f"geochange fit: error: the scene {str(tiny_scene / 'pre.tif')!r} is 384 x 384 pixels, "
+        "0 x 0 windows of patch_size 512; the 3 non-empty splits (0.8, 0.1, 0.1) need at least "
+        "one window each: the scene is smaller than one window: use patch_size <= 384"
+    ]
+
+
+def test_error_while_building_the_model_is_clean(
+    tmp_path: Path, tiny_scene: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:  # through the top-level dispatcher
+        geochange_main(
+            ["fit", "--config", str(CONFIGS / "synthetic.yaml"), *FAST, *_logger_args(tmp_path),
+             *_tiny_scene_args(tiny_scene), "--model.init_args.threshold=1.5"]
+        )  # fmt: skip
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "geochange fit: error: threshold must be in (0, 1), got 1.5" in err
+
+
+def test_synthetic_scene_is_regenerated_or_refused(tmp_path: Path) -> None:
+    import rasterio
+
+    from geochange.cli.lightning import SyntheticSceneDataModule
+
+    root = tmp_path / "scene"
+    SyntheticSceneDataModule(str(root), 96, 96, scene_seed=1, patch_size=32)
+    manifest = json.loads((root / "scene.json").read_text())
+    assert (manifest["height"], manifest["width"], manifest["seed"]) == (96, 96, 1)
+    # Same request: reused as is.
+    stamp = (root / "pre.tif").stat().st_mtime_ns
+    SyntheticSceneDataModule(str(root), 96, 96, scene_seed=1, patch_size=32)
+    assert (root / "pre.tif").stat().st_mtime_ns == stamp
+    # Another size or seed: regenerated, since the folder holds only the generated scene.
+    with pytest.warns(UserWarning, match="regenerating the synthetic scene"):
+        dm = SyntheticSceneDataModule(str(root), 128, 96, scene_seed=2, patch_size=32)
+    manifest = json.loads((root / "scene.json").read_text())
+    assert (manifest["height"], manifest["width"], manifest["seed"]) == (128, 96, 2)
+    with rasterio.open(root / "pre.tif") as src:
+        assert (src.height, src.width) == (128, 96)
+    assert sum(r.area for r in dm.rois.values()) == pytest.approx(128 * 96 * 0.6**2)
+    # Bad arguments fail before anything is written: the old scene stays usable.
+    with pytest.raises(ConfigurationError, match="height"):
+        SyntheticSceneDataModule(str(root), 0, 96, scene_seed=2, patch_size=32)
+    assert json.loads((root / "scene.json").read_text())["height"] == 128
+    # A folder holding the user's own files too is never regenerated.
+    (root / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigurationError, match=r"other files too \(notes.txt\)"):
+        SyntheticSceneDataModule(str(root), 96, 96, scene_seed=1, patch_size=32)
+    assert (root / "notes.txt").read_text() == "mine"
+    assert json.loads((root / "scene.json").read_text())["seed"] == 2
+    # Scene file names without a manifest may be the user's: not overwritten.
+    other = tmp_path / "own"
+    other.mkdir()
+    (other / "pre.tif").write_bytes(b"my image")
+    with pytest.raises(ConfigurationError, match=r"holds pre\.tif but no scene\.json"):
+        SyntheticSceneDataModule(str(other), 96, 96, patch_size=32)
+    assert (other / "pre.tif").read_bytes() == b"my image"
 
 
 @pytest.mark.skipif(not LEVIR.exists(), reason="shared LEVIR-CD samples not available")

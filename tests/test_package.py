@@ -48,3 +48,22 @@ def test_unwritable_dir_is_clear_error(tmp_path):
     with pytest.raises(OutputError, match="not writable"):
         check_writable_dir(blocker / "sub")
     assert issubclass(DataError, GeochangeError) and issubclass(DataError, ValueError)
+
+
+def test_cli_reports_an_unnamed_io_error_without_traceback(tmp_path, monkeypatch, capsys):
+    """Safety net: a GDAL error no boundary wrapped still ends in one line and exit code 1."""
+    import rasterio
+    import rasterio.errors
+
+    import geochange.cli.synth as synth
+
+    def failing_run(args):
+        with rasterio.open(tmp_path / "missing.tif"):
+            pass
+
+    monkeypatch.setattr(synth, "run", failing_run)
+    assert main(["synth", str(tmp_path / "scene")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("geochange synth: error: ") and "missing.tif" in err
+    assert err.count("\n") == 1
+    assert issubclass(rasterio.errors.RasterioIOError, OSError)

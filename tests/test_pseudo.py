@@ -445,6 +445,42 @@ def test_evaluate_pseudo_labels_and_cli(tmp_path, scene_maps, capsys):
         evaluate_pseudo_labels(tmp_path / "cli.tif", tmp_path / "bad_ref.tif")
 
 
+def test_pseudo_label_references_follow_the_mask_convention(tmp_path, scene_maps, capsys):
+    from geochange.io import check_change_mask
+
+    pre, post, truth = scene_maps
+    write_raster(tmp_path / "pre.tif", pre)
+    write_raster(tmp_path / "post.tif", post)
+    out = tmp_path / "pseudo.tif"
+    generate_pseudo_labels(tmp_path / "pre.tif", tmp_path / "post.tif", out, block_size=32)
+    reference = (truth["appearing"] | truth["disappearing"]).astype(np.uint8)
+    binary = write_raster(tmp_path / "ref01.tif", reference, class_names=None, nodata=255)
+    levir = write_raster(tmp_path / "ref255.tif", reference * 255, class_names=None, nodata=255)
+    # A 0/255 reference is neither "all nodata" (a silent IoU of 0) nor guessed.
+    with pytest.raises(DataError, match=r"ref255\.tif.*0/255 mask.*mask_values=\"0,255\""):
+        evaluate_pseudo_labels(out, levir)
+    score = evaluate_pseudo_labels(out, levir, mask_values="0,255")
+    assert score == evaluate_pseudo_labels(out, binary) and score.iou_change > 0
+    # The command line refuses it before generating anything.
+    cli = ["pseudo-labels", "--semantic-pre", str(tmp_path / "pre.tif")]
+    cli += ["--semantic-post", str(tmp_path / "post.tif"), "--out", str(tmp_path / "cli.tif")]
+    cli += ["--reference", str(levir), "--block-size", "32", "--quiet"]
+    assert cli_main(cli) == 1
+    assert "--mask-values 0,255" in capsys.readouterr().err
+    assert not (tmp_path / "cli.tif").exists()
+    assert cli_main([*cli, "--mask-values", "0,255"]) == 0
+    assert f"IoU^c {score.iou_change:.4f}" in capsys.readouterr().out
+    # Pseudo labels are geochange change masks: 0/1 with 255 uncertain, even without change.
+    none = tmp_path / "none.tif"
+    unknown = pre.copy()
+    unknown[:3] = 255  # unknown class: uncertain pixels
+    same = write_raster(tmp_path / "same.tif", unknown)
+    generate_pseudo_labels(same, same, none, block_size=32)
+    with rasterio.open(none) as ds:
+        assert set(np.unique(ds.read(1))) == {0, 255}
+    assert check_change_mask(none).values == "0,1"
+
+
 # --------------------------------------------------------------------------------------------
 # Degraded maps (simulated segmenter): unsupervised IoU^c
 # --------------------------------------------------------------------------------------------

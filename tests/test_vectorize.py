@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -188,6 +189,77 @@ def test_real_levircd_labels_equal_whole_raster(tmp_path: Path) -> None:
     frame = vectorize_changes(path, block_size=100, workers=1)
     assert len(frame) > 10
     assert_same_polygons(frame, whole_raster_polygons(mosaic, 4))
+
+
+def test_levircd_0_255_labels_need_mask_values(tmp_path: Path, capsys) -> None:
+    from geochange.cli import main
+
+    labels = sorted((DATA / "levircd-samples" / "label").glob("*.png"))[:2]
+    if len(labels) < 2:
+        pytest.skip("shared LEVIR-CD samples not available")
+    raw = np.hstack([rasterio.open(path).read(1) for path in labels])
+    assert set(np.unique(raw)) == {0, 255}
+    binary = write_raster(tmp_path / "levir01.tif", (raw == 255).astype(np.uint8))
+    expected = vectorize_changes(binary, block_size=100, workers=1)
+    assert len(expected) >= 5
+    for nodata in (None, 255):
+        path = write_raster(tmp_path / f"levir_{nodata}.tif", raw, nodata=nodata)
+        # Neither "every 255 is nodata: 0 polygons" nor "any non-zero value is change".
+        with pytest.raises(DataError, match=r"levir_.*0/255 mask.*mask_values=\"0,255\""):
+            vectorize_changes(path, workers=1)
+        frame = vectorize_changes(path, block_size=100, workers=1, mask_values="0,255")
+        assert frame.geometry.geom_equals_exact(expected.geometry, tolerance=0).all()
+    out = tmp_path / "levir.gpkg"
+    cli = ["vectorize", str(path), "--out", str(out), "--quiet", "--workers", "1"]
+    assert main(cli) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("geochange vectorize: error: ") and "--mask-values 0,255" in err
+    assert "Traceback" not in err and not out.exists()
+    assert main([*cli, "--mask-values", "0,255"]) == 0
+    assert len(pyogrio.read_dataframe(out)) == len(expected)
+
+
+@pytest.mark.parametrize("value", [2, 7, 128])
+def test_out_of_range_change_values_are_rejected(tmp_path: Path, value: int) -> None:
+    mask = stress_mask()
+    mask[mask == 1] = value
+    path = write_raster(tmp_path / "bad.tif", mask)
+    with pytest.raises(DataError, match=rf"bad\.tif' holds value {value} outside"):
+        vectorize_changes(path, workers=1)
+
+
+def test_values_outside_the_open_time_sample_fail_in_their_block(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import geochange.io
+
+    mask = stress_mask()
+    mask[-1, -1] = 7
+    path = write_raster(tmp_path / "late.tif", mask)
+    # Sample only the first strip when the file is opened: the block pass still finds the 7.
+    monkeypatch.setattr(geochange.io, "_MASK_SAMPLE_PIXELS", 1)
+    with pytest.raises(DataError, match=r"late\.tif' holds value 7 outside"):
+        vectorize_changes(path, block_size=16, workers=1)
+
+
+@pytest.mark.parametrize("return_frame", [True, False])
+def test_stale_partial_of_killed_run_is_not_reused(
+    tmp_path: Path, stress_path: Path, return_frame: bool
+) -> None:
+    import geopandas as gpd
+
+    out = tmp_path / "changes.gpkg"
+    # What a run killed while writing leaves behind: its hidden work file, with a layer.
+    stale = tmp_path / ".changes.gpkg.partial.gpkg"
+    gpd.GeoDataFrame({"x": [1]}, geometry=[shapely.box(0, 0, 1, 1)], crs=CRS).to_file(
+        stale, layer="stale_layer"
+    )
+    vectorize_changes(stress_path, out, block_size=16, workers=1, return_frame=return_frame)
+    assert [str(row[0]) for row in pyogrio.list_layers(out)] == ["changes"]
+    expected = whole_raster_polygons((stress_mask() == 1).astype(np.uint8), 4)
+    assert len(pyogrio.read_dataframe(out)) == len(expected)
+    # Nothing of this run is left next to the output.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".changes.gpkg.partial.gpkg", out.name]
 
 
 def semantic_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -579,3 +651,145 @@ def test_check_vector_output_fails_before_work(tmp_path: Path) -> None:
         check_vector_output(tmp_path / "changes.txt")
     with pytest.raises(ConfigurationError, match="single layer"):
         check_vector_output(tmp_path / "changes.geojson", layer_per_type=True)
+
+
+@pytest.fixture
+def staircase_paths(tmp_path: Path) -> SimpleNamespace:
+    """Semantic pair whose outlines post-processing visibly changes: a rotated (staircase) new
+    building, an L-shaped demolished building and a new road (never regularized)."""
+    pre = np.full((48, 48), 5, np.uint8)  # cropland
+    pre[30:44, 4:10] = 0  # L-shaped building...
+    pre[38:44, 10:20] = 0
+    post = pre.copy()
+    post[pre == 0] = 3  # ...demolished, bare land after
+    rotated = shapely.affinity.rotate(shapely.box(14, 6, 38, 18), 30)
+    post[rasterio.features.rasterize([rotated], out_shape=pre.shape) == 1] = 0  # new building
+    post[:, 44:47] = 1  # new road along the east edge
+    change = (pre != post).astype(np.uint8)
+    prob = np.where(change == 1, 200, 0).astype(np.uint8)
+    return SimpleNamespace(
+        change=write_raster(tmp_path / "change.tif", change),
+        probability=write_raster(tmp_path / "prob.tif", prob, nodata=None),
+        semantic_pre=write_raster(tmp_path / "pre.tif", pre, class_names=CLASSES),
+        semantic_post=write_raster(tmp_path / "post.tif", post, class_names=CLASSES),
+        transition=None,
+        class_names=None,
+    )
+
+
+def read_written(out: Path, layer_per_type: bool):
+    """Every feature vectorize_changes wrote to ``out`` (all layers), as one GeoDataFrame."""
+    import geopandas as gpd
+    import pandas as pd
+
+    if out.suffix == ".parquet":
+        return gpd.read_parquet(out)
+    layers = [str(row[0]) for row in pyogrio.list_layers(out)]
+    assert layers == ["changes"] or layer_per_type
+    frames = [pyogrio.read_dataframe(out, layer=name) for name in layers]
+    return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=frames[0].crs)
+
+
+@pytest.mark.parametrize("return_frame", [True, False])
+@pytest.mark.parametrize(
+    ("name", "layer_per_type"),
+    [
+        ("changes.gpkg", False),
+        ("changes.gpkg", True),
+        ("changes.geojson", False),
+        ("changes.fgb", False),
+        ("changes.parquet", False),
+    ],
+)
+@pytest.mark.parametrize(
+    ("simplify", "regularize"),
+    [(0.0, None), (0.5, None), (0.0, "rectangle"), (0.5, "rectangle"), (0.5, "orthogonal")],
+)
+def test_postprocessed_polygons_written_in_every_format(
+    tmp_path: Path,
+    staircase_paths: SimpleNamespace,
+    simplify: float,
+    regularize: str | None,
+    name: str,
+    layer_per_type: bool,
+    return_frame: bool,
+) -> None:
+    # Simplified/regularized outlines used to reach the streaming (return_frame=False) writer
+    # as shapely objects: "TypeError: expected bytes, Polygon found".
+    out = tmp_path / name
+    options = {"block_size": 16, "workers": 1, "simplify": simplify, "regularize": regularize}
+    result = vectorize_changes(
+        staircase_paths, out, layer_per_type=layer_per_type, return_frame=return_frame, **options
+    )
+    assert (result is None) == (not return_frame)
+    written = read_written(out, layer_per_type).sort_values("change_id", ignore_index=True)
+    assert written.crs == CRS
+    assert sorted(written["change_type"]) == [
+        "cropland → road",
+        "demolished building",
+        "new building",
+    ]
+    geoms = np.asarray(written.geometry.values, dtype=object)
+    assert shapely.is_valid(geoms).all() and not shapely.is_empty(geoms).any()
+    assert set(shapely.get_type_id(geoms)) == {shapely.GeometryType.POLYGON}
+    # Area and perimeter fields describe the written (post-processed) outlines.
+    np.testing.assert_allclose(written["area_m2"], shapely.area(geoms), rtol=1e-6)
+    np.testing.assert_allclose(written["perimeter_m"], shapely.length(geoms), rtol=1e-6)
+    plain = vectorize_changes(staircase_paths, block_size=16, workers=1)
+    plain = plain.sort_values("change_id", ignore_index=True)
+    assert written["pixel_count"].tolist() == plain["pixel_count"].tolist()
+    np.testing.assert_allclose(written["mean_prob"].astype(float), 200 / 255, rtol=1e-9)
+    # The options took effect: same result as the in-memory frame, and visible changes.
+    frame = vectorize_changes(staircase_paths, **options).sort_values("change_id")
+    assert shapely.equals_exact(geoms, frame.geometry.values, tolerance=1e-6).all()
+    by_type = {t: g for t, g in zip(written["change_type"], geoms, strict=True)}
+    plain_by_type = dict(zip(plain["change_type"], plain.geometry.values, strict=True))
+    # The road is never regularized and a straight strip has nothing to simplify.
+    assert by_type["cropland → road"].equals(plain_by_type["cropland → road"])
+    building = by_type["new building"]
+    staircase = plain_by_type["new building"]
+    vertices = shapely.get_num_coordinates
+    if regularize == "rectangle":
+        assert vertices(building) == 5  # its oriented rectangle
+    elif simplify > 0:
+        assert vertices(building) < vertices(staircase)
+    else:
+        assert building.equals(staircase)
+
+
+def test_corrupt_block_is_a_data_error_naming_file_and_window(tmp_path: Path, capsys) -> None:
+    from geochange.cli import main as cli_main
+
+    values = np.zeros((64, 64), np.uint8)
+    values[5:20, 5:20] = 1
+    values[40:60, 30:50] = 1
+    path = tmp_path / "change.tif"
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=64,
+        width=64,
+        count=1,
+        dtype="uint8",
+        crs=CRS,
+        transform=TRANSFORM,
+        nodata=255,
+        tiled=True,
+        blockxsize=16,
+        blockysize=16,
+        compress="deflate",
+    ) as ds:
+        ds.write(values, 1)
+    with rasterio.open(path) as ds:  # zero the inside of block (row 2, col 2): rows 32-48
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_2_2", "TIFF", bidx=1))
+        size = int(ds.get_tag_item("BLOCK_SIZE_2_2", "TIFF", bidx=1))
+    data = bytearray(path.read_bytes())
+    data[offset + 2 : offset + size - 2] = bytes(size - 4)
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=rf"cannot read {re.escape(repr(str(path)))} at rows 32-"):
+        vectorize_changes(path, block_size=32, workers=1)
+    code = cli_main(["vectorize", str(path), "--out", str(tmp_path / "x.gpkg"), "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "geochange vectorize: error: cannot read " in err
+    assert not (tmp_path / "x.gpkg").exists()

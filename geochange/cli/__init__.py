@@ -12,7 +12,9 @@ import argparse
 import importlib
 import importlib.util
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from geochange.errors import GeochangeError
 
@@ -49,6 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_printer(command: str) -> Any:
+    """A ``warnings.showwarning`` that prints ``geochange COMMAND: warning: MESSAGE``."""
+
+    def show(message: Any, category: Any, filename: Any, lineno: Any, *rest: Any) -> None:
+        print(f"geochange {command}: warning: {message}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -63,9 +74,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        with warnings.catch_warnings():
+            # A warning is news for the user about their data, not about a source line.
+            warnings.showwarning = _warning_printer(args.command)
+            return int(args._run(args) or 0)
     except GeochangeError as err:
         print(f"geochange {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        # Safety net: an I/O error that no boundary named (GDAL's included) is still the user's
+        # file or disk, not a bug report; say what failed instead of printing a traceback.
+        from geochange.io import error_detail
+
+        print(f"geochange {args.command}: error: {error_detail(err)}", file=sys.stderr)
         return 1
 
 

@@ -24,6 +24,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="reference change polygons (GeoPackage, ...); a change_type column gives per-type "
         "scores (default: vectorize the reference raster)",
     )
+    parser.add_argument(
+        "--mask-values",
+        choices=["auto", "0,1", "0,255"],
+        metavar="auto|0,1|0,255",
+        default="auto",
+        help="how the reference change raster stores change: auto (0/1, 255 ignored; 0/255 "
+        "rasters are refused), 0,1 (255 ignored) or 0,255 (255 = change, e.g. LEVIR-CD labels)",
+    )
+    parser.add_argument(
+        "--prediction-mask-values",
+        choices=["auto", "0,1", "0,255"],
+        metavar="auto|0,1|0,255",
+        default="auto",
+        help="the same for a predicted change raster (geochange's change.tif is always 0/1)",
+    )
     parser.add_argument("--semantic-pre", help="reference class raster before (SCD scores)")
     parser.add_argument("--semantic-post", help="reference class raster after (SCD scores)")
     parser.add_argument(
@@ -90,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         block_size=args.block_size,
         workers=args.workers,
         progress=not args.quiet,
+        mask_values=args.mask_values,
+        prediction_mask_values=args.prediction_mask_values,
     )
     written = report.save(args.report)
     if report.pixel is not None:

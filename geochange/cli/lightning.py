@@ -17,14 +17,18 @@ a synthetic scene on first use, so a config runs out of the box). See ``examples
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
 from geochange.datamodules import ChangeDataModule
-from geochange.errors import GeochangeError
+from geochange.errors import ConfigurationError, GeochangeError
 
 __all__ = ["FolderChangeDataModule", "SyntheticSceneDataModule", "main"]
 
@@ -104,8 +108,14 @@ class FolderChangeDataModule(ChangeDataModule):
 class SyntheticSceneDataModule(ChangeDataModule):
     """A :class:`ChangeDataModule` over a synthetic scene, generated on first use.
 
-    The scene (:func:`geochange.synthetic.make_scene`) is written to ``root`` unless
-    ``root/scene.json`` already exists, then read through the geo path like real rasters.
+    The scene (:func:`geochange.synthetic.make_scene`) is written to ``root`` on first use,
+    then read through the geo path like real rasters. An existing scene is reused when its
+    ``scene.json`` records the requested ``height``, ``width``, ``scene_seed`` and ``bands``
+    (every scene holds both binary and semantic labels, so ``task`` never needs a new one).
+    Otherwise it is regenerated in place, with a warning, but only when ``root`` holds nothing
+    but that earlier scene's files; a folder with other files, or with scene file names but no
+    ``scene.json``, is refused with a :class:`~geochange.errors.ConfigurationError`, so no user
+    file is ever overwritten.
 
     Args:
         root: Folder of the scene (created if needed).
@@ -144,13 +154,7 @@ class SyntheticSceneDataModule(ChangeDataModule):
         augment: bool = True,
         seed: int = 0,
     ) -> None:
-        from geochange.synthetic import Scene, make_scene
-
-        folder = Path(root)
-        if (folder / "scene.json").exists():
-            scene = Scene.load(folder)
-        else:
-            scene = make_scene(folder, height, width, seed=scene_seed, bands=bands)
+        scene = _synthetic_scene(Path(root), height, width, scene_seed, bands)
         semantic = task == "semantic"
         super().__init__(
             pre=str(scene.pre),
@@ -170,6 +174,130 @@ class SyntheticSceneDataModule(ChangeDataModule):
         )
 
 
+def _synthetic_scene(folder: Path, height: int, width: int, seed: int, bands: int) -> Any:
+    """The scene in ``folder`` if it matches the request, else a new one (see the class)."""
+    from affine import Affine
+
+    from geochange.io import atomic_output, partial_path
+    from geochange.synthetic import MANIFEST_NAME, Scene, make_scene
+
+    wanted = {"height": height, "width": width, "seed": seed, "bands": bands}
+    if (folder / MANIFEST_NAME).exists():
+        scene = Scene.load(folder)
+        found = {"height": scene.height, "width": scene.width, "seed": scene.seed}
+        found["bands"] = scene.bands
+        if found == wanted:
+            return scene
+        names = {MANIFEST_NAME, *(p.name for p in _scene_files(scene))}
+        # Leftovers of an interrupted generation are the generator's too.
+        ours = names | {partial_path(n).name for n in names} | {f".{n}.tiled.tif" for n in names}
+        others = sorted(p.name for p in folder.iterdir() if p.name not in ours)
+        describe = ", ".join(f"{k}={v}" for k, v in found.items())
+        asked = ", ".join(f"{k}={v}" for k, v in wanted.items())
+        if others:
+            raise ConfigurationError(
+                f"{str(folder)!r} holds a synthetic scene with {describe}, not the requested "
+                f"{asked}, and other files too ({', '.join(others[:5])}), so it is not "
+                "regenerated there: use another root, or the scene's own height/width/"
+                "scene_seed/bands"
+            )
+        warnings.warn(
+            f"regenerating the synthetic scene in {str(folder)!r}: it had {describe}, the "
+            f"requested scene has {asked}",
+            UserWarning,
+            stacklevel=3,
+        )
+        # A regeneration that fails half way must not leave a manifest describing other files;
+        # one that fails before writing anything (bad arguments) keeps the old scene usable.
+        manifest = folder / MANIFEST_NAME
+        text = manifest.read_text()
+        before = {p: _stamp(p) for p in _scene_files(scene)}
+        manifest.unlink()
+        try:
+            return make_scene(folder, height, width, seed=seed, bands=bands)
+        except BaseException:
+            if all(_stamp(p) == stamp for p, stamp in before.items()):
+                with atomic_output(manifest) as tmp:
+                    tmp.write_text(text)
+            raise
+    if folder.is_dir():
+        # Only the file names matter here: a placeholder scene rooted in the folder gives them.
+        placeholder = Scene(folder, 0, 0, "", 0.0, Affine.identity())
+        clash = sorted(p.name for p in _scene_files(placeholder) if p.exists())
+        if clash:
+            raise ConfigurationError(
+                f"{str(folder)!r} holds {', '.join(clash)} but no {MANIFEST_NAME}, so they may "
+                "not be a generated scene and are not overwritten: use another root, or remove "
+                "them if they are left over from an interrupted generation"
+            )
+    return make_scene(folder, height, width, seed=seed, bands=bands)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _scene_files(scene: Any) -> list[Path]:
+    return [
+        scene.pre,
+        scene.post,
+        scene.change,
+        scene.semantic_pre,
+        scene.semantic_post,
+        scene.changed_buildings,
+    ]
+#: ``--ckpt_path`` values Lightning resolves itself (to a checkpoint callback's files).
+_CKPT_ALIASES = ("best", "last", "hpc", "registry")
+
+
+class _SafeCheckpointCLI(LightningCLI):
+    """LightningCLI that reads checkpoints only with ``weights_only=True``, with named errors.
+
+    ``--ckpt_path`` is checked (it must be a geochange checkpoint of tensors and plain values)
+    before Lightning opens it, and the trainer loads it with ``weights_only=True``.
+    """
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse the arguments, then check ``--ckpt_path`` before Lightning reads it."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        options = self.config[subcommand]
+        if options.get("weights_only") is False:
+            raise ConfigurationError(
+                "--weights_only=false is not supported: geochange never unpickles arbitrary "
+                "objects from a checkpoint"
+            )
+        ckpt_path = options.get("ckpt_path")
+        if ckpt_path and (Path(ckpt_path).exists() or str(ckpt_path) not in _CKPT_ALIASES):
+            from geochange.trainers.checkpoint import load_checkpoint_dict, validate_metadata
+
+            # Tensor data is memory-mapped: this reads the pickled structure, not the weights.
+            validate_metadata(load_checkpoint_dict(ckpt_path, mmap=True), ckpt_path)
+
+    def _safe_kwargs(self, method: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if "weights_only" in inspect.signature(method).parameters:
+            kwargs["weights_only"] = True
+        return kwargs
+
+    def fit(self, **kwargs: Any) -> None:
+        """``trainer.fit``, loading ``--ckpt_path`` with ``weights_only=True``."""
+        self.trainer.fit(**self._safe_kwargs(self.trainer.fit, kwargs))
+
+    def validate(self, **kwargs: Any) -> None:
+        """``trainer.validate``, loading ``--ckpt_path`` with ``weights_only=True``."""
+        self.trainer.validate(**self._safe_kwargs(self.trainer.validate, kwargs))
+
+    def test(self, **kwargs: Any) -> None:
+        """``trainer.test``, loading ``--ckpt_path`` with ``weights_only=True``."""
+        self.trainer.test(**self._safe_kwargs(self.trainer.test, kwargs))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run LightningCLI with :class:`~geochange.trainers.ChangeTrainer` and the datamodules.
 
@@ -181,7 +309,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         SystemExit: With status 1 after printing a clean message for a geochange error.
     """
     from lightning.pytorch import LightningDataModule
-    from lightning.pytorch.cli import LightningCLI
 
     import geochange
     from geochange.trainers import ChangeTrainer
@@ -189,8 +316,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     for key, value in _GDAL_SETTINGS.items():
         os.environ.setdefault(key, value)
     args = list(sys.argv[1:] if argv is None else argv)
+    # LightningCLI parses sys.argv and warns ("args parameter is intended to run from within
+    # Python") when it is also given args, as on every console call: pass them as sys.argv.
+    saved_argv = sys.argv
+    sys.argv = ["geochange", *args]
     try:
-        LightningCLI(
+        _SafeCheckpointCLI(
             model_class=ChangeTrainer,
             datamodule_class=LightningDataModule,
             subclass_mode_model=True,
@@ -198,9 +329,31 @@ def main(argv: Sequence[str] | None = None) -> None:
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"version": f"geochange {geochange.__version__}"},
-            args=args,
         )
-    except GeochangeError as error:
+    except Exception as error:
+        # jsonargparse wraps errors raised while it builds the model/datamodule in a
+        # ValueError listing every Union subtype it tried: report the geochange error itself.
+        cause = _geochange_error(error)
+        if cause is None:
+            raise
         command = args[0] if args else "fit"
-        print(f"geochange {command}: error: {error}", file=sys.stderr)
-        raise SystemExit(1) from error
+        print(f"geochange {command}: error: {cause}", file=sys.stderr)
+        raise SystemExit(1) from cause
+    finally:
+        sys.argv = saved_argv
+
+
+def _geochange_error(error: BaseException) -> GeochangeError | None:
+    """The first :class:`GeochangeError` in ``error``'s chain of causes and contexts."""
+    pending: list[BaseException] = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, GeochangeError):
+            return current
+        # Explicit causes (``raise ... from``) first: pushed last, popped first.
+        pending.extend(e for e in (current.__context__, current.__cause__) if e is not None)
+    return None

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import time
+from pathlib import Path
 
 HELP = "Predict change over a whole scene pair from a checkpoint (seamless COG outputs)."
 
@@ -37,6 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=512,
         help="memory budget of the blending band; wider scenes are predicted in column stripes",
     )
+    parser.add_argument(
+        "--value-range",
+        choices=["check", "rescale", "ignore"],
+        default="check",
+        help="when the scene's values do not match the training imagery's range (e.g. 12-bit "
+        "imagery, 8-bit model): fail (check), map them linearly onto it (rescale), or predict "
+        "anyway (ignore)",
+    )
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     parser.add_argument("--workers", type=int, help="DataLoader reader processes")
     parser.add_argument("--probability-dtype", choices=["uint8", "float32"], default="uint8")
@@ -53,14 +64,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crs", help="output CRS (default: the pre image's)")
     parser.add_argument("--resolution", type=float, help="output pixel size in CRS units")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="also replace existing outputs that geochange did not write (never an input)",
+    )
     parser.add_argument("--vector", help="also vectorize the changes to this file (.gpkg, ...)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``geochange predict``."""
-    from geochange.predict import ChangePredictor
-
     overrides: dict[str, object] = {
         "batch_size": args.batch_size,
         "device": args.device,
@@ -72,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         "tta": args.tta,
         "probability_dtype": args.probability_dtype,
         "progress": not args.quiet,
+        "value_range": args.value_range,
     }
     if args.tile_size is not None:
         overrides["tile_size"] = args.tile_size
@@ -82,13 +97,42 @@ def run(args: argparse.Namespace) -> int:
         overrides["margin"] = args.margin
     if args.workers is not None:
         overrides["num_workers"] = args.workers
+    # Folders this run creates; those still empty when it fails early are removed again.
+    created = _missing_dirs(Path(args.out))
     if args.vector:
-        from pathlib import Path
+        created += _missing_dirs(Path(args.vector).absolute().parent)
+    try:
+        return _run(args, overrides)
+    except BaseException:
+        for directory in sorted(created, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):  # not empty (partial results) or gone
+                os.rmdir(directory)
+        raise
 
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet."""
+    missing = []
+    for directory in (path.absolute(), *path.absolute().parents):
+        if directory.exists():
+            break
+        missing.append(directory)
+    return missing
+
+
+def _run(args: argparse.Namespace, overrides: dict[str, object]) -> int:
+    from geochange.predict import ChangePredictor
+
+    if args.vector:
+        from geochange.io import check_not_inputs
         from geochange.vectorize import check_vector_output
 
         # A bad vector path must fail now, not after hours of prediction.
         check_vector_output(Path(args.vector))
+        check_not_inputs(
+            [args.vector],
+            {"pre image": args.pre, "post image": args.post, "checkpoint": args.checkpoint},
+        )
     started = time.perf_counter()
     predictor = ChangePredictor.from_checkpoint(args.checkpoint, **overrides)
     result = predictor.predict(
@@ -100,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         crs=args.crs,
         resolution=args.resolution,
+        overwrite=args.overwrite,
     )
     for key in ("change", "probability", "semantic_pre", "semantic_post", "transition"):
         path = getattr(result, key)

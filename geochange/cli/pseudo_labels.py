@@ -67,6 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="reference change raster: report the pseudo labels' IoU^c against it "
         "(unsupervised change detection)",
     )
+    parser.add_argument(
+        "--mask-values",
+        choices=["auto", "0,1", "0,255"],
+        metavar="auto|0,1|0,255",
+        default="auto",
+        help="how the --reference raster stores change: auto (0/1, 255 ignored; 0/255 rasters "
+        "are refused), 0,1 (255 ignored) or 0,255 (255 = change)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -76,7 +84,12 @@ def _fmt(value: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``geochange pseudo-labels``; returns the exit code."""
+    from geochange.io import check_change_mask
     from geochange.pseudo import evaluate_pseudo_labels, generate_pseudo_labels
+
+    if args.reference:
+        # A reference the score would refuse fails now, not after the whole generation.
+        check_change_mask(args.reference, mask_values=args.mask_values, what="reference")
 
     class_names = (
         [name.strip() for name in args.class_names.split(",")] if args.class_names else None
@@ -110,7 +123,9 @@ def run(args: argparse.Namespace) -> int:
             f"{summary.change_events} change events"
         )
     if args.reference:
-        score = evaluate_pseudo_labels(args.out, args.reference, block_size=args.block_size)
+        score = evaluate_pseudo_labels(
+            args.out, args.reference, block_size=args.block_size, mask_values=args.mask_values
+        )
         print(f"unsupervised CEG vs {args.reference}:")
         print(
             f"  IoU^c {_fmt(score.iou_change)} (ignored pixels as no change), "

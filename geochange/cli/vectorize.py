@@ -56,6 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="create",
         help="create the file, overwrite the layer(s) in it, or append to them",
     )
+    parser.add_argument(
+        "--mask-values",
+        choices=["auto", "0,1", "0,255"],
+        metavar="auto|0,1|0,255",
+        default="auto",
+        help="how the change raster stores change: auto (0/1, 255 nodata; 0/255 rasters are "
+        "refused), 0,1 (255 = nodata) or 0,255 (255 = change, e.g. LEVIR-CD labels)",
+    )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -109,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=not args.quiet,
         return_frame=False,
+        mask_values=args.mask_values,
     )
     elapsed = time.perf_counter() - start
     counts: dict[str, int] = {}

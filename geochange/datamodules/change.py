@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import shapely
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -17,12 +18,15 @@ from geochange.datasets import (
     BiTemporalRasterDataset,
     ChangeFolderDataset,
     SemanticChangeFolderDataset,
+    region_boxes,
     spatial_split,
 )
+from geochange.datasets.splits import largest_block
 from geochange.errors import ConfigurationError, DataError
 from geochange.io import worker_init_bound_malloc
 from geochange.samplers import ChangeBalancedGeoSampler, InsideGridGeoSampler
 from geochange.transforms import ChangeAugmentation, NormalizeChange, compute_band_statistics
+from geochange.transforms.stats import input_range_record
 
 MASK_KEYS = ("mask", "mask_pre", "mask_post")
 
@@ -48,11 +52,15 @@ class ChangeDataModule(LightningDataModule):
     """Lightning datamodule streaming bi-temporal samples from a scene pair or a folder dataset.
 
     **Geo path** (``ChangeDataModule(pre=..., post=..., change=...)``): one
-    :class:`~geochange.datasets.BiTemporalRasterDataset` is split into rectangular train/val/test
-    stripes (:func:`~geochange.datasets.spatial_split`), so no window crosses splits. Training
-    draws ``samples_per_epoch`` random windows per epoch with
-    :class:`~geochange.samplers.ChangeBalancedGeoSampler` (``change_fraction`` of them around
-    change when ``balanced``); validation/test cover their stripe with a grid of windows.
+    :class:`~geochange.datasets.BiTemporalRasterDataset` is split into train/val/test regions
+    (:func:`~geochange.datasets.spatial_split`): rectangular stripes across the scene when each
+    stripe is at least one window wide, otherwise (a scene only a few windows long, such as
+    2048 x 2048 pixels with ``patch_size=256``) a grid of window-sized blocks handed out to
+    the splits in proportion to ``splits``. Windows are drawn inside the rectangles of their
+    split's region, so no window crosses splits. Training draws ``samples_per_epoch`` random
+    windows per epoch with :class:`~geochange.samplers.ChangeBalancedGeoSampler`
+    (``change_fraction`` of them around change when ``balanced``); validation/test cover their
+    region with a grid of windows.
 
     **Folder path** (:meth:`from_folder`): benchmark folders (LEVIR-CD/WHU-CD/DSIFN, SECOND,
     Hi-UCD) with their own splits.
@@ -64,10 +72,11 @@ class ChangeDataModule(LightningDataModule):
     with :attr:`normalization`.
 
     **Semi-supervised training**: with ``labeled_fraction`` (e.g. 0.05) only that share of the
-    training data keeps labels: on the geo path a stripe of that share of the training region,
-    on the folder path a seeded random subset of training pairs. ``train_dataloader()`` yields
-    the labeled batches; :meth:`unlabeled_dataloader` yields batches without masks from the
-    rest. :meth:`semi_supervised_dataloader` (or ``combine_unlabeled=True``, which makes it the
+    training data keeps labels: on the geo path a stripe (or blocks) of that share of the
+    training region, cut from its largest rectangle, on the folder path a seeded random subset
+    of training pairs. ``train_dataloader()`` yields the labeled batches;
+    :meth:`unlabeled_dataloader` yields batches without masks from the rest.
+    :meth:`semi_supervised_dataloader` (or ``combine_unlabeled=True``, which makes it the
     ``train_dataloader``) yields ``{"labeled": batch, "unlabeled": batch}``; labeled batches are
     augmented and normalized, unlabeled ones only normalized so a semi-supervised trainer can
     make its own weak/strong views with ``ChangeAugmentation(value_range=None)``.
@@ -102,11 +111,16 @@ class ChangeDataModule(LightningDataModule):
             DiffMatch): unlabeled batches keep them as ``pseudo_pre``/``pseudo_post`` instead of
             dropping them with the change label.
         seed: seed of the splits, samplers and labeled subset.
+        mask_values: how the change-label raster stores change (geo path): ``"auto"`` (0 no
+            change, 1 change, 255 ignore; a 0/255 label is refused when the datamodule is
+            built, with a message naming this option), ``"0,1"`` or ``"0,255"`` (255 =
+            change); see :func:`geochange.io.check_change_mask`.
         dataset_kwargs: extra arguments for :class:`BiTemporalRasterDataset` (``crs``, ``res``,
             ``bands``, ``class_names``, ``class_attribute``, ...).
 
     Raises:
-        ConfigurationError: inconsistent arguments (bad fractions, regions smaller than a patch).
+        ConfigurationError: inconsistent arguments (bad fractions; a scene with fewer windows
+            than non-empty splits, with the ``patch_size`` or ``splits`` that would work).
         DataError: unusable input data (see the dataset classes).
     """
 
@@ -135,6 +149,7 @@ class ChangeDataModule(LightningDataModule):
         combine_unlabeled: bool = False,
         semantic_as_pseudo: bool = False,
         seed: int = 0,
+        mask_values: str = "auto",
         dataset_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -159,6 +174,7 @@ class ChangeDataModule(LightningDataModule):
         self.semantic_as_pseudo = semantic_as_pseudo
         self.seed = seed
         self._normalization = normalization
+        self._input_range: dict[str, Any] | None = None
         self._augment_arg = augment
         self._date_swap = date_swap
         self._value_range_arg = value_range
@@ -173,31 +189,76 @@ class ChangeDataModule(LightningDataModule):
             return
         if pre is None or post is None:
             raise ConfigurationError("both pre and post images are needed")
+        kwargs = dict(dataset_kwargs or {})
+        if mask_values != "auto":
+            if kwargs.get("mask_values", mask_values) != mask_values:
+                raise ConfigurationError(
+                    f"mask_values={mask_values!r} and dataset_kwargs mask_values="
+                    f"{kwargs['mask_values']!r} disagree"
+                )
+            kwargs["mask_values"] = mask_values
         self.geo_dataset = BiTemporalRasterDataset(
             pre,
             post,
             change=change,
             semantic_pre=semantic_pre,
             semantic_post=semantic_post,
-            **(dataset_kwargs or {}),
+            **kwargs,
         )
         xres, yres = self.geo_dataset.res
         names = ("train", "val", "test")
         if len(splits) != 3:
             raise ConfigurationError(f"splits must be 3 fractions (train, val, test), got {splits}")
-        stripes = spatial_split(self.geo_dataset, splits, min_size=patch_size * max(xres, yres))
-        self.rois = {n: s for n, s in zip(names, stripes, strict=True) if not s.is_empty}
+        window = patch_size * max(xres, yres)
+        self._check_splittable(splits, window)
+        regions = spatial_split(self.geo_dataset, splits, min_size=window)
+        self.rois = {n: s for n, s in zip(names, regions, strict=True) if not s.is_empty}
         if "train" in self.rois and labeled_fraction is not None:
-            train_box = self.rois["train"]
-            width = train_box.bounds[2] - train_box.bounds[0]
-            height = train_box.bounds[3] - train_box.bounds[1]
-            labeled, unlabeled = spatial_split(
-                train_box,
-                (labeled_fraction, 1 - labeled_fraction),
-                min_size=patch_size * max(xres, yres),
-                pixel_size=xres if width >= height else yres,
-            )
-            self.rois["labeled"], self.rois["unlabeled"] = labeled, unlabeled
+            train = self.rois["train"]
+            # The labeled share is cut from the largest rectangle of the training region (the
+            # whole region when it is a stripe), the rest of the region stays unlabeled.
+            box = max(region_boxes(train), key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+            share = labeled_fraction * train.area / ((box[2] - box[0]) * (box[3] - box[1]))
+            if share >= 1:
+                raise ConfigurationError(
+                    f"labeled_fraction {labeled_fraction} is larger than the biggest rectangle "
+                    "of the training region; use a smaller labeled_fraction"
+                )
+            labeled = spatial_split(
+                shapely.box(*box),
+                (share, 1 - share),
+                min_size=window,
+                pixel_size=(xres, yres),
+            )[0]
+            self.rois["labeled"], self.rois["unlabeled"] = labeled, train.difference(labeled)
+
+    def _check_splittable(self, splits: Sequence[float], window: float) -> None:
+        """Raise a helpful error when the scene cannot hold one window per non-empty split."""
+        assert self.geo_dataset is not None
+        needed = sum(1 for f in splits if f > 0)
+        if any(f < 0 for f in splits) or needed == 0:
+            return  # spatial_split reports bad fractions
+        x, y, _ = self.geo_dataset.bounds
+        bounds = (float(x.start), float(y.start), float(x.stop), float(y.stop))
+        xres, yres = self.geo_dataset.res
+        cols = int((bounds[2] - bounds[0]) / window + 1e-9)
+        rows = int((bounds[3] - bounds[1]) / window + 1e-9)
+        if cols * rows >= needed:
+            return
+        width = round((bounds[2] - bounds[0]) / xres)
+        height = round((bounds[3] - bounds[1]) / yres)
+        best = int(largest_block(bounds, needed, (xres, yres)) / max(xres, yres) + 1e-9)
+        fits = cols * rows
+        if fits == 0:
+            hint = f"the scene is smaller than one window: use patch_size <= {min(width, height)}"
+        else:
+            fewer = "(0.8, 0.2, 0.0)" if fits >= 2 else "(1.0, 0.0, 0.0)"
+            hint = f"use patch_size <= {best} or splits with fewer non-zero shares, e.g. {fewer}"
+        raise ConfigurationError(
+            f"the scene {str(self.geo_dataset.pre.files[0].path)!r} is {width} x {height} pixels, "
+            f"{cols} x {rows} windows of patch_size {self.patch_size}; the {needed} non-empty "
+            f"splits {tuple(splits)} need at least one window each: {hint}"
+        )
 
     # -- construction -----------------------------------------------------------------------
 
@@ -314,23 +375,30 @@ class ChangeDataModule(LightningDataModule):
         names = self.class_names
         return len(names) if names is not None else None
 
+    def _sample_statistics(self) -> dict[str, list[float]]:
+        """Mean, std, min and max per band from ``stats_samples`` training windows."""
+        if self.geo_dataset is not None:
+            return compute_band_statistics(
+                self.geo_dataset,
+                num_samples=self.stats_samples,
+                patch_size=self.patch_size,
+                seed=self.seed,
+                roi=self.rois.get("train"),
+                with_range=True,
+            )
+        ds = self.folder_datasets.get("train") or self._first_dataset()
+        return compute_band_statistics(
+            ds, num_samples=self.stats_samples, seed=self.seed, with_range=True
+        )
+
     @property
     def normalization(self) -> dict[str, list[float]]:
         """Per-band ``{"mean", "std"}`` in raw pixel units (computed once on first use)."""
         if self._normalization is None:
-            if self.geo_dataset is not None:
-                self._normalization = compute_band_statistics(
-                    self.geo_dataset,
-                    num_samples=self.stats_samples,
-                    patch_size=self.patch_size,
-                    seed=self.seed,
-                    roi=self.rois.get("train"),
-                )
-            else:
-                ds = self.folder_datasets.get("train") or self._first_dataset()
-                self._normalization = compute_band_statistics(
-                    ds, num_samples=self.stats_samples, seed=self.seed
-                )
+            stats = self._sample_statistics()
+            self._normalization = {"mean": stats["mean"], "std": stats["std"]}
+            if self._input_range is None:  # same windows: keep their range too
+                self._input_range = input_range_record(self._image_dtype(), stats)
         return self._normalization
 
     @normalization.setter
@@ -339,6 +407,22 @@ class ChangeDataModule(LightningDataModule):
             raise ConfigurationError("normalization mean and std must have one value per band")
         self._normalization = value
         self._normalize = None
+
+    @property
+    def input_range(self) -> dict[str, Any]:
+        """The dtype and per-band ``min``/``max`` of the training imagery (raw pixel units).
+
+        Sampled from the same windows as :attr:`normalization` (computed once on first use).
+        Checkpoints record it so :class:`~geochange.predict.ChangePredictor` can check that a
+        scene's values match what the model was trained on.
+        """
+        if self._input_range is None:
+            self._input_range = input_range_record(self._image_dtype(), self._sample_statistics())
+        return self._input_range
+
+    def _image_dtype(self) -> str | None:
+        dtype = getattr(self._first_dataset(), "image_dtype", None)
+        return str(dtype) if dtype is not None else None
 
     @property
     def value_range(self) -> float | None:
@@ -374,8 +458,9 @@ class ChangeDataModule(LightningDataModule):
     # -- Lightning hooks --------------------------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:
-        """Compute the normalization once (cheap when given) before loaders are used."""
+        """Compute the normalization and input range once before loaders are used."""
         _ = self.normalization
+        _ = self.input_range
 
     def _loader(
         self,

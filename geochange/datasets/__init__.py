@@ -4,12 +4,14 @@
   raster or vector labels, streamed window by window.
 * :class:`ChangeFolderDataset`: the ``A/B/label`` layout of LEVIR-CD, WHU-CD, DSIFN.
 * :class:`SemanticChangeFolderDataset`: SECOND and Hi-UCD semantic change layouts.
-* :func:`spatial_split`: leak-free train/val/test regions of one scene.
+* :func:`spatial_split`: leak-free train/val/test regions of one scene (stripes, or blocks
+  when stripes would be thinner than a window); :func:`region_boxes`: the rectangles of such
+  a region, to draw windows in.
 """
 
 from geochange.datasets.folder import ChangeFolderDataset, SemanticChangeFolderDataset
 from geochange.datasets.geo import IGNORE_INDEX, LSSCD_CLASSES, BiTemporalRasterDataset
-from geochange.datasets.splits import spatial_split
+from geochange.datasets.splits import region_boxes, spatial_split
 
 __all__ = [
     "IGNORE_INDEX",
@@ -17,5 +19,6 @@ __all__ = [
     "BiTemporalRasterDataset",
     "ChangeFolderDataset",
     "SemanticChangeFolderDataset",
+    "region_boxes",
     "spatial_split",
 ]

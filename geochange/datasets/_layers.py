@@ -12,8 +12,10 @@ Files whose CRS, resolution or pixel origin differ from the target grid are read
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +34,30 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geochange.errors import DataError
+from geochange.io import nonfinite_pixels
 
 #: Extensions accepted when a directory is given instead of files.
 RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".png")
 VECTOR_EXTENSIONS = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".parquet")
+
+
+#: Raster layers holding open GDAL handles in this process, closed at interpreter exit.
+_OPEN_LAYERS: dict[int, weakref.ref[RasterLayer]] = {}
+
+
+@atexit.register
+def _close_open_layers() -> None:
+    """Close the handles still open before the interpreter tears itself down.
+
+    A rasterio dataset still open then is closed by its ``__del__`` while modules are being
+    torn down, which prints an empty ``Error in sys.excepthook`` block per file after the
+    program's own output (e.g. at the end of every ``geochange fit``).
+    """
+    for ref in list(_OPEN_LAYERS.values()):
+        layer = ref()
+        if layer is not None:
+            layer.close()
+    _OPEN_LAYERS.clear()
 
 
 def _process_env(cache_mb: int) -> None:
@@ -144,7 +166,11 @@ def _aligned(src: Any, grid: TargetGrid) -> bool:
 
 @dataclass
 class RasterFile:
-    """One raster file of a layer, with its footprint on the target grid."""
+    """One raster file of a layer, with its footprint on the target grid.
+
+    ``nodata`` is the value read as "no data" (the file's nodata tag, unless the layer's owner
+    disregards it, e.g. the 255 of a 0/255 change mask read with ``mask_values="0,255"``).
+    """
 
     path: Path
     indexes: list[int]
@@ -152,6 +178,12 @@ class RasterFile:
     warp: bool
     bounds: tuple[float, float, float, float]
     dtype: str
+
+
+def _track_open(layer: RasterLayer) -> None:
+    key = id(layer)
+    if key not in _OPEN_LAYERS:
+        _OPEN_LAYERS[key] = weakref.ref(layer, lambda _: _OPEN_LAYERS.pop(key, None))
 
 
 @dataclass
@@ -281,12 +313,18 @@ class RasterLayer:
             info = self.files[i]
             src = rasterio.open(info.path)
             self._handles["open"].append(src)
+            _track_open(self)
             handle = src
             if info.warp:
                 left, bottom, right, top = info.bounds
                 xres, yres = self.grid.res
                 width = max(1, round((right - left) / xres))
                 height = max(1, round((top - bottom) / yres))
+                # A nodata tag the layer disregards (the 255 of a 0/255 change mask) must not
+                # make GDAL drop those pixels while warping.
+                disregard: dict[str, Any] = {}
+                if info.nodata is None and src.nodata is not None:
+                    disregard["src_nodata"] = None
                 handle = WarpedVRT(
                     src,
                     crs=self.grid.crs or src.crs,
@@ -295,7 +333,8 @@ class RasterLayer:
                     height=height,
                     resampling=self.resampling,
                     # Without a nodata value, an alpha band marks the warped footprint.
-                    add_alpha=src.nodata is None,
+                    add_alpha=info.nodata is None,
+                    **disregard,
                 )
                 self._handles["open"].insert(0, handle)
             self._handles[key] = handle
@@ -317,8 +356,8 @@ class RasterLayer:
             dtype: output array type.
 
         Returns:
-            ``(data, valid)``; ``valid`` is False outside every file and where a file holds its
-            nodata value in all bands (or NaN).
+            ``(data, valid)``; ``valid`` is False outside every file, where a file holds its
+            nodata value in all bands, and where any band is NaN or +-inf.
         """
         left, bottom, right, top = bounds
         xres, yres = res
@@ -392,10 +431,9 @@ class RasterLayer:
                 file_valid = (data != info.nodata).any(axis=0)
         else:
             file_valid = np.ones(shape, dtype=bool)
-        if data.dtype.kind == "f":
-            nan = np.isnan(data).any(axis=0)
-            if nan.any():
-                file_valid &= ~nan
+        nonfinite = nonfinite_pixels(data)
+        if nonfinite.any():
+            file_valid &= ~nonfinite
         return (d_r0, d_r1, d_c0, d_c1), data, file_valid
 
 

@@ -155,6 +155,13 @@ class _PairFolderDataset(NonGeoDataset):
         """Number of samples (patches when ``patch_size`` is set, else image pairs)."""
         return len(self.patches)
 
+    @property
+    def image_dtype(self) -> str | None:
+        """Pixel dtype of the source images (of the first pre image), None without images."""
+        if not self.entries:
+            return None
+        return _read_array(self.entries[0]["pre"], (0, 0, 1, 1)).dtype.name
+
     def _window(self, row: int, col: int) -> tuple[int, int, int, int] | None:
         if self.patch_size is None:
             return None

@@ -38,9 +38,11 @@ from geochange.datasets._layers import (
     expand_paths,
 )
 from geochange.errors import DataError
+from geochange.io import MASK_IGNORE, ChangeMask, check_change_mask
 
-#: Value of ``mask``/``mask_pre``/``mask_post`` pixels that carry no label.
-IGNORE_INDEX = 255
+#: Value of ``mask``/``mask_pre``/``mask_post`` pixels that carry no label (see
+#: :func:`geochange.io.check_change_mask` for the change-mask convention).
+IGNORE_INDEX = MASK_IGNORE
 
 #: LsSCD classes, the default class names of semantic labels.
 LSSCD_CLASSES = ["building", "road", "water", "bare land", "tree", "cropland", "others"]
@@ -83,8 +85,9 @@ class BiTemporalRasterDataset(GeoDataset):
         pre: pre-date image: a file, a directory, a list of files, or a TorchGeo
             ``RasterDataset`` (its files and bands are used).
         post: post-date image, same forms.
-        change: change label: raster(s) (0/1, 255 or nodata = unlabeled) or a vector file of
-            change polygons (inside = 1, outside = 0).
+        change: change label: raster(s) (0 no change, 1 change, 255 or nodata = unlabeled;
+            checked when opened, see ``mask_values``) or a vector file of change polygons
+            (inside = 1, outside = 0).
         semantic_pre: pre-date semantic classes: raster(s) of class ids, or a vector file of
             footprints with ``class_attribute`` (uncovered pixels are ``ignore_index``).
         semantic_post: post-date semantic classes, same forms.
@@ -97,10 +100,16 @@ class BiTemporalRasterDataset(GeoDataset):
             semantic labels are given).
         all_touched: rasterize vector labels on every pixel a polygon touches.
         gdal_cache_mb: GDAL block cache per process, in MB (bounded memory per worker).
+        mask_values: how change-label rasters store change (see
+            :func:`geochange.io.check_change_mask`): ``"auto"`` (0/1 with 255 ignore; a 0/255
+            label is refused with a message), ``"0,1"`` (the same without the 0/255
+            detection) or ``"0,255"`` (255 = change, as in LEVIR-CD labels).
 
     Raises:
         DataError: unreadable/corrupt files, different band counts, pre/post or labels with no
-            spatial overlap, a vector label without its class attribute.
+            spatial overlap, a vector label without its class attribute, a change label with
+            values outside the convention (or a 0/255 one under ``mask_values="auto"``),
+            semantic label values outside 0..255.
     """
 
     ignore_index = IGNORE_INDEX
@@ -121,9 +130,13 @@ class BiTemporalRasterDataset(GeoDataset):
         class_names: Sequence[str] | None = None,
         all_touched: bool = False,
         gdal_cache_mb: int = 256,
+        mask_values: str = "auto",
     ) -> None:
         self.transforms = transforms
         self.gdal_cache_mb = gdal_cache_mb
+        self.mask_values = mask_values
+        #: How the change-label raster's values decode to 0/1/255 (None: no raster label).
+        self.change_mask: ChangeMask | None = None
         pre_files, pre_bands = self._resolve_images(pre, bands, "pre")
         post_files, post_bands = self._resolve_images(post, bands, "post")
         self.paths = [str(p) for p in pre_files + post_files]
@@ -280,6 +293,20 @@ class BiTemporalRasterDataset(GeoDataset):
             resampling=Resampling.nearest,
             gdal_cache_mb=self.gdal_cache_mb,
         )
+        if name == "change":
+            # Checked now (sampled read), not at the first training batch holding a bad value.
+            masks = [
+                check_change_mask(info.path, mask_values=self.mask_values, what="change label")
+                for info in layer.files
+            ]
+            for info, mask in zip(layer.files, masks, strict=True):
+                info.nodata = mask.nodata  # None where a 0/255 label's nodata tag is disregarded
+            where = str(files[0]) if len(files) == 1 else f"{files[0]} (or {len(files) - 1} more)"
+            # Nodata is handled per file by the layer's validity mask; this decodes the values.
+            confirmed = all(mask.confirmed for mask in masks)
+            self.change_mask = ChangeMask(
+                where, masks[0].values, what="change label", confirmed=confirmed
+            )
         union = shapely.union_all(layer.footprints())
         if not union.intersects(self.overlap) or union.intersection(self.overlap).area <= 0:
             raise DataError(
@@ -456,8 +483,8 @@ class BiTemporalRasterDataset(GeoDataset):
         cache[cell_size] = (counts, transform)
         return counts, transform
 
-    @staticmethod
     def _read_label(
+        self,
         layer: RasterLayer | VectorLayer | None,
         bounds: tuple[float, float, float, float],
         res: tuple[float, float],
@@ -466,10 +493,26 @@ class BiTemporalRasterDataset(GeoDataset):
             return None
         if isinstance(layer, VectorLayer):
             return np.asarray(layer.read(bounds, res))
-        data, label_valid = layer.read(bounds, res, IGNORE_INDEX, dtype=np.uint8)
+        # Read in a type that holds every file value (an int16 -1 must not wrap to 255).
+        dtype = np.result_type(*(np.dtype(f.dtype) for f in layer.files), np.int16)
+        data, label_valid = layer.read(bounds, res, IGNORE_INDEX, dtype=dtype)
+        if layer is self.change and self.change_mask is not None:
+            return self.change_mask.decode(data[0], label_valid)
         label = data[0]
-        label[~label_valid] = IGNORE_INDEX
-        return label
+        bad = label_valid & ((label < 0) | (label > IGNORE_INDEX))
+        if label.dtype.kind == "f":
+            bad |= label_valid & (label != np.round(label))
+        if bad.any():
+            values = np.unique(label[bad])
+            shown = ", ".join(f"{v:g}" for v in values[:8].tolist())
+            raise DataError(
+                f"{layer.name} label {str(layer.files[0].path)!r} holds "
+                f"value{'s' if values.size > 1 else ''} {shown}; class ids must be integers "
+                f"0..254 ({IGNORE_INDEX} or the nodata value = unlabeled)"
+            )
+        out = label.astype(np.uint8)
+        out[~label_valid] = IGNORE_INDEX
+        return out
 
     def __getitem__(self, index: GeoSlice) -> dict[str, Any]:
         """Read the sample in a spatial (and ignored temporal) slice.

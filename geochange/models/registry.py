@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import inspect
-import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from geochange.errors import CheckpointError, ConfigurationError
@@ -179,21 +177,20 @@ def _freeze(model: nn.Module, name: str) -> None:
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise CheckpointError(f"weights file {path} does not exist")
-    try:
-        if path.suffix == ".safetensors":
+    payload: Any
+    if path.suffix == ".safetensors":
+        try:
             from safetensors.torch import load_file
 
-            return dict(load_file(str(path), device="cpu"))
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # Lightning checkpoints may pickle hyper-parameter objects; the user chose this
-            # local file, so allow full unpickling as Lightning itself does.
-            payload = torch.load(path, map_location="cpu", weights_only=False)
-    except CheckpointError:
-        raise
-    except Exception as error:
-        raise CheckpointError(f"cannot read weights file {path}: {error}") from error
+            payload = dict(load_file(str(path), device="cpu"))
+        except Exception as error:
+            raise CheckpointError(f"cannot read weights file {path}: {error}") from error
+    else:
+        # Imported here: geochange.trainers imports this package. The loader never unpickles
+        # arbitrary objects (the file may come from anywhere: a config, a download).
+        from geochange.trainers.checkpoint import load_torch_file
+
+        payload = load_torch_file(path, what="weights file")
     if isinstance(payload, Mapping):
         for key in ("state_dict", "model_state_dict", "model"):
             inner = payload.get(key)

@@ -22,20 +22,32 @@ import rasterio
 import torch
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.transform import array_bounds
 from rasterio.windows import Window, from_bounds
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from geochange.errors import CheckpointError, ConfigurationError, DataError
+from geochange.errors import CheckpointError, ConfigurationError, DataError, GeochangeError
 from geochange.io import (
     bound_malloc_growth,
+    check_not_inputs,
     check_writable_dir,
+    describe_window,
+    exclusive_lock,
     model_buffers_on_heap,
+    open_raster,
+    partial_path,
     trim_heap,
     worker_init_bound_malloc,
 )
 from geochange.models.fusion import fold_batch_norm
-from geochange.predict.reader import ArrayPair, RasterPair, TileDataset
+from geochange.predict.reader import (
+    ArrayPair,
+    RasterPair,
+    TileDataset,
+    _band_indexes,
+    picklable_error,
+)
 from geochange.predict.windows import BLEND_MODES, ColumnStripe, TileGrid, column_stripes
 from geochange.predict.writer import (
     CLASS_NAMES_TAG,
@@ -46,12 +58,15 @@ from geochange.predict.writer import (
     OutputSpec,
     class_colours,
 )
+from geochange.transforms.stats import VALUE_RANGE_MODES, check_value_range, sample_raster_range
 
 if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 SIDECAR_NAME = ".geochange-predict-progress.json"
+#: Held (``flock``) by the run writing into an output directory; it names the holder.
+LOCK_NAME = ".geochange-predict.lock"
 
 
 @dataclass
@@ -129,7 +144,8 @@ class _Inferencer:
         self.model = model
         self.device = device
         self.precision = precision
-        self.normalization = normalization
+        # Per band, or per date and band (lists of two lists) once value_range rescales.
+        self.normalization: dict[str, Any] | None = normalization
         self.tta = tta
         self.channels_last = channels_last
         self.size_divisor = size_divisor
@@ -173,8 +189,10 @@ class _Inferencer:
         if self.normalization is not None:
             mean = torch.as_tensor(self.normalization["mean"], dtype=torch.float32)
             std = torch.as_tensor(self.normalization["std"], dtype=torch.float32)
-            self._mean = mean.view(1, 1, -1, 1, 1).to(self.device)
-            self._std = std.view(1, 1, -1, 1, 1).to(self.device)
+            # One list per band, or one per date and band (value_range="rescale").
+            dates = 2 if mean.ndim == 2 else 1
+            self._mean = mean.view(1, dates, -1, 1, 1).to(self.device)
+            self._std = std.view(1, dates, -1, 1, 1).to(self.device)
         self._prepared = True
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -327,6 +345,8 @@ def _compute_tiles(
         persistent_workers=False,
     )
     for batch in loader:
+        if "error" in batch:
+            raise batch["error"]
         valid = batch["valid"].numpy()
         keep = valid.reshape(valid.shape[0], -1).any(axis=1)
         probs = inferencer(batch["image"][torch.from_numpy(keep)]) if keep.any() else None
@@ -347,6 +367,9 @@ def _compute_tiles(
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    for item in items:
+        if "error" in item:  # a reader worker's GeochangeError, raised in the main process
+            return {"error": item["error"]}
     return {
         "image": torch.stack([item["image"] for item in items]),
         "valid": torch.stack([item["valid"] for item in items]),
@@ -526,6 +549,8 @@ def _dask_tiles(
                     _weight_tile(grid, tile)
                     tiles.append(tile)
         return tiles
+    except GeochangeError as err:
+        raise picklable_error(err) from None  # it goes back to the client
     finally:
         if hasattr(source, "close"):
             source.close()
@@ -612,6 +637,15 @@ class ChangePredictor:
             the first tile; the model passed in is not modified). It saves one pass over
             every activation map: with the resnet18 ``fusion_unet`` the whole pipeline ran
             1.15x faster on a 2-core AMD EPYC CPU (``bench_predict.py --unfolded``).
+        input_range: value range of the training imagery (``{"dtype", "min": [...],
+            "max": [...]}``, recorded in checkpoints; see
+            :func:`geochange.transforms.check_value_range`); None skips the check.
+        value_range: what :meth:`predict` does when a sample of a scene's values does not match
+            ``input_range`` (e.g. 12-bit imagery for a model trained on 8-bit imagery):
+            ``"check"`` (default) raises a :class:`~geochange.errors.DataError` naming both
+            ranges before the first tile, ``"rescale"`` maps that date's values linearly onto
+            the training range (by the ratio of the full-scale values, 255 / 4095 for 12-bit
+            imagery on an 8-bit model), ``"ignore"`` predicts on the values as they are.
 
     Raises:
         ConfigurationError: inconsistent arguments (e.g. ``tile_size <= overlap``).
@@ -643,7 +677,13 @@ class ChangePredictor:
         gdal_cache_mb: int = 64,
         band_memory_mb: float = 512,
         fold_batchnorm: bool = True,
+        input_range: dict[str, Any] | None = None,
+        value_range: Literal["check", "rescale", "ignore"] = "check",
     ) -> None:
+        if value_range not in VALUE_RANGE_MODES:
+            raise ConfigurationError(
+                f"value_range must be one of {VALUE_RANGE_MODES}, got {value_range!r}"
+            )
         if tile_size <= 0 or overlap < 0:
             raise ConfigurationError(f"invalid tile_size={tile_size} / overlap={overlap}")
         if tile_size <= overlap:
@@ -707,6 +747,10 @@ class ChangePredictor:
         if not band_memory_mb > 0:
             raise ConfigurationError(f"band_memory_mb must be > 0, got {band_memory_mb}")
         self.band_memory_mb = float(band_memory_mb)
+        #: The checkpoint the model came from (:meth:`from_checkpoint`); no output replaces it.
+        self.checkpoint: Path | None = None
+        self.input_range = input_range
+        self.value_range = value_range
         self._inferencer = _Inferencer(
             model,
             device=self.device,
@@ -735,33 +779,50 @@ class ChangePredictor:
             The predictor with the checkpoint's model in eval mode.
 
         Raises:
-            CheckpointError: missing file, or not a geochange/Lightning checkpoint.
+            CheckpointError: missing file, not a geochange/Lightning checkpoint, a file holding
+                Python objects (never unpickled), metadata that disagrees with the Lightning
+                hyper-parameters, or weights that do not fit the model.
         """
         path = Path(path)
         if not path.exists():
             raise CheckpointError(f"checkpoint not found: {str(path)!r}")
-        from geochange.trainers import ChangeTrainer, read_checkpoint_metadata
+        from geochange.trainers import ChangeTrainer
+        from geochange.trainers.checkpoint import load_checkpoint_dict, validate_metadata
 
-        meta = read_checkpoint_metadata(path)
+        # Read once (weights_only=True: the file cannot run code); metadata and model both
+        # come from this dict.
+        checkpoint = load_checkpoint_dict(path)
+        meta = validate_metadata(checkpoint, path)
         try:
-            trainer = ChangeTrainer.load_from_checkpoint(path, map_location="cpu")
+            trainer = ChangeTrainer.load_from_checkpoint_dict(checkpoint, path)
         except CheckpointError:
             raise
         except Exception as err:  # Lightning/torch raise many types for foreign files
             raise CheckpointError(f"cannot load checkpoint {str(path)!r}: {err}") from err
+        del checkpoint
         model = getattr(trainer, "model", trainer)
         kwargs: dict[str, Any] = {
             "normalization": meta.get("normalization"),
             "bands": meta.get("bands"),
             "class_names": meta.get("class_names"),
             "in_channels": meta.get("in_channels"),
+            "input_range": meta.get("input_range"),
         }
+        if meta.get("input_range") is None and overrides.get("value_range") != "ignore":
+            warnings.warn(
+                f"checkpoint {str(path)!r} has no record of its training imagery's value range "
+                f"(written by geochange {meta.get('version')}); predict cannot check that a "
+                "scene's values match them",
+                stacklevel=2,
+            )
         if meta.get("tile_size"):
             tile = int(meta["tile_size"])
             kwargs["tile_size"] = tile
             kwargs["overlap"] = min(overlap_default(tile), tile - 1)
         kwargs.update(overrides)
-        return cls(model, **kwargs)
+        predictor = cls(model, **kwargs)
+        predictor.checkpoint = path
+        return predictor
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -924,17 +985,26 @@ class ChangePredictor:
     def _resolve_window(self, pair: RasterPair, window: Any) -> Window:
         if window is None:
             return Window(0, 0, pair.width, pair.height)
-        if not isinstance(window, Window):
+        if isinstance(window, Window):
+            asked = f"window {describe_window(window)} lies"
+        else:
             left, bottom, right, top = (float(v) for v in window)
+            asked = f"bounds ({left:g}, {bottom:g}, {right:g}, {top:g}) lie"
             window = from_bounds(left, bottom, right, top, transform=pair.transform)
         window = window.round_offsets().round_lengths()
         full = Window(0, 0, pair.width, pair.height)
+        outside = DataError(
+            f"{asked} outside the pre image {str(pair.pre_path)!r} ({pair.width} x "
+            f"{pair.height} px, bounds "
+            f"{tuple(round(v, 6) for v in array_bounds(pair.height, pair.width, pair.transform))}"
+            ")"
+        )
         try:
             window = window.intersection(full)
         except Exception as err:
-            raise DataError(f"window {window} lies outside the pre image") from err
+            raise outside from err
         if window.width < 1 or window.height < 1:
-            raise DataError(f"window {window} lies outside the pre image")
+            raise outside
         return window
 
     # -- prediction ------------------------------------------------------------------------
@@ -952,8 +1022,15 @@ class ChangePredictor:
         blocks_per_worker: int = 4,
         crs: str | CRS | None = None,
         resolution: float | tuple[float, float] | None = None,
+        overwrite: bool = False,
     ) -> PredictionResult:
         """Predict change over a whole scene pair and write Cloud-Optimized GeoTIFFs.
+
+        The run holds an exclusive lock on ``out_dir`` (a second run into it fails at once,
+        naming the holder), never writes over its inputs, and replaces existing outputs only
+        once all new ones are complete, and only files ``geochange predict`` wrote unless
+        ``overwrite``. Until then everything goes to hidden partial files, kept on failure
+        for ``resume``.
 
         Args:
             pre: pre-change image (any GDAL raster; its grid is the output grid).
@@ -971,13 +1048,18 @@ class ChangePredictor:
                 holds at most ``MAX_ROWS_PER_BLOCK`` = 2 tile rows, so large scenes get more).
             crs: output CRS instead of the pre image's (both dates are warped onto it).
             resolution: output pixel size in CRS units instead of the pre image's.
+            overwrite: also replace existing output files that geochange did not write (never
+                an input).
 
         Returns:
             The written paths and georeferencing.
 
         Raises:
-            DataError: missing files, band mismatch, dates that do not overlap.
-            OutputError: ``out_dir`` not writable.
+            DataError: missing, truncated or corrupt inputs (naming the file and window),
+                band mismatch, dates that do not overlap, a window outside the pre image.
+            OutputError: ``out_dir`` not writable or in use by another run, an output that
+                would overwrite an input or a file geochange did not write, a failed write
+                (a full disk says so).
         """
         # A bounded GDAL block cache (the default is 5 % of RAM) keeps memory independent of the
         # scene size (forked DataLoader workers inherit it). A fixed 8 MiB mmap threshold plus a
@@ -986,19 +1068,58 @@ class ChangePredictor:
         # 8 MiB threshold made its forward pass ~8 % slower, a fixed 32 MiB for everything added
         # ~700 MB peak RSS at 48000 px wide.
         bound_malloc_growth(PREDICT_MMAP_THRESHOLD)
+        inferencer = self._inferencer
         with rasterio.Env(GDAL_CACHEMAX=self.gdal_cache_mb * 2**20):
-            return self._predict(
-                pre,
-                post,
-                out_dir,
-                window,
-                write_probability,
-                resume,
-                client,
-                blocks_per_worker,
-                crs,
-                resolution,
+            # Before the first tile: the scene's values against the training range.
+            self._inferencer = self._ranged_inferencer(pre, post)
+            try:
+                return self._predict(
+                    pre,
+                    post,
+                    out_dir,
+                    window,
+                    write_probability,
+                    resume,
+                    client,
+                    blocks_per_worker,
+                    crs,
+                    resolution,
+                    overwrite,
+                )
+            finally:
+                self._inferencer = inferencer
+
+    def _ranged_inferencer(
+        self, pre: str | os.PathLike[str], post: str | os.PathLike[str]
+    ) -> _Inferencer:
+        """The inferencer for this scene: rescaling dates whose values need it (value_range)."""
+        if self.input_range is None or self.value_range == "ignore":
+            return self._inferencer
+        scales = []
+        for path in (pre, post):
+            with open_raster(path) as src:
+                bands = _band_indexes(src, self.bands)
+            if self.in_channels is not None and len(bands) != self.in_channels:
+                return self._inferencer  # RasterPair.open reports the band mismatch
+            sample = sample_raster_range(path, bands)
+            name = str(path)
+            scales.append(
+                check_value_range(self.input_range, sample, name=name, mode=self.value_range)
             )
+        if scales == [1.0, 1.0]:
+            return self._inferencer
+        # (s * x - mean) / std == (x - mean / s) / (std / s): fold each date's factor into its
+        # normalization.
+        channels = len(bands)
+        norm = self.normalization or {"mean": [0.0] * channels, "std": [1.0] * channels}
+        per_date = {
+            key: [[float(v) / scale for v in norm[key]] for scale in scales]
+            for key in ("mean", "std")
+        }
+        rescaled = _Inferencer.__new__(_Inferencer)
+        rescaled.__dict__.update(self._inferencer.__getstate__())
+        rescaled.normalization = per_date
+        return rescaled
 
     def _predict(
         self,
@@ -1012,6 +1133,7 @@ class ChangePredictor:
         blocks_per_worker: int,
         crs: str | CRS | None,
         resolution: float | tuple[float, float] | None,
+        overwrite: bool,
     ) -> PredictionResult:
         started = time.perf_counter()
         pair = RasterPair.open(
@@ -1022,7 +1144,7 @@ class ChangePredictor:
             crs=crs,
             resolution=resolution,
         )
-        out_path = check_writable_dir(out_dir)
+        # Everything that can be checked is checked before anything is created.
         win = self._resolve_window(pair, window)
         height, width = int(win.height), int(win.width)
         origin = (int(win.row_off), int(win.col_off))
@@ -1030,6 +1152,7 @@ class ChangePredictor:
         grid = TileGrid(height, width, self.tile_size, self.overlap, self.margin, self.blend)
         channels, classes = self._channels(len(pair.bands), (grid.tile_height, grid.tile_width))
         names = self._names(classes) if classes else []
+        out_path = Path(out_dir)
         specs = self._output_specs(out_path, classes, names, write_probability)
         fingerprint = {
             "pre": [str(Path(pre).resolve()), os.stat(pre).st_mtime_ns, os.stat(pre).st_size],
@@ -1053,17 +1176,34 @@ class ChangePredictor:
         }
         stripes = self._stripes(grid, channels, classes)
         fingerprint["stripes"] = [[st.band_x0, st.out_x0, st.out_x1] for st in stripes]
-        writer = GeoTiffBandWriter(
-            specs,
-            crs=pair.crs,
-            transform=transform,
-            height=height,
-            width=width,
-            sidecar=out_path / SIDECAR_NAME,
-            fingerprint=fingerprint,
-            resume=resume,
-            stripes=len(stripes),
+        sidecar = out_path / SIDECAR_NAME
+        lock = out_path / LOCK_NAME
+        written = [p for s in specs for p in (s.path, s.cog_path, s.tiled_path)]
+        check_not_inputs(
+            [*written, sidecar, partial_path(sidecar), lock],
+            {"pre image": pre, "post image": post, "checkpoint": self.checkpoint},
         )
+        check_writable_dir(out_path)
+        # One run per directory: partial and sidecar names are fixed (a resumed run must find
+        # them), so this lock is what keeps two runs from mixing their rows.
+        cleanup = contextlib.ExitStack()
+        cleanup.enter_context(exclusive_lock(lock, what="geochange predict"))
+        try:
+            writer = GeoTiffBandWriter(
+                specs,
+                crs=pair.crs,
+                transform=transform,
+                height=height,
+                width=width,
+                sidecar=sidecar,
+                fingerprint=fingerprint,
+                resume=resume,
+                stripes=len(stripes),
+                overwrite=overwrite,
+            )
+        except BaseException:
+            cleanup.close()
+            raise
         tiles = 0
         try:
             wanted = {s.key for s in specs}
@@ -1126,8 +1266,11 @@ class ChangePredictor:
                     tiles += assembler.tiles
             paths = writer.finalize()
         finally:
-            writer.close()
-            pair.close()
+            try:
+                writer.close()
+            finally:
+                pair.close()
+                cleanup.close()
         return PredictionResult(
             change=paths["change"],
             probability=paths.get("probability"),

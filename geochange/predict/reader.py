@@ -26,8 +26,8 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
-from geochange.errors import DataError
-from geochange.io import open_raster
+from geochange.errors import DataError, GeochangeError
+from geochange.io import nonfinite_pixels, open_raster, read_errors
 
 
 def _band_indexes(src: rasterio.DatasetReader, bands: Sequence[int | str] | None) -> list[int]:
@@ -47,6 +47,34 @@ def _band_indexes(src: rasterio.DatasetReader, bands: Sequence[int | str] | None
                 raise DataError(f"band index {band} out of range for {src.name!r} ({src.count})")
             indexes.append(int(band))
     return indexes
+
+
+#: Rasters up to this many pixels are read whole for the no-valid-pixel check.
+WHOLE_READ_PIXELS = 2**20
+
+
+def _check_some_valid(src: Any, bands: Sequence[int]) -> None:
+    """Raise when ``src`` holds no valid pixel, from a cheap read that covers the whole image.
+
+    That read is the coarsest overview (a COG's smallest level) or, for rasters of up to
+    :data:`WHOLE_READ_PIXELS`, the image itself; larger rasters without overviews are not
+    checked here (their tiles come out as nodata).
+    """
+    factors = src.overviews(bands[0])
+    if factors:
+        factor = max(factors)
+        shape = (len(bands), max(1, src.height // factor), max(1, src.width // factor))
+        with read_errors(src.name, None):
+            data = src.read(list(bands), out_shape=shape, masked=True)
+    elif src.width * src.height <= WHOLE_READ_PIXELS:
+        with read_errors(src.name, None):
+            data = src.read(list(bands), masked=True)
+    else:
+        return
+    valid = ~np.ma.getmaskarray(data) & np.isfinite(np.ma.getdata(data))
+    if not valid.any():
+        nodata = f" (nodata {src.nodata:g})" if src.nodata is not None else ""
+        raise DataError(f"{src.name!r} holds no valid pixel: every pixel is nodata{nodata}")
 
 
 @dataclass
@@ -173,6 +201,8 @@ class RasterPair:
                         f"pre image {str(pre_path)!r} and post image {str(post_path)!r} do not "
                         "overlap"
                     )
+            _check_some_valid(pre_src, pre_bands)
+            _check_some_valid(post_src, post_bands)
             return cls(
                 pre_path=pre_path,
                 post_path=post_path,
@@ -198,10 +228,14 @@ class RasterPair:
         pid = os.getpid()
         if self._handles.get("pid") != pid:
             self._handles.clear()
-            pre = rasterio.open(self.pre_path)
-            post = rasterio.open(self.post_path)
+            with read_errors(self.pre_path):
+                pre = rasterio.open(self.pre_path)
+            with read_errors(self.post_path):
+                post = rasterio.open(self.post_path)
             views = [self._warped(pre) if self.warp_pre else pre]
             views.append(self._warped(post) if self.warp_post else post)
+            # Read errors deep into a run name the file and window.
+            views = [_NamedReader(views[0], self.pre_path), _NamedReader(views[1], self.post_path)]
             self._handles.update(pid=pid, pre=pre, post=post, pre_view=views[0], post_view=views[1])
         return self._handles["pre_view"], self._handles["post_view"]
 
@@ -232,19 +266,62 @@ class RasterPair:
             window: pixel window of the pre grid.
 
         Returns:
-            ``(image, valid)``: float32 ``[2, C, h, w]`` raw pixel values and a bool ``[h, w]``
-            mask, False where either date is nodata or outside the post footprint.
+            ``(image, valid)``: float32 ``[2, C, h, w]`` raw pixel values (0 where invalid) and
+            a bool ``[h, w]`` mask, False where either date is nodata, NaN or +-inf in any
+            band, or outside the post footprint.
         """
         pre, post = self._sources()
         pre_data = pre.read(self.bands, window=window, out_dtype="float32")
         post_data = post.read(self.bands, window=window, out_dtype="float32")
         valid = pre.dataset_mask(window=window) > 0
         valid &= post.dataset_mask(window=window) > 0
+        # NaN / +-inf are nodata whether or not the file declares a nodata value (as in
+        # training): a single NaN would spread through every convolution that sees it.
+        valid &= ~nonfinite_pixels(pre_data)
+        valid &= ~nonfinite_pixels(post_data)
         image = np.stack([pre_data, post_data])
-        # Nodata values (e.g. -9999) or warp fill must not reach the model: valid pixels near a
-        # footprint edge would see them through the receptive field. Zero, as in training.
+        # Nodata values (e.g. -9999), NaN or warp fill must not reach the model: valid pixels
+        # near a hole or footprint edge see them through the receptive field. Zero, as in
+        # training, so the model sees what it was trained on around holes.
         image[:, :, ~valid] = 0
         return image, valid
+
+
+def picklable_error(err: GeochangeError) -> GeochangeError:
+    """``err`` without its cause chain, so it can cross to another process.
+
+    The message already says what the GDAL error said, and GDAL's exceptions cannot be
+    unpickled where tblib (installed by Dask) pickles causes too.
+    """
+    err.__cause__ = None
+    err.__context__ = None
+    err.__suppress_context__ = True
+    return err.with_traceback(None)
+
+
+class _NamedReader:
+    """A dataset (or warped view) whose read errors are :class:`DataError` naming the file."""
+
+    def __init__(self, dataset: Any, path: Path) -> None:
+        self.dataset, self.path = dataset, path
+
+    def read(self, *args: Any, window: Window | None = None, **kwargs: Any) -> Any:
+        with read_errors(self.path, window):
+            return self.dataset.read(*args, window=window, **kwargs)
+
+    def dataset_mask(self, *args: Any, window: Window | None = None, **kwargs: Any) -> Any:
+        with read_errors(self.path, window):
+            return self.dataset.dataset_mask(*args, window=window, **kwargs)
+
+    def read_masks(self, *args: Any, window: Window | None = None, **kwargs: Any) -> Any:
+        with read_errors(self.path, window):
+            return self.dataset.read_masks(*args, window=window, **kwargs)
+
+    def close(self) -> None:
+        self.dataset.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.dataset, name)
 
 
 class TileDataset(Dataset[dict[str, Any]]):
@@ -265,7 +342,14 @@ class TileDataset(Dataset[dict[str, Any]]):
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Read tile ``index`` as ``{"image", "valid", "index"}`` tensors."""
         row, col, height, width = self.windows[index]
-        image, valid = self.source.read(Window(col, row, width, height))
+        try:
+            image, valid = self.source.read(Window(col, row, width, height))
+        except GeochangeError as err:
+            if torch.utils.data.get_worker_info() is None:
+                raise
+            # A DataLoader re-raises a worker's error with the worker's traceback in its
+            # message; handed over as a value, it reaches the caller as it was raised.
+            return {"error": picklable_error(err), "index": index}
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image)),
             "valid": torch.from_numpy(np.ascontiguousarray(valid)),
@@ -305,7 +389,7 @@ class ArrayPair:
         cols = slice(int(window.col_off), int(window.col_off + window.width))
         pre = np.asarray(self.pre[:, rows, cols], dtype=np.float32)
         post = np.asarray(self.post[:, rows, cols], dtype=np.float32)
-        valid = np.all(np.isfinite(pre), axis=0) & np.all(np.isfinite(post), axis=0)
+        valid = ~nonfinite_pixels(pre) & ~nonfinite_pixels(post)
         if self.pre_nodata is not None:
             valid &= np.all(pre != self.pre_nodata, axis=0)
         if self.post_nodata is not None:

@@ -1,4 +1,10 @@
-"""Row-band outputs: tiled GeoTIFFs written band by band, a resume sidecar, COG finalization."""
+"""Row-band outputs: tiled GeoTIFFs written band by band, a resume sidecar, COG finalization.
+
+Nothing final is written before the whole scene is: rows go to hidden tiled GeoTIFFs, which are
+turned into hidden COGs; only when all of them are complete are they renamed over the outputs.
+The sidecar records each step (``"writing"``, then ``"finalizing"`` once every COG is complete),
+so an interrupted run resumes where it stopped, if need be with the renames alone.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +19,34 @@ from typing import Any
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from geochange.io import TILED_GTIFF_OPTIONS, atomic_output, finalize_cog, partial_path
+from geochange import __version__
+from geochange.errors import OutputError
+from geochange.io import (
+    TILED_GTIFF_OPTIONS,
+    atomic_output,
+    build_cog,
+    partial_path,
+    write_errors,
+)
 
 CLASS_NAMES_TAG = "GEOCHANGE_CLASS_NAMES"
 TRANSITION_NAMES_TAG = "GEOCHANGE_TRANSITION_NAMES"
 #: Probability rasters in uint8 store round(p * 254); 255 is nodata.
 PROBABILITY_SCALE = 254
 NODATA_U8 = 255
+#: Tag naming the program that wrote an output; only such files are replaced without
+#: ``overwrite``.
+WRITER_TAG = "GEOCHANGE_WRITER"
+WRITER_NAME = "geochange predict"
+#: Appended to errors after which the partial results stay on disk.
+RESUME_HINT = (
+    "Partial results are kept: fix the problem (e.g. free disk space) and rerun with --resume "
+    "(resume=True) to continue"
+)
 
 _BASE_COLOURS: list[tuple[int, int, int]] = [
     (220, 20, 60),  # building
@@ -72,6 +96,42 @@ class OutputSpec:
         """The hidden intermediate tiled GeoTIFF written band by band."""
         return partial_path(self.path.with_suffix(".tiled.tif"))
 
+    @property
+    def cog_path(self) -> Path:
+        """The hidden complete COG, renamed to :attr:`path` once every output has one."""
+        return partial_path(self.path)
+
+
+def written_by_geochange(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a raster written by ``geochange predict`` (its ``GEOCHANGE_WRITER``)."""
+    try:
+        with rasterio.open(path) as ds:
+            return str(ds.tags().get(WRITER_TAG, "")).startswith(WRITER_NAME)
+    except (rasterio.RasterioIOError, CPLE_BaseError):
+        return False
+
+
+def check_replaceable(paths: Sequence[Path], overwrite: bool = False) -> None:
+    """Refuse to replace existing files that ``geochange predict`` did not write.
+
+    Args:
+        paths: the final output paths.
+        overwrite: replace any existing file (never a directory).
+
+    Raises:
+        OutputError: a path is a directory, or an existing file without geochange's tag (and
+            not ``overwrite``).
+    """
+    for path in paths:
+        if path.is_dir():
+            raise OutputError(f"output {str(path)!r} is a directory")
+        if (path.exists() or path.is_symlink()) and not (overwrite or written_by_geochange(path)):
+            raise OutputError(
+                f"{str(path)!r} exists and was not written by geochange predict; move it away, "
+                "choose another output directory, or pass --overwrite (overwrite=True) to "
+                "replace it"
+            )
+
 
 class GeoTiffBandWriter:
     """Streams row bands into tiled GeoTIFFs and records progress in a sidecar for resuming.
@@ -94,6 +154,11 @@ class GeoTiffBandWriter:
         fingerprint: JSON-able description of the run; resuming requires an equal one.
         resume: continue from an existing sidecar with the same fingerprint.
         stripes: number of column stripes the scene is written in.
+        overwrite: replace existing outputs that geochange did not write (see
+            :func:`check_replaceable`; checked here and again before the renames).
+
+    Raises:
+        OutputError: an existing output may not be replaced, or the files cannot be written.
     """
 
     def __init__(
@@ -108,17 +173,22 @@ class GeoTiffBandWriter:
         fingerprint: dict[str, Any],
         resume: bool,
         stripes: int = 1,
+        overwrite: bool = False,
     ) -> None:
         self.specs = list(specs)
         self.height, self.width = height, width
         self.sidecar = sidecar
         self.fingerprint = fingerprint
         self.stripes = stripes
+        self.overwrite = overwrite
         self.block = int(TILED_GTIFF_OPTIONS["blockysize"])
+        # Existing outputs are replaced only once the new ones are complete (never deleted
+        # here), and only when geochange wrote them: fail now rather than after the run.
+        check_replaceable([spec.path for spec in self.specs], overwrite)
+        #: Every COG is complete under its hidden name; only the renames are left.
+        self.finalizing = False
         #: Resume position: stripes before ``stripe`` are complete, ``rows_done`` rows of it.
         self.stripe, self.rows_done = self._resume_point() if resume else (0, 0)
-        # Finished outputs of an earlier run would look valid next to a run that then fails.
-        remove_stale([spec.path for spec in self.specs])
         if (self.stripe, self.rows_done) == (0, 0):
             for spec in self.specs:
                 profile = dict(TILED_GTIFF_OPTIONS)
@@ -131,8 +201,11 @@ class GeoTiffBandWriter:
                     height=height,
                     width=width,
                 )
-                with rasterio.open(spec.tiled_path, "w", **profile) as ds:
-                    ds.update_tags(**spec.tags)
+                with (
+                    write_errors(spec.tiled_path, needed_bytes=self.needed_bytes),
+                    rasterio.open(spec.tiled_path, "w", **profile) as ds,
+                ):
+                    ds.update_tags(**spec.tags, **{WRITER_TAG: f"{WRITER_NAME} {__version__}"})
                     if spec.colormap is not None:
                         ds.write_colormap(1, spec.colormap)
             self._write_sidecar()
@@ -156,6 +229,13 @@ class GeoTiffBandWriter:
             return 0, 0
         if state.get("fingerprint") != self.fingerprint:
             return 0, 0
+        if state.get("state") == "finalizing" and all(
+            spec.cog_path.exists() or spec.path.exists() for spec in self.specs
+        ):
+            # Killed during the renames: each output is either still under its hidden name
+            # or already renamed.
+            self.finalizing = True
+            return self.stripes, 0
         if not all(spec.tiled_path.exists() for spec in self.specs):
             return 0, 0
         return int(state.get("stripe", 0)), int(state.get("rows_done", 0))
@@ -163,11 +243,34 @@ class GeoTiffBandWriter:
     def _write_sidecar(self) -> None:
         state = {
             "fingerprint": self.fingerprint,
+            "state": "finalizing" if self.finalizing else "writing",
             "stripe": self.stripe,
             "rows_done": self.rows_done,
         }
-        with atomic_output(self.sidecar) as tmp:
+        with (
+            write_errors(self.sidecar, needed_bytes=self.needed_bytes, hint=RESUME_HINT),
+            atomic_output(self.sidecar) as tmp,
+        ):
             tmp.write_text(json.dumps(state))
+
+    def needed_bytes(self) -> int | None:
+        """About how many more bytes of disk the outputs need until the run is complete.
+
+        Extrapolated from the size of the tiled files so far (their uncompressed size before
+        anything is written), plus a third for overviews, twice: the COG copies coexist with
+        the tiled files until the renames.
+        """
+        try:
+            tiled = sum(s.tiled_path.stat().st_size for s in self.specs if s.tiled_path.exists())
+            cogs = sum(s.cog_path.stat().st_size for s in self.specs if s.cog_path.exists())
+        except OSError:
+            return None
+        done = (self.stripe + self.rows_done / max(1, self.height)) / max(1, self.stripes)
+        if done > 0:
+            full = tiled / min(1.0, done)
+        else:
+            full = sum(np.dtype(s.dtype).itemsize for s in self.specs) * self.height * self.width
+        return max(0, int(full * 4 / 3 * 2 - tiled - cogs))
 
     def begin_stripe(self, index: int, col_off: int, width: int) -> int:
         """Start writing stripe ``index`` (columns ``col_off`` to ``col_off + width``).
@@ -237,7 +340,12 @@ class GeoTiffBandWriter:
         rows = next(iter(chunk.values())).shape[0]
         window = Window(col_off, top, width, rows)
         for spec in self.specs:
-            with rasterio.open(spec.tiled_path, "r+") as ds:
+            with (
+                write_errors(
+                    spec.tiled_path, window, needed_bytes=self.needed_bytes, hint=RESUME_HINT
+                ),
+                rasterio.open(spec.tiled_path, "r+") as ds,
+            ):
                 ds.write(chunk[spec.key], 1, window=window)
         if top + rows >= self.height:
             self.stripe, self.rows_done = self.stripe + 1, 0
@@ -246,9 +354,9 @@ class GeoTiffBandWriter:
         self._write_sidecar()
 
     def _wait(self) -> None:
-        if self._inflight is not None:
-            self._inflight.result()
-            self._inflight = None
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            inflight.result()  # re-raises a failed write once
 
     def close(self) -> None:
         """Wait for pending writes and stop the writer thread (partial files stay for resuming)."""
@@ -258,19 +366,67 @@ class GeoTiffBandWriter:
             self._executor.shutdown(wait=True)
 
     def finalize(self) -> dict[str, Path]:
-        """Turn the complete tiled files into COGs (atomic renames) and remove the sidecar."""
+        """Turn the complete tiled files into COGs, then rename them over the outputs.
+
+        Every COG is built under its hidden name first, so existing outputs are replaced only
+        once all new ones are complete; the sidecar then says ``"finalizing"``, and a run
+        interrupted during the renames resumes with the renames alone. The tiled files and the
+        sidecar are removed at the end.
+
+        Returns:
+            Output key -> final path.
+
+        Raises:
+            OutputError: a COG cannot be written (a full disk says so), or an existing output
+                may no longer be replaced.
+        """
         self.close()
         if not self.complete:
             raise RuntimeError("finalize called before all rows were written")  # invariant
-        paths: dict[str, Path] = {}
+        if not self.finalizing:
+            for spec in self.specs:
+                spec.cog_path.unlink(missing_ok=True)  # an earlier run's incomplete COG
+                try:
+                    with write_errors(spec.cog_path, hint=RESUME_HINT):
+                        build_cog(
+                            spec.tiled_path,
+                            spec.cog_path,
+                            resampling=spec.resampling,
+                            needed_bytes=self.needed_bytes,
+                            hint=RESUME_HINT,
+                        )
+                        _fsync(spec.cog_path)  # complete on disk before it may be renamed
+                except BaseException:
+                    # Free the space of an incomplete COG (the tiled file stays for resuming).
+                    spec.cog_path.unlink(missing_ok=True)
+                    raise
+            self.finalizing = True
+            self._write_sidecar()
+        # A file may have appeared at an output path during the run.
+        pending = [spec for spec in self.specs if spec.cog_path.exists()]
+        check_replaceable([spec.path for spec in pending], self.overwrite)
+        for spec in pending:
+            with write_errors(spec.path, hint=RESUME_HINT):
+                os.replace(spec.cog_path, spec.path)
         for spec in self.specs:
-            paths[spec.key] = finalize_cog(spec.tiled_path, spec.path, resampling=spec.resampling)
+            spec.tiled_path.unlink(missing_ok=True)
         self.sidecar.unlink(missing_ok=True)
-        return paths
+        return {spec.key: spec.path for spec in self.specs}
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def remove_stale(paths: Sequence[Path]) -> None:
-    """Remove files left by an earlier run that is not being resumed."""
+    """Remove files left by an earlier run that is not being resumed.
+
+    No longer used by :class:`GeoTiffBandWriter`, which never deletes existing outputs.
+    """
     for path in paths:
         if path.exists():
             os.unlink(path)

@@ -14,6 +14,7 @@ from torchgeo.samplers import Units
 from torchgeo.samplers.single import GeoSampler
 from torchgeo.samplers.utils import tile_to_chips
 
+from geochange.datasets.splits import region_boxes
 from geochange.errors import ConfigurationError, DataError
 
 
@@ -29,9 +30,10 @@ class ChangeBalancedGeoSampler(GeoSampler):
     the share of windows with change is at least ``change_fraction`` (when enough change exists
     inside the region).
 
-    Windows lie on the dataset's pixel grid and fully inside the region of interest's bounding
-    box, so with a rectangular ``roi`` (see :func:`geochange.datasets.spatial_split`) no window
-    crosses into another split.
+    Windows lie on the dataset's pixel grid and fully inside one rectangle of the region of
+    interest (:func:`~geochange.datasets.region_boxes`: the ``roi`` itself when it is a
+    rectangle, the rectangles making up an L-shaped or multi-part block region of
+    :func:`~geochange.datasets.spatial_split`), so no window crosses into another split.
 
     Args:
         dataset: a :class:`~geochange.datasets.BiTemporalRasterDataset` with a change label (or
@@ -39,7 +41,7 @@ class ChangeBalancedGeoSampler(GeoSampler):
         size: window size (pixels by default), an int or ``(height, width)``.
         length: windows per epoch (default: number of non-overlapping windows in the region).
         change_fraction: probability that a draw is centred on change, in ``[0, 1]``.
-        roi: region of interest (default: the dataset's extent).
+        roi: region of interest (default: the dataset's extent); a polygon or multipolygon.
         units: ``Units.PIXELS`` or ``Units.CRS`` for ``size``.
         generator: random generator, for reproducible draws.
         min_change_pixels: a cell counts as "change" from this many change pixels.
@@ -60,7 +62,7 @@ class ChangeBalancedGeoSampler(GeoSampler):
         length: int | None = None,
         *,
         change_fraction: float = 0.5,
-        roi: shapely.Polygon | None = None,
+        roi: shapely.Polygon | shapely.MultiPolygon | None = None,
         units: Units = Units.PIXELS,
         generator: torch.Generator | None = None,
         min_change_pixels: int = 1,
@@ -86,12 +88,14 @@ class ChangeBalancedGeoSampler(GeoSampler):
             geom = self.index.geometry.iloc[i]
             if geom is None or geom.is_empty:
                 continue
-            bounds = tuple(float(v) for v in geom.bounds)
-            if bounds[2] - bounds[0] >= width - 1e-9 and bounds[3] - bounds[1] >= height - 1e-9:
-                self.regions.append(bounds)  # type: ignore[arg-type]
+            # One sampling region per rectangle of the (possibly L-shaped) clipped region.
+            for bounds in region_boxes(geom):
+                if bounds[2] - bounds[0] < width - 1e-9 or bounds[3] - bounds[1] < height - 1e-9:
+                    continue
+                self.regions.append(bounds)
                 self.intervals.append(self.index.index[i])
                 areas.append((bounds[2] - bounds[0]) * (bounds[3] - bounds[1]))
-                rows, cols = tile_to_chips(bounds, self.size)  # type: ignore[arg-type]
+                rows, cols = tile_to_chips(bounds, self.size)
                 chips += rows * cols
         if not self.regions:
             raise ConfigurationError(

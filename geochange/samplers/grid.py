@@ -10,6 +10,7 @@ import shapely
 from torchgeo.samplers import Units
 from torchgeo.samplers.single import GeoSampler
 
+from geochange.datasets.splits import region_boxes
 from geochange.errors import ConfigurationError
 
 
@@ -29,6 +30,10 @@ def _starts(low: float, high: float, size: float, stride: float, step: float) ->
 class InsideGridGeoSampler(GeoSampler):
     """Windows on a regular grid, all fully inside each index region (clipped to ``roi``).
 
+    An L-shaped or multi-part region (a block split of
+    :func:`~geochange.datasets.spatial_split`) is tiled rectangle by rectangle
+    (:func:`~geochange.datasets.region_boxes`), so no window leaves it.
+
     Unlike TorchGeo's grid samplers, the last row/column is placed flush with the region's edge
     instead of extending past it, so windows of a validation split never reach into the
     training split. Windows stay on the dataset's pixel grid when the region does.
@@ -37,7 +42,7 @@ class InsideGridGeoSampler(GeoSampler):
         dataset: the dataset to sample.
         size: window size (pixels by default), an int or ``(height, width)``.
         stride: distance between windows (default: ``size``).
-        roi: region of interest (default: the dataset's extent).
+        roi: region of interest (default: the dataset's extent); a polygon or multipolygon.
         units: ``Units.PIXELS`` or ``Units.CRS``.
 
     Raises:
@@ -52,7 +57,7 @@ class InsideGridGeoSampler(GeoSampler):
         dataset: Any,
         size: tuple[float, float] | float,
         stride: tuple[float, float] | float | None = None,
-        roi: shapely.Polygon | None = None,
+        roi: shapely.Polygon | shapely.MultiPolygon | None = None,
         units: Units = Units.PIXELS,
     ) -> None:
         super().__init__(dataset, roi)
@@ -71,17 +76,17 @@ class InsideGridGeoSampler(GeoSampler):
             geom = self.index.geometry.iloc[i]
             if geom is None or geom.is_empty:
                 continue
-            x0, y0, x1, y1 = geom.bounds
             interval = self.index.index[i]
-            for top in _starts(-y1, -y0, height, s_h, yres):
-                for left in _starts(x0, x1, width, s_w, xres):
-                    self.windows.append(
-                        (
-                            slice(left, left + width),
-                            slice(-top - height, -top),
-                            slice(interval.left, interval.right),
+            for x0, y0, x1, y1 in region_boxes(geom):
+                for top in _starts(-y1, -y0, height, s_h, yres):
+                    for left in _starts(x0, x1, width, s_w, xres):
+                        self.windows.append(
+                            (
+                                slice(left, left + width),
+                                slice(-top - height, -top),
+                                slice(interval.left, interval.right),
+                            )
                         )
-                    )
 
     def __len__(self) -> int:
         """Number of windows."""

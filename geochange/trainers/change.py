@@ -9,6 +9,12 @@ from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
 import torch
+
+# Lightning's own steps after it has read a checkpoint (instantiation with the saved
+# hyper-parameters, incl. LightningCLI's allow-listed instantiator; version migrations): reused so
+# a checkpoint dict read once by geochange loads exactly as Lightning would load the file.
+from lightning.pytorch.core.saving import _default_map_location, _load_state
+from lightning.pytorch.utilities.migration.utils import _pl_migrate_checkpoint
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -16,6 +22,7 @@ from geochange.errors import CheckpointError, ConfigurationError, DataError
 from geochange.metrics import BinaryChangeMetrics, SemanticChangeMetrics
 from geochange.trainers.checkpoint import (
     CHECKPOINT_KEY,
+    describe_state_dict_mismatch,
     load_checkpoint_dict,
     validate_metadata,
 )
@@ -51,6 +58,21 @@ def _normalization_dict(value: Any) -> dict[str, list[float]] | None:
     if mean is None or std is None:
         raise ConfigurationError(f"cannot read mean/std from normalization object {value!r}")
     return {"mean": _as_float_list(mean), "std": _as_float_list(std)}
+
+
+def _input_range_dict(value: Any) -> dict[str, Any] | None:
+    """Check and copy an input range record ``{"dtype", "min", "max"}``."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or "min" not in value or "max" not in value:
+        raise ConfigurationError(
+            f"input_range must be a dict with 'min' and 'max' lists (and 'dtype'), got {value!r}"
+        )
+    low, high = _as_float_list(value["min"]), _as_float_list(value["max"])
+    if len(low) != len(high) or not low:
+        raise ConfigurationError("input_range 'min' and 'max' need one value per band")
+    dtype = value.get("dtype")
+    return {"dtype": str(dtype) if dtype is not None else None, "min": low, "max": high}
 
 
 def lr_factor(
@@ -129,6 +151,7 @@ class ChangeTrainer(pl.LightningModule):
         normalization: dict[str, list[float]] | None = None,
         bands: Sequence[int | str] | None = None,
         tile_size: int | None = None,
+        input_range: dict[str, Any] | None = None,
         plot_every_n_epochs: int = 5,
         plot_samples: int = 4,
         compile_model: bool = False,
@@ -174,6 +197,10 @@ class ChangeTrainer(pl.LightningModule):
                 datamodule provides it.
             bands: Band indices / names to store in checkpoints when no datamodule provides them.
             tile_size: Training patch size to store when no datamodule provides it.
+            input_range: ``{"dtype", "min": [...], "max": [...]}`` of the training imagery
+                (raw pixel units) to store when no datamodule provides it (see
+                :attr:`geochange.datamodules.ChangeDataModule.input_range`); the predictor
+                checks scenes against it.
             plot_every_n_epochs: Log a prediction figure every N validation epochs (0: never).
             plot_samples: Samples per figure.
             compile_model: Run the model through ``torch.compile`` for training.
@@ -213,6 +240,7 @@ class ChangeTrainer(pl.LightningModule):
         self.normalization = _normalization_dict(normalization)
         self.bands = list(bands) if bands is not None else None
         self.tile_size = tile_size
+        self.input_range = _input_range_dict(input_range)
         user_module = isinstance(model, nn.Module)
         self.save_hyperparameters(ignore=["model", "loss"] if user_module else ["loss"])
         if isinstance(loss, str) or loss is None:
@@ -619,6 +647,7 @@ class ChangeTrainer(pl.LightningModule):
         normalization = self.normalization
         bands = self.bands
         tile_size = self.tile_size
+        input_range = self.input_range
         if datamodule is not None:
             data_norm = getattr(datamodule, "normalization", None)
             if data_norm is not None:
@@ -629,6 +658,9 @@ class ChangeTrainer(pl.LightningModule):
             patch = getattr(datamodule, "patch_size", None)
             if patch is not None:
                 tile_size = int(patch if isinstance(patch, int) else patch[0])
+            data_range = getattr(datamodule, "input_range", None)
+            if data_range is not None:
+                input_range = _input_range_dict(data_range)
         return {
             "task": self.task,
             "model": self.model_name,
@@ -639,6 +671,7 @@ class ChangeTrainer(pl.LightningModule):
             "normalization": normalization,
             "bands": bands,
             "tile_size": tile_size,
+            "input_range": input_range,
             "version": __version__,
             "trainer": f"{type(self).__module__}.{type(self).__qualname__}",
         }
@@ -657,6 +690,33 @@ class ChangeTrainer(pl.LightningModule):
             hparams["normalization"] = metadata["normalization"]
             hparams["bands"] = metadata["bands"]
             hparams["tile_size"] = metadata["tile_size"]
+            hparams["input_range"] = metadata["input_range"]
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """Load weights; weights that do not fit raise a :class:`CheckpointError` listing why.
+
+        Args:
+            state_dict: Saved weights.
+            strict: Require the keys to match exactly.
+            assign: See :meth:`torch.nn.Module.load_state_dict`.
+
+        Returns:
+            The missing and unexpected keys, as :meth:`torch.nn.Module.load_state_dict`.
+
+        Raises:
+            CheckpointError: Missing, unexpected or differently shaped weights (all counted).
+        """
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except RuntimeError as error:
+            # torch's message lists every key on many lines; summarise all of it on one.
+            problems = describe_state_dict_mismatch(self.state_dict(), state_dict, strict=strict)
+            raise CheckpointError(
+                f"weights do not fit {type(self).__name__}(model={self.model_name!r}, "
+                f"task={self.task!r}): {problems or ' '.join(str(error).split())}"
+            ) from error
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -669,9 +729,12 @@ class ChangeTrainer(pl.LightningModule):
     ) -> ChangeTrainer:
         """Load a geochange checkpoint (offline, any device), with clear errors.
 
+        The file is read once, with ``torch.load(weights_only=True)``: it cannot run code.
+
         Args:
             checkpoint_path: ``.ckpt`` file written while training a :class:`ChangeTrainer`.
-            map_location: Device mapping, e.g. ``"cpu"``.
+            map_location: Device mapping, e.g. ``"cpu"`` (default: where the tensors were
+                saved, the CPU when that device is absent).
             hparams_file: Optional YAML overriding the stored hyperparameters.
             strict: Require an exact state dict match (default ``True``).
             **kwargs: Hyperparameter overrides (e.g. ``model=MyModule()`` for a user model).
@@ -680,39 +743,81 @@ class ChangeTrainer(pl.LightningModule):
             The trainer in eval mode-ready state, with the checkpoint's weights.
 
         Raises:
-            CheckpointError: For a missing, corrupt, non-Lightning or non-geochange file, a
+            CheckpointError: For a missing, corrupt, non-Lightning or non-geochange file, one
+                holding Python objects, metadata that disagrees with the hyper-parameters, a
                 checkpoint of another task than requested (``task=`` override), or weights that
                 do not fit the model.
         """
-        checkpoint = load_checkpoint_dict(checkpoint_path)
-        metadata = validate_metadata(checkpoint, checkpoint_path)
+        location = map_location if map_location is not None else _default_map_location
+        checkpoint = load_checkpoint_dict(checkpoint_path, map_location=location)
+        return cls.load_from_checkpoint_dict(
+            checkpoint, checkpoint_path, hparams_file=hparams_file, strict=strict, **kwargs
+        )
+
+    @classmethod
+    def load_from_checkpoint_dict(
+        cls,
+        checkpoint: dict[str, Any],
+        path: str | Path = "<checkpoint>",
+        *,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> ChangeTrainer:
+        """Build the trainer from an already loaded checkpoint dict (no second read).
+
+        Args:
+            checkpoint: The dict from :func:`geochange.trainers.checkpoint.load_checkpoint_dict`.
+            path: Where it came from (for messages).
+            hparams_file: Optional YAML overriding the stored hyperparameters.
+            strict: Require an exact state dict match (default ``True``).
+            **kwargs: Hyperparameter overrides, as for :meth:`load_from_checkpoint`.
+
+        Returns:
+            The trainer with the checkpoint's weights, on the device of those weights.
+
+        Raises:
+            CheckpointError: As :meth:`load_from_checkpoint`.
+        """
+        metadata = validate_metadata(checkpoint, path)
         # Pretrained weights were only the starting point: never fetch them again on load.
         kwargs.setdefault("weights", None)
         requested = kwargs.get("task")
         if requested is not None and requested != metadata["task"]:
             raise CheckpointError(
-                f"{checkpoint_path} is a {metadata['task']!r} change checkpoint, it cannot be "
+                f"{path} is a {metadata['task']!r} change checkpoint, it cannot be "
                 f"loaded as task={requested!r}"
             )
-        hparams = checkpoint.get("hyper_parameters", {})
+        hparams = checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY, {})
         if "model" not in hparams and "model" not in kwargs:
             raise CheckpointError(
-                f"{checkpoint_path} was trained with a user model "
+                f"{path} was trained with a user model "
                 f"({metadata['model']}); pass it again: "
                 "load_from_checkpoint(path, model=MyModel(...))"
             )
+        # What Lightning's load_from_checkpoint does after reading the file; the caller's dict
+        # is left as it was.
+        checkpoint = dict(checkpoint)
+        checkpoint[cls.CHECKPOINT_HYPER_PARAMS_KEY] = dict(hparams)
+        checkpoint = _pl_migrate_checkpoint(checkpoint, checkpoint_path=Path(path))
+        if hparams_file is not None:
+            checkpoint[cls.CHECKPOINT_HYPER_PARAMS_KEY] = _hparams_from_file(hparams_file)
+        checkpoint[cls.CHECKPOINT_HYPER_PARAMS_KEY].update(kwargs)
         try:
-            loaded = super().load_from_checkpoint(
-                checkpoint_path,
-                map_location=map_location,
-                hparams_file=hparams_file,
-                strict=strict,
-                weights_only=True,
-                **kwargs,
-            )
-        except RuntimeError as error:
-            raise CheckpointError(
-                f"weights in {checkpoint_path} do not fit {cls.__name__}(model="
-                f"{metadata['model']!r}, task={metadata['task']!r}): {str(error).splitlines()[0]}"
-            ) from error
-        return cast(ChangeTrainer, loaded)
+            loaded = _load_state(cls, checkpoint, strict=strict, **kwargs)
+        except CheckpointError as error:
+            raise CheckpointError(f"{path}: {error}") from error
+        tensors = (v for v in checkpoint["state_dict"].values() if isinstance(v, Tensor))
+        device = next(tensors, torch.tensor(0)).device
+        return cast(ChangeTrainer, loaded).to(device)
+
+
+def _hparams_from_file(path: str | Path) -> dict[str, Any]:
+    from lightning.pytorch.core.saving import load_hparams_from_tags_csv, load_hparams_from_yaml
+
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        return dict(load_hparams_from_tags_csv(str(path)))
+    if suffix in (".yml", ".yaml"):
+        return dict(load_hparams_from_yaml(str(path)))
+    raise ConfigurationError(f"hparams_file must be .csv, .yml or .yaml, got {str(path)!r}")

@@ -95,6 +95,23 @@ def test_nodata_is_ignored(pair: Pair, tmp_path: Path) -> None:
     assert (sample["image"][:, :, :10] == 0).all()
 
 
+def test_nonfinite_pixels_are_nodata_without_nodata_tag(pair: Pair, tmp_path: Path) -> None:
+    pre = pair.pre_array.astype(np.float32)
+    pre[0, 5:8, 5:8] = np.nan
+    pre[2, 20:22, 30:33] = np.inf
+    pre[1, 40, 40] = -np.inf
+    float_pre = write_tif(tmp_path / "pre_float.tif", pre)
+    ds = BiTemporalRasterDataset(float_pre, pair.post, change=pair.change)
+    sample = ds[window(0, 0, 64)]
+    bad = np.zeros((64, 64), dtype=bool)
+    bad[5:8, 5:8] = bad[20:22, 30:33] = bad[40, 40] = True
+    mask = sample["mask"].numpy()
+    assert (mask[bad] == 255).all()
+    np.testing.assert_array_equal(mask[~bad], pair.change_array[:64, :64][~bad])
+    image = sample["image"].numpy()
+    assert np.isfinite(image).all() and (image[:, :, bad] == 0).all()
+
+
 def _smooth(size: int) -> np.ndarray:
     rows, cols = np.mgrid[0:size, 0:size]
     return np.stack([rows * 0.5 + 10, cols * 0.5 + 20, (rows + cols) * 0.25 + 5]).astype(np.float32)
@@ -196,6 +213,72 @@ def test_bad_inputs(pair: Pair, tmp_path: Path) -> None:
         BiTemporalRasterDataset(pair.pre, pair.post, change=far_vector)
 
 
+@pytest.mark.parametrize("nodata", [None, 255])
+@pytest.mark.parametrize("layout", ["aligned", "warped"])
+def test_0_255_change_label_is_refused_or_mapped_explicitly(
+    pair: Pair, tmp_path: Path, nodata: float | None, layout: str
+) -> None:
+    # A LEVIR-CD style label (255 = change), optionally tagged nodata 255; "warped": stored at
+    # 0.5 m, so it is read through a WarpedVRT onto the 1 m grid.
+    label = pair.change_array * 255
+    transform = None
+    if layout == "warped":
+        label = label.repeat(2, axis=0).repeat(2, axis=1)
+        transform = from_origin(X0, Y0, 0.5, 0.5)
+    path = write_tif(tmp_path / "levir_label.tif", label, nodata=nodata, transform=transform)
+    with pytest.raises(DataError, match=r"levir_label\.tif.*0/255.*mask_values=\"0,255\""):
+        BiTemporalRasterDataset(pair.pre, pair.post, change=path)
+    ds = BiTemporalRasterDataset(pair.pre, pair.post, change=path, mask_values="0,255")
+    assert ds.change.files[0].warp == (layout == "warped")
+    np.testing.assert_array_equal(ds[window(0, 0, 256)]["mask"].numpy(), pair.change_array)
+    # "0,1" confirms the other reading: 255 is ignore.
+    ds = BiTemporalRasterDataset(pair.pre, pair.post, change=path, mask_values="0,1")
+    expected = np.where(pair.change_array == 1, 255, 0)
+    np.testing.assert_array_equal(ds[window(0, 0, 256)]["mask"].numpy(), expected)
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype", "shown"),
+    [(2, "uint8", "2"), (7, "uint8", "7"), (128, "uint8", "128"), (-1, "int16", "-1")],
+)
+def test_out_of_range_change_label_fails_when_opened(
+    pair: Pair, tmp_path: Path, values: int, dtype: str, shown: str
+) -> None:
+    label = pair.change_array.astype(dtype)
+    label[label == 1] = values
+    path = write_tif(tmp_path / "bad_label.tif", label)
+    with pytest.raises(DataError, match=rf"bad_label\.tif.* holds value {shown} outside"):
+        BiTemporalRasterDataset(pair.pre, pair.post, change=path)
+
+
+def test_change_label_nodata_conventions(pair: Pair, tmp_path: Path) -> None:
+    # int16 -1 declared nodata is ignore (not wrapped to 255 by a uint8 cast: ignored on purpose).
+    label = pair.change_array.astype(np.int16)
+    label[:10] = -1
+    path = write_tif(tmp_path / "int16_label.tif", label, nodata=-1)
+    mask = BiTemporalRasterDataset(pair.pre, pair.post, change=path)[window(0, 0, 256)]["mask"]
+    expected = pair.change_array.astype(np.int64)
+    expected[:10] = 255
+    np.testing.assert_array_equal(mask.numpy(), expected)
+    # A nodata tag of 0 would make every unchanged pixel unlabeled: refused, with the fix.
+    zero = write_tif(tmp_path / "nodata0.tif", pair.change_array, nodata=0)
+    with pytest.raises(DataError, match=r"nodata0\.tif.*declares nodata 0.*no-change value"):
+        BiTemporalRasterDataset(pair.pre, pair.post, change=zero)
+    with pytest.raises(ConfigurationError, match="mask_values must be one of"):
+        BiTemporalRasterDataset(pair.pre, pair.post, change=pair.change, mask_values="0-255")
+
+
+def test_semantic_label_values_are_not_wrapped(pair: Pair, tmp_path: Path) -> None:
+    classes = pair.sem_post_array.astype(np.int16)
+    classes[0, 0] = 300  # would wrap to 44 in a uint8 cast
+    path = write_tif(tmp_path / "sem300.tif", classes)
+    ds = BiTemporalRasterDataset(
+        pair.pre, pair.post, semantic_pre=pair.semantic_pre, semantic_post=path
+    )
+    with pytest.raises(DataError, match=r"sem300\.tif.* holds value 300;"):
+        ds[window(0, 0, 64)]
+
+
 def test_empty_change_polygons_mean_no_change(pair: Pair, tmp_path: Path) -> None:
     # A scene without change has an empty change GeoPackage: a valid, all-zero label.
     empty = tmp_path / "no_change.gpkg"
@@ -294,7 +377,7 @@ def test_roi_split_and_spatial_split(pair: Pair) -> None:
     with pytest.raises(ConfigurationError, match="sum to 1"):
         spatial_split(ds, (0.5, 0.2))
     with pytest.raises(ConfigurationError, match="smaller than min_size"):
-        spatial_split(ds, (0.9, 0.1), min_size=64)
+        spatial_split(ds, (0.9, 0.1), min_size=64, layout="stripes")
 
 
 def test_pickle_and_workers(pair: Pair) -> None:

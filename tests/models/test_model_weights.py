@@ -88,3 +88,54 @@ def test_imagenet_weights_from_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     conv = model.encoder.state_dict()["conv1.weight"]
     assert torch.equal(conv, reference.state_dict()["conv1.weight"])
     assert "weights" not in model.config  # a rebuilt model loads the trained state instead
+
+
+def test_legacy_non_zip_state_dict_still_loads(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = build_model("siam_diff", **SMALL)
+    path = tmp_path / "legacy.pth"
+    torch.save(source.state_dict(), path, _use_new_zipfile_serialization=False)
+    loaded = build_model("siam_diff", weights=path, **SMALL)
+    x = torch.randn(1, 2, 3, 32, 32)
+    torch.testing.assert_close(_outputs(loaded, x), _outputs(source, x))
+
+
+class _Config:
+    """A plain class a legacy training script may have pickled next to the weights."""
+
+
+def test_legacy_checkpoint_with_objects_says_how_to_convert(tmp_path: Path) -> None:
+    state = build_model("siam_diff", **SMALL).state_dict()
+    path = tmp_path / "old.pth"
+    torch.save(
+        {"state_dict": state, "config": _Config()}, path, _use_new_zipfile_serialization=False
+    )
+    with pytest.raises(CheckpointError) as info:
+        build_model("siam_diff", weights=path, **SMALL)
+    message = str(info.value)
+    assert "old.pth" in message and "legacy" in message
+    assert "_Config" in message  # the object that blocks a safe load
+    assert "weights_only=False" in message and "torch.save(model.state_dict()" in message
+
+
+@pytest.mark.parametrize(
+    "content",
+    [bytes(range(256)) * 4, b"not a checkpoint", b"", b"\x80\x04\x95 a pickle, not torch"],
+    ids=["random", "text", "empty", "plain-pickle"],
+)
+def test_random_bytes_are_not_reported_as_python_objects(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "junk.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        build_model("siam_diff", weights=path, **SMALL)
+    message = str(info.value)
+    assert "junk.pth" in message
+    assert "not a PyTorch checkpoint" in message and "corrupt or of another format" in message
+    assert "Python objects" not in message
+
+
+def test_torchscript_archive_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 1)), path)
+    with pytest.raises(CheckpointError, match=r"scripted\.pt is a TorchScript archive"):
+        build_model("siam_diff", weights=path, **SMALL)

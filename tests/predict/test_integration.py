@@ -237,3 +237,22 @@ def test_foreign_checkpoints_are_rejected(levir_pair, tmp_path: Path, capsys) ->
     code = cli_main(["predict", *args, "--out", str(tmp_path / "o")])
     assert code == 1
     assert "geochange predict: error" in capsys.readouterr().err
+
+
+def test_from_checkpoint_reads_the_file_once(tmp_path: Path, monkeypatch) -> None:
+    ckpt = write_checkpoint(tmp_path / "model.ckpt")
+    reads: list[object] = []
+    load = torch.load
+
+    def counting_load(source, *args, **kwargs):
+        reads.append(source)
+        return load(source, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    predictor = ChangePredictor.from_checkpoint(ckpt, progress=False)
+    assert len(reads) == 1
+    assert predictor.normalization == {"mean": [100.0] * 3, "std": [50.0] * 3}
+    # The weights are the checkpoint's.
+    saved = load(ckpt, weights_only=True)["state_dict"]
+    for key, value in predictor.model.state_dict().items():
+        assert torch.equal(value, saved[f"model.{key}"]), key

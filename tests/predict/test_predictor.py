@@ -351,6 +351,38 @@ def test_nodata_in_either_date_is_nodata(tmp_path: Path) -> None:
     assert np.all(change[10:, :100] == 0)
 
 
+@pytest.mark.parametrize("fill", [np.nan, np.inf, -np.inf])
+def test_nan_hole_without_nodata_tag_is_nodata_and_stays_local(tmp_path: Path, fill) -> None:
+    # One 512 x 512 tile of float32 imagery without a nodata tag, with a 16 x 16 hole of NaN
+    # (or +-inf) in one band of the pre image.
+    rng = np.random.default_rng(11)
+    pre = rng.uniform(0, 1000, size=(3, 512, 512)).astype(np.float32)
+    post = pre.copy()
+    post[:, 100:220, 300:420] = rng.uniform(0, 1000, size=(3, 120, 120))
+    holed = pre.copy()
+    holed[1, 250:266, 250:266] = fill
+    clean_path = write_raster(tmp_path / "pre.tif", pre)
+    holed_path = write_raster(tmp_path / "pre_hole.tif", holed)
+    post_path = write_raster(tmp_path / "post.tif", post)
+    options = {"tile_size": 512, "overlap": 32}
+    model = TinyConvChange()
+    clean = exact_predictor(model, **options).predict(clean_path, post_path, tmp_path / "clean")
+    result = exact_predictor(model, **options).predict(holed_path, post_path, tmp_path / "hole")
+    change, probability = read(result.change), read(result.probability)
+    hole = np.zeros((512, 512), dtype=bool)
+    hole[250:266, 250:266] = True
+    assert np.all(change[hole] == 255) and np.all(np.isnan(probability[hole]))
+    # Every other pixel is predicted: finite probability, 0/1 change, and both classes occur.
+    assert np.all(np.isfinite(probability[~hole])) and set(np.unique(change[~hole])) == {0, 1}
+    # TinyConvChange sees 2 pixels around each output pixel (two 3x3 convolutions): pixels
+    # more than 2 pixels from the hole equal the prediction on the image without the hole.
+    margin = 2
+    near = np.zeros_like(hole)
+    near[250 - margin : 266 + margin, 250 - margin : 266 + margin] = True
+    np.testing.assert_array_equal(probability[~near], read(clean.probability)[~near])
+    np.testing.assert_array_equal(change[~near], read(clean.change)[~near])
+
+
 # --- resume -----------------------------------------------------------------------------------
 
 
@@ -401,12 +433,14 @@ def test_interrupted_run_leaves_nothing_complete_and_resumes(tmp_path: Path) -> 
     np.testing.assert_array_equal(read(resumed.change), read(full.change))
     assert not (out / SIDECAR_NAME).exists()
     assert sorted(p.name for p in out.iterdir()) == ["change.tif", "probability.tif"]
-    # A new run that fails in the same folder must not leave the earlier, complete-looking maps.
+    # A new run that fails in the same folder leaves the earlier, complete maps as they were:
+    # outputs are replaced only by complete new ones (test_output_safety.py).
+    before = {name: (out / name).read_bytes() for name in ("change.tif", "probability.tif")}
     with pytest.raises(Interrupt):
         exact_predictor(FailingAfter(calls=8), tile_size=128, overlap=32, batch_size=2).predict(
             pre_path, post_path, out
         )
-    assert not (out / "change.tif").exists() and not (out / "probability.tif").exists()
+    assert {name: (out / name).read_bytes() for name in before} == before
 
 
 def test_resume_inside_a_later_stripe(tmp_path: Path, monkeypatch) -> None:
@@ -490,3 +524,23 @@ def test_requested_resolution_warps_both_dates(tmp_path: Path) -> None:
     truth = np.zeros((60, 80), dtype=np.uint8)
     truth[20:40, 30:60] = 1
     np.testing.assert_array_equal(change, truth)
+
+
+@pytest.mark.parametrize("overviews", [False, True], ids=["whole-read", "overview"])
+def test_all_nodata_image_is_refused_before_any_work(tmp_path: Path, overviews: bool) -> None:
+    """A date whose every pixel is nodata is a DataError naming it, before anything is written."""
+    from geochange.predict.reader import RasterPair
+
+    valid = np.full((3, 300, 200), 50, np.uint16)
+    empty = write_raster(tmp_path / "empty.tif", np.zeros_like(valid), nodata=0)
+    good = write_raster(tmp_path / "good.tif", valid, nodata=0)
+    if overviews:
+        with rasterio.open(empty, "r+") as ds:
+            ds.build_overviews([2, 4])
+    with pytest.raises(DataError, match=r"empty\.tif.* no valid pixel.*nodata 0"):
+        RasterPair.open(empty, good)
+    with pytest.raises(DataError, match=r"empty\.tif.* no valid pixel"):
+        RasterPair.open(good, empty)
+    partly = np.zeros_like(valid)
+    partly[:, 290:, 190:] = 7  # one valid corner is enough
+    RasterPair.open(write_raster(tmp_path / "partly.tif", partly, nodata=0), good)

@@ -97,3 +97,29 @@ def test_inside_grid_never_leaves_roi(pair: Pair) -> None:
         assert X0 + 10 <= x0 and x1 <= X0 + 150 and Y0 - 200 <= y0 and y1 <= Y0
     # Edges are covered: the last column/row is flush with the roi.
     assert max(w[1] for w in windows) == X0 + 150 and min(w[2] for w in windows) == Y0 - 200
+
+
+def test_samplers_stay_inside_an_l_shaped_roi(pair: Pair) -> None:
+    # A block split region: two rectangles whose bounding box holds a notch of another split.
+    ds = BiTemporalRasterDataset(pair.pre, pair.post, change=pair.change)
+    roi = shapely.union_all(
+        [
+            shapely.box(X0, Y0 - 256, X0 + 128, Y0),
+            shapely.box(X0 + 128, Y0 - 256, X0 + 256, Y0 - 128),
+        ]
+    )
+    notch = shapely.box(X0 + 128, Y0 - 128, X0 + 256, Y0)
+    for sampler in (
+        ChangeBalancedGeoSampler(
+            ds, 64, 300, change_fraction=0.5, roi=roi, generator=torch.Generator().manual_seed(0)
+        ),
+        InsideGridGeoSampler(ds, 64, roi=roi),
+    ):
+        windows = [shapely.box(x.start, y.start, x.stop, y.stop) for x, y, _ in sampler]
+        assert all(w.intersection(notch).area == 0 for w in windows)
+        assert all(roi.contains(w) for w in windows)
+        # Both rectangles are sampled.
+        assert any(w.bounds[0] >= X0 + 128 for w in windows)
+        assert any(w.bounds[3] > Y0 - 128 for w in windows)
+    grid = InsideGridGeoSampler(ds, 64, roi=roi)
+    assert len(grid) == 2 * 4 + 2 * 2  # 2 x 4 windows in the tall part, 2 x 2 in the low one

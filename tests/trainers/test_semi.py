@@ -339,3 +339,19 @@ def test_lightning_fit_with_combined_loader_and_checkpoint(tmp_path: Path) -> No
         assert torch.allclose(loaded(image)["change"], module(image)["change"], atol=1e-5)
     reloaded = SemiSupervisedChangeTrainer.load_from_checkpoint(path, map_location="cpu")
     assert isinstance(reloaded, SemiSupervisedChangeTrainer) and reloaded.method == "diffmatch"
+
+
+def test_binary_semi_checkpoint_with_unused_num_classes_reads(tmp_path: Path) -> None:
+    # num_classes is ignored by binary registry models; the hyper-parameters keep it anyway.
+    import lightning
+
+    module = SemiSupervisedChangeTrainer(model="siam_diff", method="fixmatch", num_classes=7)
+    assert module.hparams["num_classes"] == 7 and module.num_classes is None
+    checkpoint = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+        "pytorch-lightning_version": lightning.__version__,
+    }
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "semi.ckpt")
+    assert read_checkpoint_metadata(tmp_path / "semi.ckpt")["num_classes"] is None
