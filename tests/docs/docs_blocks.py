@@ -15,7 +15,8 @@ fence:
 - ``<!-- docs-test: skip REASON -->``: the block is not run; the test report lists it as
   skipped with REASON. Only for what CI cannot do (a GPU, hours of compute, your own files).
 - ``<!-- docs-test: skip-line COMMAND -- REASON -->``: the shell lines that start with COMMAND
-  are not run (reported as skipped with REASON); the rest of the block runs.
+  are not run (reported as skipped with REASON), nor the lines continuing them after a
+  trailing backslash; the rest of the block runs.
 
 Budgets shrink only through the documented environment variables set by :data:`BUDGET_ENV`
 (see docs/index.md, "The docs are tests"): Lightning reads ``PL_TRAINER_*`` as defaults for
@@ -155,9 +156,17 @@ def command_lines(block: Block) -> list[str]:
 
 
 def shell_commands(block: Block) -> str:
-    """The shell text to run: :func:`command_lines` less the ``skip-line`` ones."""
-    lines = command_lines(block)
-    kept = [line for line in lines if not any(line.startswith(c) for c in block.skipped_lines)]
+    """The shell text to run: :func:`command_lines` less the ``skip-line`` ones.
+
+    A skipped line that ends with a backslash takes its continuation lines with it.
+    """
+    kept: list[str] = []
+    continued = False  # the previous line was skipped and ends with a backslash
+    for line in command_lines(block):
+        skipped = continued or any(line.startswith(c) for c in block.skipped_lines)
+        continued = skipped and line.rstrip().endswith("\\")
+        if not skipped:
+            kept.append(line)
     return "\n".join(kept) + "\n"
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from docs_blocks import REPO, Block, command_lines, pages, parse
+from docs_blocks import REPO, Block, command_lines, pages, parse, shell_commands
 
 PAGE_TIMEOUT_S = 1500
 
@@ -95,3 +95,21 @@ def test_file_block_matches(block: Block) -> None:
     assert block.code.strip() == (REPO / name).read_text().strip(), (
         f"{block.where}: the block differs from {name}"
     )
+
+
+def test_skip_line_takes_its_continuation_lines(tmp_path: Path) -> None:
+    """A skipped command continued with backslashes is skipped whole; the next command runs."""
+    page = tmp_path / "page.md"
+    page.write_text(
+        "<!-- docs-test: skip-line python run.py --root -- your own data -->\n"
+        "```bash\n"
+        "python run.py\n"
+        "python run.py --root /data \\\n"
+        "    --epochs 200 \\\n"
+        "    --batch-size 8\n"
+        "echo done\n"
+        "```\n"
+    )
+    (block,) = parse(page)
+    assert block.skipped_lines == {"python run.py --root": "your own data"}
+    assert shell_commands(block) == "python run.py\necho done\n"
