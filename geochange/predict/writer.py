@@ -421,12 +421,3 @@ def _fsync(path: Path) -> None:
     finally:
         os.close(fd)
 
-
-def remove_stale(paths: Sequence[Path]) -> None:
-    """Remove files left by an earlier run that is not being resumed.
-
-    No longer used by :class:`GeoTiffBandWriter`, which never deletes existing outputs.
-    """
-    for path in paths:
-        if path.exists():
-            os.unlink(path)
