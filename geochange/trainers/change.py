@@ -4,28 +4,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal, cast
 
-import lightning.pytorch as pl
 import torch
-
-# Lightning's own steps after it has read a checkpoint (instantiation with the saved
-# hyper-parameters, incl. LightningCLI's allow-listed instantiator; version migrations): reused so
-# a checkpoint dict read once by geochange loads exactly as Lightning would load the file.
-from lightning.pytorch.core.saving import _default_map_location, _load_state
-from lightning.pytorch.utilities.migration.utils import _pl_migrate_checkpoint
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from geochange.errors import CheckpointError, ConfigurationError, DataError
+from geochange.errors import ConfigurationError
 from geochange.metrics import BinaryChangeMetrics, SemanticChangeMetrics
-from geochange.trainers.checkpoint import (
-    CHECKPOINT_KEY,
-    describe_state_dict_mismatch,
-    load_checkpoint_dict,
-    validate_metadata,
+from geochange.trainers.batches import (
+    check_change_batch,
+    check_datamodule,
+    input_range_record,
+    normalization_record,
 )
+from geochange.trainers.checkpoint import CHECKPOINT_KEY
+from geochange.trainers.figures import log_prediction_figure
+from geochange.trainers.loading import CheckpointLoading
+from geochange.trainers.schedules import estimated_total_steps, lr_factor
 
 __all__ = ["LSSCD_CLASS_NAMES", "ChangeTrainer", "lr_factor"]
 
@@ -37,73 +33,7 @@ LSSCD_CLASS_NAMES = ("building", "road", "water", "bare land", "tree", "cropland
 Task = Literal["binary", "semantic"]
 
 
-def _as_float_list(values: Any) -> list[float]:
-    if isinstance(values, Tensor):
-        return [float(v) for v in values.flatten().tolist()]
-    return [float(v) for v in values]
-
-
-def _normalization_dict(value: Any) -> dict[str, list[float]] | None:
-    """Turn datamodule / user normalization into the checkpoint form ``{"mean", "std"}``."""
-    if value is None:
-        return None
-    if isinstance(value, Mapping):
-        if "mean" not in value or "std" not in value:
-            raise ConfigurationError(
-                f"normalization must be a dict with 'mean' and 'std', got keys {sorted(value)}"
-            )
-        return {"mean": _as_float_list(value["mean"]), "std": _as_float_list(value["std"])}
-    mean = getattr(value, "mean", None)
-    std = getattr(value, "std", None)
-    if mean is None or std is None:
-        raise ConfigurationError(f"cannot read mean/std from normalization object {value!r}")
-    return {"mean": _as_float_list(mean), "std": _as_float_list(std)}
-
-
-def _input_range_dict(value: Any) -> dict[str, Any] | None:
-    """Check and copy an input range record ``{"dtype", "min", "max"}``."""
-    if value is None:
-        return None
-    if not isinstance(value, Mapping) or "min" not in value or "max" not in value:
-        raise ConfigurationError(
-            f"input_range must be a dict with 'min' and 'max' lists (and 'dtype'), got {value!r}"
-        )
-    low, high = _as_float_list(value["min"]), _as_float_list(value["max"])
-    if len(low) != len(high) or not low:
-        raise ConfigurationError("input_range 'min' and 'max' need one value per band")
-    dtype = value.get("dtype")
-    return {"dtype": str(dtype) if dtype is not None else None, "min": low, "max": high}
-
-
-def lr_factor(
-    step: int, *, warmup: int, total: int, kind: str, power: float = 0.9, floor: float = 0.0
-) -> float:
-    """Learning-rate multiplier at ``step``: linear warm-up, then cosine / poly decay to ``floor``.
-
-    Args:
-        step: Optimizer step (0-based).
-        warmup: Warm-up steps (the factor rises linearly from ``1 / warmup`` to 1).
-        total: Total optimizer steps; 0 (unknown) keeps the factor at 1 after warm-up.
-        kind: ``"cosine"``, ``"poly"`` or ``"none"``.
-        power: Exponent of the poly decay.
-        floor: Final factor of the decay.
-
-    Returns:
-        The multiplier of the peak learning rate.
-    """
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    if kind == "none" or total <= warmup:
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    if kind == "cosine":
-        decay = 0.5 * (1 + math.cos(math.pi * progress))
-    else:
-        decay = (1 - progress) ** power
-    return floor + (1 - floor) * decay
-
-
-class ChangeTrainer(pl.LightningModule):
+class ChangeTrainer(CheckpointLoading):
     """Train and evaluate a bi-temporal change model (binary or semantic change detection).
 
     Drive it with a Lightning ``Trainer`` (or ``geochange fit --config``) and a
@@ -237,44 +167,90 @@ class ChangeTrainer(pl.LightningModule):
         self.class_names = class_names
         self.num_classes = num_classes
         self.in_channels = in_channels
-        self.normalization = _normalization_dict(normalization)
+        self.normalization = normalization_record(normalization)
         self.bands = list(bands) if bands is not None else None
         self.tile_size = tile_size
-        self.input_range = _input_range_dict(input_range)
+        self.input_range = input_range_record(input_range)
         user_module = isinstance(model, nn.Module)
         self.save_hyperparameters(ignore=["model", "loss"] if user_module else ["loss"])
         if isinstance(loss, str) or loss is None:
             self.hparams["loss"] = loss
-        if user_module:
-            self.model_name = type(model).__name__
-            self.model_kwargs: dict[str, Any] = dict(getattr(model, "config", {}) or {})
-            self.model = cast(nn.Module, model)
-            if freeze_backbone:
-                self._freeze_user_backbone()
-        else:
-            from geochange.models import build_model
-
-            self.model_name = str(model)
-            self.model_kwargs = {
-                "backbone": backbone,
-                "in_channels": in_channels,
-                "num_classes": num_classes,
-                **(model_kwargs or {}),
-            }
-            self.model = build_model(
-                self.model_name,
-                weights=weights,
-                freeze_backbone=freeze_backbone,
-                **self.model_kwargs,
-            )
-        self.loss_fn = self._build_loss(loss, loss_kwargs or {})
-        self.val_metrics = self._build_metrics()
-        self.test_metrics = self._build_metrics()
+        # TorchGeo's task shape: model, then losses, then metrics, each its own hook.
+        self.configure_models(
+            model,
+            backbone=backbone,
+            weights=weights,
+            model_kwargs=model_kwargs or {},
+            freeze_backbone=freeze_backbone,
+        )
+        self.configure_losses(loss, loss_kwargs or {})
+        self.configure_metrics()
         self._forward_fn: Callable[[Tensor], Any] | None = None
         self._plot_batch: dict[str, Tensor] | None = None
         self._checked_datamodule = False
 
-    # ------------------------------------------------------------------ construction helpers
+    # ------------------------------------------------------------------ task shape (TorchGeo)
+    def configure_models(
+        self,
+        model: str | nn.Module,
+        *,
+        backbone: str,
+        weights: str | None,
+        model_kwargs: dict[str, Any],
+        freeze_backbone: bool,
+    ) -> None:
+        """Set :attr:`model` (and ``model_name`` / ``model_kwargs``, stored in checkpoints).
+
+        The arguments are passed in rather than read from ``hparams`` (as TorchGeo does): a user
+        module is no hyper-parameter, and a subclass may save other ``model_kwargs``.
+
+        Args:
+            model: Registry name or user module (see :meth:`__init__`).
+            backbone: smp encoder name.
+            weights: Pretrained encoder weights or ``None``.
+            model_kwargs: Extra ``build_model`` arguments.
+            freeze_backbone: Keep the encoder fixed.
+
+        Raises:
+            ConfigurationError: If ``freeze_backbone`` is asked of a user module without encoder.
+        """
+        if isinstance(model, nn.Module):
+            self.model_name = type(model).__name__
+            self.model_kwargs: dict[str, Any] = dict(getattr(model, "config", {}) or {})
+            self.model = model
+            if freeze_backbone:
+                self._freeze_user_backbone()
+            return
+        from geochange.models import build_model
+
+        self.model_name = str(model)
+        self.model_kwargs = {
+            "backbone": backbone,
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            **model_kwargs,
+        }
+        self.model = build_model(
+            self.model_name, weights=weights, freeze_backbone=freeze_backbone, **self.model_kwargs
+        )
+
+    def configure_losses(self, loss: str | nn.Module | None, kwargs: dict[str, Any]) -> None:
+        """Set :attr:`loss_fn` from a loss name (and its arguments) or a loss module.
+
+        Args:
+            loss: See :meth:`__init__`.
+            kwargs: ``loss_kwargs``.
+
+        Raises:
+            ConfigurationError: For a loss that does not fit the task.
+        """
+        self.loss_fn = self._build_loss(loss, kwargs)
+
+    def configure_metrics(self) -> None:
+        """Set :attr:`val_metrics` and :attr:`test_metrics` (epoch-level, synced across ranks)."""
+        self.val_metrics = self._build_metrics()
+        self.test_metrics = self._build_metrics()
+
     def _freeze_user_backbone(self) -> None:
         freeze = getattr(self.model, "freeze_backbone", None)
         if callable(freeze):
@@ -343,24 +319,9 @@ class ChangeTrainer(pl.LightningModule):
         return getattr(trainer, "datamodule", None) if trainer is not None else None
 
     def _check_datamodule(self, datamodule: Any) -> None:
-        data_channels = getattr(datamodule, "in_channels", None)
-        if data_channels is not None and int(data_channels) != self.in_channels:
-            raise ConfigurationError(
-                f"in_channels={self.in_channels} but the data has {data_channels} bands per date; "
-                f"set model in_channels={data_channels} (or select bands in the datamodule)"
-            )
-        data_task = getattr(datamodule, "task", None)
-        if self.task == "semantic" and data_task == "binary":
-            raise ConfigurationError(
-                "task='semantic' but the datamodule has no semantic labels (mask_pre/mask_post); "
-                "give semantic_pre/semantic_post rasters or use task='binary'"
-            )
-        data_classes = getattr(datamodule, "num_classes", None)
-        if self.task == "semantic" and data_classes is not None:
-            if int(data_classes) != self.num_classes:
-                raise ConfigurationError(
-                    f"num_classes={self.num_classes} but the datamodule has {data_classes} classes"
-                )
+        check_datamodule(
+            datamodule, in_channels=self.in_channels, task=self.task, num_classes=self.num_classes
+        )
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """Run the model and return its output dict (a bare tensor becomes ``{"change": ...}``).
@@ -380,44 +341,13 @@ class ChangeTrainer(pl.LightningModule):
         return cast(dict[str, Tensor], outputs)
 
     def _check_batch(self, batch: Mapping[str, Any]) -> None:
-        image = batch.get("image")
-        if not isinstance(image, Tensor) or image.dim() != 5 or image.shape[1] != 2:
-            shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
-            raise DataError(f"batch 'image' must be [B, 2, C, H, W], got {shape}")
-        if image.shape[2] != self.in_channels:
-            raise DataError(
-                f"the data has {image.shape[2]} bands per date but the model was built with "
-                f"in_channels={self.in_channels}"
-            )
-        if "mask" not in batch:
-            raise DataError("batch has no 'mask' (change labels)")
-        if self.task == "semantic":
-            if "mask_pre" not in batch or "mask_post" not in batch:
-                raise DataError(
-                    "task='semantic' but the batch has no semantic labels "
-                    f"('mask_pre'/'mask_post'); batch keys: {sorted(batch)}"
-                )
-            assert self.num_classes is not None
-            for key in ("mask_pre", "mask_post"):
-                labels = batch[key]
-                valid = labels[labels != self.ignore_index]
-                if valid.numel() and (int(valid.max()) >= self.num_classes or int(valid.min()) < 0):
-                    bad = (
-                        int(valid.max())
-                        if int(valid.max()) >= self.num_classes
-                        else int(valid.min())
-                    )
-                    raise DataError(
-                        f"'{key}' holds class {bad} but num_classes={self.num_classes} "
-                        f"(valid 0..{self.num_classes - 1}, ignore_index={self.ignore_index})"
-                    )
-        mask = batch["mask"]
-        valid_mask = mask[mask != self.ignore_index]
-        if valid_mask.numel() and (int(valid_mask.max()) > 1 or int(valid_mask.min()) < 0):
-            raise DataError(
-                f"'mask' must hold 0/1 change labels (or ignore_index={self.ignore_index}), "
-                f"found values {torch.unique(valid_mask).tolist()[:8]}"
-            )
+        check_change_batch(
+            batch,
+            in_channels=self.in_channels,
+            task=self.task,
+            num_classes=self.num_classes,
+            ignore_index=self.ignore_index,
+        )
 
     def _loss(self, outputs: dict[str, Tensor], batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Compute the loss; returns ``{"loss": total, <term>: value, ...}``."""
@@ -542,33 +472,13 @@ class ChangeTrainer(pl.LightningModule):
             self._plot_batch = None
 
     def _log_figure(self, batch: dict[str, Tensor]) -> None:
-        import matplotlib.pyplot as plt
-
-        from geochange.plot import figure_from_arrays
-
-        figure = figure_from_arrays(
-            image=batch["image"].float().cpu().numpy(),
-            truth=batch["mask"].cpu().numpy(),
-            prediction=batch["pred_change"].cpu().numpy(),
-            truth_pre=batch["mask_pre"].cpu().numpy() if "mask_pre" in batch else None,
-            truth_post=batch["mask_post"].cpu().numpy() if "mask_post" in batch else None,
-            prediction_pre=batch["pred_semantic_pre"].cpu().numpy()
-            if "pred_semantic_pre" in batch
-            else None,
-            prediction_post=batch["pred_semantic_post"].cpu().numpy()
-            if "pred_semantic_post" in batch
-            else None,
+        log_prediction_figure(
+            self.loggers,
+            batch,
+            step=self.global_step,
             class_names=self.class_names,
             ignore_index=self.ignore_index,
         )
-        step = self.global_step
-        for logger in self.loggers:
-            experiment: Any = getattr(logger, "experiment", None)
-            if hasattr(experiment, "add_figure"):  # TensorBoard SummaryWriter
-                experiment.add_figure("val/predictions", figure, global_step=step)
-            elif hasattr(experiment, "log_figure") and hasattr(logger, "run_id"):  # MLflow client
-                experiment.log_figure(logger.run_id, figure, f"predictions/step_{step:07d}.png")
-        plt.close(figure)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         """Accumulate test metrics.
@@ -615,10 +525,7 @@ class ChangeTrainer(pl.LightningModule):
         kind = self.hparams["scheduler"]
         power = float(self.hparams["poly_power"])
         floor = float(self.hparams["min_lr_ratio"])
-        total = 0
-        if self._trainer is not None:
-            estimated = self.trainer.estimated_stepping_batches
-            total = int(estimated) if math.isfinite(estimated) else 0
+        total = estimated_total_steps(self)
         if kind not in ("cosine", "poly", "none"):
             raise ConfigurationError(f"scheduler must be 'cosine', 'poly' or 'none', got {kind!r}")
 
@@ -651,7 +558,7 @@ class ChangeTrainer(pl.LightningModule):
         if datamodule is not None:
             data_norm = getattr(datamodule, "normalization", None)
             if data_norm is not None:
-                normalization = _normalization_dict(data_norm)
+                normalization = normalization_record(data_norm)
             data_bands = getattr(datamodule, "bands", None)
             if data_bands is not None:
                 bands = list(data_bands)
@@ -660,7 +567,7 @@ class ChangeTrainer(pl.LightningModule):
                 tile_size = int(patch if isinstance(patch, int) else patch[0])
             data_range = getattr(datamodule, "input_range", None)
             if data_range is not None:
-                input_range = _input_range_dict(data_range)
+                input_range = input_range_record(data_range)
         return {
             "task": self.task,
             "model": self.model_name,
@@ -691,133 +598,3 @@ class ChangeTrainer(pl.LightningModule):
             hparams["bands"] = metadata["bands"]
             hparams["tile_size"] = metadata["tile_size"]
             hparams["input_range"] = metadata["input_range"]
-
-    def load_state_dict(
-        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
-    ) -> Any:
-        """Load weights; weights that do not fit raise a :class:`CheckpointError` listing why.
-
-        Args:
-            state_dict: Saved weights.
-            strict: Require the keys to match exactly.
-            assign: See :meth:`torch.nn.Module.load_state_dict`.
-
-        Returns:
-            The missing and unexpected keys, as :meth:`torch.nn.Module.load_state_dict`.
-
-        Raises:
-            CheckpointError: Missing, unexpected or differently shaped weights (all counted).
-        """
-        try:
-            return super().load_state_dict(state_dict, strict=strict, assign=assign)
-        except RuntimeError as error:
-            # torch's message lists every key on many lines; summarise all of it on one.
-            problems = describe_state_dict_mismatch(self.state_dict(), state_dict, strict=strict)
-            raise CheckpointError(
-                f"weights do not fit {type(self).__name__}(model={self.model_name!r}, "
-                f"task={self.task!r}): {problems or ' '.join(str(error).split())}"
-            ) from error
-
-    @classmethod
-    def load_from_checkpoint(  # type: ignore[override]
-        cls,
-        checkpoint_path: str | Path,
-        map_location: Any = None,
-        hparams_file: str | Path | None = None,
-        strict: bool | None = None,
-        **kwargs: Any,
-    ) -> ChangeTrainer:
-        """Load a geochange checkpoint (offline, any device), with clear errors.
-
-        The file is read once, with ``torch.load(weights_only=True)``: it cannot run code.
-
-        Args:
-            checkpoint_path: ``.ckpt`` file written while training a :class:`ChangeTrainer`.
-            map_location: Device mapping, e.g. ``"cpu"`` (default: where the tensors were
-                saved, the CPU when that device is absent).
-            hparams_file: Optional YAML overriding the stored hyperparameters.
-            strict: Require an exact state dict match (default ``True``).
-            **kwargs: Hyperparameter overrides (e.g. ``model=MyModule()`` for a user model).
-
-        Returns:
-            The trainer in eval mode-ready state, with the checkpoint's weights.
-
-        Raises:
-            CheckpointError: For a missing, corrupt, non-Lightning or non-geochange file, one
-                holding Python objects, metadata that disagrees with the hyper-parameters, a
-                checkpoint of another task than requested (``task=`` override), or weights that
-                do not fit the model.
-        """
-        location = map_location if map_location is not None else _default_map_location
-        checkpoint = load_checkpoint_dict(checkpoint_path, map_location=location)
-        return cls.load_from_checkpoint_dict(
-            checkpoint, checkpoint_path, hparams_file=hparams_file, strict=strict, **kwargs
-        )
-
-    @classmethod
-    def load_from_checkpoint_dict(
-        cls,
-        checkpoint: dict[str, Any],
-        path: str | Path = "<checkpoint>",
-        *,
-        hparams_file: str | Path | None = None,
-        strict: bool | None = None,
-        **kwargs: Any,
-    ) -> ChangeTrainer:
-        """Build the trainer from an already loaded checkpoint dict (no second read).
-
-        Args:
-            checkpoint: The dict from :func:`geochange.trainers.checkpoint.load_checkpoint_dict`.
-            path: Where it came from (for messages).
-            hparams_file: Optional YAML overriding the stored hyperparameters.
-            strict: Require an exact state dict match (default ``True``).
-            **kwargs: Hyperparameter overrides, as for :meth:`load_from_checkpoint`.
-
-        Returns:
-            The trainer with the checkpoint's weights, on the device of those weights.
-
-        Raises:
-            CheckpointError: As :meth:`load_from_checkpoint`.
-        """
-        metadata = validate_metadata(checkpoint, path)
-        # Pretrained weights were only the starting point: never fetch them again on load.
-        kwargs.setdefault("weights", None)
-        requested = kwargs.get("task")
-        if requested is not None and requested != metadata["task"]:
-            raise CheckpointError(
-                f"{path} is a {metadata['task']!r} change checkpoint, it cannot be "
-                f"loaded as task={requested!r}"
-            )
-        hparams = checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY, {})
-        if "model" not in hparams and "model" not in kwargs:
-            raise CheckpointError(
-                f"{path} was trained with a user model "
-                f"({metadata['model']}); pass it again: "
-                "load_from_checkpoint(path, model=MyModel(...))"
-            )
-        # What Lightning's load_from_checkpoint does after reading the file; the caller's dict
-        # is left as it was.
-        checkpoint = dict(checkpoint)
-        checkpoint[cls.CHECKPOINT_HYPER_PARAMS_KEY] = dict(hparams)
-        checkpoint = _pl_migrate_checkpoint(checkpoint, checkpoint_path=Path(path))
-        if hparams_file is not None:
-            checkpoint[cls.CHECKPOINT_HYPER_PARAMS_KEY] = _hparams_from_file(hparams_file)
-        checkpoint[cls.CHECKPOINT_HYPER_PARAMS_KEY].update(kwargs)
-        try:
-            loaded = _load_state(cls, checkpoint, strict=strict, **kwargs)
-        except CheckpointError as error:
-            raise CheckpointError(f"{path}: {error}") from error
-        tensors = (v for v in checkpoint["state_dict"].values() if isinstance(v, Tensor))
-        device = next(tensors, torch.tensor(0)).device
-        return cast(ChangeTrainer, loaded).to(device)
-
-
-def _hparams_from_file(path: str | Path) -> dict[str, Any]:
-    from lightning.pytorch.core.saving import load_hparams_from_tags_csv, load_hparams_from_yaml
-
-    suffix = Path(path).suffix.lower()
-    if suffix == ".csv":
-        return dict(load_hparams_from_tags_csv(str(path)))
-    if suffix in (".yml", ".yaml"):
-        return dict(load_hparams_from_yaml(str(path)))
-    raise ConfigurationError(f"hparams_file must be .csv, .yml or .yaml, got {str(path)!r}")

@@ -1,0 +1,121 @@
+"""Consistency losses of semi-supervised change training (FixMatch / UniMatch / DiffMatch).
+
+Pure functions of tensors: the trainer (:mod:`geochange.trainers.semi`) makes the views and
+runs the model, these score them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from geochange.errors import DataError
+from geochange.losses.binary import IGNORE_INDEX, masked_cross_entropy
+
+__all__ = [
+    "aux_semantic_loss",
+    "confidence_weighted_bce",
+    "confident_labels",
+    "weak_pseudo_labels",
+]
+
+
+@torch.no_grad()
+def weak_pseudo_labels(change_logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Pseudo labels and their confidence from the weak view's change logits (no gradient).
+
+    Args:
+        change_logits: ``[B, 1, H, W]`` change logits of the weak view.
+
+    Returns:
+        ``(pseudo, confidence)``: ``[B, H, W]`` 0/1 labels (change where ``p > 0.5``) and
+        ``max(p, 1 - p)``.
+    """
+    probability = change_logits[:, 0].detach().float().sigmoid()
+    pseudo = (probability > 0.5).long()
+    return pseudo, torch.maximum(probability, 1 - probability)
+
+
+def confident_labels(
+    pseudo: Tensor, confidence: Tensor, threshold: float, ignore_index: int = IGNORE_INDEX
+) -> Tensor:
+    """Pseudo labels with the unconfident pixels set to ``ignore_index``.
+
+    Args:
+        pseudo: ``[B, H, W]`` 0/1 pseudo labels.
+        confidence: ``[B, H, W]`` their confidence.
+        threshold: Confidence needed to keep a label.
+        ignore_index: Value given to the other pixels.
+
+    Returns:
+        The labels, same shape.
+    """
+    return torch.where(confidence >= threshold, pseudo, torch.full_like(pseudo, ignore_index))
+
+
+def aux_semantic_loss(
+    logits_pre: Tensor,
+    logits_post: Tensor,
+    target_pre: Tensor,
+    target_post: Tensor,
+    ignore_index: int = IGNORE_INDEX,
+) -> Tensor:
+    """DiffMatch auxiliary semantic term ``(CE(pre) + CE(post)) / 2`` against pseudo maps.
+
+    Args:
+        logits_pre: ``[B, K, H, W]`` auxiliary class logits of the first date.
+        logits_post: The same for the second date.
+        target_pre: ``[B, H, W]`` pseudo semantic map of the first date.
+        target_post: The same for the second date.
+        ignore_index: Label value excluded from the loss.
+
+    Returns:
+        Scalar loss.
+    """
+    return (
+        masked_cross_entropy(logits_pre, target_pre, ignore_index)
+        + masked_cross_entropy(logits_post, target_post, ignore_index)
+    ) / 2
+
+
+def confidence_weighted_bce(
+    logits: Tensor,
+    pseudo_labels: Tensor,
+    confidence: Tensor,
+    threshold: float,
+    ignore_index: int = 255,
+) -> Tensor:
+    """FixMatch/UniMatch unsupervised loss: BCE on confident pixels, averaged over valid ones.
+
+    Unconfident pixels contribute zero but still count in the denominator, so the loss is the
+    mean BCE over confident pixels times the confident fraction (a batch with few confident
+    pixels pulls little).
+
+    Args:
+        logits: Change logits ``[B, 1, H, W]`` or ``[B, H, W]`` of the strong view.
+        pseudo_labels: ``[B, H, W]`` 0/1 pseudo labels (``ignore_index`` where invalid).
+        confidence: ``[B, H, W]`` confidence ``max(p, 1 - p)`` of the weak prediction.
+        threshold: Confidence needed to use a pixel (0.95 in FixMatch/UniMatch).
+        ignore_index: Label value of invalid pixels (excluded from numerator and denominator).
+
+    Returns:
+        Scalar loss (0 when no pixel is valid).
+
+    Raises:
+        DataError: If the shapes disagree.
+    """
+    if logits.dim() == 4:
+        logits = logits[:, 0]
+    if logits.shape != pseudo_labels.shape or confidence.shape != pseudo_labels.shape:
+        raise DataError(
+            f"logits {tuple(logits.shape)}, pseudo labels {tuple(pseudo_labels.shape)} and "
+            f"confidence {tuple(confidence.shape)} must have the same [B, H, W] shape"
+        )
+    valid = pseudo_labels != ignore_index
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    confident = valid & (confidence >= threshold)
+    target = torch.where(valid, pseudo_labels, torch.zeros_like(pseudo_labels)).float()
+    per_pixel = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
+    return (per_pixel * confident.float()).sum() / valid.sum()
