@@ -1,24 +1,102 @@
 """Consistency losses of semi-supervised change training (FixMatch / UniMatch / DiffMatch).
 
-Pure functions of tensors: the trainer (:mod:`geochange.trainers.semi`) makes the views and
-runs the model, these score them.
+Pure functions of tensors, and the options of the objective (:class:`ConsistencyOptions`): the
+trainer (:mod:`geochange.trainers.semi`) makes the views and runs the model, these score them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from geochange.errors import DataError
+from geochange.errors import ConfigurationError, DataError
 from geochange.losses.binary import IGNORE_INDEX, masked_cross_entropy
 
 __all__ = [
+    "ConsistencyOptions",
     "aux_semantic_loss",
     "confidence_weighted_bce",
     "confident_labels",
     "weak_pseudo_labels",
 ]
+
+
+@dataclass(frozen=True)
+class ConsistencyOptions:
+    """The hyper-parameters one semi-supervised step reads, checked once, in one place.
+
+    Built from the trainer's ``hparams`` at every step (:meth:`from_hparams`), so a changed
+    hyper-parameter takes effect as before; the field meanings are those of
+    :class:`~geochange.trainers.SemiSupervisedChangeTrainer`.
+    """
+
+    confidence_threshold: float = 0.95
+    unsupervised_weight: float = 1.0
+    contrastive_weight: float = 0.1
+    generated_weight_start: float = 1.0
+    generated_weight_end: float = 0.0
+    feature_dropout: float = 0.0
+    feature_perturbation_share: float = 0.5
+    cutmix_probability: float = 0.5
+    cutmix_area: tuple[float, float] = (0.02, 0.4)
+
+    def __post_init__(self) -> None:
+        """Check the ranges.
+
+        Raises:
+            ConfigurationError: For a value out of its range (named in the message).
+        """
+        threshold, dropout = self.confidence_threshold, self.feature_dropout
+        if not 0.5 <= threshold < 1.0:
+            raise ConfigurationError(f"confidence_threshold must be in [0.5, 1), got {threshold}")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigurationError(f"feature_dropout must be in [0, 1), got {dropout}")
+        share = self.feature_perturbation_share
+        if not 0.0 <= share <= 1.0:
+            raise ConfigurationError(f"feature_perturbation_share must be in [0, 1], got {share}")
+        if not 0.0 <= self.cutmix_probability <= 1.0:
+            raise ConfigurationError(
+                f"cutmix_probability must be in [0, 1], got {self.cutmix_probability}"
+            )
+        area = self.cutmix_area
+        if not 0.0 < area[0] <= area[1] <= 1.0:
+            raise ConfigurationError(f"cutmix_area must be 0 < min <= max <= 1, got {area}")
+        for name in (
+            "unsupervised_weight",
+            "contrastive_weight",
+            "generated_weight_start",
+            "generated_weight_end",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigurationError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @classmethod
+    def from_hparams(cls, hparams: Mapping[str, Any]) -> ConsistencyOptions:
+        """Read the options from a trainer's hyper-parameters.
+
+        Args:
+            hparams: ``SemiSupervisedChangeTrainer.hparams``.
+
+        Returns:
+            The checked options.
+        """
+        area = hparams["cutmix_area"]
+        return cls(
+            confidence_threshold=float(hparams["confidence_threshold"]),
+            unsupervised_weight=float(hparams["unsupervised_weight"]),
+            contrastive_weight=float(hparams["contrastive_weight"]),
+            generated_weight_start=float(hparams["generated_weight_start"]),
+            generated_weight_end=float(hparams["generated_weight_end"]),
+            feature_dropout=float(hparams["feature_dropout"]),
+            feature_perturbation_share=float(hparams["feature_perturbation_share"]),
+            cutmix_probability=float(hparams["cutmix_probability"]),
+            cutmix_area=(area[0], area[1]),
+        )
 
 
 @torch.no_grad()

@@ -93,9 +93,7 @@ def check_unlabeled_image(image: Any, in_channels: int) -> None:
     """
     if not isinstance(image, Tensor) or image.dim() != 5 or image.shape[1:3] != (2, in_channels):
         shape = tuple(image.shape) if isinstance(image, Tensor) else type(image)
-        raise DataError(
-            f"unlabeled batch 'image' must be [B, 2, {in_channels}, H, W], got {shape}"
-        )
+        raise DataError(f"unlabeled batch 'image' must be [B, 2, {in_channels}, H, W], got {shape}")
 
 
 def check_pseudo_semantic(

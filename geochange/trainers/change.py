@@ -584,13 +584,14 @@ class ChangeTrainer(CheckpointLoading):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the inference metadata in ``checkpoint["geochange"]``.
+        """Store the inference metadata in ``checkpoint["geochange"]``; drop unsaved buffers.
 
         Args:
             checkpoint: The checkpoint dict being saved.
         """
         metadata = self.checkpoint_metadata()
         checkpoint[CHECKPOINT_KEY] = metadata
+        self._drop_unsaved(checkpoint)
         # Keep the saved hyperparameters in step, so reloading restores the same normalization.
         hparams = checkpoint.get("hyper_parameters")
         if isinstance(hparams, dict):

@@ -37,11 +37,23 @@ class CheckpointLoading(pl.LightningModule):
 
     model_name: str
     task: str
+    #: State-dict key prefixes of buffers that are configuration, not learned weights: left out
+    #: of saved checkpoints, and kept at their current values when a checkpoint lacks them.
+    _UNSAVED_PREFIXES: tuple[str, ...] = ()
+
+    def _drop_unsaved(self, checkpoint: dict[str, Any]) -> None:
+        """Remove the :attr:`_UNSAVED_PREFIXES` keys from a checkpoint's ``state_dict``."""
+        state = checkpoint.get("state_dict")
+        if self._UNSAVED_PREFIXES and isinstance(state, dict):
+            for key in [k for k in state if k.startswith(self._UNSAVED_PREFIXES)]:
+                del state[key]
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
     ) -> Any:
         """Load weights; weights that do not fit raise a :class:`CheckpointError` listing why.
+
+        Buffers under :attr:`_UNSAVED_PREFIXES` that the checkpoint lacks keep their values.
 
         Args:
             state_dict: Saved weights.
@@ -54,6 +66,12 @@ class CheckpointLoading(pl.LightningModule):
         Raises:
             CheckpointError: Missing, unexpected or differently shaped weights (all counted).
         """
+        if self._UNSAVED_PREFIXES:
+            merged = dict(state_dict)
+            for key, value in self.state_dict().items():
+                if key.startswith(self._UNSAVED_PREFIXES):
+                    merged.setdefault(key, value)
+            state_dict = merged
         try:
             return super().load_state_dict(state_dict, strict=strict, assign=assign)
         except RuntimeError as error:

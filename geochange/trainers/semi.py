@@ -37,18 +37,23 @@ linearly from ``generated_weight_start`` to ``generated_weight_end`` over
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-import kornia.augmentation as K
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geochange.errors import ConfigurationError, DataError
-from geochange.losses import BatchBalancedContrastiveLoss, masked_cross_entropy
+from geochange.losses import BatchBalancedContrastiveLoss
+from geochange.losses.consistency import (
+    ConsistencyOptions,
+    aux_semantic_loss,
+    confidence_weighted_bce,
+    confident_labels,
+    weak_pseudo_labels,
+)
 from geochange.models.base import (
     AUX_SEMANTIC_POST,
     AUX_SEMANTIC_PRE,
@@ -56,13 +61,22 @@ from geochange.models.base import (
     CHANGE_GENERATED,
     FEATURE_DISTANCE,
 )
+from geochange.trainers.batches import check_pseudo_semantic, check_unlabeled_image
 from geochange.trainers.change import ChangeTrainer
+from geochange.trainers.schedules import estimated_total_steps, linear_schedule
 from geochange.transforms import ChangeAugmentation
+from geochange.transforms.cutmix import apply_cutmix, cutmix_boxes
+from geochange.transforms.views import (
+    StrongPhotometric,
+    decoder_feature_dropout,
+    default_weak_augmentation,
+)
 
 __all__ = [
     "PSEUDO_CHANGE",
     "PSEUDO_POST",
     "PSEUDO_PRE",
+    "ConsistencyOptions",
     "SemiSupervisedChangeTrainer",
     "StrongPhotometric",
     "apply_cutmix",
@@ -83,217 +97,19 @@ _DIAGNOSTICS = ("confident_fraction", "generated_weight")
 SemanticFn = Callable[[Mapping[str, Any]], tuple[Tensor, Tensor]]
 
 
-def linear_schedule(step: int, *, start: float, end: float, steps: int) -> float:
-    """Value moving linearly from ``start`` (step 0) to ``end`` (step ``steps``), then constant.
+@dataclass
+class _StrongView:
+    """The strong view of one step: CutMix boxes and partners, mixed targets, model outputs."""
 
-    Args:
-        step: Optimizer step (0-based).
-        start: Value at step 0.
-        end: Value from step ``steps`` on.
-        steps: Length of the ramp; ``<= 0`` (unknown length) keeps ``start``.
+    boxes: Tensor
+    partner: Tensor
+    pseudo: Tensor
+    confidence: Tensor
+    outputs: dict[str, Tensor]
 
-    Returns:
-        The scheduled value.
-    """
-    if steps <= 0:
-        return start
-    progress = min(1.0, max(0.0, step / steps))
-    return start + (end - start) * progress
-
-
-def confidence_weighted_bce(
-    logits: Tensor,
-    pseudo_labels: Tensor,
-    confidence: Tensor,
-    threshold: float,
-    ignore_index: int = 255,
-) -> Tensor:
-    """FixMatch/UniMatch unsupervised loss: BCE on confident pixels, averaged over valid ones.
-
-    Unconfident pixels contribute zero but still count in the denominator, so the loss is the
-    mean BCE over confident pixels times the confident fraction (a batch with few confident
-    pixels pulls little).
-
-    Args:
-        logits: Change logits ``[B, 1, H, W]`` or ``[B, H, W]`` of the strong view.
-        pseudo_labels: ``[B, H, W]`` 0/1 pseudo labels (``ignore_index`` where invalid).
-        confidence: ``[B, H, W]`` confidence ``max(p, 1 - p)`` of the weak prediction.
-        threshold: Confidence needed to use a pixel (0.95 in FixMatch/UniMatch).
-        ignore_index: Label value of invalid pixels (excluded from numerator and denominator).
-
-    Returns:
-        Scalar loss (0 when no pixel is valid).
-
-    Raises:
-        DataError: If the shapes disagree.
-    """
-    if logits.dim() == 4:
-        logits = logits[:, 0]
-    if logits.shape != pseudo_labels.shape or confidence.shape != pseudo_labels.shape:
-        raise DataError(
-            f"logits {tuple(logits.shape)}, pseudo labels {tuple(pseudo_labels.shape)} and "
-            f"confidence {tuple(confidence.shape)} must have the same [B, H, W] shape"
-        )
-    valid = pseudo_labels != ignore_index
-    if not bool(valid.any()):
-        return logits.sum() * 0.0
-    confident = valid & (confidence >= threshold)
-    target = torch.where(valid, pseudo_labels, torch.zeros_like(pseudo_labels)).float()
-    per_pixel = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
-    return (per_pixel * confident.float()).sum() / valid.sum()
-
-
-def cutmix_boxes(
-    batch_size: int,
-    height: int,
-    width: int,
-    *,
-    probability: float = 0.5,
-    area: tuple[float, float] = (0.02, 0.4),
-    ratio: tuple[float, float] = (0.3, 1 / 0.3),
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """Draw one CutMix box per sample (UniMatch style: random area and aspect ratio).
-
-    Args:
-        batch_size: Samples ``B``.
-        height: Rows ``H``.
-        width: Columns ``W``.
-        probability: Chance that a sample gets a box at all.
-        area: ``(min, max)`` box area as a fraction of the image.
-        ratio: ``(min, max)`` box aspect ratio (width / height), sampled log-uniformly.
-        generator: Optional random generator (CPU) for reproducible boxes.
-        device: Device of the returned mask.
-
-    Returns:
-        ``[B, H, W]`` bool mask, True inside the box (where the partner's content is pasted).
-    """
-    boxes = torch.zeros(batch_size, height, width, dtype=torch.bool)
-    for index in range(batch_size):
-        draws = torch.rand(4, generator=generator).tolist()
-        if draws[0] >= probability:
-            continue
-        box_area = (area[0] + (area[1] - area[0]) * draws[1]) * height * width
-        log_ratio = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * draws[2]
-        aspect = math.exp(log_ratio)
-        box_h = max(1, min(height, round(math.sqrt(box_area / aspect))))
-        box_w = max(1, min(width, round(math.sqrt(box_area * aspect))))
-        corner = torch.rand(2, generator=generator).tolist()
-        top = int(corner[0] * (height - box_h + 1))
-        left = int(corner[1] * (width - box_w + 1))
-        boxes[index, top : top + box_h, left : left + box_w] = True
-    return boxes.to(device) if device is not None else boxes
-
-
-def apply_cutmix(value: Tensor, boxes: Tensor, partner: Tensor) -> Tensor:
-    """Paste ``value[partner]`` into ``value`` inside ``boxes``.
-
-    The same boxes and partners must be used for the image and every per-pixel target, so
-    dates, labels and pseudo labels stay aligned. Works for images ``[B, 2, C, H, W]`` (one box
-    for both dates), ``[B, C, H, W]`` and per-pixel maps ``[B, H, W]``.
-
-    Args:
-        value: Tensor whose first dim is the batch and last two dims ``H, W``.
-        boxes: ``[B, H, W]`` bool masks from :func:`cutmix_boxes`.
-        partner: ``[B]`` long indices of the sample each one takes its box content from.
-
-    Returns:
-        The mixed tensor (a new tensor; ``value`` is untouched).
-
-    Raises:
-        DataError: If the batch or spatial size differs from the boxes.
-    """
-    if value.shape[0] != boxes.shape[0] or value.shape[-2:] != boxes.shape[-2:]:
-        raise DataError(
-            f"cannot CutMix a tensor of shape {tuple(value.shape)} with boxes {tuple(boxes.shape)}"
-        )
-    shape = [boxes.shape[0]] + [1] * (value.dim() - 3) + list(boxes.shape[-2:])
-    return torch.where(boxes.view(shape), value[partner], value)
-
-
-class StrongPhotometric(nn.Module):
-    """Strong per-date photometric augmentation of normalized bi-temporal images.
-
-    Each date independently gets brightness/contrast jitter, a random Gaussian blur and a
-    random grayscale (every band replaced by the band mean, so any band count works). The
-    geometry is untouched: the strong view stays pixel-aligned with the weak view it is made
-    from, which is what lets the weak view's pseudo labels supervise it.
-
-    Args:
-        brightness: Brightness jitter amplitude (in normalized units).
-        contrast: Contrast jitter amplitude.
-        jitter_p: Probability of brightness/contrast jitter per date.
-        blur_p: Probability of a Gaussian blur per date.
-        blur_sigma: ``(min, max)`` blur sigma in pixels.
-        grayscale_p: Probability of grayscale per date.
-    """
-
-    def __init__(
-        self,
-        *,
-        brightness: float = 0.4,
-        contrast: float = 0.4,
-        jitter_p: float = 0.8,
-        blur_p: float = 0.5,
-        blur_sigma: tuple[float, float] = (0.1, 2.0),
-        grayscale_p: float = 0.2,
-    ) -> None:
-        super().__init__()
-        self.jitter = ChangeAugmentation(
-            flip=False,
-            rotate90=False,
-            scale=None,
-            brightness=brightness,
-            contrast=contrast,
-            saturation=0.0,
-            hue=0.0,
-            photometric_p=jitter_p,
-            value_range=None,
-        )
-        self.blur = K.RandomGaussianBlur((5, 5), blur_sigma, p=blur_p) if blur_p > 0 else None
-        self.grayscale_p = grayscale_p
-
-    def _grayscale(self, date: Tensor) -> Tensor:
-        if self.grayscale_p <= 0 or date.shape[1] < 2:
-            return date
-        chosen = torch.rand(date.shape[0], 1, 1, 1, device=date.device) < self.grayscale_p
-        gray = date.mean(dim=1, keepdim=True).expand_as(date)
-        return torch.where(chosen, gray, date)
-
-    @torch.no_grad()
-    def forward(self, image: Tensor) -> Tensor:
-        """Return a strongly augmented copy of ``image`` ``[B, 2, C, H, W]``.
-
-        Args:
-            image: Normalized bi-temporal images.
-
-        Returns:
-            The augmented images, same shape.
-        """
-        # The jitter module draws its parameters per date (independent illumination).
-        jittered = self.jitter({"image": image})["image"]
-        dates = []
-        for t in range(jittered.shape[1]):
-            date = jittered[:, t]
-            if self.blur is not None:
-                date = self.blur(date)
-            dates.append(self._grayscale(date))
-        return torch.stack(dates, dim=1)
-
-
-def _default_weak_augmentation() -> ChangeAugmentation:
-    return ChangeAugmentation(
-        flip=True,
-        rotate90=True,
-        scale=(0.5, 1.0),
-        brightness=0.0,
-        contrast=0.0,
-        saturation=0.0,
-        hue=0.0,
-        photometric_p=0.0,
-        value_range=None,
-    )
+    def mix(self, value: Tensor) -> Tensor:
+        """Apply the view's CutMix to another per-pixel target."""
+        return apply_cutmix(value, self.boxes, self.partner)
 
 
 class SemiSupervisedChangeTrainer(ChangeTrainer):
@@ -412,30 +228,17 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
             raise ConfigurationError("SemiSupervisedChangeTrainer supports task='binary' only")
         if method not in ("fixmatch", "diffmatch"):
             raise ConfigurationError(f"method must be 'fixmatch' or 'diffmatch', got {method!r}")
-        if not 0.5 <= confidence_threshold < 1.0:
-            raise ConfigurationError(
-                f"confidence_threshold must be in [0.5, 1), got {confidence_threshold}"
-            )
-        if not 0.0 <= feature_dropout < 1.0:
-            raise ConfigurationError(f"feature_dropout must be in [0, 1), got {feature_dropout}")
-        if not 0.0 <= feature_perturbation_share <= 1.0:
-            raise ConfigurationError(
-                f"feature_perturbation_share must be in [0, 1], got {feature_perturbation_share}"
-            )
-        if not 0.0 <= cutmix_probability <= 1.0:
-            raise ConfigurationError(
-                f"cutmix_probability must be in [0, 1], got {cutmix_probability}"
-            )
-        if not 0.0 < cutmix_area[0] <= cutmix_area[1] <= 1.0:
-            raise ConfigurationError(f"cutmix_area must be 0 < min <= max <= 1, got {cutmix_area}")
-        for name, value in (
-            ("unsupervised_weight", unsupervised_weight),
-            ("contrastive_weight", contrastive_weight),
-            ("generated_weight_start", generated_weight_start),
-            ("generated_weight_end", generated_weight_end),
-        ):
-            if value < 0:
-                raise ConfigurationError(f"{name} must be >= 0, got {value}")
+        ConsistencyOptions(
+            confidence_threshold=confidence_threshold,
+            unsupervised_weight=unsupervised_weight,
+            contrastive_weight=contrastive_weight,
+            generated_weight_start=generated_weight_start,
+            generated_weight_end=generated_weight_end,
+            feature_dropout=feature_dropout,
+            feature_perturbation_share=feature_perturbation_share,
+            cutmix_probability=cutmix_probability,
+            cutmix_area=cutmix_area,
+        )
         classes = [int(c) for c in change_classes]
         if not classes or any(c < 0 or c >= pseudo_num_classes for c in classes):
             raise ConfigurationError(
@@ -454,16 +257,9 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
             model_kwargs=merged_kwargs,
             **kwargs,
         )
+        ignore = ["loss", "weak_augmentation", "strong_augmentation", "pseudo_semantic_fn"]
         self.save_hyperparameters(
-            ignore=[
-                "model",
-                "loss",
-                "weak_augmentation",
-                "strong_augmentation",
-                "pseudo_semantic_fn",
-            ]
-            if isinstance(model, nn.Module)
-            else ["loss", "weak_augmentation", "strong_augmentation", "pseudo_semantic_fn"]
+            ignore=["model", *ignore] if isinstance(model, nn.Module) else ignore
         )
         # Store what rebuilds the same network: ChangeTrainer.load_from_checkpoint (and the
         # predictor) reads these, so the DiffMatch heads must be part of model_kwargs.
@@ -475,15 +271,28 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
         self.pseudo_num_classes = pseudo_num_classes
         self.change_classes = tuple(classes)
         self.ceg_kwargs = dict(ceg_kwargs or {})
-        self.weak_augmentation = weak_augmentation or _default_weak_augmentation()
+        self.weak_augmentation = weak_augmentation or default_weak_augmentation()
         self.strong_augmentation = strong_augmentation or StrongPhotometric()
         self.pseudo_semantic_fn = pseudo_semantic_fn
-        self.contrastive_loss = BatchBalancedContrastiveLoss(margin=contrastive_margin)
         if feature_dropout > 0 and not isinstance(getattr(self.model, "decoder", None), nn.Module):
             raise ConfigurationError(
                 "feature_dropout > 0 needs a model with a 'decoder' module (its inputs are the "
                 f"perturbed features); {type(self.model).__name__} has none"
             )
+
+    # ------------------------------------------------------------------ task shape
+    def configure_losses(self, loss: str | nn.Module | None, kwargs: dict[str, Any]) -> None:
+        """Set the supervised change loss and the batch-balanced contrastive loss.
+
+        Args:
+            loss: See :class:`ChangeTrainer`.
+            kwargs: ``loss_kwargs``.
+        """
+        super().configure_losses(loss, kwargs)
+        # Called from ChangeTrainer.__init__: Lightning has already saved this class's
+        # arguments too, so contrastive_margin is in hparams.
+        margin = float(self.hparams["contrastive_margin"])
+        self.contrastive_loss = BatchBalancedContrastiveLoss(margin=margin)
 
     # ------------------------------------------------------------------ schedules
     def generated_weight(self) -> float:
@@ -494,10 +303,7 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
         """
         steps = self.hparams.get("generated_weight_steps")
         if steps is None:
-            steps = 0
-            if self._trainer is not None:
-                estimated = self.trainer.estimated_stepping_batches
-                steps = int(estimated) if math.isfinite(estimated) else 0
+            steps = estimated_total_steps(self)
         return linear_schedule(
             int(self.global_step) if self._trainer is not None else 0,
             start=float(self.hparams["generated_weight_start"]),
@@ -506,42 +312,10 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
         )
 
     # ------------------------------------------------------------------ checkpoints
-    _AUGMENTATION_PREFIXES = ("weak_augmentation.", "strong_augmentation.")
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the metadata and drop the augmentation buffers from the saved weights.
-
-        Kornia keeps its sampling ranges as buffers; they are configuration, not learned
-        weights, and leaving them out lets the plain :class:`ChangeTrainer` (and so the
-        predictor) load a semi-supervised checkpoint.
-
-        Args:
-            checkpoint: The checkpoint dict being saved.
-        """
-        super().on_save_checkpoint(checkpoint)
-        state = checkpoint.get("state_dict")
-        if isinstance(state, dict):
-            for key in [k for k in state if k.startswith(self._AUGMENTATION_PREFIXES)]:
-                del state[key]
-
-    def load_state_dict(
-        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
-    ) -> Any:
-        """Load weights; augmentation buffers missing from the checkpoint keep their values.
-
-        Args:
-            state_dict: Saved weights.
-            strict: Require every other key to match.
-            assign: See :meth:`torch.nn.Module.load_state_dict`.
-
-        Returns:
-            The missing and unexpected keys, as :meth:`torch.nn.Module.load_state_dict`.
-        """
-        merged = dict(state_dict)
-        for key, value in super().state_dict().items():
-            if key.startswith(self._AUGMENTATION_PREFIXES):
-                merged.setdefault(key, value)
-        return super().load_state_dict(merged, strict=strict, assign=assign)
+    # Kornia keeps its sampling ranges as buffers; they are configuration, not learned weights,
+    # and leaving them out lets the plain ChangeTrainer (and so the predictor) load a
+    # semi-supervised checkpoint (see CheckpointLoading).
+    _UNSAVED_PREFIXES = ("weak_augmentation.", "strong_augmentation.")
 
     # ------------------------------------------------------------------ pseudo labels
     def _pseudo_semantic(self, batch: Mapping[str, Any], what: str) -> tuple[Tensor, Tensor]:
@@ -558,27 +332,9 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
                     f"pseudo_semantic_fn; batch keys: {sorted(batch)}"
                 )
             pre, post = self.pseudo_semantic_fn(batch)
-        image = batch["image"]
-        expected = (image.shape[0], *image.shape[-2:])
-        for name, value in (("pre", pre), ("post", post)):
-            if not isinstance(value, Tensor) or tuple(value.shape) != expected:
-                shape = tuple(value.shape) if isinstance(value, Tensor) else type(value)
-                raise DataError(
-                    f"pseudo semantic map ({name}, {what} batch) must be [B, H, W] = {expected}, "
-                    f"got {shape}"
-                )
-        pre, post = pre.long(), post.long()
-        ignore = self.ignore_index
-        for name, value in (("pre", pre), ("post", post)):
-            valid = value[value != ignore]
-            if valid.numel() and (
-                int(valid.min()) < 0 or int(valid.max()) >= self.pseudo_num_classes
-            ):
-                raise DataError(
-                    f"pseudo semantic map ({name}, {what} batch) holds classes outside "
-                    f"0..{self.pseudo_num_classes - 1} (pseudo_num_classes) and {ignore}"
-                )
-        return pre, post
+        return check_pseudo_semantic(
+            pre, post, batch["image"], what, self.pseudo_num_classes, self.ignore_index
+        )
 
     def _generated_labels(self, pre: Tensor, post: Tensor) -> Tensor:
         from geochange.pseudo import change_event_generation_batch
@@ -614,23 +370,9 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
             out[PSEUDO_PRE], out[PSEUDO_POST] = augmented["mask_pre"], augmented["mask_post"]
         return out
 
-    @contextmanager
-    def _feature_perturbation(self, probability: float) -> Iterator[None]:
+    def _feature_perturbation(self, probability: float) -> AbstractContextManager[None]:
         """Channel dropout on the decoder inputs while the context is active (UniMatch FP)."""
-        decoder = cast(nn.Module, self.model.decoder)
-
-        def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-            features = args[0]
-            if isinstance(features, (list, tuple)):
-                dropped = [F.dropout2d(f, probability, training=True) for f in features]
-                return (dropped, *args[1:])
-            return (F.dropout2d(features, probability, training=True), *args[1:])
-
-        handle = decoder.register_forward_pre_hook(hook)
-        try:
-            yield
-        finally:
-            handle.remove()
+        return decoder_feature_dropout(cast(nn.Module, self.model.decoder), probability)
 
     # ------------------------------------------------------------------ training
     def _supervised_change_loss(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -658,6 +400,10 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
     ) -> dict[str, Tensor]:
         """All loss terms of one semi-supervised step (also usable outside Lightning).
 
+        The phases, in the order they draw random numbers: views and forward passes,
+        weak-to-strong consistency (:meth:`_consistency_terms`), then for DiffMatch the
+        contrastive (:meth:`_contrastive_terms`) and guidance (:meth:`_guidance_terms`) terms.
+
         Args:
             labeled: Normalized (and augmented) labeled batch: ``image``, ``mask`` (+ pseudo
                 semantic maps for DiffMatch).
@@ -670,24 +416,9 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
             DataError: On malformed batches or missing pseudo semantic maps (DiffMatch).
         """
         self._check_batch(labeled)
-        image_u = unlabeled.get("image")
-        if (
-            not isinstance(image_u, Tensor)
-            or image_u.dim() != 5
-            or image_u.shape[1:3]
-            != (
-                2,
-                self.in_channels,
-            )
-        ):
-            shape = tuple(image_u.shape) if isinstance(image_u, Tensor) else type(image_u)
-            raise DataError(
-                f"unlabeled batch 'image' must be [B, 2, {self.in_channels}, H, W], got {shape}"
-            )
-        hp = self.hparams
+        check_unlabeled_image(unlabeled.get("image"), self.in_channels)
+        options = ConsistencyOptions.from_hparams(self.hparams)
         diffmatch = self.method == "diffmatch"
-        threshold = float(hp["confidence_threshold"])
-        ignore = self.ignore_index
 
         semantic_l = self._pseudo_semantic(labeled, "labeled") if diffmatch else None
         semantic_u = self._pseudo_semantic(unlabeled, "unlabeled") if diffmatch else None
@@ -696,65 +427,97 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
         out_l, out_w = self._forward_views([labeled["image"].float(), weak["image"]])
         terms: dict[str, Tensor] = {}
         terms["sup"] = self._supervised_change_loss(out_l[CHANGE], labeled["mask"])
-
-        with torch.no_grad():
-            probability = out_w[CHANGE][:, 0].detach().float().sigmoid()
-            pseudo = (probability > 0.5).long()
-            confidence = torch.maximum(probability, 1 - probability)
-
-        # Strong view of the weak view, then CutMix between pairs of the batch.
-        batch_u = weak["image"].shape[0]
-        height, width = weak["image"].shape[-2:]
-        boxes = cutmix_boxes(
-            batch_u,
-            height,
-            width,
-            probability=float(hp["cutmix_probability"]),
-            area=tuple(hp["cutmix_area"]),
-            device=weak["image"].device,
-        )
-        partner = torch.randperm(batch_u, device=weak["image"].device)
-        strong_image = apply_cutmix(self.strong_augmentation(weak["image"]), boxes, partner)
-        pseudo_s = apply_cutmix(pseudo, boxes, partner)
-        confidence_s = apply_cutmix(confidence, boxes, partner)
-        out_s = self(strong_image)
-        loss_strong = confidence_weighted_bce(out_s[CHANGE], pseudo_s, confidence_s, threshold)
-        terms["confident_fraction"] = (confidence >= threshold).float().mean()
-
-        dropout = float(hp["feature_dropout"])
-        if dropout > 0:
-            with self._feature_perturbation(dropout):
-                out_fp = self(weak["image"])
-            terms["feature_perturbation"] = confidence_weighted_bce(
-                out_fp[CHANGE], pseudo, confidence, threshold
-            )
-            share = float(hp["feature_perturbation_share"])
-            terms["unsup"] = (1 - share) * loss_strong + share * terms["feature_perturbation"]
-        else:
-            terms["unsup"] = loss_strong
-        total = (terms["sup"] + float(hp["unsupervised_weight"]) * terms["unsup"]) / 2
-
+        pseudo, confidence = weak_pseudo_labels(out_w[CHANGE])
+        strong = self._strong_view(weak["image"], pseudo, confidence, options)
+        total = self._consistency_terms(terms, weak["image"], pseudo, confidence, strong, options)
         if not diffmatch:
             terms["loss"] = total
             return terms
-        assert semantic_l is not None and semantic_u is not None
+        assert semantic_l is not None
+        total = self._contrastive_terms(terms, total, out_l, labeled["mask"], strong, options)
+        views = self._guidance_views(labeled, semantic_l, weak, out_l, out_w, strong)
+        terms["loss"] = self._guidance_terms(terms, total, views)
+        return terms
 
-        # Metric-aware contrastive loss on the auxiliary branches' feature distance.
-        contrastive_weight = float(hp["contrastive_weight"])
-        if contrastive_weight > 0:
-            self._require(out_l, FEATURE_DISTANCE)
-            terms["contrast_sup"] = self.contrastive_loss(out_l[FEATURE_DISTANCE], labeled["mask"])
-            confident_pseudo = torch.where(
-                confidence_s >= threshold, pseudo_s, torch.full_like(pseudo_s, ignore)
-            )
-            terms["contrast_unsup"] = self.contrastive_loss(
-                out_s[FEATURE_DISTANCE], confident_pseudo
-            )
-            total = (
-                total + contrastive_weight * (terms["contrast_sup"] + terms["contrast_unsup"]) / 2
-            )
+    def _strong_view(
+        self, weak_image: Tensor, pseudo: Tensor, confidence: Tensor, options: ConsistencyOptions
+    ) -> _StrongView:
+        """Strong view of the weak view, CutMix between pairs of the batch, and its forward."""
+        batch_size = weak_image.shape[0]
+        height, width = weak_image.shape[-2:]
+        boxes = cutmix_boxes(
+            batch_size,
+            height,
+            width,
+            probability=options.cutmix_probability,
+            area=options.cutmix_area,
+            device=weak_image.device,
+        )
+        partner = torch.randperm(batch_size, device=weak_image.device)
+        image = apply_cutmix(self.strong_augmentation(weak_image), boxes, partner)
+        pseudo_s = apply_cutmix(pseudo, boxes, partner)
+        confidence_s = apply_cutmix(confidence, boxes, partner)
+        return _StrongView(boxes, partner, pseudo_s, confidence_s, self(image))
 
-        # Generated-label head and auxiliary semantic decoders on labeled, weak, strong views.
+    def _consistency_terms(
+        self,
+        terms: dict[str, Tensor],
+        weak_image: Tensor,
+        pseudo: Tensor,
+        confidence: Tensor,
+        strong: _StrongView,
+        options: ConsistencyOptions,
+    ) -> Tensor:
+        """FixMatch / UniMatch terms into ``terms``; returns ``(L_sup + w_u * L_unsup) / 2``."""
+        threshold = options.confidence_threshold
+        loss_strong = confidence_weighted_bce(
+            strong.outputs[CHANGE], strong.pseudo, strong.confidence, threshold
+        )
+        terms["confident_fraction"] = (confidence >= threshold).float().mean()
+        dropout = options.feature_dropout
+        if dropout > 0:
+            with self._feature_perturbation(dropout):
+                out_fp = self(weak_image)
+            terms["feature_perturbation"] = confidence_weighted_bce(
+                out_fp[CHANGE], pseudo, confidence, threshold
+            )
+            share = options.feature_perturbation_share
+            terms["unsup"] = (1 - share) * loss_strong + share * terms["feature_perturbation"]
+        else:
+            terms["unsup"] = loss_strong
+        return (terms["sup"] + options.unsupervised_weight * terms["unsup"]) / 2
+
+    def _contrastive_terms(
+        self,
+        terms: dict[str, Tensor],
+        total: Tensor,
+        out_l: Mapping[str, Tensor],
+        mask: Tensor,
+        strong: _StrongView,
+        options: ConsistencyOptions,
+    ) -> Tensor:
+        """Metric-aware contrastive loss on the auxiliary branches' feature distance."""
+        weight = options.contrastive_weight
+        if weight <= 0:
+            return total
+        self._require(out_l, FEATURE_DISTANCE)
+        terms["contrast_sup"] = self.contrastive_loss(out_l[FEATURE_DISTANCE], mask)
+        confident = confident_labels(
+            strong.pseudo, strong.confidence, options.confidence_threshold, self.ignore_index
+        )
+        terms["contrast_unsup"] = self.contrastive_loss(strong.outputs[FEATURE_DISTANCE], confident)
+        return total + weight * (terms["contrast_sup"] + terms["contrast_unsup"]) / 2
+
+    def _guidance_views(
+        self,
+        labeled: Mapping[str, Any],
+        semantic_l: tuple[Tensor, Tensor],
+        weak: Mapping[str, Tensor],
+        out_l: dict[str, Tensor],
+        out_w: dict[str, Tensor],
+        strong: _StrongView,
+    ) -> dict[str, tuple[dict[str, Tensor], Tensor, tuple[Tensor, Tensor]]]:
+        """Outputs, CEG labels and pseudo semantic maps of the labeled, weak and strong views."""
         generated_l = (
             labeled[PSEUDO_CHANGE].long()
             if PSEUDO_CHANGE in labeled
@@ -765,18 +528,24 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
             if PSEUDO_CHANGE in weak
             else self._generated_labels(weak[PSEUDO_PRE], weak[PSEUDO_POST])
         )
-        views = {
+        semantic_w = (weak[PSEUDO_PRE], weak[PSEUDO_POST])
+        return {
             "labeled": (out_l, generated_l, semantic_l),
-            "weak": (out_w, generated_w, (weak[PSEUDO_PRE], weak[PSEUDO_POST])),
+            "weak": (out_w, generated_w, semantic_w),
             "strong": (
-                out_s,
-                apply_cutmix(generated_w, boxes, partner),
-                (
-                    apply_cutmix(weak[PSEUDO_PRE], boxes, partner),
-                    apply_cutmix(weak[PSEUDO_POST], boxes, partner),
-                ),
+                strong.outputs,
+                strong.mix(generated_w),
+                (strong.mix(semantic_w[0]), strong.mix(semantic_w[1])),
             ),
         }
+
+    def _guidance_terms(
+        self,
+        terms: dict[str, Tensor],
+        total: Tensor,
+        views: Mapping[str, tuple[dict[str, Tensor], Tensor, tuple[Tensor, Tensor]]],
+    ) -> Tensor:
+        """Generated-label head and auxiliary semantic decoders; returns the DiffMatch total."""
         guidance = total.new_zeros(())
         for name, (outputs, generated, (sem_pre, sem_post)) in views.items():
             self._require(outputs, CHANGE_GENERATED)
@@ -784,15 +553,17 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
             terms[f"generated_{name}"] = self._supervised_change_loss(
                 outputs[CHANGE_GENERATED], generated
             )
-            terms[f"aux_semantic_{name}"] = (
-                masked_cross_entropy(outputs[AUX_SEMANTIC_PRE], sem_pre, ignore)
-                + masked_cross_entropy(outputs[AUX_SEMANTIC_POST], sem_post, ignore)
-            ) / 2
+            terms[f"aux_semantic_{name}"] = aux_semantic_loss(
+                outputs[AUX_SEMANTIC_PRE],
+                outputs[AUX_SEMANTIC_POST],
+                sem_pre,
+                sem_post,
+                self.ignore_index,
+            )
             guidance = guidance + terms[f"generated_{name}"] + terms[f"aux_semantic_{name}"]
         weight = self.generated_weight()
         terms["generated_weight"] = total.new_tensor(weight)
-        terms["loss"] = total + weight / 6 * guidance
-        return terms
+        return total + weight / 6 * guidance
 
     def _require(self, outputs: Mapping[str, Tensor], key: str) -> None:
         if key not in outputs:

@@ -1,14 +1,19 @@
-"""Weak and strong views of unlabeled bi-temporal batches (semi-supervised training)."""
+"""Weak, strong and feature-perturbed views of unlabeled bi-temporal batches (semi-supervised)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import kornia.augmentation as K
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geochange.transforms.augmentation import ChangeAugmentation
 
-__all__ = ["StrongPhotometric", "default_weak_augmentation"]
+__all__ = ["StrongPhotometric", "decoder_feature_dropout", "default_weak_augmentation"]
 
 
 class StrongPhotometric(nn.Module):
@@ -101,3 +106,30 @@ def default_weak_augmentation() -> ChangeAugmentation:
         photometric_p=0.0,
         value_range=None,
     )
+
+
+@contextmanager
+def decoder_feature_dropout(decoder: nn.Module, probability: float) -> Iterator[None]:
+    """Channel dropout on a decoder's inputs while the context is active (UniMatch FP).
+
+    Args:
+        decoder: The model's decoder; its first positional input (a tensor or a list of
+            feature maps) is dropped out channel-wise.
+        probability: Dropout probability.
+
+    Yields:
+        Nothing; the hook is removed on exit.
+    """
+
+    def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        features = args[0]
+        if isinstance(features, (list, tuple)):
+            dropped = [F.dropout2d(f, probability, training=True) for f in features]
+            return (dropped, *args[1:])
+        return (F.dropout2d(features, probability, training=True), *args[1:])
+
+    handle = decoder.register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
