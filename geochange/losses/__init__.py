@@ -17,6 +17,13 @@ from geochange.losses.binary import (
     build_change_loss,
     masked_cross_entropy,
 )
+from geochange.losses.consistency import (
+    ConsistencyOptions,
+    aux_semantic_loss,
+    confidence_weighted_bce,
+    confident_labels,
+    weak_pseudo_labels,
+)
 from geochange.losses.contrastive import (
     BatchBalancedContrastiveLoss,
     BSCCLoss,
@@ -32,14 +39,19 @@ __all__ = [
     "BSCCLoss",
     "BatchBalancedContrastiveLoss",
     "CombinedIoULoss",
+    "ConsistencyOptions",
     "DiceLoss",
     "FocalLoss",
     "MaskedBCEWithLogitsLoss",
     "SACLLoss",
     "SCDMultitaskLoss",
     "SoftIoULoss",
+    "aux_semantic_loss",
     "build_change_loss",
+    "confidence_weighted_bce",
+    "confident_labels",
     "feature_distance",
     "masked_cross_entropy",
     "supervised_info_nce",
+    "weak_pseudo_labels",
 ]

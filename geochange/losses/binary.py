@@ -209,12 +209,23 @@ class FocalLoss(nn.Module):
 
 
 class _WeightedSum(nn.Module):
+    """``Σ weight_i * term_i(logits, target)``; terms of weight 0 are not computed."""
+
     def __init__(self, terms: Sequence[tuple[float, nn.Module]]) -> None:
         super().__init__()
         self.weights = [float(weight) for weight, _ in terms]
         self.terms = nn.ModuleList(term for _, term in terms)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Compute the loss.
+
+        Args:
+            logits: Change logits ``[B, 1, H, W]``.
+            target: Labels ``[B, H, W]``.
+
+        Returns:
+            Scalar loss.
+        """
         total = logits.new_zeros(())
         for weight, term in zip(self.weights, self.terms, strict=True):
             if weight:
@@ -249,18 +260,6 @@ class CombinedIoULoss(_WeightedSum):
             ]
         )
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Compute the loss.
-
-        Args:
-            logits: Change logits ``[B, 1, H, W]``.
-            target: Labels ``[B, H, W]``.
-
-        Returns:
-            Scalar loss.
-        """
-        return super().forward(logits, target)
-
 
 class BCEDiceLoss(_WeightedSum):
     """``bce_weight * BCE(pos_weight) + dice_weight * Dice`` (the SCD change loss)."""
@@ -288,18 +287,6 @@ class BCEDiceLoss(_WeightedSum):
                 (dice_weight, DiceLoss(smooth, ignore_index)),
             ]
         )
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Compute the loss.
-
-        Args:
-            logits: Change logits ``[B, 1, H, W]``.
-            target: Labels ``[B, H, W]``.
-
-        Returns:
-            Scalar loss.
-        """
-        return super().forward(logits, target)
 
 
 _CHANGE_LOSSES: dict[str, type[nn.Module]] = {
