@@ -201,18 +201,14 @@ class ChangeTrainer(CheckpointLoading):
     ) -> None:
         """Set :attr:`model` (and ``model_name`` / ``model_kwargs``, stored in checkpoints).
 
-        The arguments are passed in rather than read from ``hparams`` (as TorchGeo does): a user
-        module is no hyper-parameter, and a subclass may save other ``model_kwargs``.
+        Passed in, not read from ``hparams`` as in TorchGeo: a user module is no hyper-parameter.
 
         Args:
             model: Registry name or user module (see :meth:`__init__`).
             backbone: smp encoder name.
             weights: Pretrained encoder weights or ``None``.
             model_kwargs: Extra ``build_model`` arguments.
-            freeze_backbone: Keep the encoder fixed.
-
-        Raises:
-            ConfigurationError: If ``freeze_backbone`` is asked of a user module without encoder.
+            freeze_backbone: Keep the encoder fixed (a user module needs an ``encoder``).
         """
         if isinstance(model, nn.Module):
             self.model_name = type(model).__name__
@@ -307,7 +303,12 @@ class ChangeTrainer(CheckpointLoading):
         """
         datamodule = self._datamodule()
         if datamodule is not None and not self._checked_datamodule:
-            self._check_datamodule(datamodule)
+            check_datamodule(
+                datamodule,
+                in_channels=self.in_channels,
+                task=self.task,
+                num_classes=self.num_classes,
+            )
             self._checked_datamodule = True
         if self.hparams.get("channels_last"):
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -317,11 +318,6 @@ class ChangeTrainer(CheckpointLoading):
     def _datamodule(self) -> Any:
         trainer = self._trainer
         return getattr(trainer, "datamodule", None) if trainer is not None else None
-
-    def _check_datamodule(self, datamodule: Any) -> None:
-        check_datamodule(
-            datamodule, in_channels=self.in_channels, task=self.task, num_classes=self.num_classes
-        )
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """Run the model and return its output dict (a bare tensor becomes ``{"change": ...}``).
