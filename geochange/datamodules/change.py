@@ -216,15 +216,17 @@ class ChangeDataModule(LightningDataModule):
     ) -> ChangeDataModule:
         """Build a datamodule over a benchmark folder.
 
+        The folder's splits are opened now (see
+        :func:`~geochange.datamodules.folder.open_folder_splits`, which describes the layouts);
+        :class:`~geochange.datamodules.FolderChangeDataModule` does the same from a config.
+
         Args:
             root: dataset root.
-            layout: ``"binary"`` (A/B/label, :class:`ChangeFolderDataset`), ``"second"`` or
-                ``"hiucd"`` (:class:`SemanticChangeFolderDataset`).
-            train_split: training split name (None: no training data).
-            val_split: validation split name; a split that does not exist is skipped with a
-                warning.
-            test_split: test split name, same rule.
-            dataset_kwargs: extra dataset arguments (``stride``, ``class_names``, dirs, ...).
+            layout: one of ``binary``, ``second``, ``hiucd``.
+            train_split: the split to train on (None: none).
+            val_split: the validation split, skipped with a warning when the folder lacks it.
+            test_split: the test split, skipped the same way.
+            dataset_kwargs: extra arguments of the folder dataset class.
             **kwargs: datamodule arguments (``patch_size``, ``batch_size``, ...).
 
         Returns:
@@ -233,23 +235,35 @@ class ChangeDataModule(LightningDataModule):
         Raises:
             DataError: the training split is missing or a file lacks its pair/label.
         """
+        module = cls(**kwargs)
+        module._open_folder(root, layout, train_split, val_split, test_split, dataset_kwargs)
+        return module
+
+    def _open_folder(
+        self,
+        root: str | os.PathLike[str],
+        layout: str,
+        train_split: str | None,
+        val_split: str | None,
+        test_split: str | None,
+        dataset_kwargs: dict[str, Any] | None,
+    ) -> None:
+        """Open a benchmark folder's splits into :attr:`folder_datasets` (its caller warns)."""
         # Imported here: geochange.datamodules.folder subclasses this class.
         from geochange.datamodules.folder import open_folder_splits
 
-        module = cls(**kwargs)
-        module.folder_datasets = open_folder_splits(
+        self.folder_datasets = open_folder_splits(
             root,
             layout=layout,
             train_split=train_split,
             val_split=val_split,
             test_split=test_split,
-            patch_size=module.patch_size,
-            labeled_fraction=module.labeled_fraction,
-            seed=module.seed,
+            patch_size=self.patch_size,
+            labeled_fraction=self.labeled_fraction,
+            seed=self.seed,
             dataset_kwargs=dataset_kwargs,
-            stacklevel=2,
+            stacklevel=3,  # the caller of from_folder / FolderChangeDataModule
         )
-        return module
 
     # -- metadata the trainer reads ---------------------------------------------------------
 

@@ -129,14 +129,4 @@ class FolderChangeDataModule(ChangeDataModule):
         super().__init__(
             pre=None, post=None, change=None, semantic_pre=None, semantic_post=None, **kwargs
         )
-        self.folder_datasets = open_folder_splits(
-            root,
-            layout=layout,
-            train_split=train_split,
-            val_split=val_split,
-            test_split=test_split,
-            patch_size=self.patch_size,
-            labeled_fraction=self.labeled_fraction,
-            seed=self.seed,
-            dataset_kwargs=dataset_kwargs,
-        )
+        self._open_folder(root, layout, train_split, val_split, test_split, dataset_kwargs)
