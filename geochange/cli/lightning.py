@@ -9,10 +9,12 @@ Configs follow TorchGeo's ``torchgeo fit`` style::
       class_path: ChangeDataModule          # geo path: pre/post rasters
       init_args: {pre: pre.tif, post: post.tif, change: change.tif, patch_size: 256}
 
-Short class names resolve for the trainer, :class:`~geochange.datamodules.ChangeDataModule` and
-the two config-friendly datamodules defined here: :class:`FolderChangeDataModule` (benchmark
-folders, i.e. ``ChangeDataModule.from_folder``) and :class:`SyntheticSceneDataModule` (generates
-a synthetic scene on first use, so a config runs out of the box). See ``examples/configs/``.
+Short class names resolve for the trainer and the datamodules of :mod:`geochange.datamodules`:
+:class:`~geochange.datamodules.ChangeDataModule`, the config-friendly
+:class:`~geochange.datamodules.FolderChangeDataModule` (benchmark folders, i.e.
+``ChangeDataModule.from_folder``) and :class:`~geochange.datamodules.SyntheticSceneDataModule`
+(generates a synthetic scene on first use, so a config runs out of the box); both stay
+importable from here for configs naming ``geochange.cli.lightning.X``. See ``examples/configs/``.
 """
 
 from __future__ import annotations
@@ -20,14 +22,13 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from geochange.datamodules import ChangeDataModule
+from geochange.datamodules import FolderChangeDataModule, SyntheticSceneDataModule
 from geochange.errors import ConfigurationError, GeochangeError
 
 __all__ = ["FolderChangeDataModule", "SyntheticSceneDataModule", "main"]
@@ -41,215 +42,6 @@ _GDAL_SETTINGS = {
 }
 
 
-class FolderChangeDataModule(ChangeDataModule):
-    """:meth:`ChangeDataModule.from_folder` as a class, so YAML configs can build it.
-
-    Args:
-        root: Dataset root (LEVIR-CD / WHU-CD / DSIFN ``A/B/label``, SECOND, Hi-UCD).
-        layout: ``"binary"``, ``"second"`` or ``"hiucd"``.
-        train_split: Training split name (folder or ``list/<name>.txt``).
-        val_split: Validation split name (skipped with a warning when missing).
-        test_split: Test split name (skipped with a warning when missing).
-        patch_size: Cut images into patches of this size.
-        batch_size: Samples per batch.
-        num_workers: DataLoader workers.
-        normalization: ``{"mean": [...], "std": [...]}``; computed from training samples if None.
-        stats_samples: Samples read to compute the normalization.
-        augment: Default augmentation on/off.
-        date_swap: Probability of swapping the dates during augmentation.
-        value_range: Pixel value mapped to 1.0 for photometric jitter (``"auto"``).
-        labeled_fraction: Share of training pairs keeping labels (semi-supervised).
-        seed: Seed of the labeled subset and samplers.
-        dataset_kwargs: Extra dataset arguments (``stride``, ``class_names``, folder names).
-    """
-
-    def __init__(
-        self,
-        root: str,
-        layout: Literal["binary", "second", "hiucd"] = "binary",
-        train_split: str | None = "train",
-        val_split: str | None = "val",
-        test_split: str | None = "test",
-        *,
-        patch_size: int = 256,
-        batch_size: int = 8,
-        num_workers: int = 0,
-        normalization: dict[str, list[float]] | None = None,
-        stats_samples: int = 64,
-        augment: bool = True,
-        date_swap: float = 0.0,
-        value_range: float | str | None = "auto",
-        labeled_fraction: float | None = None,
-        seed: int = 0,
-        dataset_kwargs: dict[str, Any] | None = None,
-    ) -> None:
-        built = ChangeDataModule.from_folder(
-            root,
-            layout=layout,
-            train_split=train_split,
-            val_split=val_split,
-            test_split=test_split,
-            dataset_kwargs=dataset_kwargs,
-            patch_size=patch_size,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            normalization=normalization,
-            stats_samples=stats_samples,
-            augment=augment,
-            date_swap=date_swap,
-            value_range=value_range,
-            labeled_fraction=labeled_fraction,
-            seed=seed,
-        )
-        # from_folder returns a fully set-up ChangeDataModule; adopt its state.
-        self.__dict__.update(built.__dict__)
-
-
-class SyntheticSceneDataModule(ChangeDataModule):
-    """A :class:`ChangeDataModule` over a synthetic scene, generated on first use.
-
-    The scene (:func:`geochange.synthetic.make_scene`) is written to ``root`` on first use,
-    then read through the geo path like real rasters. An existing scene is reused when its
-    ``scene.json`` records the requested ``height``, ``width``, ``scene_seed`` and ``bands``
-    (every scene holds both binary and semantic labels, so ``task`` never needs a new one).
-    Otherwise it is regenerated in place, with a warning, but only when ``root`` holds nothing
-    but that earlier scene's files; a folder with other files, or with scene file names but no
-    ``scene.json``, is refused with a :class:`~geochange.errors.ConfigurationError`, so no user
-    file is ever overwritten.
-
-    Args:
-        root: Folder of the scene (created if needed).
-        height: Scene height in pixels.
-        width: Scene width in pixels.
-        scene_seed: Seed of the generated content.
-        bands: Bands per date.
-        task: ``"binary"`` (change labels) or ``"semantic"`` (also per-date class rasters).
-        patch_size: Window side in pixels.
-        batch_size: Samples per batch.
-        samples_per_epoch: Random training windows per epoch.
-        num_workers: DataLoader workers.
-        splits: Train/val/test shares of the scene.
-        balanced: Draw part of the training windows around change.
-        normalization: Band statistics; computed if None.
-        augment: Default augmentation on/off.
-        seed: Seed of the splits and samplers.
-    """
-
-    def __init__(
-        self,
-        root: str = "data/synthetic",
-        height: int = 2048,
-        width: int = 2048,
-        scene_seed: int = 0,
-        bands: int = 3,
-        task: Literal["binary", "semantic"] = "binary",
-        *,
-        patch_size: int = 256,
-        batch_size: int = 8,
-        samples_per_epoch: int | None = None,
-        num_workers: int = 0,
-        splits: Sequence[float] = (0.8, 0.1, 0.1),
-        balanced: bool = True,
-        normalization: dict[str, list[float]] | None = None,
-        augment: bool = True,
-        seed: int = 0,
-    ) -> None:
-        scene = _synthetic_scene(Path(root), height, width, scene_seed, bands)
-        semantic = task == "semantic"
-        super().__init__(
-            pre=str(scene.pre),
-            post=str(scene.post),
-            change=str(scene.change),
-            semantic_pre=str(scene.semantic_pre) if semantic else None,
-            semantic_post=str(scene.semantic_post) if semantic else None,
-            patch_size=patch_size,
-            batch_size=batch_size,
-            samples_per_epoch=samples_per_epoch,
-            num_workers=num_workers,
-            splits=splits,
-            balanced=balanced,
-            normalization=normalization,
-            augment=augment,
-            seed=seed,
-        )
-
-
-def _synthetic_scene(folder: Path, height: int, width: int, seed: int, bands: int) -> Any:
-    """The scene in ``folder`` if it matches the request, else a new one (see the class)."""
-    from affine import Affine
-
-    from geochange.io import atomic_output, partial_path
-    from geochange.synthetic import MANIFEST_NAME, Scene, make_scene
-
-    wanted = {"height": height, "width": width, "seed": seed, "bands": bands}
-    if (folder / MANIFEST_NAME).exists():
-        scene = Scene.load(folder)
-        found = {"height": scene.height, "width": scene.width, "seed": scene.seed}
-        found["bands"] = scene.bands
-        if found == wanted:
-            return scene
-        names = {MANIFEST_NAME, *(p.name for p in _scene_files(scene))}
-        # Leftovers of an interrupted generation are the generator's too.
-        ours = names | {partial_path(n).name for n in names} | {f".{n}.tiled.tif" for n in names}
-        others = sorted(p.name for p in folder.iterdir() if p.name not in ours)
-        describe = ", ".join(f"{k}={v}" for k, v in found.items())
-        asked = ", ".join(f"{k}={v}" for k, v in wanted.items())
-        if others:
-            raise ConfigurationError(
-                f"{str(folder)!r} holds a synthetic scene with {describe}, not the requested "
-                f"{asked}, and other files too ({', '.join(others[:5])}), so it is not "
-                "regenerated there: use another root, or the scene's own height/width/"
-                "scene_seed/bands"
-            )
-        warnings.warn(
-            f"regenerating the synthetic scene in {str(folder)!r}: it had {describe}, the "
-            f"requested scene has {asked}",
-            UserWarning,
-            stacklevel=3,
-        )
-        # A regeneration that fails half way must not leave a manifest describing other files;
-        # one that fails before writing anything (bad arguments) keeps the old scene usable.
-        manifest = folder / MANIFEST_NAME
-        text = manifest.read_text()
-        before = {p: _stamp(p) for p in _scene_files(scene)}
-        manifest.unlink()
-        try:
-            return make_scene(folder, height, width, seed=seed, bands=bands)
-        except BaseException:
-            if all(_stamp(p) == stamp for p, stamp in before.items()):
-                with atomic_output(manifest) as tmp:
-                    tmp.write_text(text)
-            raise
-    if folder.is_dir():
-        # Only the file names matter here: a placeholder scene rooted in the folder gives them.
-        placeholder = Scene(folder, 0, 0, "", 0.0, Affine.identity())
-        clash = sorted(p.name for p in _scene_files(placeholder) if p.exists())
-        if clash:
-            raise ConfigurationError(
-                f"{str(folder)!r} holds {', '.join(clash)} but no {MANIFEST_NAME}, so they may "
-                "not be a generated scene and are not overwritten: use another root, or remove "
-                "them if they are left over from an interrupted generation"
-            )
-    return make_scene(folder, height, width, seed=seed, bands=bands)
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return stat.st_mtime_ns, stat.st_size
-
-
-def _scene_files(scene: Any) -> list[Path]:
-    return [
-        scene.pre,
-        scene.post,
-        scene.change,
-        scene.semantic_pre,
-        scene.semantic_post,
-        scene.changed_buildings,
-    ]
 #: ``--ckpt_path`` values Lightning resolves itself (to a checkpoint callback's files).
 _CKPT_ALIASES = ("best", "last", "hpc", "registry")
 

@@ -1,5 +1,23 @@
-"""Lightning datamodules: :class:`ChangeDataModule` for scene pairs and benchmark folders."""
+"""Lightning datamodules: scene pairs, benchmark folders and generated scenes.
 
-from geochange.datamodules.change import ChangeDataModule, stack_unlabeled
+:class:`ChangeDataModule` (``change.py``) is the one datamodule; ``geo.py`` opens, splits and
+samples GeoTIFF scenes for it, ``folder.py`` opens benchmark folders
+(:class:`FolderChangeDataModule`), ``synthetic.py`` generates scenes
+(:class:`SyntheticSceneDataModule`).
+"""
 
-__all__ = ["ChangeDataModule", "stack_unlabeled"]
+from geochange.datamodules.change import (
+    ChangeDataModule,
+    stack_unlabeled,
+    stack_unlabeled_with_pseudo,
+)
+from geochange.datamodules.folder import FolderChangeDataModule
+from geochange.datamodules.synthetic import SyntheticSceneDataModule
+
+__all__ = [
+    "ChangeDataModule",
+    "FolderChangeDataModule",
+    "SyntheticSceneDataModule",
+    "stack_unlabeled",
+    "stack_unlabeled_with_pseudo",
+]

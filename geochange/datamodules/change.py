@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-import shapely
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchgeo.datasets import stack_samples
 
-from geochange.datasets import (
-    BiTemporalRasterDataset,
-    ChangeFolderDataset,
-    SemanticChangeFolderDataset,
-    region_boxes,
-    spatial_split,
-)
-from geochange.datasets.splits import largest_block
-from geochange.errors import ConfigurationError, DataError
+from geochange.datamodules.geo import open_scene, region_sampler, seeded, split_scene
+from geochange.datasets import BiTemporalRasterDataset, SemanticChangeFolderDataset
+from geochange.errors import ConfigurationError
 from geochange.io import worker_init_bound_malloc
-from geochange.samplers import ChangeBalancedGeoSampler, InsideGridGeoSampler
 from geochange.transforms import ChangeAugmentation, NormalizeChange, compute_band_statistics
 from geochange.transforms.stats import input_range_record
 
@@ -161,6 +151,8 @@ class ChangeDataModule(LightningDataModule):
             raise ConfigurationError(f"labeled_fraction must be in (0, 1), got {labeled_fraction}")
         if combine_unlabeled and labeled_fraction is None:
             raise ConfigurationError("combine_unlabeled=True needs a labeled_fraction")
+        if (pre is None) != (post is None):
+            raise ConfigurationError("both pre and post images are needed")
         self.patch_size = patch_size
         self.batch_size = batch_size
         self.unlabeled_batch_size = unlabeled_batch_size or batch_size
@@ -180,85 +172,33 @@ class ChangeDataModule(LightningDataModule):
         self._value_range_arg = value_range
         self._augmentation: ChangeAugmentation | None = None
         self._normalize: NormalizeChange | None = None
-        self.mode = "geo"
+        self._samplers: dict[str, Sampler[Any]] = {}
+        #: The scene's dataset (geo path; None for folders).
         self.geo_dataset: BiTemporalRasterDataset | None = None
-        self.folder_datasets: dict[str, Dataset[Any] | None] = {}
+        #: The regions of the scene by split name (geo path).
         self.rois: dict[str, Any] = {}
-        if pre is None and post is None:
-            self.mode = "folder"  # filled in by from_folder
+        #: The datasets by split name (folder path, filled by :meth:`from_folder`).
+        self.folder_datasets: dict[str, Dataset[Any] | None] = {}
+        if pre is None:
             return
-        if pre is None or post is None:
-            raise ConfigurationError("both pre and post images are needed")
-        kwargs = dict(dataset_kwargs or {})
-        if mask_values != "auto":
-            if kwargs.get("mask_values", mask_values) != mask_values:
-                raise ConfigurationError(
-                    f"mask_values={mask_values!r} and dataset_kwargs mask_values="
-                    f"{kwargs['mask_values']!r} disagree"
-                )
-            kwargs["mask_values"] = mask_values
-        self.geo_dataset = BiTemporalRasterDataset(
+        # Opening the scene reads its headers and a bounded sample of its labels, and cutting
+        # the regions is geometry: both are cheap, and bad input fails here with a named
+        # error, not hours later. The costly parts (samplers, band statistics) wait for setup.
+        self.geo_dataset = open_scene(
             pre,
             post,
-            change=change,
-            semantic_pre=semantic_pre,
-            semantic_post=semantic_post,
-            **kwargs,
+            change,
+            semantic_pre,
+            semantic_post,
+            mask_values=mask_values,
+            dataset_kwargs=dataset_kwargs,
         )
-        xres, yres = self.geo_dataset.res
-        names = ("train", "val", "test")
-        if len(splits) != 3:
-            raise ConfigurationError(f"splits must be 3 fractions (train, val, test), got {splits}")
-        window = patch_size * max(xres, yres)
-        self._check_splittable(splits, window)
-        regions = spatial_split(self.geo_dataset, splits, min_size=window)
-        self.rois = {n: s for n, s in zip(names, regions, strict=True) if not s.is_empty}
-        if "train" in self.rois and labeled_fraction is not None:
-            train = self.rois["train"]
-            # The labeled share is cut from the largest rectangle of the training region (the
-            # whole region when it is a stripe), the rest of the region stays unlabeled.
-            box = max(region_boxes(train), key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
-            share = labeled_fraction * train.area / ((box[2] - box[0]) * (box[3] - box[1]))
-            if share >= 1:
-                raise ConfigurationError(
-                    f"labeled_fraction {labeled_fraction} is larger than the biggest rectangle "
-                    "of the training region; use a smaller labeled_fraction"
-                )
-            labeled = spatial_split(
-                shapely.box(*box),
-                (share, 1 - share),
-                min_size=window,
-                pixel_size=(xres, yres),
-            )[0]
-            self.rois["labeled"], self.rois["unlabeled"] = labeled, train.difference(labeled)
+        self.rois = split_scene(self.geo_dataset, splits, patch_size, labeled_fraction)
 
-    def _check_splittable(self, splits: Sequence[float], window: float) -> None:
-        """Raise a helpful error when the scene cannot hold one window per non-empty split."""
-        assert self.geo_dataset is not None
-        needed = sum(1 for f in splits if f > 0)
-        if any(f < 0 for f in splits) or needed == 0:
-            return  # spatial_split reports bad fractions
-        x, y, _ = self.geo_dataset.bounds
-        bounds = (float(x.start), float(y.start), float(x.stop), float(y.stop))
-        xres, yres = self.geo_dataset.res
-        cols = int((bounds[2] - bounds[0]) / window + 1e-9)
-        rows = int((bounds[3] - bounds[1]) / window + 1e-9)
-        if cols * rows >= needed:
-            return
-        width = round((bounds[2] - bounds[0]) / xres)
-        height = round((bounds[3] - bounds[1]) / yres)
-        best = int(largest_block(bounds, needed, (xres, yres)) / max(xres, yres) + 1e-9)
-        fits = cols * rows
-        if fits == 0:
-            hint = f"the scene is smaller than one window: use patch_size <= {min(width, height)}"
-        else:
-            fewer = "(0.8, 0.2, 0.0)" if fits >= 2 else "(1.0, 0.0, 0.0)"
-            hint = f"use patch_size <= {best} or splits with fewer non-zero shares, e.g. {fewer}"
-        raise ConfigurationError(
-            f"the scene {str(self.geo_dataset.pre.files[0].path)!r} is {width} x {height} pixels, "
-            f"{cols} x {rows} windows of patch_size {self.patch_size}; the {needed} non-empty "
-            f"splits {tuple(splits)} need at least one window each: {hint}"
-        )
+    @property
+    def mode(self) -> str:
+        """``"geo"`` for a scene pair, ``"folder"`` for a benchmark folder."""
+        return "geo" if self.geo_dataset is not None else "folder"
 
     # -- construction -----------------------------------------------------------------------
 
@@ -276,15 +216,17 @@ class ChangeDataModule(LightningDataModule):
     ) -> ChangeDataModule:
         """Build a datamodule over a benchmark folder.
 
+        The folder's splits are opened now (see
+        :func:`~geochange.datamodules.folder.open_folder_splits`, which describes the layouts);
+        :class:`~geochange.datamodules.FolderChangeDataModule` does the same from a config.
+
         Args:
             root: dataset root.
-            layout: ``"binary"`` (A/B/label, :class:`ChangeFolderDataset`), ``"second"`` or
-                ``"hiucd"`` (:class:`SemanticChangeFolderDataset`).
-            train_split: training split name (None: no training data).
-            val_split: validation split name; a split that does not exist is skipped with a
-                warning.
-            test_split: test split name, same rule.
-            dataset_kwargs: extra dataset arguments (``stride``, ``class_names``, dirs, ...).
+            layout: one of ``binary``, ``second``, ``hiucd``.
+            train_split: the split to train on (None: none).
+            val_split: the validation split, skipped with a warning when the folder lacks it.
+            test_split: the test split, skipped the same way.
+            dataset_kwargs: extra arguments of the folder dataset class.
             **kwargs: datamodule arguments (``patch_size``, ``batch_size``, ...).
 
         Returns:
@@ -294,45 +236,34 @@ class ChangeDataModule(LightningDataModule):
             DataError: the training split is missing or a file lacks its pair/label.
         """
         module = cls(**kwargs)
-        extra = dict(dataset_kwargs or {})
-
-        def make(split: str) -> Dataset[Any]:
-            if layout == "binary":
-                return ChangeFolderDataset(root, split, patch_size=module.patch_size, **extra)
-            return SemanticChangeFolderDataset(
-                root, split, layout=layout, patch_size=module.patch_size, **extra
-            )
-
-        if layout not in ("binary", "second", "hiucd"):
-            raise ConfigurationError(f"layout must be binary, second or hiucd, got {layout!r}")
-        for name, split in (("train", train_split), ("val", val_split), ("test", test_split)):
-            if split is None:
-                continue
-            try:
-                module.folder_datasets[name] = make(split)
-            except DataError as err:
-                # A missing val/test split is skipped; missing files are always errors.
-                text = str(err)
-                split_missing = "cannot find split" in text or (
-                    "folder" in text and "is missing" in text
-                )
-                if name == "train" or not split_missing:
-                    raise
-                warnings.warn(f"{name} split {split!r} skipped: {err}", stacklevel=2)
-        if module.labeled_fraction is not None and "train" in module.folder_datasets:
-            train = module.folder_datasets["train"]
-            assert train is not None
-            n = len(train)  # type: ignore[arg-type]
-            order = np.random.default_rng(module.seed).permutation(n)
-            k = max(1, round(module.labeled_fraction * n))
-            if k >= n:
-                raise ConfigurationError(
-                    f"labeled_fraction {module.labeled_fraction} leaves no unlabeled sample "
-                    f"out of {n}"
-                )
-            module.folder_datasets["labeled"] = Subset(train, sorted(order[:k].tolist()))
-            module.folder_datasets["unlabeled"] = Subset(train, sorted(order[k:].tolist()))
+        module._open_folder(root, layout, train_split, val_split, test_split, dataset_kwargs)
         return module
+
+    def _open_folder(
+        self,
+        root: str | os.PathLike[str],
+        layout: str,
+        train_split: str | None,
+        val_split: str | None,
+        test_split: str | None,
+        dataset_kwargs: dict[str, Any] | None,
+    ) -> None:
+        """Open a benchmark folder's splits into :attr:`folder_datasets` (its caller warns)."""
+        # Imported here: geochange.datamodules.folder subclasses this class.
+        from geochange.datamodules.folder import open_folder_splits
+
+        self.folder_datasets = open_folder_splits(
+            root,
+            layout=layout,
+            train_split=train_split,
+            val_split=val_split,
+            test_split=test_split,
+            patch_size=self.patch_size,
+            labeled_fraction=self.labeled_fraction,
+            seed=self.seed,
+            dataset_kwargs=dataset_kwargs,
+            stacklevel=3,  # the caller of from_folder / FolderChangeDataModule
+        )
 
     # -- metadata the trainer reads ---------------------------------------------------------
 
@@ -458,9 +389,47 @@ class ChangeDataModule(LightningDataModule):
     # -- Lightning hooks --------------------------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:
-        """Compute the normalization and input range once before loaders are used."""
+        """Build what the stage's loaders need: band statistics and the scene's samplers.
+
+        The datasets themselves are opened when the module is built (so that bad input fails
+        fast); here the samplers of the stage's regions are made (for training, a scan of the
+        change label) and the normalization and input range are computed once.
+
+        Args:
+            stage: ``"fit"`` (training, unlabeled and validation regions), ``"validate"``,
+                ``"test"``, ``"predict"`` (nothing to sample), or None (all regions).
+        """
         _ = self.normalization
         _ = self.input_range
+        training = ("labeled", "unlabeled") if self.labeled_fraction is not None else ("train",)
+        keys = {
+            "fit": (*training, "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": (),
+        }.get(stage or "", (*training, "val", "test"))
+        for key in keys:
+            if key in self.rois:
+                self._sampler(key)
+
+    def _sampler(self, key: str) -> Sampler[Any]:
+        """The scene sampler of a region, made once (loaders made before setup make it)."""
+        if key not in self._samplers:
+            assert self.geo_dataset is not None
+            roi = self.rois.get(key)
+            if roi is None:
+                raise ConfigurationError(f"no {key} region: check splits / labeled_fraction")
+            train = key in ("train", "labeled", "unlabeled")
+            labeled = key != "unlabeled" and self.geo_dataset.has_labels
+            self._samplers[key] = region_sampler(
+                self.geo_dataset,
+                roi,
+                self.patch_size,
+                train=train,
+                samples_per_epoch=self.samples_per_epoch,
+                change_fraction=self.change_fraction if self.balanced and labeled else 0.0,
+            )
+        return self._samplers[key]
 
     def _loader(
         self,
@@ -483,27 +452,8 @@ class ChangeDataModule(LightningDataModule):
             "worker_init_fn": worker_init_bound_malloc if self.num_workers > 0 else None,
         }
         if self.geo_dataset is not None:
-            roi = self.rois.get(key)
-            if roi is None:
-                raise ConfigurationError(f"no {key} region: check splits / labeled_fraction")
-            sampler: Any
-            if train:
-                fraction = (
-                    self.change_fraction
-                    if self.balanced and not unlabeled and self.geo_dataset.has_labels
-                    else 0.0
-                )
-                generator = torch.Generator().manual_seed(self.seed + (1 if unlabeled else 0))
-                sampler = ChangeBalancedGeoSampler(
-                    self.geo_dataset,
-                    self.patch_size,
-                    self.samples_per_epoch,
-                    change_fraction=fraction,
-                    roi=roi,
-                    generator=generator,
-                )
-            else:
-                sampler = InsideGridGeoSampler(self.geo_dataset, self.patch_size, roi=roi)
+            # Each loader draws from its own freshly seeded generator, as a new sampler would.
+            sampler = seeded(self._sampler(key), self.seed + (1 if unlabeled else 0))
             return DataLoader(self.geo_dataset, sampler=sampler, **common)
         dataset = self.folder_datasets.get(key)
         if dataset is None:
