@@ -24,7 +24,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -41,6 +41,7 @@ from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from geochange._blockwise import BlockGrid
 from geochange.errors import ConfigurationError, DataError, OutputError
 from geochange.io import (
     MASK_IGNORE,
@@ -565,12 +566,6 @@ def _resolve_prediction(prediction: Any) -> _Prediction:
     if not path.exists():
         raise DataError(f"prediction not found: {str(path)!r}")
     return _Prediction(change=path)
-
-
-def _windows(grid: _Grid, block: int) -> Iterator[Window]:
-    for row in range(0, grid.height, block):
-        for col in range(0, grid.width, block):
-            yield Window(col, row, min(block, grid.width - col), min(block, grid.height - row))
 
 
 def _overview_factor(grid: _Grid, max_side: int) -> int:
@@ -1338,7 +1333,7 @@ def evaluate_scene(
             overview = np.zeros(
                 (3, math.ceil(grid.height / factor), math.ceil(grid.width / factor)), np.int32
             )
-            windows = list(_windows(grid, step))
+            windows = list(BlockGrid(grid.height, grid.width, step).windows())
             iterator: Any = windows
             if progress:
                 from tqdm import tqdm

@@ -43,9 +43,8 @@ import numpy.typing as npt
 import rasterio
 import rasterio.windows
 import scipy.ndimage as ndi
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
+from geochange._blockwise import BlockGrid, EdgeStrips, components, edge_strips, seam_links
 from geochange.errors import ConfigurationError, DataError
 from geochange.io import (
     TILED_GTIFF_OPTIONS,
@@ -578,26 +577,6 @@ def _read_confidence(
     return conf
 
 
-def _windows(height: int, width: int, block: int) -> list[list[rasterio.windows.Window]]:
-    return [
-        [
-            rasterio.windows.Window(col, row, min(block, width - col), min(block, height - row))
-            for col in range(0, width, block)
-        ]
-        for row in range(0, height, block)
-    ]
-
-
-@dataclass
-class _Strips:
-    """Global instance ids (-1 = none) on the four edges of one block, for one date."""
-
-    top: npt.NDArray[np.int64]
-    bottom: npt.NDArray[np.int64]
-    left: npt.NDArray[np.int64]
-    right: npt.NDArray[np.int64]
-
-
 @dataclass
 class _BlockInstances:
     """Where a block's local instance labels sit in the global numbering."""
@@ -606,27 +585,6 @@ class _BlockInstances:
     count_pre: int
     base_post: int
     count_post: int
-
-
-def _seam_links(
-    first: npt.NDArray[np.int64],
-    second: npt.NDArray[np.int64],
-    node_class: npt.NDArray[np.int64],
-    connectivity: int,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Pairs of instances that touch across a seam (``first``/``second``: the two pixel lines)."""
-    shifts = (0, -1, 1) if connectivity == 8 else (0,)
-    sources, targets = [], []
-    n = first.size
-    for shift in shifts:
-        a = first[max(0, -shift) : n - max(0, shift)]
-        b = second[max(0, shift) : n - max(0, -shift)]
-        both = (a >= 0) & (b >= 0)
-        a, b = a[both], b[both]
-        same = node_class[a] == node_class[b]
-        sources.append(a[same])
-        targets.append(b[same])
-    return np.concatenate(sources), np.concatenate(targets)
 
 
 @dataclass(frozen=True)
@@ -733,9 +691,9 @@ def generate_pseudo_labels(
         raise ConfigurationError(f"block_size must be at least 16 pixels, got {block_size}")
     out = Path(out)
     check_writable_dir(out.parent if str(out.parent) else ".")
-    windows = _windows(inputs.height, inputs.width, block_size)
+    grid = BlockGrid(inputs.height, inputs.width, block_size)
     structure = _structure(connectivity)
-    total_blocks = sum(len(row) for row in windows) * (1 if mode == "pixel" else 2)
+    total_blocks = len(grid) * (1 if mode == "pixel" else 2)
     bar = _progress_bar(total_blocks, progress)
 
     # GDAL's block cache defaults to 5% of RAM and would grow with the scene; the passes read
@@ -751,10 +709,10 @@ def generate_pseudo_labels(
             instances_pre = instances_post = events = 0
             if mode != "pixel":
                 scene = _scan_instances(
-                    ds_pre, ds_post, windows, classes, structure, ignore_index, bar
+                    ds_pre, ds_post, grid, classes, structure, ignore_index, bar
                 )
                 blocks = scene.blocks
-                comp, is_pre = _merge_seams(scene, windows, connectivity)
+                comp, is_pre = _merge_seams(scene, grid, connectivity)
                 node_event, node_small, n_pre, n_post, events = _decide_events(
                     scene, comp, is_pre, min_instance_area, overlap_threshold
                 )
@@ -775,32 +733,32 @@ def generate_pseudo_labels(
             ds_prob_post = rasterio.open(inputs.prob_post) if inputs.prob_post else None
             try:
                 with rasterio.open(tiled, "w", **profile) as dst:
-                    for i, row in enumerate(windows):
-                        for j, window in enumerate(row):
-                            sem_pre = _read_classes(ds_pre, window, ignore_index)
-                            sem_post = _read_classes(ds_post, window, ignore_index)
-                            uncertain = _uncertain(
-                                sem_pre,
-                                sem_post,
-                                _read_confidence(ds_prob_pre, window),
-                                _read_confidence(ds_prob_post, window),
-                                confidence,
-                                ignore_index,
-                            )
-                            pixel_change = _pixel_change(sem_pre, sem_post, classes)
-                            if mode == "pixel":
-                                event = small = np.zeros(sem_pre.shape, dtype=bool)
-                            else:
-                                event, small = _block_flags(
-                                    sem_pre, sem_post, classes, structure, blocks[i, j],
-                                    node_event, node_small,
-                                )  # fmt: skip
-                            labels = _assemble(
-                                mode, pixel_change, event, small, uncertain, ignore_index
-                            )
-                            counts += np.bincount(labels.ravel(), minlength=256)
-                            dst.write(labels, 1, window=window)
-                            bar.update(1)
+                    for block in grid:
+                        window = block.window
+                        sem_pre = _read_classes(ds_pre, window, ignore_index)
+                        sem_post = _read_classes(ds_post, window, ignore_index)
+                        uncertain = _uncertain(
+                            sem_pre,
+                            sem_post,
+                            _read_confidence(ds_prob_pre, window),
+                            _read_confidence(ds_prob_post, window),
+                            confidence,
+                            ignore_index,
+                        )
+                        pixel_change = _pixel_change(sem_pre, sem_post, classes)
+                        if mode == "pixel":
+                            event = small = np.zeros(sem_pre.shape, dtype=bool)
+                        else:
+                            event, small = _block_flags(
+                                sem_pre, sem_post, classes, structure, blocks[block.row, block.col],
+                                node_event, node_small,
+                            )  # fmt: skip
+                        labels = _assemble(
+                            mode, pixel_change, event, small, uncertain, ignore_index
+                        )
+                        counts += np.bincount(labels.ravel(), minlength=256)
+                        dst.write(labels, 1, window=window)
+                        bar.update(1)
                     dst.update_tags(
                         **{
                             # geochange's change-mask convention (0/1, nodata = ignore): read
@@ -870,28 +828,14 @@ class _SceneInstances:
     pair_pre: npt.NDArray[np.int64]
     pair_post: npt.NDArray[np.int64]
     pair_count: npt.NDArray[np.int64]
-    strips_pre: dict[tuple[int, int], _Strips]
-    strips_post: dict[tuple[int, int], _Strips]
-
-
-def _strips(labels: npt.NDArray[np.int32], base: int) -> _Strips:
-    """Global ids (-1 for background) on the edges of a block's local label image."""
-
-    def to_global(line: npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:
-        return np.where(line > 0, line.astype(np.int64) - 1 + base, -1)
-
-    return _Strips(
-        top=to_global(labels[0]),
-        bottom=to_global(labels[-1]),
-        left=to_global(labels[:, 0]),
-        right=to_global(labels[:, -1]),
-    )
+    strips_pre: dict[tuple[int, int], EdgeStrips]
+    strips_post: dict[tuple[int, int], EdgeStrips]
 
 
 def _scan_instances(
     ds_pre: rasterio.DatasetReader,
     ds_post: rasterio.DatasetReader,
-    windows: list[list[rasterio.windows.Window]],
+    grid: BlockGrid,
     classes: tuple[int, ...],
     structure: BoolArray,
     ignore_index: int,
@@ -903,35 +847,35 @@ def _scan_instances(
     node_area: list[npt.NDArray[np.int64]] = []
     node_is_pre: list[BoolArray] = []
     pairs: list[tuple[npt.NDArray[np.int64], ...]] = []
-    strips_pre: dict[tuple[int, int], _Strips] = {}
-    strips_post: dict[tuple[int, int], _Strips] = {}
+    strips_pre: dict[tuple[int, int], EdgeStrips] = {}
+    strips_post: dict[tuple[int, int], EdgeStrips] = {}
     next_node = 0
-    for i, row in enumerate(windows):
-        for j, window in enumerate(row):
-            sem_pre = _read_classes(ds_pre, window, ignore_index)
-            sem_post = _read_classes(ds_post, window, ignore_index)
-            labels_pre, class_pre = _label_classes(sem_pre, classes, structure)
-            labels_post, class_post = _label_classes(sem_post, classes, structure)
-            info = _BlockInstances(
-                base_pre=next_node,
-                count_pre=class_pre.size,
-                base_post=next_node + class_pre.size,
-                count_post=class_post.size,
-            )
-            next_node += class_pre.size + class_post.size
-            blocks[i, j] = info
-            node_class += [class_pre, class_post]
-            node_area.append(np.bincount(labels_pre.ravel(), minlength=info.count_pre + 1)[1:])
-            node_area.append(np.bincount(labels_post.ravel(), minlength=info.count_post + 1)[1:])
-            node_is_pre += [np.ones(info.count_pre, bool), np.zeros(info.count_post, bool)]
-            # Overlaps in local numbering, then shifted to global ids.
-            pair_pre, pair_post, pair_count = _overlap_pairs(
-                labels_pre, labels_post, sem_pre == sem_post
-            )
-            pairs.append((pair_pre + info.base_pre, pair_post + info.base_post, pair_count))
-            strips_pre[i, j] = _strips(labels_pre, info.base_pre)
-            strips_post[i, j] = _strips(labels_post, info.base_post)
-            bar.update(1)
+    for block in grid:
+        window = block.window
+        sem_pre = _read_classes(ds_pre, window, ignore_index)
+        sem_post = _read_classes(ds_post, window, ignore_index)
+        labels_pre, class_pre = _label_classes(sem_pre, classes, structure)
+        labels_post, class_post = _label_classes(sem_post, classes, structure)
+        info = _BlockInstances(
+            base_pre=next_node,
+            count_pre=class_pre.size,
+            base_post=next_node + class_pre.size,
+            count_post=class_post.size,
+        )
+        next_node += class_pre.size + class_post.size
+        blocks[block.row, block.col] = info
+        node_class += [class_pre, class_post]
+        node_area.append(np.bincount(labels_pre.ravel(), minlength=info.count_pre + 1)[1:])
+        node_area.append(np.bincount(labels_post.ravel(), minlength=info.count_post + 1)[1:])
+        node_is_pre += [np.ones(info.count_pre, bool), np.zeros(info.count_post, bool)]
+        # Overlaps in local numbering, then shifted to global ids.
+        pair_pre, pair_post, pair_count = _overlap_pairs(
+            labels_pre, labels_post, sem_pre == sem_post
+        )
+        pairs.append((pair_pre + info.base_pre, pair_post + info.base_post, pair_count))
+        strips_pre[block.row, block.col] = edge_strips(labels_pre).to_global(info.base_pre)
+        strips_post[block.row, block.col] = edge_strips(labels_post).to_global(info.base_post)
+        bar.update(1)
     empty = np.zeros(0, dtype=np.int64)
     return _SceneInstances(
         blocks=blocks,
@@ -947,35 +891,21 @@ def _scan_instances(
 
 
 def _merge_seams(
-    scene: _SceneInstances, windows: list[list[rasterio.windows.Window]], connectivity: int
+    scene: _SceneInstances, grid: BlockGrid, connectivity: int
 ) -> tuple[npt.NDArray[np.int64], BoolArray]:
     """Scene-wide instance id of every block-local instance (connected components over seams).
 
     Returns:
         The component of every node and whether each component is a first-date instance.
     """
-    rows, cols = len(windows), len(windows[0])
-    sources: list[npt.NDArray[np.int64]] = []
-    targets: list[npt.NDArray[np.int64]] = []
-    for strips in (scene.strips_pre, scene.strips_post):
-        for i in range(1, rows):  # horizontal seams: full-width pixel rows on both sides
-            above = np.concatenate([strips[i - 1, j].bottom for j in range(cols)])
-            below = np.concatenate([strips[i, j].top for j in range(cols)])
-            src, dst = _seam_links(above, below, scene.node_class, connectivity)
-            sources.append(src)
-            targets.append(dst)
-        for j in range(1, cols):  # vertical seams: full-height pixel columns
-            left = np.concatenate([strips[i, j - 1].right for i in range(rows)])
-            right = np.concatenate([strips[i, j].left for i in range(rows)])
-            src, dst = _seam_links(left, right, scene.node_class, connectivity)
-            sources.append(src)
-            targets.append(dst)
+    links = [
+        seam_links(strips, grid.rows, grid.cols, scene.node_class, connectivity)
+        for strips in (scene.strips_pre, scene.strips_post)
+    ]
     n = scene.node_class.size
-    src = np.concatenate(sources) if sources else np.zeros(0, dtype=np.int64)
-    dst = np.concatenate(targets) if targets else np.zeros(0, dtype=np.int64)
-    graph = coo_matrix((np.ones(src.size, dtype=np.int8), (src, dst)), shape=(n, n))
-    _, comp = connected_components(graph, directed=False)
-    comp = comp.astype(np.int64)
+    comp = components(
+        n, np.concatenate([src for src, _ in links]), np.concatenate([dst for _, dst in links])
+    )
     is_pre = np.zeros(int(comp.max()) + 1 if n else 0, dtype=bool)
     is_pre[comp] = scene.node_is_pre
     return comp, is_pre
@@ -1209,16 +1139,13 @@ def evaluate_pseudo_labels(
         ref_mask = check_change_mask(
             reference, mask_values=mask_values, what="reference change raster"
         )
-        for row in _windows(ds_pseudo.height, ds_pseudo.width, block_size):
-            for window in row:
-                labels = ds_pseudo.read(1, window=window)
-                ref = ref_mask.decode(ds_ref.read(1, window=window)).astype(np.int64)
-                metric.update(
-                    torch.from_numpy((labels == 1).astype(np.int64)), torch.from_numpy(ref)
-                )
-                undecided = labels == pseudo_ignore
-                undecided_change += int(np.count_nonzero(undecided & (ref == 1)))
-                undecided_no_change += int(np.count_nonzero(undecided & (ref == 0)))
+        for window in BlockGrid(ds_pseudo.height, ds_pseudo.width, block_size).windows():
+            labels = ds_pseudo.read(1, window=window)
+            ref = ref_mask.decode(ds_ref.read(1, window=window)).astype(np.int64)
+            metric.update(torch.from_numpy((labels == 1).astype(np.int64)), torch.from_numpy(ref))
+            undecided = labels == pseudo_ignore
+            undecided_change += int(np.count_nonzero(undecided & (ref == 1)))
+            undecided_no_change += int(np.count_nonzero(undecided & (ref == 0)))
     confusion = metric.confusion.cpu().numpy()  # rows: reference, columns: prediction
     return ChangeScore(
         tp=int(confusion[1, 1]),

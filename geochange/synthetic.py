@@ -42,6 +42,7 @@ from numpy.typing import NDArray
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
+from geochange._blockwise import BlockGrid
 from geochange.errors import ConfigurationError, DataError
 from geochange.io import TILED_GTIFF_OPTIONS, atomic_output, check_writable_dir, finalize_cog
 
@@ -1080,9 +1081,7 @@ def make_scene(
     records: list[dict[str, Any]] = []
     changed_pixels = 0
     blocks = [
-        (r, c, min(block_size, height - r), min(block_size, width - c))
-        for r in range(0, height, block_size)
-        for c in range(0, width, block_size)
+        (b.row_off, b.col_off, b.height, b.width) for b in BlockGrid(height, width, block_size)
     ]
     # A small GDAL cache: blocks are written once, so caching more only grows the RSS.
     with rasterio.Env(GDAL_CACHEMAX=64 * 2**20):

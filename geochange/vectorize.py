@@ -33,7 +33,7 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,9 +49,8 @@ import scipy.ndimage as ndi
 import shapely
 import shapely.affinity
 from affine import Affine
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
+from geochange._blockwise import BlockGrid, EdgeStrips, components, edge_strips, seam_links
 from geochange.errors import ConfigurationError, DataError, OutputError
 from geochange.io import (
     ChangeMask,
@@ -338,10 +337,7 @@ class _BlockResult:
     pre_major: npt.NDArray[np.int32]
     post_major: npt.NDArray[np.int32]
     # Local labels (0 = background) along the block's four edges, for seam linking.
-    top: npt.NDArray[np.int32]
-    bottom: npt.NDArray[np.int32]
-    left: npt.NDArray[np.int32]
-    right: npt.NDArray[np.int32]
+    edges: EdgeStrips
     # Class histograms of labels touching an edge, so pieces can be summed after merging.
     edge_labels: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
     edge_pre_hist: npt.NDArray[np.int64] | None = None
@@ -504,12 +500,8 @@ def _polygonize_block_uncached(job: _BlockJob) -> _BlockResult:
     codes, pre, post = _change_codes(job, window)
     labels, count = _label_codes(codes, job.connectivity)
 
-    top = labels[0].copy()
-    bottom = labels[-1].copy()
-    left = labels[:, 0].copy()
-    right = labels[:, -1].copy()
-    edge_labels = np.unique(np.concatenate([top, bottom, left, right]))
-    edge_labels = edge_labels[edge_labels > 0].astype(np.int32)
+    edges = edge_strips(labels)
+    edge_labels = edges.labels()
     on_edge = np.zeros(count, np.bool_)
     on_edge[edge_labels - 1] = True
 
@@ -592,10 +584,7 @@ def _polygonize_block_uncached(job: _BlockJob) -> _BlockResult:
         prob_max=prob_max[1:],
         pre_major=pre_major[1:],
         post_major=post_major[1:],
-        top=top,
-        bottom=bottom,
-        left=left,
-        right=right,
+        edges=edges,
         edge_labels=edge_labels,
         edge_pre_hist=edge_pre_hist,
         edge_post_hist=edge_post_hist,
@@ -605,23 +594,6 @@ def _polygonize_block_uncached(job: _BlockJob) -> _BlockResult:
 # --------------------------------------------------------------------------------------------
 # Merging pieces across block seams
 # --------------------------------------------------------------------------------------------
-
-
-def _seam_pairs(
-    first: npt.NDArray[np.int64], second: npt.NDArray[np.int64], connectivity: int
-) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
-    """Pairs of global labels facing each other across a seam (0 = background)."""
-    shifts = (0, -1, 1) if connectivity == 8 else (0,)
-    n = first.size
-    for shift in shifts:
-        if shift == 0:
-            a, b = first, second
-        elif shift < 0:
-            a, b = first[1:], second[: n - 1]
-        else:
-            a, b = first[: n - 1], second[1:]
-        keep = (a > 0) & (b > 0)
-        yield a[keep], b[keep]
 
 
 @dataclass
@@ -649,153 +621,176 @@ def _finalize_pieces(
     return shapely.to_wkb(mapped), shapely.bounds(mapped), area, perimeter
 
 
+def _empty_pieces() -> dict[str, npt.NDArray[Any]]:
+    """Per-piece arrays of a raster without pieces (the dtypes of :class:`_BlockResult`)."""
+    return {
+        "wkb": np.empty(0, object),
+        "on_edge": np.zeros(0, np.bool_),
+        "bounds": np.zeros((0, 4)),
+        "area": np.zeros(0),
+        "perimeter": np.zeros(0),
+        "codes": np.zeros(0, np.int32),
+        "pixel_count": np.zeros(0, np.int64),
+        "prob_count": np.zeros(0, np.int64),
+        "prob_sum": np.zeros(0),
+        "prob_max": np.zeros(0),
+        "pre_major": np.zeros(0, np.int32),
+        "post_major": np.zeros(0, np.int32),
+    }
+
+
+def _gather_pieces(results: list[_BlockResult]) -> dict[str, npt.NDArray[Any]]:
+    """Per-piece arrays of all blocks, in global id order (block by block, then local label)."""
+    pieces = {
+        name: np.concatenate([getattr(r, name) for r in results]) if results else empty
+        for name, empty in _empty_pieces().items()
+    }
+    # Mixed wkb: WKB for interior objects, pixel-coordinate geometries for edge pieces.
+    for res in results:  # drop references: the concatenated arrays now own the data
+        res.wkb = np.empty(0, object)
+    return pieces
+
+
+def _seam_components(
+    results: list[_BlockResult],
+    grid: BlockGrid,
+    offsets: npt.NDArray[np.int64],
+    codes: npt.NDArray[np.int32],
+    connectivity: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Object of every piece (pieces with one change code touching across a seam are one).
+
+    Returns:
+        The component of every global piece id, and whether the piece belongs to an object
+        made of several pieces.
+    """
+    total = int(offsets[-1])
+    strips = {(b.row, b.col): results[b.index].edges.to_global(int(offsets[b.index])) for b in grid}
+    sources, targets = seam_links(strips, grid.rows, grid.cols, codes, connectivity)
+    merged = np.zeros(total, np.bool_)
+    component = np.zeros(total, np.int64)
+    if sources.size:
+        component = components(total, sources, targets)
+        merged = np.bincount(component)[component] > 1
+    return component, merged
+
+
+def _edge_hists(
+    results: list[_BlockResult], offsets: npt.NDArray[np.int64], merged: npt.NDArray[np.bool_]
+) -> tuple[dict[int, npt.NDArray[np.int64]], dict[int, npt.NDArray[np.int64]]]:
+    """Class histograms of merged pieces (pieces of merged objects always touch an edge)."""
+    hist_pre: dict[int, npt.NDArray[np.int64]] = {}
+    hist_post: dict[int, npt.NDArray[np.int64]] = {}
+    for i, res in enumerate(results):
+        if res.edge_pre_hist is None or res.edge_post_hist is None:
+            continue
+        for j, local in enumerate(res.edge_labels):
+            gid = int(offsets[i]) + int(local) - 1
+            if merged[gid]:
+                hist_pre[gid] = res.edge_pre_hist[j]
+                hist_post[gid] = res.edge_post_hist[j]
+    return hist_pre, hist_post
+
+
+def _union_groups(
+    pieces: dict[str, npt.NDArray[Any]],
+    component: npt.NDArray[np.int64],
+    merged: npt.NDArray[np.bool_],
+    hists: tuple[dict[int, npt.NDArray[np.int64]], dict[int, npt.NDArray[np.int64]]],
+    transform: Affine,
+    crs: Any,
+) -> dict[str, npt.NDArray[Any]]:
+    """One object per component of merged pieces, in component order, with summed statistics."""
+    member_ids = np.flatnonzero(merged)
+    order = member_ids[np.argsort(component[member_ids], kind="stable")]
+    group_of = component[order]
+    starts = np.flatnonzero(np.r_[True, group_of[1:] != group_of[:-1]])
+    ends = np.r_[starts[1:], order.size]
+    hist_pre, hist_post = hists
+    geometry, codes = pieces["wkb"], pieces["codes"]
+    pixel_count, prob_count = pieces["pixel_count"], pieces["prob_count"]
+    prob_sum, prob_max = pieces["prob_sum"], pieces["prob_max"]
+
+    n_groups = starts.size
+    new_geometry = np.empty(n_groups, object)
+    new: dict[str, npt.NDArray[Any]] = {
+        "codes": np.empty(n_groups, np.int32),
+        "pixel_count": np.empty(n_groups, np.int64),
+        "prob_count": np.empty(n_groups, np.int64),
+        "prob_sum": np.empty(n_groups, np.float64),
+        "prob_max": np.empty(n_groups, np.float64),
+        "pre_major": np.full(n_groups, -1, np.int32),
+        "post_major": np.full(n_groups, -1, np.int32),
+    }
+    for g, (s, e) in enumerate(zip(starts, ends, strict=True)):
+        members = order[s:e]
+        # Exact: every vertex is an integer pixel corner, the grid_size=1 overlay keeps
+        # them exactly; simplify(0) drops the collinear vertices left on the seams.
+        union = shapely.union_all(geometry[members], grid_size=1.0)
+        new_geometry[g] = shapely.simplify(union, 0.0)
+        new["codes"][g] = codes[members[0]]
+        new["pixel_count"][g] = pixel_count[members].sum()
+        new["prob_count"][g] = prob_count[members].sum()
+        new["prob_sum"][g] = prob_sum[members].sum()
+        new["prob_max"][g] = np.nanmax(prob_max[members]) if new["prob_count"][g] else np.nan
+        if hist_pre:
+            pre_h = np.sum([hist_pre[int(m)] for m in members], axis=0)
+            post_h = np.sum([hist_post[int(m)] for m in members], axis=0)
+            new["pre_major"][g] = _majority(pre_h[None, :])[0]
+            new["post_major"][g] = _majority(post_h[None, :])[0]
+    new["wkb"], new["bounds"], new["area"], new["perimeter"] = _finalize_pieces(
+        new_geometry, transform, crs
+    )
+    return new
+
+
 def _merge_blocks(
     results: list[_BlockResult],
-    rows: int,
-    cols: int,
+    grid: BlockGrid,
     connectivity: int,
     transform: Affine,
     crs: Any,
 ) -> _Objects:
-    """Link labels across seams and union the pieces of objects spanning several blocks."""
+    """Link labels across seams and union the pieces of objects spanning several blocks.
+
+    Objects are ordered as their pieces' global ids (block by block, then local label), with
+    the objects of several pieces last, in order of their first piece.
+    """
     counts = np.array([r.count for r in results], np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts)])  # global id = offset + local label
-    total = int(offsets[-1])
-
-    def global_ids(block: int, local: npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:
-        ids = local.astype(np.int64)
-        return np.where(ids > 0, ids + offsets[block], 0)
-
-    codes = np.concatenate([np.zeros(1, np.int32)] + [r.codes for r in results])
-    sources: list[npt.NDArray[np.int64]] = []
-    targets: list[npt.NDArray[np.int64]] = []
-
-    def link(first: npt.NDArray[np.int64], second: npt.NDArray[np.int64]) -> None:
-        for a, b in _seam_pairs(first, second, connectivity):
-            same = codes[a] == codes[b]
-            sources.append(a[same])
-            targets.append(b[same])
-
-    grid = np.arange(rows * cols).reshape(rows, cols)
-    for r in range(rows - 1):  # horizontal seams, full raster width
-        upper = np.concatenate([global_ids(b, results[b].bottom) for b in grid[r]])
-        lower = np.concatenate([global_ids(b, results[b].top) for b in grid[r + 1]])
-        link(upper, lower)
-    for c in range(cols - 1):  # vertical seams, full raster height
-        west = np.concatenate([global_ids(b, results[b].right) for b in grid[:, c]])
-        east = np.concatenate([global_ids(b, results[b].left) for b in grid[:, c + 1]])
-        link(west, east)
-    codes = codes[1:]
-
-    def gather(name: str, empty: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        return np.concatenate([getattr(r, name) for r in results]) if results else empty
-
-    # Mixed: WKB for interior objects, pixel-coordinate geometries for edge pieces.
-    geometry = gather("wkb", np.empty(0, object))
-    for res in results:  # drop references: the concatenated arrays now own the data
-        res.wkb = np.empty(0, object)
-    on_edge = gather("on_edge", np.zeros(0, np.bool_))
-    bounds = gather("bounds", np.zeros((0, 4)))
-    area = gather("area", np.zeros(0))
-    perimeter = gather("perimeter", np.zeros(0))
-    pixel_count = gather("pixel_count", np.zeros(0, np.int64))
-    prob_count = gather("prob_count", np.zeros(0, np.int64))
-    prob_sum = gather("prob_sum", np.zeros(0))
-    prob_max = gather("prob_max", np.zeros(0))
-    pre_major = gather("pre_major", np.zeros(0, np.int32))
-    post_major = gather("post_major", np.zeros(0, np.int32))
-
-    merged = np.zeros(total, np.bool_)
-    component = np.zeros(total, np.int64)
-    if sum(s.size for s in sources):
-        a = np.concatenate(sources) - 1
-        b = np.concatenate(targets) - 1
-        graph = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(total, total))
-        _, component = connected_components(graph, directed=False)
-        merged = np.bincount(component)[component] > 1
+    offsets = np.concatenate([[0], np.cumsum(counts)])  # global id = offset + local label - 1
+    pieces = _gather_pieces(results)
+    component, merged = _seam_components(results, grid, offsets, pieces["codes"], connectivity)
 
     # Edge pieces without a partner across any seam are complete objects: map them now.
-    lonely = np.flatnonzero(on_edge & ~merged)
+    lonely = np.flatnonzero(pieces["on_edge"] & ~merged)
     if lonely.size:
-        wkb, bounds[lonely], area[lonely], perimeter[lonely] = _finalize_pieces(
-            geometry[lonely], transform, crs
+        wkb, pieces["bounds"][lonely], pieces["area"][lonely], pieces["perimeter"][lonely] = (
+            _finalize_pieces(pieces["wkb"][lonely], transform, crs)
         )
-        geometry[lonely] = wkb
+        pieces["wkb"][lonely] = wkb
 
     if merged.any():
         keep = ~merged
-        member_ids = np.flatnonzero(merged)
-        order = member_ids[np.argsort(component[member_ids], kind="stable")]
-        group_of = component[order]
-        starts = np.flatnonzero(np.r_[True, group_of[1:] != group_of[:-1]])
-        ends = np.r_[starts[1:], order.size]
+        hists = _edge_hists(results, offsets, merged)
+        new = _union_groups(pieces, component, merged, hists, transform, crs)
+        for name, values in new.items():
+            pieces[name] = np.concatenate([pieces[name][keep], values])
 
-        # Class histograms of merged pieces (pieces of merged objects always touch an edge).
-        hist_pre: dict[int, npt.NDArray[np.int64]] = {}
-        hist_post: dict[int, npt.NDArray[np.int64]] = {}
-        for i, res in enumerate(results):
-            if res.edge_pre_hist is None or res.edge_post_hist is None:
-                continue
-            for j, local in enumerate(res.edge_labels):
-                gid = int(offsets[i]) + int(local) - 1
-                if merged[gid]:
-                    hist_pre[gid] = res.edge_pre_hist[j]
-                    hist_post[gid] = res.edge_post_hist[j]
-
-        n_groups = starts.size
-        new_geometry = np.empty(n_groups, object)
-        new_codes = np.empty(n_groups, np.int32)
-        new_count = np.empty(n_groups, np.int64)
-        new_pcount = np.empty(n_groups, np.int64)
-        new_psum = np.empty(n_groups, np.float64)
-        new_pmax = np.empty(n_groups, np.float64)
-        new_pre = np.full(n_groups, -1, np.int32)
-        new_post = np.full(n_groups, -1, np.int32)
-        for g, (s, e) in enumerate(zip(starts, ends, strict=True)):
-            members = order[s:e]
-            # Exact: every vertex is an integer pixel corner, the grid_size=1 overlay keeps
-            # them exactly; simplify(0) drops the collinear vertices left on the seams.
-            union = shapely.union_all(geometry[members], grid_size=1.0)
-            new_geometry[g] = shapely.simplify(union, 0.0)
-            new_codes[g] = codes[members[0]]
-            new_count[g] = pixel_count[members].sum()
-            new_pcount[g] = prob_count[members].sum()
-            new_psum[g] = prob_sum[members].sum()
-            new_pmax[g] = np.nanmax(prob_max[members]) if new_pcount[g] else np.nan
-            if hist_pre:
-                pre_h = np.sum([hist_pre[int(m)] for m in members], axis=0)
-                post_h = np.sum([hist_post[int(m)] for m in members], axis=0)
-                new_pre[g] = _majority(pre_h[None, :])[0]
-                new_post[g] = _majority(post_h[None, :])[0]
-        new_wkb, new_bounds, new_area, new_perimeter = _finalize_pieces(
-            new_geometry, transform, crs
-        )
-        geometry = np.concatenate([geometry[keep], new_wkb])
-        bounds = np.concatenate([bounds[keep], new_bounds])
-        area = np.concatenate([area[keep], new_area])
-        perimeter = np.concatenate([perimeter[keep], new_perimeter])
-        codes = np.concatenate([codes[keep], new_codes])
-        pixel_count = np.concatenate([pixel_count[keep], new_count])
-        prob_count = np.concatenate([prob_count[keep], new_pcount])
-        prob_sum = np.concatenate([prob_sum[keep], new_psum])
-        prob_max = np.concatenate([prob_max[keep], new_pmax])
-        pre_major = np.concatenate([pre_major[keep], new_pre])
-        post_major = np.concatenate([post_major[keep], new_post])
-
+    prob_count, prob_sum = pieces["prob_count"], pieces["prob_sum"]
     with np.errstate(invalid="ignore", divide="ignore"):
         prob_mean = np.where(prob_count > 0, prob_sum / np.maximum(prob_count, 1), np.nan)
-    prob_max = np.where(prob_count > 0, prob_max, np.nan)
+    prob_max = np.where(prob_count > 0, pieces["prob_max"], np.nan)
     return _Objects(
-        wkb=geometry,
-        bounds=bounds,
-        area=area,
-        perimeter=perimeter,
-        codes=codes.astype(np.int32),
-        pixel_count=pixel_count.astype(np.int64),
+        wkb=pieces["wkb"],
+        bounds=pieces["bounds"],
+        area=pieces["area"],
+        perimeter=pieces["perimeter"],
+        codes=pieces["codes"].astype(np.int32),
+        pixel_count=pieces["pixel_count"].astype(np.int64),
         prob_mean=prob_mean.astype(np.float64),
         prob_max=prob_max.astype(np.float64),
-        pre_major=pre_major.astype(np.int32),
-        post_major=post_major.astype(np.int32),
+        pre_major=pieces["pre_major"].astype(np.int32),
+        post_major=pieces["post_major"].astype(np.int32),
     )
 
 
@@ -1508,39 +1503,35 @@ def vectorize_changes(
         raise ConfigurationError("change_classes needs semantic_pre and semantic_post rasters")
 
     # ---- block plan and per-block polygonization
-    rows = math.ceil(inputs.height / block_size)
-    cols = math.ceil(inputs.width / block_size)
-    jobs: list[_BlockJob] = []
-    for r in range(rows):
-        for c in range(cols):
-            row_off, col_off = r * block_size, c * block_size
-            jobs.append(
-                _BlockJob(
-                    index=len(jobs),
-                    row_off=row_off,
-                    col_off=col_off,
-                    height=min(block_size, inputs.height - row_off),
-                    width=min(block_size, inputs.width - col_off),
-                    change=str(inputs.change),
-                    change_mask=inputs.change_mask,
-                    probability=str(inputs.probability) if inputs.probability else None,
-                    probability_scale=inputs.probability_scale,
-                    probability_nodata=inputs.probability_nodata,
-                    semantic_pre=str(inputs.semantic_pre) if semantic else None,
-                    semantic_post=str(inputs.semantic_post) if semantic else None,
-                    num_classes=num_classes,
-                    building=building,
-                    group_by=group_by,
-                    connectivity=connectivity,
-                    transform=tuple(inputs.transform)[:6],
-                    crs_wkt=inputs.crs.to_wkt() if inputs.crs is not None else None,
-                )
-            )
+    grid = BlockGrid(inputs.height, inputs.width, block_size)
+    jobs = [
+        _BlockJob(
+            index=block.index,
+            row_off=block.row_off,
+            col_off=block.col_off,
+            height=block.height,
+            width=block.width,
+            change=str(inputs.change),
+            change_mask=inputs.change_mask,
+            probability=str(inputs.probability) if inputs.probability else None,
+            probability_scale=inputs.probability_scale,
+            probability_nodata=inputs.probability_nodata,
+            semantic_pre=str(inputs.semantic_pre) if semantic else None,
+            semantic_post=str(inputs.semantic_post) if semantic else None,
+            num_classes=num_classes,
+            building=building,
+            group_by=group_by,
+            connectivity=connectivity,
+            transform=tuple(inputs.transform)[:6],
+            crs_wkt=inputs.crs.to_wkt() if inputs.crs is not None else None,
+        )
+        for block in grid
+    ]
     n_workers = min(workers or os.cpu_count() or 1, len(jobs))
     spill = _WkbSpill()
     try:
         results = _run_blocks(jobs, n_workers, progress, spill, parallel)
-        objects = _merge_blocks(results, rows, cols, connectivity, inputs.transform, inputs.crs)
+        objects = _merge_blocks(results, grid, connectivity, inputs.transform, inputs.crs)
         del results
         return _finish(
             objects,
