@@ -42,6 +42,20 @@ from numpy.typing import NDArray
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
+# Class names, ids and the palette of the class rasters live in geochange.classes; they are
+# re-exported here, where the scenes are drawn in them.
+from geochange.classes import (
+    BARE_LAND,
+    BUILDING,
+    CLASS_COLORS,
+    CROPLAND,
+    IGNORE_INDEX,
+    LSSCD_CLASS_NAMES,
+    OTHERS,
+    ROAD,
+    TREE,
+    WATER,
+)
 from geochange.errors import ConfigurationError, DataError
 from geochange.io import TILED_GTIFF_OPTIONS, atomic_output, check_writable_dir, finalize_cog
 
@@ -52,30 +66,11 @@ __all__ = [
     "make_scene",
 ]
 
-#: LsSCD land-cover classes, in class-id order.
-CLASS_NAMES: tuple[str, ...] = (
-    "building",
-    "road",
-    "water",
-    "bare land",
-    "tree",
-    "cropland",
-    "others",
-)
-BUILDING, ROAD, WATER, BARE_LAND, TREE, CROPLAND, OTHERS = range(7)
-#: Display colours of the classes (written as the colour table of the class rasters).
-CLASS_COLORS: dict[int, tuple[int, int, int]] = {
-    BUILDING: (230, 50, 50),
-    ROAD: (140, 140, 140),
-    WATER: (40, 100, 230),
-    BARE_LAND: (205, 175, 120),
-    TREE: (20, 120, 40),
-    CROPLAND: (170, 225, 90),
-    OTHERS: (235, 235, 200),
-}
+#: LsSCD land-cover classes, in class-id order (home: :mod:`geochange.classes`).
+CLASS_NAMES: tuple[str, ...] = LSSCD_CLASS_NAMES
 #: Nodata value of the label rasters (the generator never writes it; it is declared so that
 #: readers treat 255 as "ignore", as everywhere else in geochange).
-LABEL_NODATA = 255
+LABEL_NODATA = IGNORE_INDEX
 MANIFEST_NAME = "scene.json"
 FORMAT_VERSION = 1
 

@@ -40,6 +40,7 @@ from geochange.io import (
     trim_heap,
     worker_init_bound_malloc,
 )
+from geochange.keys import CHANGE, SEMANTIC_POST, SEMANTIC_PRE
 from geochange.models.fusion import fold_batch_norm
 from geochange.predict.reader import (
     ArrayPair,
@@ -206,8 +207,8 @@ class _Inferencer:
             out = self._runner(x)
         if isinstance(out, Tensor):
             change, pre, post = out, None, None
-        elif isinstance(out, dict) and "change" in out:
-            change, pre, post = out["change"], out.get("semantic_pre"), out.get("semantic_post")
+        elif isinstance(out, dict) and CHANGE in out:
+            change, pre, post = out[CHANGE], out.get(SEMANTIC_PRE), out.get(SEMANTIC_POST)
         else:
             raise ConfigurationError(
                 "the model must return change logits [B, 1, H, W] or a dict with a 'change' key"

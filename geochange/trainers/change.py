@@ -18,7 +18,9 @@ from lightning.pytorch.utilities.migration.utils import _pl_migrate_checkpoint
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from geochange.classes import IGNORE_INDEX, LSSCD_CLASS_NAMES
 from geochange.errors import CheckpointError, ConfigurationError, DataError
+from geochange.keys import CHANGE, IMAGE, MASK, MASK_POST, MASK_PRE
 from geochange.metrics import BinaryChangeMetrics, SemanticChangeMetrics
 from geochange.trainers.checkpoint import (
     CHECKPOINT_KEY,
@@ -29,8 +31,6 @@ from geochange.trainers.checkpoint import (
 
 __all__ = ["LSSCD_CLASS_NAMES", "ChangeTrainer", "lr_factor"]
 
-#: Default class names (LsSCD) used when a semantic task is given no names.
-LSSCD_CLASS_NAMES = ("building", "road", "water", "bare land", "tree", "cropland", "others")
 
 #: Loss names accepted by ``ChangeTrainer(loss=...)`` per task.
 
@@ -139,7 +139,7 @@ class ChangeTrainer(pl.LightningModule):
         loss: str | nn.Module | None = None,
         loss_kwargs: dict[str, Any] | None = None,
         model_kwargs: dict[str, Any] | None = None,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         threshold: float = 0.5,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
@@ -376,11 +376,11 @@ class ChangeTrainer(pl.LightningModule):
         fn = self._forward_fn if (self._forward_fn is not None and self.training) else self.model
         outputs = fn(x)
         if isinstance(outputs, Tensor):
-            return {"change": outputs}
+            return {CHANGE: outputs}
         return cast(dict[str, Tensor], outputs)
 
     def _check_batch(self, batch: Mapping[str, Any]) -> None:
-        image = batch.get("image")
+        image = batch.get(IMAGE)
         if not isinstance(image, Tensor) or image.dim() != 5 or image.shape[1] != 2:
             shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
             raise DataError(f"batch 'image' must be [B, 2, C, H, W], got {shape}")
@@ -389,16 +389,16 @@ class ChangeTrainer(pl.LightningModule):
                 f"the data has {image.shape[2]} bands per date but the model was built with "
                 f"in_channels={self.in_channels}"
             )
-        if "mask" not in batch:
+        if MASK not in batch:
             raise DataError("batch has no 'mask' (change labels)")
         if self.task == "semantic":
-            if "mask_pre" not in batch or "mask_post" not in batch:
+            if MASK_PRE not in batch or MASK_POST not in batch:
                 raise DataError(
                     "task='semantic' but the batch has no semantic labels "
                     f"('mask_pre'/'mask_post'); batch keys: {sorted(batch)}"
                 )
             assert self.num_classes is not None
-            for key in ("mask_pre", "mask_post"):
+            for key in (MASK_PRE, MASK_POST):
                 labels = batch[key]
                 valid = labels[labels != self.ignore_index]
                 if valid.numel() and (int(valid.max()) >= self.num_classes or int(valid.min()) < 0):
@@ -411,7 +411,7 @@ class ChangeTrainer(pl.LightningModule):
                         f"'{key}' holds class {bad} but num_classes={self.num_classes} "
                         f"(valid 0..{self.num_classes - 1}, ignore_index={self.ignore_index})"
                     )
-        mask = batch["mask"]
+        mask = batch[MASK]
         valid_mask = mask[mask != self.ignore_index]
         if valid_mask.numel() and (int(valid_mask.max()) > 1 or int(valid_mask.min()) < 0):
             raise DataError(
@@ -422,9 +422,9 @@ class ChangeTrainer(pl.LightningModule):
     def _loss(self, outputs: dict[str, Tensor], batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Compute the loss; returns ``{"loss": total, <term>: value, ...}``."""
         if self.task == "binary":
-            result = self.loss_fn(outputs["change"], batch["mask"])
+            result = self.loss_fn(outputs[CHANGE], batch[MASK])
         else:
-            result = self.loss_fn(outputs, batch["mask"], batch["mask_pre"], batch["mask_post"])
+            result = self.loss_fn(outputs, batch[MASK], batch[MASK_PRE], batch[MASK_POST])
         if isinstance(result, Tensor):
             return {"loss": result}
         if isinstance(result, Mapping) and "loss" in result:

@@ -47,15 +47,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geochange.classes import IGNORE_INDEX
 from geochange.errors import ConfigurationError, DataError
-from geochange.losses import BatchBalancedContrastiveLoss, masked_cross_entropy
-from geochange.models.base import (
+from geochange.keys import (
     AUX_SEMANTIC_POST,
     AUX_SEMANTIC_PRE,
     CHANGE,
     CHANGE_GENERATED,
     FEATURE_DISTANCE,
+    PSEUDO_CHANGE,
+    PSEUDO_POST,
+    PSEUDO_PRE,
 )
+from geochange.losses import BatchBalancedContrastiveLoss, masked_cross_entropy
 from geochange.trainers.change import ChangeTrainer
 from geochange.transforms import ChangeAugmentation
 
@@ -71,12 +75,6 @@ __all__ = [
     "linear_schedule",
 ]
 
-#: Batch key of the per-date pseudo semantic map of the first date (``[B, H, W]`` long).
-PSEUDO_PRE = "pseudo_pre"
-#: Batch key of the per-date pseudo semantic map of the second date.
-PSEUDO_POST = "pseudo_post"
-#: Optional batch key of precomputed CEG change labels (e.g. ``geochange pseudo-labels``).
-PSEUDO_CHANGE = "pseudo_change"
 
 Method = Literal["fixmatch", "diffmatch"]
 _DIAGNOSTICS = ("confident_fraction", "generated_weight")
@@ -106,7 +104,7 @@ def confidence_weighted_bce(
     pseudo_labels: Tensor,
     confidence: Tensor,
     threshold: float,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> Tensor:
     """FixMatch/UniMatch unsupervised loss: BCE on confident pixels, averaged over valid ones.
 
