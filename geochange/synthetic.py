@@ -47,6 +47,7 @@ from rasterio.windows import Window
 from geochange.classes import (
     BARE_LAND,
     BUILDING,
+    CHANGE_CLASS_NAMES,
     CLASS_COLORS,
     CROPLAND,
     IGNORE_INDEX,
@@ -57,7 +58,17 @@ from geochange.classes import (
     WATER,
 )
 from geochange.errors import ConfigurationError, DataError
-from geochange.io import TILED_GTIFF_OPTIONS, atomic_output, check_writable_dir, finalize_cog
+from geochange.io import (
+    CHANGE_FILE,
+    CLASS_NAMES_TAG,
+    SEMANTIC_POST_FILE,
+    SEMANTIC_PRE_FILE,
+    TILED_GTIFF_OPTIONS,
+    atomic_output,
+    check_writable_dir,
+    finalize_cog,
+    gdal_cache,
+)
 
 __all__ = [
     "CLASS_COLORS",
@@ -810,17 +821,17 @@ class Scene:
     @property
     def change(self) -> Path:
         """Binary change raster (uint8: 0 no change, 1 change, nodata 255)."""
-        return self.root / "change.tif"
+        return self.root / CHANGE_FILE
 
     @property
     def semantic_pre(self) -> Path:
         """LsSCD class raster of the first date (uint8, nodata 255, colour table)."""
-        return self.root / "semantic_pre.tif"
+        return self.root / SEMANTIC_PRE_FILE
 
     @property
     def semantic_post(self) -> Path:
         """LsSCD class raster of the second date (uint8, nodata 255, colour table)."""
-        return self.root / "semantic_post.tif"
+        return self.root / SEMANTIC_POST_FILE
 
     @property
     def changed_buildings(self) -> Path:
@@ -1080,16 +1091,16 @@ def make_scene(
         for c in range(0, width, block_size)
     ]
     # A small GDAL cache: blocks are written once, so caching more only grows the RSS.
-    with rasterio.Env(GDAL_CACHEMAX=64 * 2**20):
+    with gdal_cache():
         datasets = {
             name: rasterio.open(tiled[name], "w", **prof) for name, (_, prof) in outputs.items()
         }
         try:
             for name in ("semantic_pre", "semantic_post"):
                 datasets[name].write_colormap(1, colormap)
-                datasets[name].update_tags(GEOCHANGE_CLASS_NAMES=class_tag)
+                datasets[name].update_tags(**{CLASS_NAMES_TAG: class_tag})
             datasets["change"].update_tags(
-                GEOCHANGE_CLASS_NAMES=json.dumps(["no change", "change"])
+                **{CLASS_NAMES_TAG: json.dumps(list(CHANGE_CLASS_NAMES))}
             )
             for name in ("pre", "post"):
                 datasets[name].update_tags(

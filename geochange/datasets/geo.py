@@ -32,14 +32,13 @@ from torchgeo.datasets.utils import GeoSlice
 from geochange.classes import IGNORE_INDEX, LSSCD_CLASS_NAMES
 from geochange.datasets._layers import (
     RASTER_EXTENSIONS,
-    VECTOR_EXTENSIONS,
     RasterLayer,
     TargetGrid,
     VectorLayer,
     expand_paths,
 )
 from geochange.errors import DataError
-from geochange.io import ChangeMask, check_change_mask
+from geochange.io import VECTOR_EXTENSIONS, ChangeMask, check_change_mask
 
 #: LsSCD classes, the default class names of semantic labels (a list copy of
 #: :data:`geochange.classes.LSSCD_CLASS_NAMES`; ``IGNORE_INDEX`` comes from there too).

@@ -340,4 +340,3 @@ def exclusive_lock(path: str | os.PathLike[str], *, what: str = "geochange") -> 
         with contextlib.suppress(OSError):
             os.unlink(path)
         os.close(fd)
-

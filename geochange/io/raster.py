@@ -41,7 +41,6 @@ TILED_GTIFF_OPTIONS: dict[str, Any] = {
 }
 
 
-
 #: Block cache of a whole-raster job that reads each block about once (vectorize, evaluate,
 #: synthetic scenes): GDAL's default, 5 % of the RAM, would only grow with the scene.
 DEFAULT_GDAL_CACHE_BYTES = 64 * 2**20
@@ -194,7 +193,6 @@ def check_raster_complete(ds: rasterio.DatasetReader) -> None:
             f"raster {ds.name!r} is truncated: it has {size} bytes but its image data extends "
             f"to byte {end} (an incomplete download or copy?)"
         )
-
 
 
 def nonfinite_pixels(data: np.ndarray) -> np.ndarray:
