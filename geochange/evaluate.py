@@ -302,10 +302,10 @@ def match_objects(
 
 
 def _prf(tp: int, n_pred: int, n_ref: int) -> dict[str, float]:
-    precision = tp / n_pred if n_pred else 0.0
-    recall = tp / n_ref if n_ref else 0.0
-    f1 = 2 * tp / (n_pred + n_ref) if n_pred + n_ref else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}
+    from geochange.metrics import scores_from_counts  # torch: imported on first use
+
+    scores = scores_from_counts(tp, n_pred - tp, n_ref - tp)
+    return {"precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"]}
 
 
 def _object_scores(

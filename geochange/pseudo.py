@@ -1047,33 +1047,40 @@ class ChangeScore:
     undecided_change: int
     undecided_no_change: int
 
+    def _detector(self) -> dict[str, float]:
+        # As a change detector: undecided reference change is missed change. NaN where a
+        # ratio is undefined (see geochange.metrics.scores_from_counts).
+        from geochange.metrics import scores_from_counts  # torch: imported on first use
+
+        missed = self.fn + self.undecided_change
+        return scores_from_counts(self.tp, self.fp, missed, empty=float("nan"))
+
     @property
     def iou_change(self) -> float:
         """IoU of the change class (IoU^c), ignored pixels counted as "no change"."""
-        union = self.tp + self.fp + self.fn + self.undecided_change
-        return self.tp / union if union else float("nan")
+        return float(self._detector()["iou"])
 
     @property
     def iou_change_decided(self) -> float:
         """IoU^c over the pixels the pseudo labels decide (the quality of the labels used)."""
-        union = self.tp + self.fp + self.fn
-        return self.tp / union if union else float("nan")
+        from geochange.metrics import scores_from_counts
+
+        return float(scores_from_counts(self.tp, self.fp, self.fn, empty=float("nan"))["iou"])
 
     @property
     def precision(self) -> float:
         """Precision of the change class."""
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else float("nan")
+        return float(self._detector()["precision"])
 
     @property
     def recall(self) -> float:
         """Recall of the change class, ignored pixels counted as "no change"."""
-        positives = self.tp + self.fn + self.undecided_change
-        return self.tp / positives if positives else float("nan")
+        return float(self._detector()["recall"])
 
     @property
     def f1(self) -> float:
-        """F1 of the change class, ignored pixels counted as "no change"."""
-        return 2 * self.tp / (2 * self.tp + self.fp + self.fn + self.undecided_change or 1)
+        """F1 of the change class, ignored pixels counted as "no change" (NaN when empty)."""
+        return float(self._detector()["f1"])
 
     @property
     def coverage(self) -> float:
