@@ -69,6 +69,9 @@ from geochange.io import (
     read_errors,
     write_polygon_layer,
 )
+
+# Re-exported: the tag name was defined here before geochange.io.products.
+from geochange.io.products import CLASS_NAMES_TAG as CLASS_NAMES_TAG
 from geochange.parallel import WorkerPool
 
 __all__ = [

@@ -111,11 +111,11 @@ def test_products_contract_values() -> None:
 
 
 class _SevenClasses(nn.Module):
-    """Predicts class ``x // 16 mod 7`` per column: every LsSCD class appears."""
+    """Predicts class ``x // 8 mod 7`` per tile column: every LsSCD class appears."""
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         b, _, _, h, w = x.shape
-        cols = torch.arange(w).div(16, rounding_mode="floor") % 7
+        cols = torch.arange(w).div(8, rounding_mode="floor") % 7
         logits = nn.functional.one_hot(cols, 7).T.float()[None, :, None, :].expand(b, 7, h, w)
         return {
             "change": torch.ones(b, 1, h, w),
