@@ -44,12 +44,24 @@ from rasterio.windows import Window
 from geochange._blockwise import BlockGrid
 from geochange.errors import ConfigurationError, DataError, OutputError
 from geochange.io import (
+    CHANGE_FILE,
+    CLASS_NAMES_TAG,
+    DEFAULT_GDAL_CACHE_BYTES,
     MASK_IGNORE,
+    PARQUET_SUFFIXES,
+    SEMANTIC_POST_FILE,
+    SEMANTIC_PRE_FILE,
+    VECTOR_EXTENSIONS,
+    ChangeProducts,
     atomic_output,
     check_change_mask,
     check_writable_dir,
+    gdal_cache,
+    grid_mismatch,
+    is_vector_path,
     open_raster,
     read_errors,
+    write_polygon_layer,
 )
 
 if TYPE_CHECKING:
@@ -68,18 +80,18 @@ MatchMethod = Literal["hungarian", "greedy"]
 
 #: File names looked up in a prediction directory (as written by ``geochange predict``).
 PREDICTION_FILES: dict[str, str] = {
-    "change": "change.tif",
-    "semantic_pre": "semantic_pre.tif",
-    "semantic_post": "semantic_post.tif",
+    "change": CHANGE_FILE,
+    "semantic_pre": SEMANTIC_PRE_FILE,
+    "semantic_post": SEMANTIC_POST_FILE,
 }
 #: Status values written to the ``status`` attribute of the output polygons.
 STATUS_TRUE_POSITIVE = "TP"
 STATUS_FALSE_POSITIVE = "FP"
 STATUS_MISS = "FN"
 
-_VECTOR_SUFFIXES = {".gpkg", ".parquet", ".geoparquet", ".geojson", ".json", ".fgb", ".shp"}
+_VECTOR_SUFFIXES = set(VECTOR_EXTENSIONS)
 _IGNORE = MASK_IGNORE
-_GDAL_CACHE_BYTES = 64 * 2**20
+_GDAL_CACHE_BYTES = DEFAULT_GDAL_CACHE_BYTES
 _UNTYPED = "(untyped)"
 # Overview colours (RGBA): true positive, false positive, miss.
 _COLOURS = {
@@ -291,10 +303,10 @@ def match_objects(
 
 
 def _prf(tp: int, n_pred: int, n_ref: int) -> dict[str, float]:
-    precision = tp / n_pred if n_pred else 0.0
-    recall = tp / n_ref if n_ref else 0.0
-    f1 = 2 * tp / (n_pred + n_ref) if n_pred + n_ref else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}
+    from geochange.metrics import scores_from_counts  # torch: imported on first use
+
+    scores = scores_from_counts(tp, n_pred - tp, n_ref - tp)
+    return {"precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"]}
 
 
 def _object_scores(
@@ -452,9 +464,9 @@ class _ClassRaster:
 
 
 def _check_grid(ds: rasterio.DatasetReader, grid: _Grid, what: str) -> None:
-    if (ds.height, ds.width) != (grid.height, grid.width) or not ds.transform.almost_equals(
-        grid.transform
-    ):
+    # A raster without a CRS is taken to be on the grid's (hand-made references often lack one).
+    mismatch = grid_mismatch(ds, grid, require_crs=False)
+    if mismatch == "shape":
         raise DataError(
             f"{what} is not on the evaluation grid: {ds.width}x{ds.height} px with transform "
             f"{tuple(ds.transform)[:6]} vs {grid.width}x{grid.height} px with "
@@ -462,12 +474,12 @@ def _check_grid(ds: rasterio.DatasetReader, grid: _Grid, what: str) -> None:
         )
     if ds.count != 1:
         raise DataError(f"{what} has {ds.count} bands; expected one band")
-    if grid.crs is not None and ds.crs is not None and ds.crs != grid.crs:
+    if mismatch == "crs":
         raise DataError(f"{what} has CRS {ds.crs} but the evaluation grid has {grid.crs}")
 
 
 def _is_vector(value: Any) -> bool:
-    return isinstance(value, str | os.PathLike) and Path(value).suffix.lower() in _VECTOR_SUFFIXES
+    return is_vector_path(value)
 
 
 def _is_frame(value: Any) -> bool:
@@ -486,7 +498,7 @@ def _read_polygons(source: Any, what: str) -> gpd.GeoDataFrame:
         if not path.exists():
             raise DataError(f"{what} file not found: {str(path)!r}")
         try:
-            if path.suffix.lower() in (".parquet", ".geoparquet"):
+            if path.suffix.lower() in PARQUET_SUFFIXES:
                 frame = gpd.read_parquet(path)
             else:
                 frame = pyogrio.read_dataframe(path)
@@ -710,8 +722,6 @@ class EvaluationReport:
         Raises:
             OutputError: if there are no polygons or the path is not a GeoPackage.
         """
-        import pyogrio
-
         path = Path(path)
         if path.suffix.lower() != ".gpkg":
             raise OutputError(f"object layers are written to a GeoPackage (.gpkg), not {path}")
@@ -726,15 +736,7 @@ class EvaluationReport:
                 ):
                     kinds = set(frame.geom_type.unique()) if len(frame) else set()
                     multi = "MultiPolygon" in kinds
-                    pyogrio.write_dataframe(
-                        frame,
-                        work,
-                        layer=layer,
-                        driver="GPKG",
-                        geometry_type="MultiPolygon" if multi else "Polygon",
-                        promote_to_multi=multi,
-                        SPATIAL_INDEX="YES",
-                    )
+                    write_polygon_layer(frame, work, layer, "GPKG", multi=multi)
                 os.replace(work, tmp)
             finally:
                 work.unlink(missing_ok=True)
@@ -989,7 +991,7 @@ def _zoom_outcome(
     if "prediction" not in rasters or "reference" not in rasters:
         return None
     with (
-        rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES),
+        gdal_cache(_GDAL_CACHE_BYTES),
         rasterio.open(rasters["prediction"]) as pred_ds,
         rasterio.open(rasters["reference"]) as ref_ds,
     ):
@@ -1078,7 +1080,7 @@ def _types(
 
 
 def evaluate_scene(
-    prediction: Any,
+    prediction: ChangeProducts | str | os.PathLike[str] | gpd.GeoDataFrame,
     reference: Any = None,
     *,
     semantic_pre: str | os.PathLike[str] | None = None,
@@ -1194,7 +1196,7 @@ def evaluate_scene(
     grid: _Grid | None = None
     sources: list[Any] = []
     # GDAL's block cache defaults to 5 % of the RAM; every block is read once, so keep it small.
-    gdal_env = rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES)
+    gdal_env = gdal_cache(_GDAL_CACHE_BYTES)
     gdal_env.__enter__()
     try:
         pred_source: Any = None
@@ -1223,7 +1225,7 @@ def evaluate_scene(
         if (semantic_ref or semantic_pred) and names is None:
             raise ConfigurationError(
                 "class names are needed with semantic rasters: none of them carries the "
-                "GEOCHANGE_CLASS_NAMES tag; pass class_names"
+                f"{CLASS_NAMES_TAG} tag; pass class_names"
             )
         if semantic_ref and grid is None:
             raise ConfigurationError("reference semantic rasters need a change raster on one side")

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from geochange.classes import IGNORE_INDEX
 from geochange.errors import DataError
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "binary_scores_from_confusion",
     "cohen_kappa_from_confusion",
     "scd_scores_from_confusion",
+    "scores_from_counts",
 ]
 
 
@@ -42,6 +44,45 @@ def _safe_div(numerator: Tensor, denominator: Tensor) -> Tensor:
     return torch.where(
         denominator > 0, numerator / denominator.clamp_min(1e-300), torch.zeros_like(numerator)
     )
+
+
+def _ratio(numerator: Any, denominator: Any, empty: float) -> Any:
+    """``numerator / denominator``, or ``empty`` where the denominator is 0 (numbers or tensors)."""
+    if isinstance(numerator, Tensor) or isinstance(denominator, Tensor):
+        numerator = torch.as_tensor(numerator).double()
+        denominator = torch.as_tensor(denominator, device=numerator.device).double()
+        return torch.where(
+            denominator > 0,
+            numerator / denominator.clamp_min(1e-300),
+            torch.full_like(numerator, empty),
+        )
+    return numerator / denominator if denominator else empty
+
+
+def scores_from_counts(tp: Any, fp: Any, fn: Any, *, empty: float = 0.0) -> dict[str, Any]:
+    """Precision, recall, F1 and IoU of the change class from its confusion counts.
+
+    The one scoring of a change confusion matrix: pixel metrics
+    (:func:`binary_scores_from_confusion`), object matching (:func:`geochange.evaluate_scene`)
+    and pseudo-label scores (:class:`geochange.pseudo.ChangeScore`) all use it.
+
+    Args:
+        tp: true positives (numbers, or tensors for the torchmetrics path).
+        fp: false positives.
+        fn: false negatives.
+        empty: the value of a ratio whose denominator is 0. Metrics and evaluation reports use
+            0 (an empty class scores nothing); pseudo-label diagnostics pass NaN, so a scene
+            without any change reads as "undefined" rather than as a failure.
+
+    Returns:
+        Dict with ``precision``, ``recall``, ``f1`` and ``iou`` (floats, or float64 tensors).
+    """
+    return {
+        "precision": _ratio(tp, tp + fp, empty),
+        "recall": _ratio(tp, tp + fn, empty),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn, empty),
+        "iou": _ratio(tp, tp + fp + fn, empty),
+    }
 
 
 def cohen_kappa_from_confusion(confusion: Tensor) -> Tensor:
@@ -74,15 +115,14 @@ def binary_scores_from_confusion(confusion: Tensor) -> dict[str, Tensor]:
     """
     tn, fp = confusion[0, 0], confusion[0, 1]
     fn, tp = confusion[1, 0], confusion[1, 1]
-    precision = _safe_div(tp, tp + fp)
-    recall = _safe_div(tp, tp + fn)
-    iou_change = _safe_div(tp, tp + fp + fn)
+    change = scores_from_counts(tp, fp, fn)
+    iou_change = change["iou"]
     iou_unchanged = _safe_div(tn, tn + fp + fn)
     return {
         "iou_change": iou_change,
-        "f1": _safe_div(2 * tp, 2 * tp + fp + fn),
-        "precision": precision,
-        "recall": recall,
+        "f1": change["f1"],
+        "precision": change["precision"],
+        "recall": change["recall"],
         "oa": _safe_div(tp + tn, confusion.sum()),
         "kappa": cohen_kappa_from_confusion(confusion),
         "miou": (iou_change + iou_unchanged) / 2,
@@ -182,7 +222,7 @@ class BinaryChangeMetrics(Metric):
 
     confusion: Tensor
 
-    def __init__(self, ignore_index: int | None = 255, **kwargs: Any) -> None:
+    def __init__(self, ignore_index: int | None = IGNORE_INDEX, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ignore_index = ignore_index
         self.add_state("confusion", torch.zeros(2, 2, dtype=torch.long), dist_reduce_fx="sum")
@@ -248,7 +288,9 @@ class SemanticChangeMetrics(Metric):
     scd_confusion: Tensor
     semantic_confusion: Tensor
 
-    def __init__(self, num_classes: int, ignore_index: int | None = 255, **kwargs: Any) -> None:
+    def __init__(
+        self, num_classes: int, ignore_index: int | None = IGNORE_INDEX, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         if num_classes < 1:
             raise DataError(f"SemanticChangeMetrics: num_classes must be >= 1, got {num_classes}")

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from geochange.classes import IGNORE_INDEX, class_colours
 from geochange.errors import ConfigurationError, DataError
 from geochange.io import atomic_output
 
@@ -46,10 +47,8 @@ def _display_rgb(pair: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _class_colours(num_classes: int) -> list[Any]:
-    import matplotlib
-
-    cmap = matplotlib.colormaps["tab10" if num_classes <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(num_classes)]
+    # The palette of the class rasters (geochange.classes), so figures match the GIS.
+    return [(r / 255, g / 255, b / 255, 1.0) for r, g, b in class_colours(num_classes)]
 
 
 def figure_from_arrays(
@@ -62,7 +61,7 @@ def figure_from_arrays(
     prediction_pre: np.ndarray | None = None,
     prediction_post: np.ndarray | None = None,
     class_names: Sequence[str] | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     titles: Sequence[str] | None = None,
 ) -> Figure:
     """Draw one row per sample: pre | post | truth | prediction (+ semantic truth/prediction).
@@ -195,7 +194,7 @@ def plot_predictions(
     normalization: Mapping[str, Sequence[float]] | None = None,
     class_names: Sequence[str] | None = None,
     threshold: float = 0.5,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     device: str | torch.device = "cpu",
     dpi: int = 100,
 ) -> Figure:

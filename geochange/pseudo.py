@@ -45,13 +45,19 @@ import rasterio.windows
 import scipy.ndimage as ndi
 
 from geochange._blockwise import BlockGrid, EdgeStrips, components, edge_strips, seam_links
+from geochange.classes import CHANGE_CLASS_NAMES, IGNORE_INDEX, LSSCD_CLASS_NAMES
 from geochange.errors import ConfigurationError, DataError
 from geochange.io import (
+    CLASS_NAMES_TAG,
+    PSEUDO_LABELS_TAG,
     TILED_GTIFF_OPTIONS,
     check_change_mask,
     check_writable_dir,
     finalize_cog,
+    gdal_cache,
+    grid_mismatch,
     open_raster,
+    read_class_names_tag,
 )
 
 __all__ = [
@@ -72,18 +78,7 @@ CEGMode = Literal["mixed", "instance", "pixel"]
 _MODES: tuple[str, ...] = ("mixed", "instance", "pixel")
 
 #: LsSCD class names, used when a class raster carries no ``GEOCHANGE_CLASS_NAMES`` tag.
-DEFAULT_CLASS_NAMES: tuple[str, ...] = (
-    "building",
-    "road",
-    "water",
-    "bare land",
-    "tree",
-    "cropland",
-    "others",
-)
-#: Raster tag holding the generation parameters on the pseudo-label raster (provenance).
-PSEUDO_LABELS_TAG = "GEOCHANGE_PSEUDO_LABELS"
-CLASS_NAMES_TAG = "GEOCHANGE_CLASS_NAMES"
+DEFAULT_CLASS_NAMES: tuple[str, ...] = LSSCD_CLASS_NAMES
 
 DEFAULT_MIN_INSTANCE_AREA = 10
 DEFAULT_OVERLAP_THRESHOLD = 0.0
@@ -278,7 +273,7 @@ def change_event_generation(
     min_instance_area: int = DEFAULT_MIN_INSTANCE_AREA,
     overlap_threshold: float = DEFAULT_OVERLAP_THRESHOLD,
     confidence: float = DEFAULT_CONFIDENCE,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     connectivity: int = 8,
 ) -> npt.NDArray[np.uint8]:
     """Generate change pseudo labels from two per-date class maps (DiffMatch's CEG).
@@ -460,16 +455,7 @@ def resolve_change_classes(
 
 
 def _read_class_names(ds: rasterio.DatasetReader) -> list[str] | None:
-    value = ds.tags().get(CLASS_NAMES_TAG) or ds.tags(1).get(CLASS_NAMES_TAG)
-    if value is None:
-        return None
-    try:
-        names = json.loads(value)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{CLASS_NAMES_TAG} tag of {ds.name!r} is not valid JSON: {err}") from err
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise DataError(f"{CLASS_NAMES_TAG} tag of {ds.name!r} is not a JSON list of names")
-    return names
+    return read_class_names_tag(ds)
 
 
 @dataclass(frozen=True)
@@ -488,16 +474,15 @@ class _SceneInputs:
 
 
 def _check_grid(ds: rasterio.DatasetReader, ref: rasterio.DatasetReader, what: str) -> None:
-    if (ds.height, ds.width) != (ref.height, ref.width) or not ds.transform.almost_equals(
-        ref.transform
-    ):
+    mismatch = grid_mismatch(ds, ref)
+    if mismatch == "shape":
         raise DataError(
             f"{what} raster {ds.name!r} is not on the grid of {ref.name!r}: "
             f"{ds.width}x{ds.height} px, transform {tuple(ds.transform)[:6]} vs "
             f"{ref.width}x{ref.height} px, {tuple(ref.transform)[:6]} "
             "(reproject it onto the same grid first, e.g. with rasterio.warp)"
         )
-    if ds.crs != ref.crs:
+    if mismatch == "crs":
         raise DataError(
             f"{what} raster {ds.name!r} has CRS {ds.crs} but {ref.name!r} has {ref.crs}"
         )
@@ -628,7 +613,7 @@ def generate_pseudo_labels(
     min_instance_area: int = DEFAULT_MIN_INSTANCE_AREA,
     overlap_threshold: float = DEFAULT_OVERLAP_THRESHOLD,
     confidence: float = DEFAULT_CONFIDENCE,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     connectivity: int = 8,
     class_names: Sequence[str] | None = None,
     block_size: int = 2048,
@@ -698,8 +683,7 @@ def generate_pseudo_labels(
 
     # GDAL's block cache defaults to 5% of RAM and would grow with the scene; the passes read
     # and write whole tiles in order, so a small cache keeps memory bounded at no cost.
-    cache = {"GDAL_CACHEMAX": gdal_cache_mb * 2**20} if gdal_cache_mb else {}
-    with rasterio.Env(**cache):
+    with gdal_cache(gdal_cache_mb * 2**20 if gdal_cache_mb else None):
         with (
             rasterio.open(inputs.semantic_pre) as ds_pre,
             rasterio.open(inputs.semantic_post) as ds_post,
@@ -763,7 +747,7 @@ def generate_pseudo_labels(
                         **{
                             # geochange's change-mask convention (0/1, nodata = ignore): read
                             # as such even where no change was found (geochange.io).
-                            CLASS_NAMES_TAG: json.dumps(["no change", "change"]),
+                            CLASS_NAMES_TAG: json.dumps(list(CHANGE_CLASS_NAMES)),
                             PSEUDO_LABELS_TAG: json.dumps(
                                 {
                                     "mode": mode,
@@ -993,33 +977,40 @@ class ChangeScore:
     undecided_change: int
     undecided_no_change: int
 
+    def _detector(self) -> dict[str, float]:
+        # As a change detector: undecided reference change is missed change. NaN where a
+        # ratio is undefined (see geochange.metrics.scores_from_counts).
+        from geochange.metrics import scores_from_counts  # torch: imported on first use
+
+        missed = self.fn + self.undecided_change
+        return scores_from_counts(self.tp, self.fp, missed, empty=float("nan"))
+
     @property
     def iou_change(self) -> float:
         """IoU of the change class (IoU^c), ignored pixels counted as "no change"."""
-        union = self.tp + self.fp + self.fn + self.undecided_change
-        return self.tp / union if union else float("nan")
+        return float(self._detector()["iou"])
 
     @property
     def iou_change_decided(self) -> float:
         """IoU^c over the pixels the pseudo labels decide (the quality of the labels used)."""
-        union = self.tp + self.fp + self.fn
-        return self.tp / union if union else float("nan")
+        from geochange.metrics import scores_from_counts
+
+        return float(scores_from_counts(self.tp, self.fp, self.fn, empty=float("nan"))["iou"])
 
     @property
     def precision(self) -> float:
         """Precision of the change class."""
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else float("nan")
+        return float(self._detector()["precision"])
 
     @property
     def recall(self) -> float:
         """Recall of the change class, ignored pixels counted as "no change"."""
-        positives = self.tp + self.fn + self.undecided_change
-        return self.tp / positives if positives else float("nan")
+        return float(self._detector()["recall"])
 
     @property
     def f1(self) -> float:
-        """F1 of the change class, ignored pixels counted as "no change"."""
-        return 2 * self.tp / (2 * self.tp + self.fp + self.fn + self.undecided_change or 1)
+        """F1 of the change class, ignored pixels counted as "no change" (NaN when empty)."""
+        return float(self._detector()["f1"])
 
     @property
     def coverage(self) -> float:
@@ -1054,7 +1045,7 @@ def score_change(
     pseudo: IntArray,
     reference: IntArray,
     *,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     reference_ignore: int | None = None,
 ) -> ChangeScore:
     """Compare change pseudo labels (0/1/``ignore_index``) with a reference change map.
@@ -1127,7 +1118,7 @@ def evaluate_pseudo_labels(
     # The detector view (ignore -> "no change") goes through the project's metric, which also
     # rejects references holding values other than 0/1/nodata; the undecided pixels are counted
     # beside it.
-    metric = BinaryChangeMetrics(ignore_index=255)
+    metric = BinaryChangeMetrics(ignore_index=IGNORE_INDEX)
     undecided_change = undecided_no_change = 0
     with open_raster(pseudo) as ds_pseudo, open_raster(reference) as ds_ref:
         _check_grid(ds_ref, ds_pseudo, "reference")
@@ -1175,7 +1166,7 @@ def degrade_class_map(
     confusions: Sequence[tuple[int, int]] = DEFAULT_CONFUSIONS,
     miss_area: int = 80,
     miss_probability: float = 0.5,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     seed: int = 0,
 ) -> npt.NDArray[np.int64]:
     """Simulate an imperfect segmenter by degrading a true class map.

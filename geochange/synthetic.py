@@ -43,8 +43,34 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from geochange._blockwise import BlockGrid
+
+# Class names, ids and the palette of the class rasters live in geochange.classes; they are
+# re-exported here, where the scenes are drawn in them.
+from geochange.classes import (
+    BARE_LAND,
+    BUILDING,
+    CHANGE_CLASS_NAMES,
+    CLASS_COLORS,
+    CROPLAND,
+    IGNORE_INDEX,
+    LSSCD_CLASS_NAMES,
+    OTHERS,
+    ROAD,
+    TREE,
+    WATER,
+)
 from geochange.errors import ConfigurationError, DataError
-from geochange.io import TILED_GTIFF_OPTIONS, atomic_output, check_writable_dir, finalize_cog
+from geochange.io import (
+    CHANGE_FILE,
+    CLASS_NAMES_TAG,
+    SEMANTIC_POST_FILE,
+    SEMANTIC_PRE_FILE,
+    TILED_GTIFF_OPTIONS,
+    atomic_output,
+    check_writable_dir,
+    finalize_cog,
+    gdal_cache,
+)
 
 __all__ = [
     "CLASS_COLORS",
@@ -53,30 +79,11 @@ __all__ = [
     "make_scene",
 ]
 
-#: LsSCD land-cover classes, in class-id order.
-CLASS_NAMES: tuple[str, ...] = (
-    "building",
-    "road",
-    "water",
-    "bare land",
-    "tree",
-    "cropland",
-    "others",
-)
-BUILDING, ROAD, WATER, BARE_LAND, TREE, CROPLAND, OTHERS = range(7)
-#: Display colours of the classes (written as the colour table of the class rasters).
-CLASS_COLORS: dict[int, tuple[int, int, int]] = {
-    BUILDING: (230, 50, 50),
-    ROAD: (140, 140, 140),
-    WATER: (40, 100, 230),
-    BARE_LAND: (205, 175, 120),
-    TREE: (20, 120, 40),
-    CROPLAND: (170, 225, 90),
-    OTHERS: (235, 235, 200),
-}
+#: LsSCD land-cover classes, in class-id order (home: :mod:`geochange.classes`).
+CLASS_NAMES: tuple[str, ...] = LSSCD_CLASS_NAMES
 #: Nodata value of the label rasters (the generator never writes it; it is declared so that
 #: readers treat 255 as "ignore", as everywhere else in geochange).
-LABEL_NODATA = 255
+LABEL_NODATA = IGNORE_INDEX
 MANIFEST_NAME = "scene.json"
 FORMAT_VERSION = 1
 
@@ -816,17 +823,17 @@ class Scene:
     @property
     def change(self) -> Path:
         """Binary change raster (uint8: 0 no change, 1 change, nodata 255)."""
-        return self.root / "change.tif"
+        return self.root / CHANGE_FILE
 
     @property
     def semantic_pre(self) -> Path:
         """LsSCD class raster of the first date (uint8, nodata 255, colour table)."""
-        return self.root / "semantic_pre.tif"
+        return self.root / SEMANTIC_PRE_FILE
 
     @property
     def semantic_post(self) -> Path:
         """LsSCD class raster of the second date (uint8, nodata 255, colour table)."""
-        return self.root / "semantic_post.tif"
+        return self.root / SEMANTIC_POST_FILE
 
     @property
     def changed_buildings(self) -> Path:
@@ -1084,16 +1091,16 @@ def make_scene(
         (b.row_off, b.col_off, b.height, b.width) for b in BlockGrid(height, width, block_size)
     ]
     # A small GDAL cache: blocks are written once, so caching more only grows the RSS.
-    with rasterio.Env(GDAL_CACHEMAX=64 * 2**20):
+    with gdal_cache():
         datasets = {
             name: rasterio.open(tiled[name], "w", **prof) for name, (_, prof) in outputs.items()
         }
         try:
             for name in ("semantic_pre", "semantic_post"):
                 datasets[name].write_colormap(1, colormap)
-                datasets[name].update_tags(GEOCHANGE_CLASS_NAMES=class_tag)
+                datasets[name].update_tags(**{CLASS_NAMES_TAG: class_tag})
             datasets["change"].update_tags(
-                GEOCHANGE_CLASS_NAMES=json.dumps(["no change", "change"])
+                **{CLASS_NAMES_TAG: json.dumps(list(CHANGE_CLASS_NAMES))}
             )
             for name in ("pre", "post"):
                 datasets[name].update_tags(

@@ -26,7 +26,6 @@ Memory is bounded by the block size (each worker holds one block) plus the outpu
 from __future__ import annotations
 
 import atexit
-import json
 import math
 import os
 import re
@@ -53,13 +52,25 @@ from affine import Affine
 from geochange._blockwise import BlockGrid, EdgeStrips, components, edge_strips, seam_links
 from geochange.errors import ConfigurationError, DataError, OutputError
 from geochange.io import (
+    DEFAULT_GDAL_CACHE_BYTES,
+    PROBABILITY_SCALE_TAG,
+    VECTOR_OUTPUT_DRIVERS,
     ChangeMask,
+    ChangeProducts,
     atomic_output,
     check_change_mask,
     check_writable_dir,
+    gdal_cache,
+    grid_mismatch,
+    list_layers,
     open_raster,
+    read_class_names_tag,
     read_errors,
+    write_polygon_layer,
 )
+
+# Re-exported: the tag name was defined here before geochange.io.products.
+from geochange.io.products import CLASS_NAMES_TAG as CLASS_NAMES_TAG
 from geochange.parallel import WorkerPool
 
 __all__ = [
@@ -73,19 +84,11 @@ __all__ = [
     "write_changes",
 ]
 
-#: Output file extension -> OGR driver (``None``: GeoParquet written through GeoPandas/pyarrow).
-OUTPUT_DRIVERS: dict[str, str | None] = {
-    ".gpkg": "GPKG",
-    ".parquet": None,
-    ".geoparquet": None,
-    ".geojson": "GeoJSON",
-    ".json": "GeoJSON",
-    ".fgb": "FlatGeobuf",
-}
+#: Output file extension -> OGR driver (``None``: GeoParquet written through GeoPandas/pyarrow);
+#: the one list is :data:`geochange.io.VECTOR_OUTPUT_DRIVERS`.
+OUTPUT_DRIVERS: dict[str, str | None] = VECTOR_OUTPUT_DRIVERS
 #: Name of the class whose appearance/disappearance gets the "new/demolished building" types.
 BUILDING_CLASS = "building"
-#: Raster metadata tag holding the JSON list of class names in class-id order.
-CLASS_NAMES_TAG = "GEOCHANGE_CLASS_NAMES"
 
 # Change codes used in the per-pixel code raster (0 = no change).
 _CODE_CHANGE = 1  # binary change, or "new building" in change-type mode
@@ -148,16 +151,7 @@ def read_class_names(path: str | os.PathLike[str]) -> list[str] | None:
         DataError: if the tag is present but is not a JSON list of strings.
     """
     with open_raster(path) as ds:
-        value = ds.tags().get(CLASS_NAMES_TAG) or ds.tags(1).get(CLASS_NAMES_TAG)
-    if value is None:
-        return None
-    try:
-        names = json.loads(value)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{CLASS_NAMES_TAG} tag of {str(path)!r} is not valid JSON: {err}") from err
-    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise DataError(f"{CLASS_NAMES_TAG} tag of {str(path)!r} is not a JSON list of names")
-    return names
+        return read_class_names_tag(ds, str(path))
 
 
 def _as_path(value: Any, what: str) -> Path | None:
@@ -173,9 +167,8 @@ def _check_same_grid(path: Path, ref: rasterio.DatasetReader, what: str) -> rast
     if ds.count != 1:
         ds.close()
         raise DataError(f"{what} raster {str(path)!r} has {ds.count} bands; expected one band")
-    if (ds.height, ds.width) != (ref.height, ref.width) or not ds.transform.almost_equals(
-        ref.transform
-    ):
+    mismatch = grid_mismatch(ds, ref)
+    if mismatch == "shape":
         ds.close()
         raise DataError(
             f"{what} raster {str(path)!r} is not on the change raster's grid: "
@@ -183,7 +176,7 @@ def _check_same_grid(path: Path, ref: rasterio.DatasetReader, what: str) -> rast
             f"{ref.width}x{ref.height} px with {tuple(ref.transform)[:6]} "
             "(reproject it onto the change raster's grid first, e.g. with rasterio.warp)"
         )
-    if ds.crs != ref.crs:
+    if mismatch == "crs":
         ds.close()
         raise DataError(
             f"{what} raster {str(path)!r} has CRS {ds.crs} but the change raster has {ref.crs}"
@@ -249,7 +242,7 @@ def _resolve_inputs(
                 if dtype == np.uint8:
                     # geochange's predictor writes round(p * 254) (255 = nodata) and says so in
                     # a tag; other uint8 probability rasters are taken as 0..255 scaled.
-                    tag = ds.tags().get("GEOCHANGE_PROBABILITY_SCALE")
+                    tag = ds.tags().get(PROBABILITY_SCALE_TAG)
                     try:
                         probability_scale = 1.0 / float(tag) if tag else 1.0 / 255.0
                     except ValueError:
@@ -352,7 +345,7 @@ class _BlockResult:
 # Open datasets per thread: a GDAL dataset handle must not be used by two threads at once.
 _LOCAL = threading.local()
 _CLOSE_AT_EXIT = False
-_GDAL_CACHE_BYTES = 64 * 2**20
+_GDAL_CACHE_BYTES = DEFAULT_GDAL_CACHE_BYTES
 
 
 def _datasets() -> dict[str, rasterio.DatasetReader]:
@@ -484,7 +477,7 @@ def _polygonize_block(job: _BlockJob) -> _BlockResult:
     """Polygonize one block and compute per-label statistics."""
     # Every block is read once: a small GDAL block cache keeps worker memory bounded
     # (GDAL's default, 5 % of RAM, would fill up with blocks that are never read again).
-    with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES):
+    with gdal_cache(_GDAL_CACHE_BYTES):
         return _polygonize_block_uncached(job)
 
 
@@ -1289,35 +1282,15 @@ def _write_wkb_layer(
         geometry_type="MultiPolygon" if multi else "Polygon",
         crs=pyproj.CRS.from_user_input(table.crs).to_wkt() if table.crs else None,
         promote_to_multi=multi,
-        append=append and path.exists() and name in _layers(path),
+        append=append and path.exists() and name in list_layers(path),
         **options,
     )
 
 
 def _write_layer(frame: Any, path: Path, name: str, driver: str, append: bool, multi: bool) -> None:
-    import pyogrio
-
     # Plain polygons stay polygons; any multipolygon (8-connectivity) promotes the layer.
-    options = {"SPATIAL_INDEX": "YES"} if driver in ("GPKG", "FlatGeobuf") else {}
-    pyogrio.write_dataframe(
-        frame,
-        path,
-        layer=name,
-        driver=driver,
-        geometry_type="MultiPolygon" if multi else "Polygon",
-        promote_to_multi=multi,
-        append=append and path.exists() and name in _layers(path),
-        **options,
-    )
-
-
-def _layers(path: Path) -> set[str]:
-    import pyogrio
-
-    try:
-        return {str(row[0]) for row in pyogrio.list_layers(path)}
-    except Exception:
-        return set()
+    append = append and path.exists() and name in list_layers(path)
+    write_polygon_layer(frame, path, name, driver, multi=multi, append=append)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1378,7 +1351,7 @@ def _class_id(value: str | int, names: list[str] | None) -> int:
 
 
 def vectorize_changes(
-    change: Any,
+    change: ChangeProducts | str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
     *,
     probability: str | os.PathLike[str] | None = None,

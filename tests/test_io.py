@@ -154,9 +154,10 @@ def test_check_change_mask_decodes_the_convention(tmp_path) -> None:
 
 
 def test_check_change_mask_samples_large_rasters(tmp_path, monkeypatch) -> None:
-    import geochange.io
+    import geochange.io.raster
     from geochange.errors import DataError
-    from geochange.io import _sample_band, check_change_mask
+    from geochange.io import check_change_mask
+    from geochange.io.raster import _sample_band
 
     # 512 x 512 in 64 x 64 blocks: a budget of 16 blocks reads a 4 x 4 grid of whole blocks,
     # spread from the first to the last block row and column.
@@ -169,7 +170,7 @@ def test_check_change_mask_samples_large_rasters(tmp_path, monkeypatch) -> None:
     np.testing.assert_array_equal(rows, [0, 2, 5, 7])
     np.testing.assert_array_equal(cols, [0, 2, 5, 7])
     # A sampled 0/255 mask is refused; scattered bad values are found.
-    monkeypatch.setattr(geochange.io, "_MASK_SAMPLE_PIXELS", 16 * 64 * 64)
+    monkeypatch.setattr(geochange.io.raster, "_MASK_SAMPLE_PIXELS", 16 * 64 * 64)
     levir = np.zeros((512, 512), dtype=np.uint8)
     levir[::16, ::16] = 255
     with pytest.raises(DataError, match=r"0/255 mask.* \(in a sample of 65536 pixels\)"):
@@ -197,7 +198,7 @@ def test_check_change_mask_samples_large_rasters(tmp_path, monkeypatch) -> None:
 def test_check_change_mask_names_an_unreadable_block(tmp_path, monkeypatch, budget) -> None:
     import re
 
-    import geochange.io
+    import geochange.io.raster
     from geochange.errors import DataError
     from geochange.io import check_change_mask
 
@@ -226,7 +227,7 @@ def test_check_change_mask_names_an_unreadable_block(tmp_path, monkeypatch, budg
     data[offset + 2 : offset + size - 2] = bytes(size - 4)
     path.write_bytes(bytes(data))
     if budget is not None:  # sampled: the 2 x 2 blocks read include the last one
-        monkeypatch.setattr(geochange.io, "_MASK_SAMPLE_PIXELS", budget)
+        monkeypatch.setattr(geochange.io.raster, "_MASK_SAMPLE_PIXELS", budget)
     pattern = rf"cannot read {re.escape(repr(str(path)))} at rows 48-64, cols 48-64 \(corrupt"
     with pytest.raises(DataError, match=pattern):
         check_change_mask(path)

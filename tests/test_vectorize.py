@@ -231,13 +231,13 @@ def test_out_of_range_change_values_are_rejected(tmp_path: Path, value: int) -> 
 def test_values_outside_the_open_time_sample_fail_in_their_block(
     tmp_path: Path, monkeypatch
 ) -> None:
-    import geochange.io
+    import geochange.io.raster
 
     mask = stress_mask()
     mask[-1, -1] = 7
     path = write_raster(tmp_path / "late.tif", mask)
     # Sample only the first strip when the file is opened: the block pass still finds the 7.
-    monkeypatch.setattr(geochange.io, "_MASK_SAMPLE_PIXELS", 1)
+    monkeypatch.setattr(geochange.io.raster, "_MASK_SAMPLE_PIXELS", 1)
     with pytest.raises(DataError, match=r"late\.tif' holds value 7 outside"):
         vectorize_changes(path, block_size=16, workers=1)
 

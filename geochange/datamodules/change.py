@@ -15,10 +15,9 @@ from geochange.datamodules.geo import open_scene, region_sampler, seeded, split_
 from geochange.datasets import BiTemporalRasterDataset, SemanticChangeFolderDataset
 from geochange.errors import ConfigurationError
 from geochange.io import worker_init_bound_malloc
+from geochange.keys import MASK, MASK_KEYS, MASK_POST, MASK_PRE, PSEUDO_POST, PSEUDO_PRE
 from geochange.transforms import ChangeAugmentation, NormalizeChange, compute_band_statistics
 from geochange.transforms.stats import input_range_record
-
-MASK_KEYS = ("mask", "mask_pre", "mask_post")
 
 
 def stack_unlabeled(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -32,9 +31,9 @@ def stack_unlabeled_with_pseudo(samples: Sequence[dict[str, Any]]) -> dict[str, 
     For semantic rasters that are a segmenter's output over the whole scene (DiffMatch): the
     change label is dropped, the per-date maps stay as pseudo labels.
     """
-    renamed = {"mask_pre": "pseudo_pre", "mask_post": "pseudo_post"}
+    renamed = {MASK_PRE: PSEUDO_PRE, MASK_POST: PSEUDO_POST}
     return stack_samples(
-        [{renamed.get(k, k): v for k, v in s.items() if k != "mask"} for s in samples]
+        [{renamed.get(k, k): v for k, v in s.items() if k != MASK} for s in samples]
     )
 
 

@@ -11,7 +11,8 @@
 
 from geochange.datasets.folder import ChangeFolderDataset, SemanticChangeFolderDataset
 from geochange.datasets.geo import IGNORE_INDEX, LSSCD_CLASSES, BiTemporalRasterDataset
-from geochange.datasets.splits import region_boxes, spatial_split
+from geochange.datasets.splits import spatial_split
+from geochange.regions import region_boxes
 
 __all__ = [
     "IGNORE_INDEX",

@@ -34,11 +34,16 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geochange.errors import DataError
-from geochange.io import nonfinite_pixels
+from geochange.io import (
+    PARQUET_SUFFIXES,
+    band_indexes,
+    nonfinite_pixels,
+    set_process_gdal_cache,
+)
 
 #: Extensions accepted when a directory is given instead of files.
 RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".png")
-VECTOR_EXTENSIONS = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".parquet")
+# VECTOR_EXTENSIONS (vector labels) comes from geochange.io.vector, the one list of formats.
 
 
 #: Raster layers holding open GDAL handles in this process, closed at interpreter exit.
@@ -58,19 +63,6 @@ def _close_open_layers() -> None:
         if layer is not None:
             layer.close()
     _OPEN_LAYERS.clear()
-
-
-def _process_env(cache_mb: int) -> None:
-    """Bound GDAL's block cache in this process (GDAL's default is 5% of the RAM per process)."""
-    key = "_geochange_gdal_cache"
-    if os.environ.get(key) == f"{os.getpid()}:{cache_mb}":
-        return
-    from rasterio.env import set_gdal_config
-
-    # GDAL reads GDAL_CACHEMAX when its block cache is first used, and honours later changes
-    # through GDALSetCacheMax, which CPLSetConfigOption("GDAL_CACHEMAX") triggers.
-    set_gdal_config("GDAL_CACHEMAX", int(cache_mb) * 1024 * 1024)
-    os.environ[key] = f"{os.getpid()}:{cache_mb}"
 
 
 def expand_paths(paths: Any, extensions: Sequence[str], what: str) -> list[Path]:
@@ -103,25 +95,6 @@ def expand_paths(paths: Any, extensions: Sequence[str], what: str) -> list[Path]
     if not files:
         raise DataError(f"{what}: no file given")
     return files
-
-
-def band_indexes(src: Any, bands: Sequence[int | str] | None, path: Path) -> list[int]:
-    """1-based band indexes of ``src`` selected by ``bands`` (indexes or band descriptions)."""
-    if bands is None:
-        return list(range(1, src.count + 1))
-    indexes: list[int] = []
-    for band in bands:
-        if isinstance(band, str):
-            if band not in src.descriptions:
-                raise DataError(
-                    f"band {band!r} not found in {str(path)!r} (bands: {list(src.descriptions)})"
-                )
-            indexes.append(src.descriptions.index(band) + 1)
-        else:
-            if not 1 <= int(band) <= src.count:
-                raise DataError(f"band index {band} out of range for {str(path)!r} ({src.count})")
-            indexes.append(int(band))
-    return indexes
 
 
 @dataclass(frozen=True)
@@ -306,7 +279,7 @@ class RasterLayer:
             self._handles.clear()
             self._handles["pid"] = pid
             self._handles["open"] = []
-            _process_env(self.gdal_cache_mb)
+            set_process_gdal_cache(self.gdal_cache_mb)
         key = f"file{i}"
         handle = self._handles.get(key)
         if handle is None:
@@ -495,7 +468,7 @@ class VectorLayer:
         import geopandas as gpd
 
         try:
-            if path.suffix.lower() == ".parquet":
+            if path.suffix.lower() in PARQUET_SUFFIXES:
                 frame = gpd.read_parquet(path)
             else:
                 frame = gpd.read_file(path)

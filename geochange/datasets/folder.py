@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torchgeo.datasets import NonGeoDataset
 
-from geochange.datasets.geo import IGNORE_INDEX
+from geochange.classes import IGNORE_INDEX
 from geochange.errors import ConfigurationError, DataError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")

@@ -29,23 +29,20 @@ from rasterio.enums import Resampling
 from torchgeo.datasets import GeoDataset, RasterDataset
 from torchgeo.datasets.utils import GeoSlice
 
+from geochange.classes import IGNORE_INDEX, LSSCD_CLASS_NAMES
 from geochange.datasets._layers import (
     RASTER_EXTENSIONS,
-    VECTOR_EXTENSIONS,
     RasterLayer,
     TargetGrid,
     VectorLayer,
     expand_paths,
 )
 from geochange.errors import DataError
-from geochange.io import MASK_IGNORE, ChangeMask, check_change_mask
+from geochange.io import VECTOR_EXTENSIONS, ChangeMask, check_change_mask
 
-#: Value of ``mask``/``mask_pre``/``mask_post`` pixels that carry no label (see
-#: :func:`geochange.io.check_change_mask` for the change-mask convention).
-IGNORE_INDEX = MASK_IGNORE
-
-#: LsSCD classes, the default class names of semantic labels.
-LSSCD_CLASSES = ["building", "road", "water", "bare land", "tree", "cropland", "others"]
+#: LsSCD classes, the default class names of semantic labels (a list copy of
+#: :data:`geochange.classes.LSSCD_CLASS_NAMES`; ``IGNORE_INDEX`` comes from there too).
+LSSCD_CLASSES = list(LSSCD_CLASS_NAMES)
 
 PathsOrDataset = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | RasterDataset
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
 from collections.abc import Sequence
@@ -13,7 +12,9 @@ from torchgeo.datasets import GeoDataset
 
 from geochange.errors import ConfigurationError
 
-Box = tuple[float, float, float, float]
+# region_boxes lives in geochange.regions (band statistics and samplers need it too).
+from geochange.regions import Box
+from geochange.regions import region_boxes as region_boxes
 
 #: Largest difference between a requested split fraction and the block layout's share before
 #: :func:`spatial_split` warns.
@@ -111,44 +112,6 @@ def spatial_split(
     if min_size is None:
         raise ConfigurationError("layout='blocks' needs min_size (the smallest block side)")
     return _blocks(bounds, fractions, axis, gap, min_size, steps)
-
-
-def region_boxes(geometry: shapely.Geometry) -> list[Box]:
-    """Axis-aligned rectangles to draw windows in, all inside ``geometry``.
-
-    A rectilinear geometry (every edge horizontal or vertical, such as the block regions of
-    :func:`spatial_split`) is cut into vertical strips at its vertices' x coordinates; each
-    piece of a strip is a rectangle lying inside the geometry, and side-by-side pieces of
-    equal height are merged back. Any other polygon yields its bounding box (a window drawn
-    there can stick out of the polygon, as with TorchGeo's samplers).
-
-    Args:
-        geometry: a polygon, multipolygon or collection (empty geometries give no box).
-
-    Returns:
-        ``(left, bottom, right, top)`` boxes, ordered bottom to top, then left to right.
-    """
-    boxes: list[Box] = []
-    for part in shapely.get_parts(geometry):
-        if part.is_empty or part.area <= 0:
-            continue
-        if not isinstance(part, shapely.Polygon):
-            boxes.extend(region_boxes(part))
-            continue
-        if not _rectilinear(part):
-            boxes.append(tuple(float(v) for v in part.bounds))  # type: ignore[arg-type]
-            continue
-        x0, y0, x1, y1 = part.bounds
-        tol = 1e-9 * max(x1 - x0, y1 - y0, 1.0)
-        xs = sorted({float(x) for ring in _rings(part) for x, _ in ring.coords})
-        for a, b in itertools.pairwise(xs):
-            if b - a <= tol:
-                continue
-            piece = part.intersection(shapely.box(a, y0, b, y1))
-            for rect in shapely.get_parts(piece):
-                if isinstance(rect, shapely.Polygon) and rect.area > tol * (b - a):
-                    boxes.append(tuple(float(v) for v in rect.bounds))  # type: ignore[arg-type]
-    return _merge_rows(boxes)
 
 
 # -- stripes ----------------------------------------------------------------------------------
@@ -320,35 +283,6 @@ def _steps(region: Any, pixel_size: Any) -> tuple[float | None, float | None]:
         return float(pixel_size), float(pixel_size)
     x, y = pixel_size
     return float(x), float(y)
-
-
-def _rings(polygon: shapely.Polygon) -> list[Any]:
-    return [polygon.exterior, *polygon.interiors]
-
-
-def _rectilinear(polygon: shapely.Polygon) -> bool:
-    x0, y0, x1, y1 = polygon.bounds
-    tol = 1e-9 * max(x1 - x0, y1 - y0, 1.0)
-    for ring in _rings(polygon):
-        coords = list(ring.coords)
-        for (ax, ay), (bx, by) in itertools.pairwise(coords):
-            if abs(ax - bx) > tol and abs(ay - by) > tol:
-                return False
-    return True
-
-
-def _merge_rows(boxes: list[Box]) -> list[Box]:
-    """Merge side-by-side boxes with the same bottom and top (strips cut by stray vertices)."""
-    merged: list[Box] = []
-    for box in sorted(boxes, key=lambda b: (b[1], b[3], b[0])):
-        if merged:
-            x0, y0, x1, y1 = merged[-1]
-            tol = 1e-9 * max(x1 - x0, y1 - y0, 1.0)
-            if abs(box[1] - y0) <= tol and abs(box[3] - y1) <= tol and abs(box[0] - x1) <= tol:
-                merged[-1] = (x0, y0, box[2], y1)
-                continue
-        merged.append(box)
-    return merged
 
 
 def _bounds(region: Any) -> Box:

@@ -6,8 +6,8 @@ of :mod:`geochange.models` (change logits ``[B, 1, H, W]``, class logits ``[B, K
 
 from __future__ import annotations
 
+from geochange.classes import IGNORE_INDEX
 from geochange.losses.binary import (
-    IGNORE_INDEX,
     BCEDiceLoss,
     CombinedIoULoss,
     DiceLoss,

@@ -17,9 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
+from geochange.classes import IGNORE_INDEX
 from geochange.errors import ConfigurationError, DataError
-
-IGNORE_INDEX = 255
 
 
 def valid_pixels(logits: Tensor, target: Tensor, ignore_index: int | None) -> tuple[Tensor, Tensor]:

@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from geochange.classes import IGNORE_INDEX
 from geochange.errors import ConfigurationError, DataError
-from geochange.losses.binary import IGNORE_INDEX, masked_cross_entropy
+from geochange.losses.binary import masked_cross_entropy
 
 __all__ = [
     "ConsistencyOptions",
@@ -162,7 +163,7 @@ def confidence_weighted_bce(
     pseudo_labels: Tensor,
     confidence: Tensor,
     threshold: float,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> Tensor:
     """FixMatch/UniMatch unsupervised loss: BCE on confident pixels, averaged over valid ones.
 

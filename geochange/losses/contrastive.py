@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geochange.classes import IGNORE_INDEX
 from geochange.errors import ConfigurationError, DataError
-from geochange.losses.binary import IGNORE_INDEX
 
 
 def feature_distance(features_pre: Tensor, features_post: Tensor, eps: float = 1e-12) -> Tensor:

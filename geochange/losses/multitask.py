@@ -6,10 +6,9 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
+from geochange.classes import IGNORE_INDEX
 from geochange.errors import DataError
-from geochange.losses.binary import IGNORE_INDEX, BCEDiceLoss, masked_cross_entropy
-from geochange.losses.contrastive import BSCCLoss, SACLLoss
-from geochange.models.base import (
+from geochange.keys import (
     CHANGE,
     EMBEDDING_POST,
     EMBEDDING_PRE,
@@ -18,6 +17,8 @@ from geochange.models.base import (
     SEMANTIC_POST,
     SEMANTIC_PRE,
 )
+from geochange.losses.binary import BCEDiceLoss, masked_cross_entropy
+from geochange.losses.contrastive import BSCCLoss, SACLLoss
 
 
 class SCDMultitaskLoss(nn.Module):

@@ -8,7 +8,7 @@ return ``"semantic_pre"``/``"semantic_post"`` class logits ``[B, K, H, W]``. Bui
 
 from __future__ import annotations
 
-from geochange.models.base import (
+from geochange.keys import (
     AUX_SEMANTIC_POST,
     AUX_SEMANTIC_PRE,
     CHANGE,
@@ -20,6 +20,8 @@ from geochange.models.base import (
     SEMANTIC_FEATURES_PRE,
     SEMANTIC_POST,
     SEMANTIC_PRE,
+)
+from geochange.models.base import (
     ChangeModel,
     SiameseChangeModel,
 )

@@ -22,18 +22,40 @@ from torch import Tensor, nn
 
 from geochange.errors import CheckpointError, ConfigurationError
 
-#: Output keys of the built-in models (see ``docs/models.md``).
-CHANGE = "change"
-CHANGE_GENERATED = "change_generated"
-SEMANTIC_PRE = "semantic_pre"
-SEMANTIC_POST = "semantic_post"
-SEMANTIC_FEATURES_PRE = "semantic_features_pre"
-SEMANTIC_FEATURES_POST = "semantic_features_post"
-EMBEDDING_PRE = "embedding_pre"
-EMBEDDING_POST = "embedding_post"
-AUX_SEMANTIC_PRE = "aux_semantic_pre"
-AUX_SEMANTIC_POST = "aux_semantic_post"
-FEATURE_DISTANCE = "feature_distance"
+# Output keys of the built-in models (see ``docs/models.md``), re-exported from their home.
+from geochange.keys import (
+    AUX_SEMANTIC_POST as AUX_SEMANTIC_POST,
+)
+from geochange.keys import (
+    AUX_SEMANTIC_PRE as AUX_SEMANTIC_PRE,
+)
+from geochange.keys import (
+    CHANGE as CHANGE,
+)
+from geochange.keys import (
+    CHANGE_GENERATED as CHANGE_GENERATED,
+)
+from geochange.keys import (
+    EMBEDDING_POST as EMBEDDING_POST,
+)
+from geochange.keys import (
+    EMBEDDING_PRE as EMBEDDING_PRE,
+)
+from geochange.keys import (
+    FEATURE_DISTANCE as FEATURE_DISTANCE,
+)
+from geochange.keys import (
+    SEMANTIC_FEATURES_POST as SEMANTIC_FEATURES_POST,
+)
+from geochange.keys import (
+    SEMANTIC_FEATURES_PRE as SEMANTIC_FEATURES_PRE,
+)
+from geochange.keys import (
+    SEMANTIC_POST as SEMANTIC_POST,
+)
+from geochange.keys import (
+    SEMANTIC_PRE as SEMANTIC_PRE,
+)
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Sequential:

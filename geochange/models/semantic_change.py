@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 from torch import Tensor, nn
 
+from geochange.classes import LSSCD_NUM_CLASSES
 from geochange.errors import ConfigurationError
-from geochange.models.base import (
+from geochange.keys import (
     CHANGE,
     EMBEDDING_POST,
     EMBEDDING_PRE,
@@ -19,13 +20,12 @@ from geochange.models.base import (
     SEMANTIC_FEATURES_PRE,
     SEMANTIC_POST,
     SEMANTIC_PRE,
+)
+from geochange.models.base import (
     ChangeModel,
     conv_bn_relu,
     make_encoder,
 )
-
-#: Default number of classes: the seven LsSCD land-cover classes.
-LSSCD_NUM_CLASSES = 7
 
 
 class SemanticChangeNet(ChangeModel):

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import rasterio
 import torch
 from affine import Affine
 from rasterio.crs import CRS
@@ -27,37 +26,41 @@ from rasterio.windows import Window, from_bounds
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from geochange.classes import CHANGE_CLASS_NAMES, CHANGE_COLORS, class_colours
 from geochange.errors import CheckpointError, ConfigurationError, DataError, GeochangeError
 from geochange.io import (
+    CHANGE_FILE,
+    CLASS_NAMES_TAG,
+    NODATA_U8,
+    PREDICTION_FILES,
+    PROBABILITY_FILE,
+    PROBABILITY_SCALE,
+    PROBABILITY_SCALE_TAG,
+    TRANSITION_FILE,
+    TRANSITION_NAMES_TAG,
+    band_indexes,
     bound_malloc_growth,
     check_not_inputs,
     check_writable_dir,
     describe_window,
     exclusive_lock,
+    gdal_cache,
     model_buffers_on_heap,
     open_raster,
     partial_path,
     trim_heap,
     worker_init_bound_malloc,
 )
+from geochange.keys import CHANGE, SEMANTIC_POST, SEMANTIC_PRE
 from geochange.models.fusion import fold_batch_norm
 from geochange.predict.reader import (
     ArrayPair,
     RasterPair,
     TileDataset,
-    _band_indexes,
     picklable_error,
 )
 from geochange.predict.windows import BLEND_MODES, ColumnStripe, TileGrid, column_stripes
-from geochange.predict.writer import (
-    CLASS_NAMES_TAG,
-    NODATA_U8,
-    PROBABILITY_SCALE,
-    TRANSITION_NAMES_TAG,
-    GeoTiffBandWriter,
-    OutputSpec,
-    class_colours,
-)
+from geochange.predict.writer import GeoTiffBandWriter, OutputSpec
 from geochange.transforms.stats import VALUE_RANGE_MODES, check_value_range, sample_raster_range
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -206,8 +209,8 @@ class _Inferencer:
             out = self._runner(x)
         if isinstance(out, Tensor):
             change, pre, post = out, None, None
-        elif isinstance(out, dict) and "change" in out:
-            change, pre, post = out["change"], out.get("semantic_pre"), out.get("semantic_post")
+        elif isinstance(out, dict) and CHANGE in out:
+            change, pre, post = out[CHANGE], out.get(SEMANTIC_PRE), out.get(SEMANTIC_POST)
         else:
             raise ConfigurationError(
                 "the model must return change logits [B, 1, H, W] or a dict with a 'change' key"
@@ -534,7 +537,7 @@ def _dask_tiles(
     bound_malloc_growth(PREDICT_MMAP_THRESHOLD)
     tiles = []
     try:
-        with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20):
+        with gdal_cache(gdal_cache_mb * 2**20):
             for tile in _compute_tiles(
                 inferencer,
                 source,
@@ -924,22 +927,22 @@ class ChangePredictor:
             specs.append(
                 OutputSpec(
                     "probability",
-                    out_dir / "probability.tif",
+                    out_dir / PROBABILITY_FILE,
                     "float32" if is_float else "uint8",
                     float("nan") if is_float else NODATA_U8,
                     "average",
-                    {"GEOCHANGE_PROBABILITY_SCALE": "1" if is_float else str(PROBABILITY_SCALE)},
+                    {PROBABILITY_SCALE_TAG: "1" if is_float else str(PROBABILITY_SCALE)},
                 )
             )
-        change_colors = {0: (0, 0, 0, 255), 1: (255, 255, 255, 255)}
+        change_colors = {value: (*rgb, 255) for value, rgb in CHANGE_COLORS.items()}
         specs.append(
             OutputSpec(
                 "change",
-                out_dir / "change.tif",
+                out_dir / CHANGE_FILE,
                 "uint8",
                 NODATA_U8,
                 "nearest",
-                {CLASS_NAMES_TAG: json.dumps(["no change", "change"])},
+                {CLASS_NAMES_TAG: json.dumps(list(CHANGE_CLASS_NAMES))},
                 change_colors,
             )
         )
@@ -950,7 +953,13 @@ class ChangePredictor:
             for key in ("semantic_pre", "semantic_post"):
                 specs.append(
                     OutputSpec(
-                        key, out_dir / f"{key}.tif", "uint8", NODATA_U8, "nearest", tags, cmap
+                        key,
+                        out_dir / PREDICTION_FILES[key],
+                        "uint8",
+                        NODATA_U8,
+                        "nearest",
+                        tags,
+                        cmap,
                     )
                 )
             nodata, unchanged, dtype = _transition_codes(classes)
@@ -972,7 +981,7 @@ class ChangePredictor:
             specs.append(
                 OutputSpec(
                     "transition",
-                    out_dir / "transition.tif",
+                    out_dir / TRANSITION_FILE,
                     dtype,
                     nodata,
                     "nearest",
@@ -1069,7 +1078,7 @@ class ChangePredictor:
         # ~700 MB peak RSS at 48000 px wide.
         bound_malloc_growth(PREDICT_MMAP_THRESHOLD)
         inferencer = self._inferencer
-        with rasterio.Env(GDAL_CACHEMAX=self.gdal_cache_mb * 2**20):
+        with gdal_cache(self.gdal_cache_mb * 2**20):
             # Before the first tile: the scene's values against the training range.
             self._inferencer = self._ranged_inferencer(pre, post)
             try:
@@ -1098,7 +1107,7 @@ class ChangePredictor:
         scales = []
         for path in (pre, post):
             with open_raster(path) as src:
-                bands = _band_indexes(src, self.bands)
+                bands = band_indexes(src, self.bands)
             if self.in_channels is not None and len(bands) != self.in_channels:
                 return self._inferencer  # RasterPair.open reports the band mismatch
             sample = sample_raster_range(path, bands)

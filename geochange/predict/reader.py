@@ -27,27 +27,7 @@ from rasterio.windows import Window
 from torch.utils.data import Dataset
 
 from geochange.errors import DataError, GeochangeError
-from geochange.io import nonfinite_pixels, open_raster, read_errors
-
-
-def _band_indexes(src: rasterio.DatasetReader, bands: Sequence[int | str] | None) -> list[int]:
-    """1-based band indexes of ``src`` selected by ``bands`` (indexes or band descriptions)."""
-    if bands is None:
-        return list(range(1, src.count + 1))
-    indexes: list[int] = []
-    for band in bands:
-        if isinstance(band, str):
-            if band not in src.descriptions:
-                raise DataError(
-                    f"band {band!r} not found in {src.name!r} (bands: {list(src.descriptions)})"
-                )
-            indexes.append(src.descriptions.index(band) + 1)
-        else:
-            if not 1 <= int(band) <= src.count:
-                raise DataError(f"band index {band} out of range for {src.name!r} ({src.count})")
-            indexes.append(int(band))
-    return indexes
-
+from geochange.io import band_indexes, nonfinite_pixels, open_raster, read_errors
 
 #: Rasters up to this many pixels are read whole for the no-valid-pixel check.
 WHOLE_READ_PIXELS = 2**18  # 512 x 512: a cheap read, even for a corrupt file
@@ -145,8 +125,8 @@ class RasterPair:
         """
         pre_path, post_path = Path(pre), Path(post)
         with open_raster(pre_path) as pre_src, open_raster(post_path) as post_src:
-            pre_bands = _band_indexes(pre_src, bands)
-            post_bands = _band_indexes(post_src, bands)
+            pre_bands = band_indexes(pre_src, bands)
+            post_bands = band_indexes(post_src, bands)
             if pre_bands != post_bands or (pre_src.count != post_src.count and bands is None):
                 raise DataError(
                     f"pre image {str(pre_path)!r} has {pre_src.count} bands but post image "

@@ -24,6 +24,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from geochange import __version__
+from geochange.classes import class_colours
 from geochange.errors import OutputError
 from geochange.io import (
     TILED_GTIFF_OPTIONS,
@@ -33,40 +34,37 @@ from geochange.io import (
     write_errors,
 )
 
-CLASS_NAMES_TAG = "GEOCHANGE_CLASS_NAMES"
-TRANSITION_NAMES_TAG = "GEOCHANGE_TRANSITION_NAMES"
-#: Probability rasters in uint8 store round(p * 254); 255 is nodata.
-PROBABILITY_SCALE = 254
-NODATA_U8 = 255
-#: Tag naming the program that wrote an output; only such files are replaced without
-#: ``overwrite``.
-WRITER_TAG = "GEOCHANGE_WRITER"
-WRITER_NAME = "geochange predict"
+# The output contract (tags, scale, nodata) lives in geochange.io.products; the names stay
+# importable from here.
+from geochange.io.products import (
+    CLASS_NAMES_TAG,
+    NODATA_U8,
+    PROBABILITY_SCALE,
+    TRANSITION_NAMES_TAG,
+    WRITER_NAME,
+    WRITER_TAG,
+)
+
+__all__ = [
+    "CLASS_NAMES_TAG",
+    "NODATA_U8",
+    "PROBABILITY_SCALE",
+    "RESUME_HINT",
+    "TRANSITION_NAMES_TAG",
+    "WRITER_NAME",
+    "WRITER_TAG",
+    "GeoTiffBandWriter",
+    "OutputSpec",
+    "check_replaceable",
+    "class_colours",
+    "written_by_geochange",
+]
+
 #: Appended to errors after which the partial results stay on disk.
 RESUME_HINT = (
     "Partial results are kept: fix the problem (e.g. free disk space) and rerun with --resume "
     "(resume=True) to continue"
 )
-
-_BASE_COLOURS: list[tuple[int, int, int]] = [
-    (220, 20, 60),  # building
-    (128, 128, 128),  # road
-    (30, 144, 255),  # water
-    (210, 180, 140),  # bare land
-    (34, 139, 34),  # tree
-    (255, 215, 0),  # cropland
-    (148, 0, 211),  # others
-]
-
-
-def class_colours(count: int) -> list[tuple[int, int, int]]:
-    """Distinct RGB colours for ``count`` classes (LsSCD palette first, then generated)."""
-    colours = list(_BASE_COLOURS[:count])
-    rng = np.random.default_rng(0)
-    while len(colours) < count:
-        r, g, b = (int(v) for v in rng.integers(0, 256, size=3))
-        colours.append((r, g, b))
-    return colours
 
 
 @dataclass
@@ -420,4 +418,3 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-

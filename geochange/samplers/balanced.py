@@ -14,8 +14,8 @@ from torchgeo.samplers import Units
 from torchgeo.samplers.single import GeoSampler
 from torchgeo.samplers.utils import tile_to_chips
 
-from geochange.datasets.splits import region_boxes
 from geochange.errors import ConfigurationError, DataError
+from geochange.regions import region_boxes
 
 
 class ChangeBalancedGeoSampler(GeoSampler):

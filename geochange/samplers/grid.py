@@ -10,8 +10,8 @@ import shapely
 from torchgeo.samplers import Units
 from torchgeo.samplers.single import GeoSampler
 
-from geochange.datasets.splits import region_boxes
 from geochange.errors import ConfigurationError
+from geochange.regions import region_boxes
 
 
 def _starts(low: float, high: float, size: float, stride: float, step: float) -> list[float]:

@@ -10,7 +10,9 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from geochange.classes import IGNORE_INDEX, LSSCD_CLASS_NAMES
 from geochange.errors import ConfigurationError
+from geochange.keys import CHANGE, MASK, MASK_POST, MASK_PRE
 from geochange.metrics import BinaryChangeMetrics, SemanticChangeMetrics
 from geochange.trainers.batches import (
     check_change_batch,
@@ -25,8 +27,6 @@ from geochange.trainers.schedules import estimated_total_steps, lr_factor
 
 __all__ = ["LSSCD_CLASS_NAMES", "ChangeTrainer", "lr_factor"]
 
-#: Default class names (LsSCD) used when a semantic task is given no names.
-LSSCD_CLASS_NAMES = ("building", "road", "water", "bare land", "tree", "cropland", "others")
 
 #: Loss names accepted by ``ChangeTrainer(loss=...)`` per task.
 
@@ -69,7 +69,7 @@ class ChangeTrainer(CheckpointLoading):
         loss: str | nn.Module | None = None,
         loss_kwargs: dict[str, Any] | None = None,
         model_kwargs: dict[str, Any] | None = None,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         threshold: float = 0.5,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
@@ -333,7 +333,7 @@ class ChangeTrainer(CheckpointLoading):
         fn = self._forward_fn if (self._forward_fn is not None and self.training) else self.model
         outputs = fn(x)
         if isinstance(outputs, Tensor):
-            return {"change": outputs}
+            return {CHANGE: outputs}
         return cast(dict[str, Tensor], outputs)
 
     def _check_batch(self, batch: Mapping[str, Any]) -> None:
@@ -348,9 +348,9 @@ class ChangeTrainer(CheckpointLoading):
     def _loss(self, outputs: dict[str, Tensor], batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Compute the loss; returns ``{"loss": total, <term>: value, ...}``."""
         if self.task == "binary":
-            result = self.loss_fn(outputs["change"], batch["mask"])
+            result = self.loss_fn(outputs[CHANGE], batch[MASK])
         else:
-            result = self.loss_fn(outputs, batch["mask"], batch["mask_pre"], batch["mask_post"])
+            result = self.loss_fn(outputs, batch[MASK], batch[MASK_PRE], batch[MASK_POST])
         if isinstance(result, Tensor):
             return {"loss": result}
         if isinstance(result, Mapping) and "loss" in result:

@@ -46,6 +46,16 @@ import torch
 from torch import Tensor, nn
 
 from geochange.errors import ConfigurationError, DataError
+from geochange.keys import (
+    AUX_SEMANTIC_POST,
+    AUX_SEMANTIC_PRE,
+    CHANGE,
+    CHANGE_GENERATED,
+    FEATURE_DISTANCE,
+    PSEUDO_CHANGE,
+    PSEUDO_POST,
+    PSEUDO_PRE,
+)
 from geochange.losses import BatchBalancedContrastiveLoss
 from geochange.losses.consistency import (
     ConsistencyOptions,
@@ -53,13 +63,6 @@ from geochange.losses.consistency import (
     confidence_weighted_bce,
     confident_labels,
     weak_pseudo_labels,
-)
-from geochange.models.base import (
-    AUX_SEMANTIC_POST,
-    AUX_SEMANTIC_PRE,
-    CHANGE,
-    CHANGE_GENERATED,
-    FEATURE_DISTANCE,
 )
 from geochange.trainers.batches import check_pseudo_semantic, check_unlabeled_image
 from geochange.trainers.change import ChangeTrainer
@@ -85,12 +88,6 @@ __all__ = [
     "linear_schedule",
 ]
 
-#: Batch key of the per-date pseudo semantic map of the first date (``[B, H, W]`` long).
-PSEUDO_PRE = "pseudo_pre"
-#: Batch key of the per-date pseudo semantic map of the second date.
-PSEUDO_POST = "pseudo_post"
-#: Optional batch key of precomputed CEG change labels (e.g. ``geochange pseudo-labels``).
-PSEUDO_CHANGE = "pseudo_change"
 
 Method = Literal["fixmatch", "diffmatch"]
 _DIAGNOSTICS = ("confident_fraction", "generated_weight")

@@ -15,9 +15,8 @@ import kornia.augmentation as K
 import torch
 from torch import Tensor, nn
 
-from geochange.datasets.geo import IGNORE_INDEX
-
-MASK_KEYS = ("mask", "mask_pre", "mask_post")
+from geochange.classes import IGNORE_INDEX
+from geochange.keys import MASK_KEYS
 
 
 class NormalizeChange(nn.Module):

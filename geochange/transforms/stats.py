@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from rasterio.windows import Window
 
-from geochange.datasets.splits import region_boxes
 from geochange.errors import ConfigurationError, DataError
 from geochange.io import open_raster
+from geochange.regions import region_boxes
 
 
 def compute_band_statistics(

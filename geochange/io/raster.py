@@ -1,31 +1,16 @@
-"""Raster and file I/O helpers shared by the generator, the predictor and the vectorizer.
+"""Raster plumbing: opening and checking rasters, tiled GeoTIFFs and COGs, nodata pixels.
 
-This module is also the one home of the change-mask convention (:data:`MASK_NO_CHANGE`,
-:data:`MASK_CHANGE`, :data:`MASK_IGNORE`, :func:`check_change_mask`) that the datasets, the
-vectorizer and the evaluator apply to every change mask they read.
-
-All outputs are written atomically: data goes to a temporary file next to the destination, which
-is renamed over the destination only once complete, so an interrupted run never leaves a file that
-looks finished. I/O errors of GDAL and the OS become named errors at the boundaries
-(:func:`read_errors`: :class:`DataError` with the file and window; :func:`write_errors`:
-:class:`OutputError`, saying so when the disk is full), and :func:`exclusive_lock` keeps two runs
-out of one output directory.
+Also the one home of the change-mask convention (:data:`MASK_NO_CHANGE`, :data:`MASK_CHANGE`,
+:data:`MASK_IGNORE`, :func:`check_change_mask`) that the datasets, the vectorizer and the
+evaluator apply to every change mask they read.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import functools
 import json
 import math
 import os
-import shutil
-import socket
-import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,9 +22,11 @@ import rasterio.shutil
 import rasterio.windows
 from rasterio._err import CPLE_BaseError
 from rasterio.enums import Resampling
-from rasterio.windows import Window
 
-from geochange.errors import ConfigurationError, DataError, GeochangeError, OutputError
+from geochange.classes import IGNORE_INDEX
+from geochange.errors import ConfigurationError, DataError
+from geochange.io.files import atomic_output, read_errors, write_errors
+from geochange.io.products import CLASS_NAMES_TAG
 
 #: Creation options for the intermediate tiled GeoTIFFs that block writers stream into.
 TILED_GTIFF_OPTIONS: dict[str, Any] = {
@@ -54,58 +41,93 @@ TILED_GTIFF_OPTIONS: dict[str, Any] = {
 }
 
 
-def check_writable_dir(path: str | os.PathLike[str]) -> Path:
-    """Create ``path`` if needed and check that files can be written in it.
+#: Block cache of a whole-raster job that reads each block about once (vectorize, evaluate,
+#: synthetic scenes): GDAL's default, 5 % of the RAM, would only grow with the scene.
+DEFAULT_GDAL_CACHE_BYTES = 64 * 2**20
+
+
+def gdal_cache(cache_bytes: int | None = DEFAULT_GDAL_CACHE_BYTES) -> rasterio.Env:
+    """A ``rasterio.Env`` bounding GDAL's block cache to ``cache_bytes`` inside its block.
 
     Args:
-        path: a directory.
+        cache_bytes: the cache size in bytes; None or 0 keeps GDAL's default.
 
     Returns:
-        The directory as a :class:`~pathlib.Path`.
-
-    Raises:
-        OutputError: if the directory cannot be created or written to.
+        The environment, to use as a context manager.
     """
-    directory = Path(path)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".geochange-write-test-"):
-            pass
-    except OSError as err:
-        raise OutputError(f"output directory {str(directory)!r} is not writable: {err}") from err
-    return directory
+    return rasterio.Env(GDAL_CACHEMAX=cache_bytes) if cache_bytes else rasterio.Env()
 
 
-def partial_path(path: str | os.PathLike[str]) -> Path:
-    """Return the temporary name a file is written under before its final rename."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.partial")
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path to write to; rename it to ``path`` when the block succeeds.
-
-    On error the temporary file is removed and ``path`` is left untouched.
+def set_process_gdal_cache(cache_mb: int) -> None:
+    """Bound GDAL's block cache in this whole process (for reader workers that outlive a block).
 
     Args:
-        path: the final destination.
-
-    Yields:
-        A temporary path in the same directory (so the rename is atomic).
+        cache_mb: the cache size in MiB; repeated calls with the same size are free.
     """
-    final = Path(path)
-    check_writable_dir(final.parent if str(final.parent) else ".")
-    tmp = partial_path(final)
-    if tmp.exists():
-        tmp.unlink()
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    key = "_geochange_gdal_cache"
+    if os.environ.get(key) == f"{os.getpid()}:{cache_mb}":
+        return
+    from rasterio.env import set_gdal_config
+
+    # GDAL reads GDAL_CACHEMAX when its block cache is first used, and honours later changes
+    # through GDALSetCacheMax, which CPLSetConfigOption("GDAL_CACHEMAX") triggers.
+    set_gdal_config("GDAL_CACHEMAX", int(cache_mb) * 1024 * 1024)
+    os.environ[key] = f"{os.getpid()}:{cache_mb}"
+
+
+def grid_mismatch(ds: Any, ref: Any, *, require_crs: bool = True) -> Literal["shape", "crs"] | None:
+    """How raster ``ds`` is off the grid of ``ref``, for rasters that must align pixel for pixel.
+
+    Both need ``height``, ``width``, ``transform`` and ``crs`` (open datasets or grid records).
+    Callers raise their own error, naming the files in their own terms.
+
+    Args:
+        ds: the raster checked.
+        ref: the raster (or grid) it must line up with.
+        require_crs: when False, a missing CRS on either side is not a mismatch.
+
+    Returns:
+        ``"shape"`` (size or transform differ), ``"crs"`` (same pixels, other CRS) or None.
+    """
+    if (ds.height, ds.width) != (ref.height, ref.width) or not ds.transform.almost_equals(
+        ref.transform
+    ):
+        return "shape"
+    if not require_crs and (ds.crs is None or ref.crs is None):
+        return None
+    return "crs" if ds.crs != ref.crs else None
+
+
+def band_indexes(src: Any, bands: Sequence[int | str] | None, path: Any = None) -> list[int]:
+    """1-based band indexes of ``src`` selected by ``bands`` (indexes or band descriptions).
+
+    Args:
+        src: an open raster.
+        bands: band indexes (1-based) or descriptions; None selects every band.
+        path: the file named in messages (default ``src.name``).
+
+    Returns:
+        The indexes.
+
+    Raises:
+        DataError: a description not found or an index out of range.
+    """
+    if bands is None:
+        return list(range(1, src.count + 1))
+    name = str(path) if path is not None else src.name
+    indexes: list[int] = []
+    for band in bands:
+        if isinstance(band, str):
+            if band not in src.descriptions:
+                raise DataError(
+                    f"band {band!r} not found in {name!r} (bands: {list(src.descriptions)})"
+                )
+            indexes.append(src.descriptions.index(band) + 1)
+        else:
+            if not 1 <= int(band) <= src.count:
+                raise DataError(f"band index {band} out of range for {name!r} ({src.count})")
+            indexes.append(int(band))
+    return indexes
 
 
 def open_raster(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
@@ -173,268 +195,6 @@ def check_raster_complete(ds: rasterio.DatasetReader) -> None:
         )
 
 
-def describe_window(window: Window) -> str:
-    """``"rows 512-1024, cols 0-2048"`` for a pixel window (in error messages)."""
-    row, col = int(window.row_off), int(window.col_off)
-    return f"rows {row}-{row + int(window.height)}, cols {col}-{col + int(window.width)}"
-
-
-def error_detail(err: BaseException) -> str:
-    """The first informative message along an exception's ``__cause__`` chain.
-
-    rasterio raises ``RasterioIOError("Read failed. See previous exception for details.")`` from
-    the GDAL error that says what went wrong.
-
-    Args:
-        err: the exception.
-
-    Returns:
-        Its message, or that of the first cause that says more.
-    """
-    current: BaseException | None = err
-    first = str(err).strip() or type(err).__name__
-    seen: set[int] = set()
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        text = str(current).strip()
-        if text and "See previous exception" not in text:
-            return text
-        current = current.__cause__
-    return first
-
-
-#: Errors of GDAL and the OS that reading or writing a file can raise.
-_IO_ERRORS = (rasterio.errors.RasterioIOError, CPLE_BaseError, OSError)
-#: Free space below which a failed write is reported as a full disk. GDAL does not pass the
-#: OS error on (it only prints "No space left on device"), so the file system is asked; a
-#: write fails when less than one compressed block (at most a few MB) fits.
-DISK_FULL_FREE_BYTES = 16 * 2**20
-
-
-@contextlib.contextmanager
-def read_errors(path: str | os.PathLike[str], window: Window | None = None) -> Iterator[None]:
-    """Turn GDAL and OS read errors inside the block into a :class:`DataError`.
-
-    The message names the file and, when given, the window being read.
-
-    Args:
-        path: the file being read.
-        window: the pixel window being read.
-    """
-    try:
-        yield
-    except GeochangeError:
-        raise
-    except _IO_ERRORS as err:
-        at = f" at {describe_window(window)}" if window is not None else ""
-        raise DataError(
-            f"cannot read {str(path)!r}{at} (corrupt or truncated file?): {error_detail(err)}"
-        ) from err
-
-
-def _free_bytes(directory: Path) -> int | None:
-    try:
-        return shutil.disk_usage(directory).free
-    except OSError:
-        return None
-
-
-def _is_disk_full(err: BaseException, free: int | None) -> bool:
-    current: BaseException | None = err
-    while current is not None:
-        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        current = current.__cause__
-    return free is not None and free < DISK_FULL_FREE_BYTES
-
-
-def output_error(
-    err: BaseException,
-    path: str | os.PathLike[str],
-    window: Window | None = None,
-    *,
-    needed_bytes: Callable[[], int | None] | None = None,
-    hint: str = "",
-) -> OutputError:
-    """An :class:`OutputError` for a failed write of ``path``; a full disk says so.
-
-    Args:
-        err: the error raised by the write.
-        path: the file being written.
-        window: the pixel window being written, if any.
-        needed_bytes: returns an estimate of the bytes the writer still needs (for a full
-            disk's message).
-        hint: appended sentence (e.g. how to continue).
-
-    Returns:
-        The error, to be raised ``from err``.
-    """
-    path = Path(path)
-    at = f" ({describe_window(window)})" if window is not None else ""
-    directory = path.parent if str(path.parent) else Path(".")
-    free = _free_bytes(directory)
-    if _is_disk_full(err, free):
-        text = f"disk full: cannot write {str(path)!r}{at}"
-        if free is not None:
-            text += f"; {free / 2**20:.1f} MB free in {str(directory)!r}"
-        needed = needed_bytes() if needed_bytes is not None else None
-        if needed:
-            text += f", need about {needed / 2**20:.1f} MB more"
-    else:
-        text = f"cannot write {str(path)!r}{at}: {error_detail(err)}"
-    if hint:
-        text += f". {hint}"
-    return OutputError(text)
-
-
-@contextlib.contextmanager
-def write_errors(
-    path: str | os.PathLike[str],
-    window: Window | None = None,
-    *,
-    needed_bytes: Callable[[], int | None] | None = None,
-    hint: str = "",
-) -> Iterator[None]:
-    """Turn GDAL and OS errors inside the block into an :class:`OutputError`.
-
-    See :func:`output_error` for the arguments.
-    """
-    try:
-        yield
-    except GeochangeError:
-        raise
-    except _IO_ERRORS as err:
-        raise output_error(err, path, window, needed_bytes=needed_bytes, hint=hint) from err
-
-
-def file_identity(path: str | os.PathLike[str]) -> tuple[int, int] | None:
-    """``(st_dev, st_ino)`` of an existing file (hard links and symlinks share it), else None."""
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return st.st_dev, st.st_ino
-
-
-def check_not_inputs(
-    outputs: Sequence[str | os.PathLike[str]],
-    inputs: Mapping[str, str | os.PathLike[str] | None],
-) -> None:
-    """Refuse to write any of ``outputs`` that is one of a run's ``inputs``.
-
-    Paths are compared resolved (symlinks followed) and, for existing files, by device and
-    inode, so a hard link or another spelling of an input is caught too.
-
-    Args:
-        outputs: every path the run may write, replace or remove.
-        inputs: description (``"pre image"``) -> path of each input (None entries are ignored).
-
-    Raises:
-        OutputError: an output would be one of the inputs.
-    """
-    known = []
-    for name, value in inputs.items():
-        if value is None:
-            continue
-        path = Path(value)
-        known.append((name, path, path.resolve(), file_identity(path)))
-    for value in outputs:
-        out = Path(value)
-        resolved, identity = out.resolve(), file_identity(out)
-        for name, path, input_resolved, input_identity in known:
-            if resolved == input_resolved or (identity is not None and identity == input_identity):
-                raise OutputError(
-                    f"output {str(out)!r} would overwrite the {name} {str(path)!r}; "
-                    "choose another output directory"
-                )
-
-
-def _lock_holder(fd: int) -> str:
-    try:
-        text = os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip()
-    except OSError:
-        text = ""
-    return text or "holder unknown: it is just starting"
-
-
-@contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike[str], *, what: str = "geochange") -> Iterator[Path]:
-    """Hold an exclusive lock on the lock file ``path`` for the duration of the block.
-
-    The lock is an OS advisory lock (``flock``): it dies with its process, so a killed run never
-    blocks the next one. While held, the file names the holder (pid, host, start time,
-    command); the file is removed on release.
-
-    Args:
-        path: the lock file (created).
-        what: what holds it, for the message (``"geochange predict"``).
-
-    Yields:
-        ``path``.
-
-    Raises:
-        OutputError: another process holds the lock (the message names it), or the lock file
-            cannot be created.
-    """
-    path = Path(path)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no advisory locks
-        yield path
-        return
-    unsupported: OSError | None = None
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise OutputError(f"cannot create lock file {str(path)!r}: {err}") from err
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _lock_holder(fd)
-            os.close(fd)
-            raise OutputError(
-                f"output directory {str(path.parent)!r} is in use by another {what} run "
-                f"({holder}); wait for it to finish or choose another output directory"
-            ) from None
-        except OSError as err:  # e.g. ENOLCK: a file system without locks
-            os.close(fd)
-            unsupported = err
-            break
-        # The holder removes the file while it still holds the lock; a file we opened before
-        # that is no longer the lock file, so start over.
-        try:
-            current = os.path.samestat(os.fstat(fd), os.stat(path))
-        except FileNotFoundError:
-            current = False
-        if current:
-            break
-        os.close(fd)
-    if unsupported is not None:
-        import warnings
-
-        warnings.warn(
-            f"cannot lock {str(path)!r} ({unsupported}); concurrent runs are not detected",
-            stacklevel=3,
-        )
-        yield path
-        return
-    started = time.strftime("%Y-%m-%d %H:%M:%S %z")
-    command = " ".join(sys.argv)
-    if len(command) > 300:
-        command = command[:297] + "..."
-    holder = f"pid {os.getpid()} on {socket.gethostname()}, started {started}, command: {command}"
-    with contextlib.suppress(OSError):  # a full disk must not stop the lock itself
-        os.ftruncate(fd, 0)
-        os.write(fd, holder.encode())
-    try:
-        yield path
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        os.close(fd)
-
-
 def nonfinite_pixels(data: np.ndarray) -> np.ndarray:
     """Pixels of ``[C, h, w]`` data where any band is NaN or +-inf.
 
@@ -458,7 +218,7 @@ MASK_NO_CHANGE = 0
 #: Change-mask value of changed pixels.
 MASK_CHANGE = 1
 #: Change-mask value of pixels without a label (ignored by losses and metrics; also nodata).
-MASK_IGNORE = 255
+MASK_IGNORE = IGNORE_INDEX
 #: ``mask_values`` settings: ``"auto"`` (0/1 masks; 0/255 masks are refused with a message),
 #: ``"0,1"`` (0/1, 255 = ignore, no 0/255 detection) or ``"0,255"`` (255 = change).
 MASK_VALUES: tuple[str, ...] = ("auto", "0,1", "0,255")
@@ -466,8 +226,6 @@ MASK_VALUES: tuple[str, ...] = ("auto", "0,1", "0,255")
 # At most this many pixels are read to check a mask when it is opened (16 MB as uint8):
 # smaller rasters are read whole, larger ones as blocks spread over the raster.
 _MASK_SAMPLE_PIXELS = 1 << 24
-# Tag written by geochange on its own 0/1/255 change rasters (predictor, synthetic scenes).
-_CLASS_NAMES_TAG = "GEOCHANGE_CLASS_NAMES"
 
 
 @dataclass(frozen=True)
@@ -682,7 +440,7 @@ def check_change_mask(
     with open_raster(path) as ds:
         nodata = ds.nodata
         sample = _sample_band(ds, band)
-        tag = ds.tags().get(_CLASS_NAMES_TAG) or ds.tags(band).get(_CLASS_NAMES_TAG)
+        tag = ds.tags().get(CLASS_NAMES_TAG) or ds.tags(band).get(CLASS_NAMES_TAG)
     if mask_values == "0,255":
         keep = nodata is not None and nodata not in (0, 255)
         mask = ChangeMask(name, "0,255", nodata if keep else None, what, option=option)
@@ -812,104 +570,3 @@ def finalize_cog(
     if not keep_tiled:
         tiled_path.unlink()
     return Path(dst)
-
-
-# The fixed mmap threshold set in this process by bound_malloc_growth (None: glibc's adaptive).
-_MMAP_THRESHOLD: int | None = None
-_M_MMAP_THRESHOLD = -3  # mallopt parameter, from <malloc.h>
-
-
-def bound_malloc_growth(threshold: int = 128 * 1024) -> bool:
-    """Make glibc return large freed buffers to the OS right away (Linux; no-op elsewhere).
-
-    glibc raises its mmap threshold each time a large ``mmap``-ed block is freed, after which
-    tile-sized buffers (a few MB each, allocated and freed for every tile) come from the heap
-    and fragment it: a long-running reader process then grows by several MB per tile, i.e. with
-    the scene size. A fixed threshold keeps such buffers ``mmap``-ed, so peak memory stays
-    bounded. Measured on a 4096 x 4096 window: DataLoader reader worker 371 -> 1066 MB without,
-    flat with it. Only the first call in a process takes effect.
-
-    Args:
-        threshold: allocation size in bytes from which glibc always uses ``mmap``.
-
-    Returns:
-        Whether the setting was applied (False off glibc).
-    """
-    global _MMAP_THRESHOLD
-    if _MMAP_THRESHOLD is not None:
-        return True
-    libc = _glibc()
-    if libc is None:
-        return False
-    if libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)):
-        _MMAP_THRESHOLD = int(threshold)
-    return _MMAP_THRESHOLD is not None
-
-
-@contextlib.contextmanager
-def model_buffers_on_heap(threshold: int = 32 * 2**20) -> Iterator[None]:
-    """Raise a fixed mmap threshold (see :func:`bound_malloc_growth`) while a model runs.
-
-    Buffers below ``threshold`` then come from the heap, where the next forward pass reuses
-    them, instead of fresh ``mmap`` pages the kernel must fault in and zero on every pass; the
-    process's own threshold is restored afterwards, so the buffers allocated between passes
-    (tiles, output rows) still go back to the OS. No-op when no fixed threshold is set (glibc's
-    adaptive one already keeps such buffers on the heap) or off glibc.
-
-    Args:
-        threshold: the mmap threshold, in bytes, during the block (32 MiB: glibc's maximum
-            for its adaptive threshold on 64-bit Linux).
-    """
-    previous = _MMAP_THRESHOLD
-    libc = _glibc()
-    if libc is None or previous is None or previous >= threshold:
-        yield
-        return
-    libc.mallopt(_M_MMAP_THRESHOLD, int(threshold))
-    try:
-        yield
-    finally:
-        libc.mallopt(_M_MMAP_THRESHOLD, previous)
-
-
-@functools.cache
-def _glibc() -> Any:
-    """The C library when it is glibc on Linux (``mallopt``/``malloc_trim``), else None."""
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        # Not ctypes.util.find_library: it runs `ldconfig -p` in a subprocess.
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt, libc.malloc_trim  # noqa: B018 - raise AttributeError off glibc
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-def trim_heap() -> bool:
-    """Return free heap memory to the OS now (glibc ``malloc_trim``; no-op elsewhere).
-
-    Complements a *large* fixed mmap threshold in processes that run a model: with a small one
-    (:func:`bound_malloc_growth`'s 128 KiB default) every large activation is a fresh ``mmap``
-    whose pages the kernel must zero, which made resnet18 inference ~17 % slower on the CPU;
-    with glibc's adaptive threshold, peak RSS over a 4096 x 4096 prediction doubled. The
-    predictor uses an 8 MiB threshold (32 MiB during forward passes, see
-    :func:`model_buffers_on_heap`) and trims every 64 tiles.
-
-    Returns:
-        Whether memory was released (False off glibc).
-    """
-    libc = _glibc()
-    return bool(libc.malloc_trim(0)) if libc is not None else False
-
-
-def worker_init_bound_malloc(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn`` applying :func:`bound_malloc_growth` in each worker.
-
-    Args:
-        worker_id: the DataLoader worker index (unused).
-    """
-    bound_malloc_growth()

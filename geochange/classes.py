@@ -1,0 +1,79 @@
+"""Class names, ids and colours, and the ignore value: the one source every stage imports.
+
+The LsSCD land-cover classes are what the synthetic scenes are drawn in and what semantic
+models predict by default; one palette colours them in synthetic and predicted class rasters
+alike, so the same class looks the same in a GIS.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "BARE_LAND",
+    "BUILDING",
+    "CHANGE_CLASS_NAMES",
+    "CHANGE_COLORS",
+    "CLASS_COLORS",
+    "CROPLAND",
+    "IGNORE_INDEX",
+    "LSSCD_CLASS_NAMES",
+    "LSSCD_NUM_CLASSES",
+    "OTHERS",
+    "ROAD",
+    "TREE",
+    "WATER",
+    "class_colours",
+]
+
+#: The ignore value of every label and output raster: unlabeled, nodata or masked; neither
+#: trained on nor scored.
+IGNORE_INDEX = 255
+
+#: LsSCD land-cover classes, in class-id order.
+LSSCD_CLASS_NAMES: tuple[str, ...] = (
+    "building",
+    "road",
+    "water",
+    "bare land",
+    "tree",
+    "cropland",
+    "others",
+)
+#: Number of LsSCD classes (the default of semantic change models).
+LSSCD_NUM_CLASSES = len(LSSCD_CLASS_NAMES)
+BUILDING, ROAD, WATER, BARE_LAND, TREE, CROPLAND, OTHERS = range(LSSCD_NUM_CLASSES)
+
+#: Display colours of the LsSCD classes (id -> RGB): the colour table of synthetic and predicted
+#: class rasters, and the colours of plotted class maps.
+CLASS_COLORS: dict[int, tuple[int, int, int]] = {
+    BUILDING: (230, 50, 50),
+    ROAD: (140, 140, 140),
+    WATER: (40, 100, 230),
+    BARE_LAND: (205, 175, 120),
+    TREE: (20, 120, 40),
+    CROPLAND: (170, 225, 90),
+    OTHERS: (235, 235, 200),
+}
+
+#: Class names of a binary change raster (0 no change, 1 change), as in its class-names tag.
+CHANGE_CLASS_NAMES: tuple[str, str] = ("no change", "change")
+#: Display colours of a binary change raster (value -> RGB): black unchanged, white changed.
+CHANGE_COLORS: dict[int, tuple[int, int, int]] = {0: (0, 0, 0), 1: (255, 255, 255)}
+
+
+def class_colours(count: int) -> list[tuple[int, int, int]]:
+    """Distinct RGB colours for ``count`` classes: :data:`CLASS_COLORS` first, then generated.
+
+    Args:
+        count: number of classes.
+
+    Returns:
+        One ``(r, g, b)`` per class id; ids beyond the LsSCD set get fixed pseudo-random colours.
+    """
+    colours = [CLASS_COLORS[i] for i in range(min(count, len(CLASS_COLORS)))]
+    rng = np.random.default_rng(0)
+    while len(colours) < count:
+        r, g, b = (int(v) for v in rng.integers(0, 256, size=3))
+        colours.append((r, g, b))
+    return colours
