@@ -7,15 +7,19 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
+import geochange.cli.lightning as cli_lightning
 from geochange.cli import main as geochange_main
 from geochange.cli.lightning import main as lightning_main
 from geochange.errors import ConfigurationError
+from geochange.trainers import read_checkpoint_metadata
 
 REPO = Path(__file__).parents[1]
 CONFIGS = REPO / "examples" / "configs"
@@ -51,6 +55,49 @@ def _logger_args(tmp_path: Path) -> list[str]:
         f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
         f"--trainer.default_root_dir={tmp_path}",
     ]
+
+
+@pytest.fixture
+def cli_runs(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The LightningCLI objects ``lightning_main`` builds, to look at what each run did."""
+    runs: list[Any] = []
+
+    class RecordingCLI(cli_lightning._SafeCheckpointCLI):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)  # runs the subcommand
+            runs.append(self)
+
+    monkeypatch.setattr(cli_lightning, "_SafeCheckpointCLI", RecordingCLI)
+    return runs
+
+
+def _config_model(config: str) -> str:
+    """The registry name of the model an example config trains."""
+    return yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())["model"]["init_args"]["model"]
+
+
+def _check_run(
+    runs: list[Any], tmp_path: Path, command: str, *, model: str, task: str, datamodule: str
+) -> None:
+    """One finished ``command`` run: its classes, finite logged metrics, the fit checkpoint."""
+    (run,) = runs
+    state = run.trainer.state
+    assert (state.fn.value, state.status.value) == (command, "finished")
+    assert type(run.datamodule).__name__ == datamodule
+    assert run.model.task == task
+    stage = {"fit": "val", "validate": "val", "test": "test"}[command]
+    metrics = run.trainer.callback_metrics
+    assert f"{stage}/loss" in metrics, sorted(metrics)
+    assert all(bool(torch.isfinite(value).all()) for value in metrics.values()), metrics
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    if command != "fit":
+        assert not checkpoint.exists()
+        return
+    assert run.trainer.global_step == 1  # fast_dev_run: one optimizer step
+    assert "train/loss" in metrics
+    metadata = read_checkpoint_metadata(checkpoint)
+    assert (metadata["model"], metadata["task"], metadata["tile_size"]) == (model, task, 64)
+    assert metadata["in_channels"] == run.datamodule.in_channels
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
@@ -220,35 +267,41 @@ def test_synthetic_scene_is_regenerated_or_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "command", ["fit", pytest.param("validate", marks=SLOW), pytest.param("test", marks=SLOW)]
 )
-def test_levircd_config(tmp_path: Path, command: str) -> None:
+def test_levircd_config(tmp_path: Path, command: str, cli_runs: list[Any]) -> None:
     splits = ["--data.init_args.train_split=demo", "--data.init_args.val_split=demo",
               "--data.init_args.test_split=demo"]  # fmt: skip
     lightning_main(
         [command, "--config", str(CONFIGS / "levircd.yaml"), *FAST, *_logger_args(tmp_path),
          f"--data.init_args.root={LEVIR}", *splits]
     )  # fmt: skip
+    _check_run(cli_runs, tmp_path, command, model=_config_model("levircd"), task="binary",
+               datamodule="FolderChangeDataModule")  # fmt: skip
 
 
 @SLOW
-def test_whucd_config(tmp_path: Path) -> None:
+def test_whucd_config(tmp_path: Path, cli_runs: list[Any]) -> None:
     root = _binary_folder(tmp_path / "whu", np.random.default_rng(0))
     lightning_main(
         ["fit", "--config", str(CONFIGS / "whucd.yaml"), *FAST, *_logger_args(tmp_path),
          f"--data.init_args.root={root}"]
     )  # fmt: skip
+    _check_run(cli_runs, tmp_path, "fit", model=_config_model("whucd"), task="binary",
+               datamodule="FolderChangeDataModule")  # fmt: skip
 
 
 @SLOW
-def test_hiucd_mini_config(tmp_path: Path) -> None:
+def test_hiucd_mini_config(tmp_path: Path, cli_runs: list[Any]) -> None:
     root = _hiucd_folder(tmp_path / "hiucd", np.random.default_rng(1))
     lightning_main(
         ["fit", "--config", str(CONFIGS / "hiucd_mini.yaml"), *FAST, *_logger_args(tmp_path),
          f"--data.init_args.root={root}", "--model.init_args.loss_kwargs.pixels_per_class=8"]
     )  # fmt: skip
+    _check_run(cli_runs, tmp_path, "fit", model=_config_model("hiucd_mini"), task="semantic",
+               datamodule="FolderChangeDataModule")  # fmt: skip
 
 
 @SLOW
-def test_lsscd_scene_config(tmp_path: Path, tiny_scene: Path) -> None:
+def test_lsscd_scene_config(tmp_path: Path, tiny_scene: Path, cli_runs: list[Any]) -> None:
     paths = [f"--data.init_args.{key}={tiny_scene / (key + '.tif')}"
              for key in ("pre", "post", "change", "semantic_pre", "semantic_post")]  # fmt: skip
     lightning_main(
@@ -256,6 +309,8 @@ def test_lsscd_scene_config(tmp_path: Path, tiny_scene: Path) -> None:
          *paths, "--data.init_args.splits=[0.6,0.2,0.2]", "--data.init_args.samples_per_epoch=4",
          "--model.init_args.loss_kwargs.pixels_per_class=8"]
     )  # fmt: skip
+    _check_run(cli_runs, tmp_path, "fit", model=_config_model("lsscd_scene"), task="semantic",
+               datamodule="ChangeDataModule")  # fmt: skip
 
 
 def test_geochange_error_is_clean(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from geochange.pseudo import (
     resolve_change_classes,
     score_change,
 )
+from tests import builders
 
 DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 CRS = "EPSG:32650"
@@ -31,31 +33,8 @@ CLASSES = ["building", "road", "water", "bare land", "tree", "cropland", "others
 BUILDING, ROAD, TREE, OTHERS = 0, 1, 4, 6
 
 
-def write_raster(
-    path: Path,
-    array: np.ndarray,
-    *,
-    class_names: list[str] | None = CLASSES,
-    nodata: float | None = None,
-    transform: Affine = TRANSFORM,
-) -> Path:
-    arrays = array[None] if array.ndim == 2 else array
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        height=arrays.shape[1],
-        width=arrays.shape[2],
-        count=arrays.shape[0],
-        dtype=arrays.dtype,
-        crs=CRS,
-        transform=transform,
-        nodata=nodata,
-    ) as ds:
-        ds.write(arrays)
-        if class_names is not None:
-            ds.update_tags(GEOCHANGE_CLASS_NAMES=json.dumps(class_names))
-    return path
+# Class maps on this module's grid, tagged with the LsSCD class names unless told otherwise.
+write_raster = partial(builders.write_raster, crs=CRS, transform=TRANSFORM, class_names=CLASSES)
 
 
 def read(path: Path) -> np.ndarray:

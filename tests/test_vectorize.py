@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +25,7 @@ from geochange.vectorize import (
     regularize_polygon,
     vectorize_changes,
 )
+from tests import builders
 
 DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 CRS = "EPSG:32650"
@@ -33,31 +34,8 @@ TRANSFORM = Affine(RES, 0.0, 500_000.0, 0.0, -RES, 4_000_000.0)
 CLASSES = ["building", "road", "water", "bare land", "tree", "cropland", "others"]
 
 
-def write_raster(
-    path: Path,
-    array: np.ndarray,
-    *,
-    transform: Affine = TRANSFORM,
-    crs: str | None = CRS,
-    nodata: float | None = 255,
-    class_names: list[str] | None = None,
-) -> Path:
-    arrays = array[None] if array.ndim == 2 else array
-    profile = {
-        "driver": "GTiff",
-        "height": arrays.shape[1],
-        "width": arrays.shape[2],
-        "count": arrays.shape[0],
-        "dtype": arrays.dtype,
-        "transform": transform,
-        "crs": crs,
-        "nodata": nodata,
-    }
-    with rasterio.open(path, "w", **profile) as ds:
-        ds.write(arrays)
-        if class_names is not None:
-            ds.update_tags(GEOCHANGE_CLASS_NAMES=json.dumps(class_names))
-    return path
+# Rasters on this module's 0.6 m grid with nodata 255.
+write_raster = partial(builders.write_raster, crs=CRS, transform=TRANSFORM, nodata=255)
 
 
 def whole_raster_polygons(

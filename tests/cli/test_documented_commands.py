@@ -36,7 +36,10 @@ import rasterio
 import scipy.ndimage as ndi
 import shapely
 import yaml
-from docs_commands import (
+
+from geochange.cli import build_parser
+from geochange.cli import main as geochange_main
+from tests.cli.docs_commands import (
     REPO,
     SUBCOMMAND_NAMES,
     combination,
@@ -44,9 +47,6 @@ from docs_commands import (
     documented_help,
     parse_invocations,
 )
-
-from geochange.cli import build_parser
-from geochange.cli import main as geochange_main
 
 CONFIGS = REPO / "examples" / "configs"
 LEVIR = REPO / ".." / "shared" / "data" / "levircd-samples"

@@ -8,10 +8,10 @@ import pytest
 import shapely
 import torch
 from rasterio.transform import from_origin
-from scenes import ORIGIN, Pair, make_pair, write_tif
 
 from geochange.datamodules import ChangeDataModule
 from geochange.errors import ConfigurationError, DataError
+from tests.builders import ORIGIN, Pair, make_pair, write_tif
 
 
 def test_geo_metadata_and_normalization(pair: Pair) -> None:
@@ -141,7 +141,8 @@ def test_folder_datamodule(shared_data: Path) -> None:
 def test_geo_0_255_label_needs_mask_values(pair: Pair, shared_data: Path, tmp_path: Path) -> None:
     # A real LEVIR-CD label (0/255 PNG) as a GeoTIFF on the scene's grid.
     from PIL import Image
-    from scenes import write_tif
+
+    from tests.builders import write_tif
 
     levir = np.asarray(Image.open(shared_data / "levircd-samples/label/test_2_0000_0000.png"))
     assert set(np.unique(levir)) == {0, 255}

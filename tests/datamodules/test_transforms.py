@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import shapely
 import torch
-from scenes import ORIGIN, write_tif
 
 from geochange.datasets import BiTemporalRasterDataset
 from geochange.transforms import ChangeAugmentation, NormalizeChange, compute_band_statistics
+from tests.builders import ORIGIN, write_tif
 
 
 def _batch(b: int = 6, size: int = 32) -> dict[str, torch.Tensor]:

@@ -12,13 +12,13 @@ import shapely
 import torch
 from rasterio.transform import from_origin
 from rasterio.warp import Resampling, reproject
-from scenes import CRS, ORIGIN, Pair, make_pair, write_tif
 from torch.utils.data import DataLoader
 from torchgeo.datasets import RasterDataset, roi_split, stack_samples
 from torchgeo.samplers import GridGeoSampler, RandomBatchGeoSampler, RandomGeoSampler
 
 from geochange.datasets import BiTemporalRasterDataset, spatial_split
 from geochange.errors import ConfigurationError, DataError
+from tests.builders import CRS, ORIGIN, Pair, make_pair, write_tif
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchgeo")
 X0, Y0 = ORIGIN

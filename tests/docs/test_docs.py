@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from docs_blocks import REPO, Block, command_lines, pages, parse, shell_commands
+
+from tests.docs.docs_blocks import REPO, Block, command_lines, pages, parse, shell_commands
 
 PAGE_TIMEOUT_S = 1500
 
@@ -76,7 +77,7 @@ def test_marked_line(block: Block, command: str, reason: str) -> None:
 @pytest.mark.parametrize("block", INCLUDES, ids=lambda b: b.where)
 def test_included_file_is_tested(block: Block) -> None:
     """A block that shows a script names a file that exists and that a test runs."""
-    from docs_blocks import INCLUDE
+    from tests.docs.docs_blocks import INCLUDE
 
     for line in block.code.splitlines():
         match = INCLUDE.match(line)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import geopandas as gpd
 import pytest
-from docs_blocks import REPO, parse, prepare_workdir, run_environment
+
+from tests.docs.docs_blocks import REPO, parse, prepare_workdir, run_environment
 
 VECTORIZE_CALL = 'vectorize_changes(result, "out/changes.gpkg", min_area=20)'
 

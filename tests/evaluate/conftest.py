@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 from affine import Affine
+
+from tests import builders
 
 LSSCD = ["building", "road", "water", "bare land", "tree", "cropland", "others"]
 TRANSFORM = Affine(0.5, 0, 500_000.0, 0, -0.5, 4_600_000.0)
@@ -25,27 +27,10 @@ class HandScene:
     directory: Path
 
 
-def write_raster(path: Path, array: np.ndarray, names: list[str] | None = None) -> Path:
-    profile = {
-        "driver": "GTiff",
-        "height": array.shape[0],
-        "width": array.shape[1],
-        "count": 1,
-        "dtype": "uint8",
-        "crs": CRS,
-        "transform": TRANSFORM,
-        "nodata": 255,
-        "tiled": True,
-        "blockxsize": 16,
-        "blockysize": 16,
-    }
-    with rasterio.open(path, "w", **profile) as ds:
-        ds.write(array, 1)
-        if names is not None:
-            import json
-
-            ds.update_tags(GEOCHANGE_CLASS_NAMES=json.dumps(names))
-    return path
+# uint8 class maps on this directory's grid, nodata 255, tiled in 16 px blocks (several blocks).
+write_raster = partial(
+    builders.write_raster, crs=CRS, transform=TRANSFORM, nodata=255, dtype="uint8", block=16
+)
 
 
 def hand_arrays() -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from predict_helpers import write_raster
+
+from tests.builders import write_raster
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from predict_helpers import TinyConvChange, whole_image, write_raster
 
 from geochange.cli import main as cli_main
 from geochange.errors import CheckpointError
 from geochange.predict import ChangePredictor, tile_starts
+from tests.builders import TinyConvChange, whole_image, write_raster
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
 LEVIR = DATA / "levircd-samples"

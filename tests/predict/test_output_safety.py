@@ -16,12 +16,12 @@ import pytest
 import rasterio
 import rasterio.shutil
 import torch
-from predict_helpers import TinyConvChange, write_raster
 
 from geochange.cli import main as cli_main
 from geochange.errors import DataError, OutputError
 from geochange.predict import ChangePredictor
 from geochange.predict.predictor import LOCK_NAME, SIDECAR_NAME
+from tests.builders import TinyConvChange, write_raster
 
 NORM = {"mean": [0.0, 0.0, 0.0], "std": [1000.0, 1000.0, 1000.0]}
 

@@ -10,13 +10,6 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from predict_helpers import (
-    DifferenceModel,
-    TinyConvBNChange,
-    TinyConvChange,
-    whole_image,
-    write_raster,
-)
 from rasterio.transform import from_origin
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
@@ -24,6 +17,13 @@ from geochange.errors import ConfigurationError, DataError, OutputError
 from geochange.predict import ChangePredictor, TileGrid, axis_weights, tile_starts
 from geochange.predict.predictor import SIDECAR_NAME
 from geochange.predict.windows import column_stripes
+from tests.builders import (
+    DifferenceModel,
+    TinyConvBNChange,
+    TinyConvChange,
+    whole_image,
+    write_raster,
+)
 
 NORM = {"mean": [0.0, 0.0, 0.0], "std": [1000.0, 1000.0, 1000.0]}
 

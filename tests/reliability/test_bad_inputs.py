@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from corpus import Corpus, build, copy_scene, digest
 
 from geochange.cli import main as cli_main
 from geochange.errors import CheckpointError, DataError, GeochangeError
+from tests.reliability.corpus import Corpus, build, copy_scene, digest
 
 
 @pytest.fixture(scope="module")

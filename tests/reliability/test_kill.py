@@ -18,7 +18,8 @@ from pathlib import Path
 
 import geopandas as gpd
 import pytest
-from corpus import Corpus, build
+
+from tests.reliability.corpus import Corpus, build
 
 KILL_POINTS = 2  # per command; seeded, spread over the uninterrupted run time
 

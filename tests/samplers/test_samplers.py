@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import shapely
 import torch
-from scenes import ORIGIN, Pair, make_pair, write_tif
 
 from geochange.datasets import BiTemporalRasterDataset
 from geochange.errors import ConfigurationError, DataError
 from geochange.samplers import ChangeBalancedGeoSampler, InsideGridGeoSampler
+from tests.builders import ORIGIN, Pair, make_pair, write_tif
 
 X0, Y0 = ORIGIN
 

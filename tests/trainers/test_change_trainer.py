@@ -16,8 +16,7 @@ from geochange.errors import CheckpointError, ConfigurationError, DataError
 from geochange.metrics import BinaryChangeMetrics
 from geochange.trainers import METADATA_KEYS, ChangeTrainer, read_checkpoint_metadata
 from geochange.trainers.change import lr_factor
-
-from .conftest import TinyChangeDataset
+from tests.builders import TinyChangeDataset
 
 TINY_MODEL = {"backbone": "resnet18", "model_kwargs": {"encoder_depth": 3,
               "decoder_channels": [32, 16, 16]}}  # fmt: skip
