@@ -1,34 +1,45 @@
-"""Reading and validating geochange checkpoints without building a model.
+"""Checkpoint files: safe reading, the geochange metadata, and rebuilding the model.
 
-A geochange checkpoint is a Lightning checkpoint whose top-level dict holds a ``"geochange"``
-entry written by :meth:`geochange.trainers.ChangeTrainer.on_save_checkpoint`: everything the
-predictor needs (task, model name and arguments, bands, normalization, tile size, class names).
+The one home of the checkpoint contract, with no Lightning import: inference
+(:mod:`geochange.predict`) loads a model with :func:`load_model`, the trainers write the metadata
+with :func:`write_metadata`. A geochange checkpoint is a Lightning checkpoint whose top-level
+dict holds a ``"geochange"`` entry (:class:`CheckpointMetadata`): what the predictor needs (task,
+model name and arguments, bands, normalization, training patch size, class names).
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from geochange.errors import CheckpointError
 
 __all__ = [
     "CHECKPOINT_KEY",
     "METADATA_KEYS",
+    "CheckpointMetadata",
     "describe_state_dict_mismatch",
     "load_checkpoint_dict",
+    "load_model",
     "load_torch_file",
+    "model_from_checkpoint",
     "read_checkpoint_metadata",
+    "validate_metadata",
+    "write_metadata",
 ]
 
 #: Top-level checkpoint key holding the geochange metadata.
 CHECKPOINT_KEY = "geochange"
 
-#: Keys always present in ``checkpoint["geochange"]``.
+#: Keys always present in ``checkpoint["geochange"]`` (``patch_size`` may be stored under its
+#: old name ``tile_size`` in checkpoints written before docs/glossary.md).
 METADATA_KEYS = (
     "task",
     "model",
@@ -38,9 +49,107 @@ METADATA_KEYS = (
     "class_names",
     "normalization",
     "bands",
-    "tile_size",
+    "patch_size",
     "version",
 )
+
+#: Metadata keys renamed since checkpoints were first written: old name -> current name.
+_RENAMED = {"tile_size": "patch_size"}
+
+#: Prefix of the model's weights in a trainer's state dict (``ChangeTrainer.model``).
+_MODEL_PREFIX = "model."
+
+
+@dataclass(frozen=True)
+class CheckpointMetadata:
+    """What a geochange checkpoint records for inference (``checkpoint["geochange"]``).
+
+    Attributes:
+        task: ``"binary"`` (change / no change) or ``"semantic"`` (per-date classes + change).
+        model: Registry name of the model (see :func:`geochange.models.build_model`), or the
+            class name of a user module (which cannot be rebuilt from the file alone).
+        model_kwargs: Keyword arguments of ``build_model`` that rebuild the network (incl.
+            ``backbone``, ``in_channels``, ``num_classes``).
+        in_channels: Bands per date of the training imagery.
+        num_classes: Semantic classes ``K`` (``None`` for binary models).
+        class_names: Names of the ``K`` classes, ordered by id (``None`` for binary models).
+        normalization: ``{"mean": [...], "std": [...]}`` in raw pixel units, or ``None``.
+        bands: Band indexes / names of the training imagery, in model order, or ``None``.
+        patch_size: Side of the training patch in pixels (stored as ``tile_size`` by
+            checkpoints written before the glossary), or ``None`` when unknown.
+        version: geochange version that wrote the checkpoint.
+        input_range: ``{"dtype", "min": [...], "max": [...]}`` of the training imagery (raw
+            pixel units), checked by the predictor; ``None`` when unknown (older checkpoints).
+        trainer: Class path of the LightningModule that wrote it (``None`` when unknown).
+    """
+
+    task: Literal["binary", "semantic"]
+    model: str
+    model_kwargs: dict[str, Any]
+    in_channels: int
+    num_classes: int | None
+    class_names: list[str] | None
+    normalization: dict[str, list[float]] | None
+    bands: list[int | str] | None
+    patch_size: int | None
+    version: str
+    input_range: dict[str, Any] | None = None
+    trainer: str | None = None
+    #: Entries of the stored dict that are not fields (written by a newer geochange).
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CheckpointMetadata:
+        """Build from a stored metadata dict (old key names are read as the current ones).
+
+        Args:
+            data: ``checkpoint["geochange"]``, e.g. as :func:`validate_metadata` returns it.
+
+        Returns:
+            The metadata.
+        """
+        values = {_RENAMED.get(key, key): value for key, value in data.items()}
+        names = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        fields = {key: value for key, value in values.items() if key in names}
+        fields.setdefault("patch_size", None)
+        extra = {key: value for key, value in values.items() if key not in names}
+        return cls(**fields, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dict stored as ``checkpoint["geochange"]`` (current key names).
+
+        Returns:
+            Plain values only (the file is read with ``weights_only=True``).
+        """
+        data = asdict(self)
+        extra = data.pop("extra")
+        return {**data, **extra}
+
+
+class _MetadataDict(dict[str, Any]):
+    """The metadata dict of :func:`read_checkpoint_metadata`; ``["tile_size"]`` still reads."""
+
+    def __missing__(self, key: str) -> Any:
+        if key in _RENAMED:
+            return self[_renamed(key)]
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        """``dict.get``, reading a renamed key (with a ``DeprecationWarning``)."""
+        if key in _RENAMED and key not in self:
+            return super().get(_renamed(key), default)
+        return super().get(key, default)
+
+
+def _renamed(key: str) -> str:
+    new = _RENAMED[key]
+    warnings.warn(
+        f"checkpoint metadata key {key!r} is now {new!r} (docs/glossary.md); "
+        f"{key!r} will stop working in the next release",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return new
 
 
 #: Leading bytes of the two formats ``torch.save`` writes: a zip archive (PyTorch >= 1.6) and
@@ -166,7 +275,8 @@ def validate_metadata(checkpoint: dict[str, Any], path: str | Path) -> dict[str,
         path: Where it came from (for messages).
 
     Returns:
-        A copy of ``checkpoint["geochange"]``.
+        A copy of ``checkpoint["geochange"]`` with current key names (``patch_size``; the
+        old ``tile_size`` still reads, with a ``DeprecationWarning``).
 
     Raises:
         CheckpointError: If it is not a Lightning checkpoint, lacks geochange metadata, or the
@@ -179,31 +289,49 @@ def validate_metadata(checkpoint: dict[str, Any], path: str | Path) -> dict[str,
             f"{sorted(map(str, checkpoint))[:6]}); a bare model state dict cannot be used "
             "by the trainer or predictor"
         )
-    metadata = checkpoint.get(CHECKPOINT_KEY)
-    if not isinstance(metadata, dict):
+    stored = checkpoint.get(CHECKPOINT_KEY)
+    if not isinstance(stored, dict):
         raise CheckpointError(
             f"{path} is a Lightning checkpoint but not a geochange one (no "
             f"'{CHECKPOINT_KEY}' metadata); train it with geochange.ChangeTrainer"
         )
+    metadata = _current_names(stored, path)
     missing = [key for key in METADATA_KEYS if key not in metadata]
     if missing:
         raise CheckpointError(f"{path}: geochange metadata lacks keys {missing}")
     if metadata["task"] not in ("binary", "semantic"):
         raise CheckpointError(f"{path}: unknown task {metadata['task']!r} in geochange metadata")
     _check_hyper_parameters(metadata, checkpoint.get("hyper_parameters"), path)
-    return dict(metadata)
+    return metadata
 
 
-#: Metadata entries that must equal the Lightning hyper-parameter of the same name: the model is
-#: rebuilt from the hyper-parameters, the predictor's inputs come from the metadata.
+def _current_names(stored: dict[str, Any], path: str | Path) -> _MetadataDict:
+    """``stored`` with renamed keys under their current name (both present must agree)."""
+    metadata = _MetadataDict(stored)
+    for old, new in _RENAMED.items():
+        if old not in metadata:
+            continue
+        value = metadata.pop(old)
+        if new in metadata and _plain(metadata[new]) != _plain(value):
+            raise CheckpointError(
+                f"{path}: geochange metadata has {new}={metadata[new]!r} and its old name "
+                f"{old}={value!r}; the file was edited or written by another program"
+            )
+        metadata.setdefault(new, value)
+    return metadata
+
+
+#: Metadata entries that must equal a Lightning hyper-parameter, as (metadata key, hparam
+#: key): the model is rebuilt from the hyper-parameters, the predictor's inputs come from the
+#: metadata. The trainers keep their ``tile_size`` argument for the training patch.
 _SHARED_KEYS = (
-    "task",
-    "in_channels",
-    "num_classes",
-    "normalization",
-    "bands",
-    "tile_size",
-    "input_range",
+    ("task", "task"),
+    ("in_channels", "in_channels"),
+    ("num_classes", "num_classes"),
+    ("normalization", "normalization"),
+    ("bands", "bands"),
+    ("patch_size", "tile_size"),
+    ("input_range", "input_range"),
 )
 
 
@@ -211,11 +339,11 @@ def _check_hyper_parameters(metadata: dict[str, Any], hparams: Any, path: str | 
     """Raise when the geochange metadata and the Lightning hyper-parameters disagree."""
     if not isinstance(hparams, dict):
         return
-    keys = [key for key in _SHARED_KEYS if key in hparams]
+    keys = [(ours, theirs) for ours, theirs in _SHARED_KEYS if theirs in hparams]
     if metadata.get("task") == "binary":
         # Binary registry models ignore it (a semi-supervised trainer may save it anyway).
-        keys = [key for key in keys if key != "num_classes"]
-    pairs = [(key, metadata.get(key), hparams[key]) for key in keys]
+        keys = [pair for pair in keys if pair[0] != "num_classes"]
+    pairs = [(ours, metadata.get(ours), hparams[theirs]) for ours, theirs in keys]
     if isinstance(hparams.get("model"), str):  # a registry model (user modules are not saved)
         pairs.append(("model", metadata.get("model"), hparams["model"]))
         kwargs = metadata.get("model_kwargs")
@@ -231,6 +359,29 @@ def _check_hyper_parameters(metadata: dict[str, Any], hparams: Any, path: str | 
             f"{path}: the geochange metadata disagrees with the Lightning hyper-parameters "
             f"({'; '.join(differences)}); the file was edited or written by another program"
         )
+
+
+def write_metadata(
+    checkpoint: dict[str, Any], metadata: CheckpointMetadata | Mapping[str, Any]
+) -> None:
+    """Store ``metadata`` as ``checkpoint["geochange"]``, keeping the hyper-parameters in step.
+
+    The saved hyper-parameters get the same normalization, bands, patch size and input range,
+    so that reloading the trainer restores what the predictor reads.
+
+    Args:
+        checkpoint: The checkpoint dict being saved (edited in place).
+        metadata: What to store; a mapping may use old key names (they are renamed).
+    """
+    if not isinstance(metadata, CheckpointMetadata):
+        metadata = CheckpointMetadata.from_dict(metadata)
+    stored = metadata.to_dict()
+    checkpoint[CHECKPOINT_KEY] = stored
+    hparams = checkpoint.get("hyper_parameters")
+    if isinstance(hparams, dict):
+        for ours, theirs in _SHARED_KEYS:
+            if ours in ("normalization", "bands", "patch_size", "input_range"):
+                hparams[theirs] = stored[ours]
 
 
 def _plain(value: Any) -> Any:
@@ -292,13 +443,123 @@ def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
         ``model_kwargs`` (keyword arguments of :func:`geochange.models.build_model`, incl.
         ``backbone``, ``in_channels``, ``num_classes``), ``in_channels``, ``num_classes``,
         ``class_names``, ``normalization`` (``{"mean": [...], "std": [...]}`` or ``None``),
-        ``bands``, ``tile_size``, ``version`` (geochange version that wrote it), plus
-        ``trainer`` (class path of the LightningModule) and ``input_range``
+        ``bands``, ``patch_size`` (the training patch; ``["tile_size"]``, its old name, still
+        reads with a ``DeprecationWarning``), ``version`` (geochange version that wrote it),
+        plus ``trainer`` (class path of the LightningModule) and ``input_range``
         (``{"dtype", "min": [...], "max": [...]}`` of the training imagery, checked by the
         predictor; None when unknown, absent from checkpoints written before it was added).
+        :class:`CheckpointMetadata` documents each field.
 
     Raises:
         CheckpointError: For a missing, corrupt, non-Lightning or non-geochange file.
     """
     # Memory-mapped: only the pickled structure is read, not the weights.
     return validate_metadata(load_checkpoint_dict(path, mmap=True), path)
+
+
+def load_model(
+    path: str | Path,
+    *,
+    model: nn.Module | None = None,
+    map_location: Any = "cpu",
+    strict: bool = True,
+) -> tuple[nn.Module, CheckpointMetadata]:
+    """Rebuild a checkpoint's model from the registry and load its weights (no Lightning).
+
+    The file is read once, with ``torch.load(weights_only=True)``: it cannot run code.
+
+    Args:
+        path: Checkpoint written by a geochange trainer.
+        model: The module to load the weights into, for a checkpoint trained with a user
+            ``nn.Module`` (registry models are rebuilt from the metadata).
+        map_location: Device mapping of the tensors (default: the CPU).
+        strict: Require the model's weights to match the checkpoint's exactly.
+
+    Returns:
+        ``(module, metadata)``: the model in eval mode with the checkpoint's weights, and the
+        checkpoint's metadata.
+
+    Raises:
+        CheckpointError: For a missing, corrupt, non-Lightning or non-geochange file, one
+            holding Python objects, metadata that disagrees with the hyper-parameters, a user
+            model checkpoint without ``model``, or weights that do not fit the model.
+    """
+    checkpoint = load_checkpoint_dict(path, map_location=map_location)
+    return model_from_checkpoint(checkpoint, path, model=model, strict=strict)
+
+
+def model_from_checkpoint(
+    checkpoint: dict[str, Any],
+    path: str | Path = "<checkpoint>",
+    *,
+    model: nn.Module | None = None,
+    strict: bool = True,
+) -> tuple[nn.Module, CheckpointMetadata]:
+    """:func:`load_model` for a checkpoint dict already read (no second read of the file).
+
+    Args:
+        checkpoint: The dict from :func:`load_checkpoint_dict`.
+        path: Where it came from (for messages).
+        model: As for :func:`load_model`.
+        strict: As for :func:`load_model`.
+
+    Returns:
+        As :func:`load_model`.
+
+    Raises:
+        CheckpointError: As :func:`load_model`.
+    """
+    metadata = CheckpointMetadata.from_dict(validate_metadata(checkpoint, path))
+    if model is None:
+        model = _build_registry_model(checkpoint, metadata, path)
+    # The trainer holds the network as ``self.model``; the other entries (loss buffers) are
+    # training state the model does not need.
+    state = {
+        key[len(_MODEL_PREFIX) :]: value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(_MODEL_PREFIX)
+    }
+    try:
+        model.load_state_dict(state, strict=strict)
+    except RuntimeError as error:
+        # torch's message lists every key on many lines; summarise all of it on one.
+        problems = describe_state_dict_mismatch(
+            {_MODEL_PREFIX + key: value for key, value in model.state_dict().items()},
+            {_MODEL_PREFIX + key: value for key, value in state.items()},
+            strict=strict,
+        )
+        raise CheckpointError(
+            f"{path}: weights do not fit {type(model).__name__}(model={metadata.model!r}, "
+            f"task={metadata.task!r}): {problems or ' '.join(str(error).split())}"
+        ) from error
+    except Exception as error:  # torch raises many types for foreign values
+        raise CheckpointError(f"cannot load checkpoint {str(path)!r}: {error}") from error
+    return model.eval(), metadata
+
+
+def _build_registry_model(
+    checkpoint: dict[str, Any], metadata: CheckpointMetadata, path: str | Path
+) -> nn.Module:
+    """The registry model the checkpoint was trained with, randomly initialised."""
+    from geochange.models import build_model  # the models import this module's file reader
+
+    hparams = checkpoint.get("hyper_parameters")
+    hparams = hparams if isinstance(hparams, dict) else {}
+    if "model" not in hparams:
+        raise CheckpointError(
+            f"{path} was trained with a user model ({metadata.model}); pass it again: "
+            "load_model(path, model=MyModel(...)) or "
+            "ChangeTrainer.load_from_checkpoint(path, model=MyModel(...))"
+        )
+    try:
+        # Pretrained weights were only the starting point: never fetch them again on load.
+        return build_model(
+            metadata.model,
+            weights=None,
+            freeze_backbone=bool(hparams.get("freeze_backbone", False)),
+            **metadata.model_kwargs,
+        )
+    except CheckpointError:
+        raise
+    except Exception as error:  # a foreign or edited file can name anything
+        raise CheckpointError(f"cannot load checkpoint {str(path)!r}: {error}") from error

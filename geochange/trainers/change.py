@@ -18,14 +18,15 @@ from lightning.pytorch.utilities.migration.utils import _pl_migrate_checkpoint
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from geochange.errors import CheckpointError, ConfigurationError, DataError
-from geochange.metrics import BinaryChangeMetrics, SemanticChangeMetrics
-from geochange.trainers.checkpoint import (
-    CHECKPOINT_KEY,
+from geochange.checkpoint import (
+    CheckpointMetadata,
     describe_state_dict_mismatch,
     load_checkpoint_dict,
     validate_metadata,
+    write_metadata,
 )
+from geochange.errors import CheckpointError, ConfigurationError, DataError
+from geochange.metrics import BinaryChangeMetrics, SemanticChangeMetrics
 
 __all__ = ["LSSCD_CLASS_NAMES", "ChangeTrainer", "lr_factor"]
 
@@ -661,20 +662,20 @@ class ChangeTrainer(pl.LightningModule):
             data_range = getattr(datamodule, "input_range", None)
             if data_range is not None:
                 input_range = _input_range_dict(data_range)
-        return {
-            "task": self.task,
-            "model": self.model_name,
-            "model_kwargs": dict(self.model_kwargs),
-            "in_channels": self.in_channels,
-            "num_classes": self.num_classes,
-            "class_names": list(self.class_names) if self.class_names is not None else None,
-            "normalization": normalization,
-            "bands": bands,
-            "tile_size": tile_size,
-            "input_range": input_range,
-            "version": __version__,
-            "trainer": f"{type(self).__module__}.{type(self).__qualname__}",
-        }
+        return CheckpointMetadata(
+            task=self.task,
+            model=self.model_name,
+            model_kwargs=dict(self.model_kwargs),
+            in_channels=self.in_channels,
+            num_classes=self.num_classes,
+            class_names=list(self.class_names) if self.class_names is not None else None,
+            normalization=normalization,
+            bands=bands,
+            patch_size=tile_size,
+            input_range=input_range,
+            version=__version__,
+            trainer=f"{type(self).__module__}.{type(self).__qualname__}",
+        ).to_dict()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the inference metadata in ``checkpoint["geochange"]``.
@@ -682,15 +683,9 @@ class ChangeTrainer(pl.LightningModule):
         Args:
             checkpoint: The checkpoint dict being saved.
         """
-        metadata = self.checkpoint_metadata()
-        checkpoint[CHECKPOINT_KEY] = metadata
-        # Keep the saved hyperparameters in step, so reloading restores the same normalization.
-        hparams = checkpoint.get("hyper_parameters")
-        if isinstance(hparams, dict):
-            hparams["normalization"] = metadata["normalization"]
-            hparams["bands"] = metadata["bands"]
-            hparams["tile_size"] = metadata["tile_size"]
-            hparams["input_range"] = metadata["input_range"]
+        # Also keeps the saved hyperparameters in step, so reloading restores the same
+        # normalization.
+        write_metadata(checkpoint, self.checkpoint_metadata())
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
