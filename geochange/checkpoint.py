@@ -134,7 +134,7 @@ class _MetadataDict(dict[str, Any]):
             return self[_renamed(key)]
         raise KeyError(key)
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         """``dict.get``, reading a renamed key (with a ``DeprecationWarning``)."""
         if key in _RENAMED and key not in self:
             return super().get(_renamed(key), default)
