@@ -67,7 +67,7 @@ class _SafeCheckpointCLI(LightningCLI):
             )
         ckpt_path = options.get("ckpt_path")
         if ckpt_path and (Path(ckpt_path).exists() or str(ckpt_path) not in _CKPT_ALIASES):
-            from geochange.trainers.checkpoint import load_checkpoint_dict, validate_metadata
+            from geochange.checkpoint import load_checkpoint_dict, validate_metadata
 
             # Tensor data is memory-mapped: this reads the pickled structure, not the weights.
             validate_metadata(load_checkpoint_dict(ckpt_path, mmap=True), ckpt_path)

@@ -25,7 +25,7 @@ from geochange.models.base import (
     ChangeModel,
     SiameseChangeModel,
 )
-from geochange.models.fusion import fold_batch_norm
+from geochange.models.folding import fold_batch_norm
 from geochange.models.registry import build_model, list_models, load_pretrained, register_model
 from geochange.models.semantic_change import SemanticChangeNet
 from geochange.models.siamese import FusionUNet, SiamConc, SiamDiff

@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from geochange.checkpoint import load_torch_file
 from geochange.errors import CheckpointError, ConfigurationError
 
 #: A factory called as ``factory(backbone=..., in_channels=..., num_classes=..., **kwargs)``.
@@ -186,10 +187,8 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
         except Exception as error:
             raise CheckpointError(f"cannot read weights file {path}: {error}") from error
     else:
-        # Imported here: geochange.trainers imports this package. The loader never unpickles
-        # arbitrary objects (the file may come from anywhere: a config, a download).
-        from geochange.trainers.checkpoint import load_torch_file
-
+        # The loader never unpickles arbitrary objects (the file may come from anywhere: a
+        # config, a download).
         payload = load_torch_file(path, what="weights file")
     if isinstance(payload, Mapping):
         for key in ("state_dict", "model_state_dict", "model"):

@@ -26,6 +26,7 @@ from rasterio.windows import Window, from_bounds
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from geochange.checkpoint import load_model
 from geochange.classes import CHANGE_CLASS_NAMES, CHANGE_COLORS, class_colours
 from geochange.errors import CheckpointError, ConfigurationError, DataError, GeochangeError
 from geochange.io import (
@@ -52,7 +53,7 @@ from geochange.io import (
     worker_init_bound_malloc,
 )
 from geochange.keys import CHANGE, SEMANTIC_POST, SEMANTIC_PRE
-from geochange.models.fusion import fold_batch_norm
+from geochange.models.folding import fold_batch_norm
 from geochange.predict.reader import (
     ArrayPair,
     RasterPair,
@@ -789,37 +790,25 @@ class ChangePredictor:
         path = Path(path)
         if not path.exists():
             raise CheckpointError(f"checkpoint not found: {str(path)!r}")
-        from geochange.trainers import ChangeTrainer
-        from geochange.trainers.checkpoint import load_checkpoint_dict, validate_metadata
-
-        # Read once (weights_only=True: the file cannot run code); metadata and model both
-        # come from this dict.
-        checkpoint = load_checkpoint_dict(path)
-        meta = validate_metadata(checkpoint, path)
-        try:
-            trainer = ChangeTrainer.load_from_checkpoint_dict(checkpoint, path)
-        except CheckpointError:
-            raise
-        except Exception as err:  # Lightning/torch raise many types for foreign files
-            raise CheckpointError(f"cannot load checkpoint {str(path)!r}: {err}") from err
-        del checkpoint
-        model = getattr(trainer, "model", trainer)
+        # Read once (weights_only=True: the file cannot run code), without Lightning: the
+        # metadata and the model both come from this one dict.
+        model, metadata = load_model(path)
         kwargs: dict[str, Any] = {
-            "normalization": meta.get("normalization"),
-            "bands": meta.get("bands"),
-            "class_names": meta.get("class_names"),
-            "in_channels": meta.get("in_channels"),
-            "input_range": meta.get("input_range"),
+            "normalization": metadata.normalization,
+            "bands": metadata.bands,
+            "class_names": metadata.class_names,
+            "in_channels": metadata.in_channels,
+            "input_range": metadata.input_range,
         }
-        if meta.get("input_range") is None and overrides.get("value_range") != "ignore":
+        if metadata.input_range is None and overrides.get("value_range") != "ignore":
             warnings.warn(
                 f"checkpoint {str(path)!r} has no record of its training imagery's value range "
-                f"(written by geochange {meta.get('version')}); predict cannot check that a "
+                f"(written by geochange {metadata.version}); predict cannot check that a "
                 "scene's values match them",
                 stacklevel=2,
             )
-        if meta.get("tile_size"):
-            tile = int(meta["tile_size"])
+        if metadata.patch_size:  # the training patch is the default inference tile
+            tile = int(metadata.patch_size)
             kwargs["tile_size"] = tile
             kwargs["overlap"] = min(overlap_default(tile), tile - 1)
         kwargs.update(overrides)

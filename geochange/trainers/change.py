@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from geochange.checkpoint import CheckpointMetadata, write_metadata
 from geochange.classes import IGNORE_INDEX, LSSCD_CLASS_NAMES
 from geochange.errors import ConfigurationError
 from geochange.keys import CHANGE, MASK, MASK_POST, MASK_PRE
@@ -20,7 +21,6 @@ from geochange.trainers.batches import (
     input_range_record,
     normalization_record,
 )
-from geochange.trainers.checkpoint import CHECKPOINT_KEY
 from geochange.trainers.figures import log_prediction_figure
 from geochange.trainers.loading import CheckpointLoading
 from geochange.trainers.schedules import estimated_total_steps, lr_factor
@@ -564,20 +564,20 @@ class ChangeTrainer(CheckpointLoading):
             data_range = getattr(datamodule, "input_range", None)
             if data_range is not None:
                 input_range = input_range_record(data_range)
-        return {
-            "task": self.task,
-            "model": self.model_name,
-            "model_kwargs": dict(self.model_kwargs),
-            "in_channels": self.in_channels,
-            "num_classes": self.num_classes,
-            "class_names": list(self.class_names) if self.class_names is not None else None,
-            "normalization": normalization,
-            "bands": bands,
-            "tile_size": tile_size,
-            "input_range": input_range,
-            "version": __version__,
-            "trainer": f"{type(self).__module__}.{type(self).__qualname__}",
-        }
+        return CheckpointMetadata(
+            task=self.task,
+            model=self.model_name,
+            model_kwargs=dict(self.model_kwargs),
+            in_channels=self.in_channels,
+            num_classes=self.num_classes,
+            class_names=list(self.class_names) if self.class_names is not None else None,
+            normalization=normalization,
+            bands=bands,
+            patch_size=tile_size,
+            input_range=input_range,
+            version=__version__,
+            trainer=f"{type(self).__module__}.{type(self).__qualname__}",
+        ).to_dict()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the inference metadata in ``checkpoint["geochange"]``; drop unsaved buffers.
@@ -585,13 +585,7 @@ class ChangeTrainer(CheckpointLoading):
         Args:
             checkpoint: The checkpoint dict being saved.
         """
-        metadata = self.checkpoint_metadata()
-        checkpoint[CHECKPOINT_KEY] = metadata
+        # Also keeps the saved hyperparameters in step, so reloading restores the same
+        # normalization.
+        write_metadata(checkpoint, self.checkpoint_metadata())
         self._drop_unsaved(checkpoint)
-        # Keep the saved hyperparameters in step, so reloading restores the same normalization.
-        hparams = checkpoint.get("hyper_parameters")
-        if isinstance(hparams, dict):
-            hparams["normalization"] = metadata["normalization"]
-            hparams["bands"] = metadata["bands"]
-            hparams["tile_size"] = metadata["tile_size"]
-            hparams["input_range"] = metadata["input_range"]

@@ -59,7 +59,7 @@ def test_binary_fit_validate_and_checkpoint(
     # Normalization, bands and tile size come from the datamodule.
     assert metadata["normalization"] == {"mean": [0.5] * 3, "std": [0.25] * 3}
     assert metadata["bands"] == [1, 2, 3]
-    assert metadata["tile_size"] == 32
+    assert metadata["patch_size"] == 32
 
     loaded = ChangeTrainer.load_from_checkpoint(path, map_location="cpu")
     assert loaded.normalization == metadata["normalization"]
@@ -294,7 +294,7 @@ def test_checkpoint_takes_metadata_from_real_datamodule(tmp_path: Path, make_tra
     path = tmp_path / "levir.ckpt"
     trainer.save_checkpoint(path)
     metadata = read_checkpoint_metadata(path)
-    assert metadata["tile_size"] == 64
+    assert metadata["patch_size"] == 64
     assert metadata["in_channels"] == 3
     assert metadata["normalization"] == dm.normalization
     assert len(metadata["normalization"]["mean"]) == 3
@@ -414,13 +414,14 @@ def test_architecture_mismatch_message_lists_every_kind_of_problem(tmp_path: Pat
 @pytest.mark.parametrize(
     ("key", "metadata_value", "hparams_value"),
     [("in_channels", 4, 3), ("model", "siam_conc", "fusion_unet"), ("task", "semantic", "binary"),
-     ("tile_size", 64, 32)],
+     ("patch_size", 64, 32)],
 )  # fmt: skip
 def test_metadata_is_cross_checked_against_hyper_parameters(
     tmp_path: Path, key: str, metadata_value: Any, hparams_value: Any
 ) -> None:
     module = ChangeTrainer(model="fusion_unet", **TINY_MODEL, tile_size=32)
-    assert module.hparams[key] == hparams_value
+    # The trainer's argument (and hyper-parameter) for the training patch is ``tile_size``.
+    assert module.hparams["tile_size" if key == "patch_size" else key] == hparams_value
 
     def edit(checkpoint: dict[str, Any]) -> None:
         checkpoint["geochange"][key] = metadata_value
