@@ -82,7 +82,7 @@ class WorkerPool(Executor):
     """A :class:`concurrent.futures.Executor` over fresh worker interpreters.
 
     Functions (and ``initializer``) must be importable by module and name, like
-    ``geochange.vectorize._polygonize_block``: the workers never import the caller's
+    ``geochange.vectorize.blocks._polygonize_block``: the workers never import the caller's
     ``__main__``. Each worker runs one task at a time, with the next one already queued; tasks
     are handed out in submission order. On a worker crash the pool is broken: pending and
     later tasks fail with :class:`BrokenProcessPool`.

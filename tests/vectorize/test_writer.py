@@ -1,0 +1,262 @@
+"""geochange.vectorize.writer: formats, layers, modes and atomic, streamed writing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+import rasterio.features
+import shapely
+
+from geochange.errors import ConfigurationError, OutputError
+from geochange.vectorize import (
+    SCHEMA,
+    vectorize_changes,
+)
+
+from .conftest import (
+    CLASSES,
+    CRS,
+    stress_mask,
+    whole_raster_polygons,
+    write_raster,
+)
+
+
+@pytest.mark.parametrize("return_frame", [True, False])
+def test_stale_partial_of_killed_run_is_not_reused(
+    tmp_path: Path, stress_path: Path, return_frame: bool
+) -> None:
+    import geopandas as gpd
+
+    out = tmp_path / "changes.gpkg"
+    # What a run killed while writing leaves behind: its hidden work file, with a layer.
+    stale = tmp_path / ".changes.gpkg.partial.gpkg"
+    gpd.GeoDataFrame({"x": [1]}, geometry=[shapely.box(0, 0, 1, 1)], crs=CRS).to_file(
+        stale, layer="stale_layer"
+    )
+    vectorize_changes(stress_path, out, block_size=16, workers=1, return_frame=return_frame)
+    assert [str(row[0]) for row in pyogrio.list_layers(out)] == ["changes"]
+    expected = whole_raster_polygons((stress_mask() == 1).astype(np.uint8), 4)
+    assert len(pyogrio.read_dataframe(out)) == len(expected)
+    # Nothing of this run is left next to the output.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".changes.gpkg.partial.gpkg", out.name]
+
+
+def test_gpkg_opens_with_crs_layer_fields(tmp_path: Path, semantic_paths: SimpleNamespace) -> None:
+    out = tmp_path / "changes.gpkg"
+    frame = vectorize_changes(semantic_paths, out, layer="buildings", workers=1)
+    info = pyogrio.read_info(out, layer="buildings")
+    assert info["crs"] == CRS
+    assert info["features"] == len(frame) > 0
+    assert info["geometry_type"] == "Polygon"
+    types = dict(zip(info["fields"], info["ogr_types"], strict=True))
+    assert types["change_id"] == "OFTInteger64"
+    assert types["area_m2"] == "OFTReal" and types["mean_prob"] == "OFTReal"
+    assert types["change_type"] == "OFTString"
+    back = pyogrio.read_dataframe(out, layer="buildings")
+    assert sorted(back["change_type"]) == sorted(frame["change_type"])
+    # Spatial index present (GeoPackage R-tree table).
+    sql = "SELECT count(*) AS n FROM sqlite_master WHERE name LIKE 'rtree_buildings_%'"
+    rtree = pyogrio.read_dataframe(out, sql=sql, sql_dialect="SQLITE")
+    assert int(rtree["n"].iloc[0]) > 0
+    assert not (tmp_path / ".changes.gpkg.partial").exists()
+
+
+def test_binary_nulls_in_file(tmp_path: Path, stress_path: Path) -> None:
+    out = tmp_path / "binary.gpkg"
+    vectorize_changes(stress_path, out, workers=1)
+    back = pyogrio.read_dataframe(out)
+    assert back["mean_prob"].isna().all() and back["change_type"].isna().all()
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".geojson", ".fgb"])
+def test_other_formats_round_trip(tmp_path: Path, stress_path: Path, suffix: str) -> None:
+    import geopandas as gpd
+
+    out = tmp_path / f"changes{suffix}"
+    frame = vectorize_changes(stress_path, out, workers=1)
+    back = gpd.read_parquet(out) if suffix == ".parquet" else gpd.read_file(out)
+    assert len(back) == len(frame)
+    assert back.crs == frame.crs
+    np.testing.assert_allclose(sorted(back.geometry.area), sorted(frame.geometry.area))
+
+
+def test_empty_result_writes_empty_layer_with_schema(tmp_path: Path) -> None:
+    path = write_raster(tmp_path / "none.tif", np.zeros((20, 30), np.uint8))
+    out = tmp_path / "empty.gpkg"
+    frame = vectorize_changes(path, out, workers=1)
+    assert len(frame) == 0 and list(frame.columns) == [*SCHEMA, "geometry"]
+    info = pyogrio.read_info(out)
+    assert info["features"] == 0 and info["crs"] == CRS
+    assert set(SCHEMA) <= set(info["fields"])
+
+
+def test_layer_per_type_overwrite_and_append(
+    tmp_path: Path, semantic_paths: SimpleNamespace
+) -> None:
+    out = tmp_path / "layers.gpkg"
+    frame = vectorize_changes(semantic_paths, out, layer_per_type=True, workers=1)
+    layers = {row[0] for row in pyogrio.list_layers(out)}
+    assert {"changes_new_building", "changes_demolished_building"} <= layers
+    assert "changes_cropland_to_road" in layers
+    assert pyogrio.read_info(out, layer="changes_new_building")["features"] == 2
+    # overwrite: replaces this layer only; append: adds features.
+    vectorize_changes(semantic_paths, out, layer="extra", mode="overwrite", workers=1)
+    vectorize_changes(semantic_paths, out, layer="extra", mode="append", workers=1)
+    layers_after = {row[0] for row in pyogrio.list_layers(out)}
+    assert layers <= layers_after and "extra" in layers_after
+    assert pyogrio.read_info(out, layer="extra")["features"] == 2 * len(frame)
+    vectorize_changes(semantic_paths, out, layer="extra", mode="overwrite", workers=1)
+    assert pyogrio.read_info(out, layer="extra")["features"] == len(frame)
+    vectorize_changes(semantic_paths, out, layer="only", workers=1)  # create: new file
+    assert {row[0] for row in pyogrio.list_layers(out)} == {"only"}
+
+
+def test_streaming_write_matches_frame_write(
+    tmp_path: Path, semantic_paths: SimpleNamespace, stress_path: Path
+) -> None:
+    # return_frame=False writes straight from WKB (Arrow stream): same file content.
+    frame = vectorize_changes(semantic_paths, block_size=8, workers=1)
+    out = tmp_path / "stream.gpkg"
+    assert (
+        vectorize_changes(semantic_paths, out, block_size=8, workers=1, return_frame=False) is None
+    )
+    back = pyogrio.read_dataframe(out)
+    assert list(back.columns) == [*SCHEMA, "geometry"]
+    assert back["change_id"].tolist() == frame["change_id"].tolist()
+    assert back["change_type"].tolist() == frame["change_type"].tolist()
+    np.testing.assert_allclose(back["mean_prob"], frame["mean_prob"].astype(float))
+    assert back.geometry.geom_equals_exact(frame.geometry, tolerance=0).all()
+    # Per-type layers and 8-connectivity multipolygons in streaming mode.
+    layered = tmp_path / "layered.gpkg"
+    vectorize_changes(semantic_paths, layered, layer_per_type=True, return_frame=False, workers=1)
+    assert pyogrio.read_info(layered, layer="changes_new_building")["features"] == 2
+    eight = tmp_path / "eight.gpkg"
+    vectorize_changes(
+        stress_path, eight, connectivity=8, block_size=8, return_frame=False, workers=1
+    )
+    info = pyogrio.read_info(eight)
+    assert info["geometry_type"] == "MultiPolygon"
+    reference = whole_raster_polygons((stress_mask() == 1).astype(np.uint8), 8)
+    assert info["features"] == len(reference)
+    assert pyogrio.read_dataframe(eight).geometry.is_valid.all()
+    assert pyogrio.read_dataframe(eight)["mean_prob"].isna().all()
+
+
+def test_check_vector_output_fails_before_work(tmp_path: Path) -> None:
+    from geochange.vectorize import check_vector_output
+
+    check_vector_output(tmp_path / "ok.gpkg")
+    with pytest.raises(OutputError, match="unknown output format"):
+        check_vector_output(tmp_path / "changes.txt")
+    with pytest.raises(ConfigurationError, match="single layer"):
+        check_vector_output(tmp_path / "changes.geojson", layer_per_type=True)
+
+
+@pytest.fixture
+def staircase_paths(tmp_path: Path) -> SimpleNamespace:
+    """Semantic pair whose outlines post-processing visibly changes: a rotated (staircase) new
+    building, an L-shaped demolished building and a new road (never regularized)."""
+    pre = np.full((48, 48), 5, np.uint8)  # cropland
+    pre[30:44, 4:10] = 0  # L-shaped building...
+    pre[38:44, 10:20] = 0
+    post = pre.copy()
+    post[pre == 0] = 3  # ...demolished, bare land after
+    rotated = shapely.affinity.rotate(shapely.box(14, 6, 38, 18), 30)
+    post[rasterio.features.rasterize([rotated], out_shape=pre.shape) == 1] = 0  # new building
+    post[:, 44:47] = 1  # new road along the east edge
+    change = (pre != post).astype(np.uint8)
+    prob = np.where(change == 1, 200, 0).astype(np.uint8)
+    return SimpleNamespace(
+        change=write_raster(tmp_path / "change.tif", change),
+        probability=write_raster(tmp_path / "prob.tif", prob, nodata=None),
+        semantic_pre=write_raster(tmp_path / "pre.tif", pre, class_names=CLASSES),
+        semantic_post=write_raster(tmp_path / "post.tif", post, class_names=CLASSES),
+        transition=None,
+        class_names=None,
+    )
+
+
+def read_written(out: Path, layer_per_type: bool):
+    """Every feature vectorize_changes wrote to ``out`` (all layers), as one GeoDataFrame."""
+    import geopandas as gpd
+    import pandas as pd
+
+    if out.suffix == ".parquet":
+        return gpd.read_parquet(out)
+    layers = [str(row[0]) for row in pyogrio.list_layers(out)]
+    assert layers == ["changes"] or layer_per_type
+    frames = [pyogrio.read_dataframe(out, layer=name) for name in layers]
+    return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=frames[0].crs)
+
+
+@pytest.mark.parametrize("return_frame", [True, False])
+@pytest.mark.parametrize(
+    ("name", "layer_per_type"),
+    [
+        ("changes.gpkg", False),
+        ("changes.gpkg", True),
+        ("changes.geojson", False),
+        ("changes.fgb", False),
+        ("changes.parquet", False),
+    ],
+)
+@pytest.mark.parametrize(
+    ("simplify", "regularize"),
+    [(0.0, None), (0.5, None), (0.0, "rectangle"), (0.5, "rectangle"), (0.5, "orthogonal")],
+)
+def test_postprocessed_polygons_written_in_every_format(
+    tmp_path: Path,
+    staircase_paths: SimpleNamespace,
+    simplify: float,
+    regularize: str | None,
+    name: str,
+    layer_per_type: bool,
+    return_frame: bool,
+) -> None:
+    # Simplified/regularized outlines used to reach the streaming (return_frame=False) writer
+    # as shapely objects: "TypeError: expected bytes, Polygon found".
+    out = tmp_path / name
+    options = {"block_size": 16, "workers": 1, "simplify": simplify, "regularize": regularize}
+    result = vectorize_changes(
+        staircase_paths, out, layer_per_type=layer_per_type, return_frame=return_frame, **options
+    )
+    assert (result is None) == (not return_frame)
+    written = read_written(out, layer_per_type).sort_values("change_id", ignore_index=True)
+    assert written.crs == CRS
+    assert sorted(written["change_type"]) == [
+        "cropland → road",
+        "demolished building",
+        "new building",
+    ]
+    geoms = np.asarray(written.geometry.values, dtype=object)
+    assert shapely.is_valid(geoms).all() and not shapely.is_empty(geoms).any()
+    assert set(shapely.get_type_id(geoms)) == {shapely.GeometryType.POLYGON}
+    # Area and perimeter fields describe the written (post-processed) outlines.
+    np.testing.assert_allclose(written["area_m2"], shapely.area(geoms), rtol=1e-6)
+    np.testing.assert_allclose(written["perimeter_m"], shapely.length(geoms), rtol=1e-6)
+    plain = vectorize_changes(staircase_paths, block_size=16, workers=1)
+    plain = plain.sort_values("change_id", ignore_index=True)
+    assert written["pixel_count"].tolist() == plain["pixel_count"].tolist()
+    np.testing.assert_allclose(written["mean_prob"].astype(float), 200 / 255, rtol=1e-9)
+    # The options took effect: same result as the in-memory frame, and visible changes.
+    frame = vectorize_changes(staircase_paths, **options).sort_values("change_id")
+    assert shapely.equals_exact(geoms, frame.geometry.values, tolerance=1e-6).all()
+    by_type = {t: g for t, g in zip(written["change_type"], geoms, strict=True)}
+    plain_by_type = dict(zip(plain["change_type"], plain.geometry.values, strict=True))
+    # The road is never regularized and a straight strip has nothing to simplify.
+    assert by_type["cropland → road"].equals(plain_by_type["cropland → road"])
+    building = by_type["new building"]
+    staircase = plain_by_type["new building"]
+    vertices = shapely.get_num_coordinates
+    if regularize == "rectangle":
+        assert vertices(building) == 5  # its oriented rectangle
+    elif simplify > 0:
+        assert vertices(building) < vertices(staircase)
+    else:
+        assert building.equals(staircase)
