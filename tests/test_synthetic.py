@@ -151,7 +151,7 @@ def test_images_differ_by_nuisance_but_stay_alike(scene: Scene) -> None:
 def test_changed_buildings_match_change_pixels(scene: Scene) -> None:
     frame = pyogrio.read_dataframe(scene.changed_buildings)
     assert set(frame["change_type"]) == {"new building", "demolished building"}
-    assert {"building_id", "from_class", "to_class", "area"} <= set(frame.columns)
+    assert {"building_id", "from_class", "to_class", "area_m2"} <= set(frame.columns)
     pre, post, change = (
         read(scene.semantic_pre, 1),
         read(scene.semantic_post, 1),
@@ -173,7 +173,7 @@ def test_changed_buildings_match_change_pixels(scene: Scene) -> None:
         # Area agreement within one pixel along the perimeter.
         tolerance = row.geometry.length * 0.6
         assert abs(changed.sum() * pixel_area - row.geometry.area) <= tolerance, row
-        assert row.area == pytest.approx(row.geometry.area)
+        assert row.area_m2 == pytest.approx(row.geometry.area)
         assert shapely.get_num_coordinates(row.geometry) == 5  # a rotated rectangle
     # Every changed building pixel belongs to one of the polygons.
     building_change = (pre == 0) != (post == 0)
