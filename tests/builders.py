@@ -94,6 +94,12 @@ def write_tif(
     return write_raster(path, array, transform=transform, crs=crs, nodata=nodata, block=64)
 
 
+def read_raster(path: Path, band: int | None = None) -> np.ndarray:
+    """All bands of a raster (``[C, H, W]``), or one band (``[H, W]``) when ``band`` is given."""
+    with rasterio.open(path) as ds:
+        return ds.read(band) if band else ds.read()
+
+
 # --- a labelled scene pair ----------------------------------------------------------------------
 
 

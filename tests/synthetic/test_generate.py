@@ -1,7 +1,8 @@
-"""Tests of the synthetic scene generator (geochange.synthetic) and of ``geochange synth``."""
+"""Tests of geochange.synthetic.generate: make_scene's files, determinism, workers, memory."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -11,26 +12,12 @@ import numpy as np
 import pyogrio
 import pytest
 import rasterio
-import rasterio.features
 import shapely
 
-from geochange.errors import ConfigurationError, DataError
+from geochange.errors import ConfigurationError
 from geochange.synthetic import CLASS_NAMES, Scene, make_scene
-
-# Seed and size chosen so that the scene holds new and demolished buildings, every class, and a
-# size that is not a multiple of the block size (partial edge blocks).
-SEED = 4
-HEIGHT, WIDTH = 768, 1100
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory: pytest.TempPathFactory) -> Scene:
-    return make_scene(tmp_path_factory.mktemp("scene"), HEIGHT, WIDTH, seed=SEED, block_size=512)
-
-
-def read(path, band=None):
-    with rasterio.open(path) as ds:
-        return ds.read(band) if band else ds.read()
+from tests.builders import read_raster
+from tests.synthetic import HEIGHT, SEED, WIDTH
 
 
 def test_georeferencing_and_file_layout(scene: Scene) -> None:
@@ -81,7 +68,7 @@ def test_custom_crs_resolution_origin_and_bands(tmp_path) -> None:
         assert tuple(ds.bounds) == pytest.approx((1000.0, 9000.0 - 960.0, 2280.0, 9000.0))
         image = ds.read()
     # Band 4 is NIR-like: trees are much brighter than in red, bare land is not.
-    classes = read(out.semantic_pre, 1).astype(np.float64)
+    classes = read_raster(out.semantic_pre, 1).astype(np.float64)
     red, nir = image[0].astype(np.float64), image[3].astype(np.float64)
     trees, bare = classes == 4, classes == 3
     assert trees.any() and bare.any()
@@ -89,35 +76,12 @@ def test_custom_crs_resolution_origin_and_bands(tmp_path) -> None:
     assert abs((nir - red)[bare].mean()) < 60
 
 
-def test_change_equals_semantic_transitions(scene: Scene) -> None:
-    pre, post, change = (
-        read(scene.semantic_pre, 1),
-        read(scene.semantic_post, 1),
-        read(scene.change, 1),
-    )
-    np.testing.assert_array_equal(change, (pre != post).astype(np.uint8))
-    assert set(np.unique(pre)) <= set(range(7)) and set(np.unique(post)) <= set(range(7))
-    assert len(np.unique(pre)) >= 5  # a varied scene, not a single class
-    fraction = change.mean()
-    assert 0.002 < fraction < 0.3
-    assert scene.stats["changed_pixels"] == int(change.sum())
-    # Transitions are the documented ones only.
-    moved = pre != post
-    pairs = set(zip(pre[moved].tolist(), post[moved].tolist(), strict=True))
-    building, bare, tree, crop = 0, 3, 4, 5
-    allowed_land_cover = {(crop, bare), (tree, crop)}
-    for before, after in pairs:
-        assert before == building or after == building or (before, after) in allowed_land_cover, (
-            before,
-            after,
-        )
-    assert (building, bare) in pairs  # demolished buildings leave bare land
-
-
 def test_deterministic_for_a_seed_and_seed_dependent(scene: Scene, tmp_path) -> None:
     again = make_scene(tmp_path / "again", HEIGHT, WIDTH, seed=SEED)  # other block size
     for name in ("pre", "post", "semantic_pre", "semantic_post", "change"):
-        np.testing.assert_array_equal(read(getattr(again, name)), read(getattr(scene, name)), name)
+        np.testing.assert_array_equal(
+            read_raster(getattr(again, name)), read_raster(getattr(scene, name)), name
+        )
     first = pyogrio.read_dataframe(scene.changed_buildings).sort_values("building_id")
     second = pyogrio.read_dataframe(again.changed_buildings).sort_values("building_id")
     assert list(first["building_id"]) == list(second["building_id"])
@@ -125,70 +89,16 @@ def test_deterministic_for_a_seed_and_seed_dependent(scene: Scene, tmp_path) -> 
         a.equals_exact(b, 1e-9) for a, b in zip(first.geometry, second.geometry, strict=True)
     )
     other = make_scene(tmp_path / "other", 256, 256, seed=SEED + 1)
-    assert not np.array_equal(read(other.pre), read(scene.pre)[:, :256, :256])
+    assert not np.array_equal(read_raster(other.pre), read_raster(scene.pre)[:, :256, :256])
 
 
 def test_parallel_workers_write_identical_files(scene: Scene, tmp_path) -> None:
     parallel = make_scene(tmp_path, HEIGHT, WIDTH, seed=SEED, block_size=512, workers=2)
     for name in ("pre", "post", "semantic_pre", "semantic_post", "change"):
-        np.testing.assert_array_equal(read(getattr(parallel, name)), read(getattr(scene, name)))
-    assert parallel.stats["new_buildings"] == scene.stats["new_buildings"]
-
-
-def test_images_differ_by_nuisance_but_stay_alike(scene: Scene) -> None:
-    pre, post = read(scene.pre).astype(np.float64), read(scene.post).astype(np.float64)
-    unchanged = read(scene.change, 1) == 0
-    assert 0.3 <= float(np.hypot(*scene.shift)) <= 1.0
-    difference = np.abs(pre - post)[:, unchanged].mean()
-    assert difference > 5  # season, sun, noise, misregistration: not identical
-    # Still the same place: unchanged pixels are strongly correlated across dates.
-    grey_pre, grey_post = pre.mean(0)[unchanged], post.mean(0)[unchanged]
-    assert np.corrcoef(grey_pre, grey_post)[0, 1] > 0.5
-    # Textured land cover: no flat colour areas.
-    assert pre[1].std() > 10
-
-
-def test_changed_buildings_match_change_pixels(scene: Scene) -> None:
-    frame = pyogrio.read_dataframe(scene.changed_buildings)
-    assert set(frame["change_type"]) == {"new building", "demolished building"}
-    assert {"building_id", "from_class", "to_class", "area"} <= set(frame.columns)
-    pre, post, change = (
-        read(scene.semantic_pre, 1),
-        read(scene.semantic_post, 1),
-        read(scene.change, 1),
-    )
-    pixel_area = 0.6 * 0.6
-    with rasterio.open(scene.change) as ds:
-        transform, shape = ds.transform, ds.shape
-    for row in frame.itertuples():
-        inside = rasterio.features.geometry_mask(
-            [row.geometry], out_shape=shape, transform=transform, invert=True
+        np.testing.assert_array_equal(
+            read_raster(getattr(parallel, name)), read_raster(getattr(scene, name))
         )
-        if row.change_type == "new building":
-            changed = inside & (change == 1) & (post == 0) & (pre != 0)
-            assert row.to_class == "building" and row.from_class in CLASS_NAMES
-        else:
-            changed = inside & (change == 1) & (pre == 0) & (post != 0)
-            assert row.from_class == "building"
-        # Area agreement within one pixel along the perimeter.
-        tolerance = row.geometry.length * 0.6
-        assert abs(changed.sum() * pixel_area - row.geometry.area) <= tolerance, row
-        assert row.area == pytest.approx(row.geometry.area)
-        assert shapely.get_num_coordinates(row.geometry) == 5  # a rotated rectangle
-    # Every changed building pixel belongs to one of the polygons.
-    building_change = (pre == 0) != (post == 0)
-    covered = rasterio.features.geometry_mask(
-        list(frame.geometry), out_shape=shape, transform=transform, invert=True
-    )
-    assert (building_change & ~covered).sum() <= 0.01 * building_change.sum()
-
-
-def test_load_reopens_the_scene(scene: Scene, tmp_path) -> None:
-    loaded = Scene.load(scene.root)
-    assert loaded == scene
-    assert loaded.bounds == scene.bounds and loaded.shift == scene.shift
-    with pytest.raises(DataError, match="no synthetic scene"):
-        Scene.load(tmp_path)
+    assert parallel.stats["new_buildings"] == scene.stats["new_buildings"]
 
 
 def test_tiny_scene_without_changed_buildings_has_a_valid_empty_layer(tmp_path) -> None:
@@ -219,23 +129,6 @@ def test_bad_arguments_raise_clear_errors(tmp_path, kwargs, message) -> None:
     with pytest.raises(ConfigurationError, match=message):
         make_scene(tmp_path, height, width, **args)
     assert not list(tmp_path.iterdir())  # rejected before writing anything
-
-
-def test_cli_writes_a_scene(tmp_path, capsys) -> None:
-    from geochange.cli import main
-
-    out = tmp_path / "cli"
-    argv = ["synth", str(out), "--size", "200x300", "--seed", "3", "--res", "0.5", "--quiet"]
-    assert main(argv) == 0
-    assert "Mpixel/s" in capsys.readouterr().out
-    scene = Scene.load(out)
-    assert (scene.height, scene.width, scene.res, scene.seed) == (200, 300, 0.5, 3)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["synth", str(out), "--size", "20O0x3"])
-    assert exit_info.value.code == 2 and "HEIGHTxWIDTH" in capsys.readouterr().err
-    # Library errors become a clean message and exit code 1.
-    assert main(["synth", str(tmp_path / "bad"), "--size", "64x64", "--bands", "2"]) == 1
-    assert "bands" in capsys.readouterr().err
 
 
 MEMORY_SCRIPT = textwrap.dedent(
@@ -278,3 +171,40 @@ def test_block_writer_memory_is_bounded_at_300_mb_of_outputs(tmp_path) -> None:
     size = 5632
     assert size * size * 9 / 2**20 > 256
     assert peak_rss_growth_mib(tmp_path, size, size) < 200
+
+
+# A 512 x 768 scene of seed 4 with 5 bands in 256-pixel blocks, as the generator wrote it before
+# geochange/synthetic.py became a package: sha256 of each raster's pixels, the changed buildings'
+# rows (area in m², 6 decimals) and the sha256 of their vertices rounded to 1e-6 m.
+GOLDEN_PIXELS = {
+    "pre": "fe3e848fbec5fa75a69d944ce83931edcd874a1fe9cd8783c582f0e0462d281f",
+    "post": "edf985f3279cf762053b84c19aac539f225104f6cff4c75be0e6cfb76e2a5106",
+    "semantic_pre": "6f79984e5b25890ca86f4462a9192403501883dab498c9ada8724e398527d649",
+    "semantic_post": "e669bc69faf92c8bcfdf0788a32519475557c49eab70b5a08c85cb4f44b6d21d",
+    "change": "73e6ca1ae949d44926c401690a21e36ced5edea36ea273242add203409d9782a",
+}
+GOLDEN_BUILDINGS = [
+    ("demolished building", 35, "building", "bare land", 1884.958594),
+    ("new building", 131, "bare land", "building", 662.887202),
+    ("new building", 134, "bare land", "building", 369.055825),
+    ("new building", 135, "bare land", "building", 631.510449),
+    ("new building", 138, "bare land", "building", 346.384027),
+    ("demolished building", 140, "building", "bare land", 345.31646),
+    ("demolished building", 4194320, "building", "bare land", 201.713359),
+    ("demolished building", 4194327, "building", "bare land", 438.367301),
+    ("demolished building", 4194465, "building", "bare land", 564.808276),
+]
+GOLDEN_VERTICES = "1f4926ac5a634cc1c1c3008b787b577bd73b634c92320fc9155cc073f9165fef"
+
+
+def test_output_is_unchanged_for_a_seed(tmp_path) -> None:
+    scene = make_scene(tmp_path, 512, 768, seed=4, bands=5, block_size=256)
+    for name, digest in GOLDEN_PIXELS.items():
+        pixels = read_raster(getattr(scene, name))
+        assert hashlib.sha256(pixels.tobytes()).hexdigest() == digest, name
+    frame = pyogrio.read_dataframe(scene.changed_buildings)
+    rows = [(r.change_type, r.building_id, r.from_class, r.to_class) for r in frame.itertuples()]
+    assert rows == [golden[:4] for golden in GOLDEN_BUILDINGS]
+    np.testing.assert_allclose(frame["area_m2"], [g[4] for g in GOLDEN_BUILDINGS], atol=1e-6)
+    vertices = np.round(shapely.get_coordinates(frame.geometry.values), 6)
+    assert hashlib.sha256(vertices.tobytes()).hexdigest() == GOLDEN_VERTICES
