@@ -7,7 +7,7 @@ The pixel, instance and mixed modes of DiffMatch (see :mod:`geochange.pseudo`), 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -86,18 +86,34 @@ def _resolve_min_instance_pixels(
     """
     if min_instance_area is None:
         return min_instance_pixels
+    if min_instance_pixels not in (DEFAULT_MIN_INSTANCE_PIXELS, min_instance_area):
+        raise ConfigurationError(
+            f"min_instance_pixels={min_instance_pixels} and its old name "
+            f"min_instance_area={min_instance_area} disagree: give min_instance_pixels only"
+        )
     warnings.warn(
         "min_instance_area is renamed min_instance_pixels (it counts pixels, see "
         "docs/glossary.md); the old name is accepted for one release",
         DeprecationWarning,
         stacklevel=stacklevel,
     )
-    if min_instance_pixels not in (DEFAULT_MIN_INSTANCE_PIXELS, min_instance_area):
-        raise ConfigurationError(
-            f"min_instance_pixels={min_instance_pixels} and its old name "
-            f"min_instance_area={min_instance_area} disagree: give min_instance_pixels only"
-        )
     return int(min_instance_area)
+
+
+def _ceg_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Keywords of :func:`change_event_generation` under their current names (old ones warn).
+
+    For callers that pass keywords through (the batch helper, the semi-supervised trainer's
+    ``ceg_kwargs``): the warning points at their caller.
+    """
+    out = dict(kwargs or {})
+    if "min_instance_area" in out:
+        out["min_instance_pixels"] = _resolve_min_instance_pixels(
+            out.pop("min_instance_pixels", DEFAULT_MIN_INSTANCE_PIXELS),
+            out.pop("min_instance_area"),
+            stacklevel=4,
+        )
+    return out
 
 
 def _structure(connectivity: int) -> BoolArray:
@@ -358,11 +374,7 @@ def change_event_generation_batch(
     Raises:
         DataError: if the batch shapes do not match.
     """
-    if "min_instance_area" in kwargs:  # resolved once here, not once per item
-        kwargs["min_instance_pixels"] = _resolve_min_instance_pixels(
-            kwargs.pop("min_instance_pixels", DEFAULT_MIN_INSTANCE_PIXELS),
-            kwargs.pop("min_instance_area"),
-        )
+    kwargs = _ceg_kwargs(kwargs)  # old names resolved once here, not once per item
     pre = _to_numpy(sem_pre)
     post = _to_numpy(sem_post)
     if pre.ndim != 3 or pre.shape != post.shape:
