@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode,
         prob_pre=args.prob_pre,
         prob_post=args.prob_post,
-        min_instance_area=args.min_instance_area,
+        min_instance_pixels=args.min_instance_area,
         overlap_threshold=args.overlap_threshold,
         confidence=args.confidence,
         ignore_index=args.ignore_index,

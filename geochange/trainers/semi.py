@@ -193,7 +193,7 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
             change_classes: Class id(s) whose appearance / disappearance is change for CEG
                 (default ``(0,)``, LsSCD building).
             ceg_kwargs: Further :func:`geochange.pseudo.change_event_generation` arguments
-                (``mode``, ``min_instance_area``, ``overlap_threshold``, ...).
+                (``mode``, ``min_instance_pixels``, ``overlap_threshold``, ...).
             confidence_threshold: Weak-view confidence needed for a pseudo label (0.95).
             unsupervised_weight: ``w_u`` in the total loss.
             contrastive_weight: ``w_c`` in the total loss (0.1; 0 disables the term).
@@ -267,7 +267,9 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
         self.method: Method = method
         self.pseudo_num_classes = pseudo_num_classes
         self.change_classes = tuple(classes)
-        self.ceg_kwargs = dict(ceg_kwargs or {})
+        from geochange.pseudo.ceg import _ceg_kwargs  # numpy/scipy/rasterio: on first use
+
+        self.ceg_kwargs = _ceg_kwargs(ceg_kwargs)
         self.weak_augmentation = weak_augmentation or default_weak_augmentation()
         self.strong_augmentation = strong_augmentation or StrongPhotometric()
         self.pseudo_semantic_fn = pseudo_semantic_fn

@@ -60,7 +60,7 @@ def make_pair_batch(batch: int, seed: int, *, labeled: bool = True) -> dict[str,
 
 def small_trainer(**kwargs: Any) -> SemiSupervisedChangeTrainer:
     kwargs.setdefault("model_kwargs", dict(SMALL))
-    kwargs.setdefault("ceg_kwargs", {"min_instance_area": 4})
+    kwargs.setdefault("ceg_kwargs", {"min_instance_pixels": 4})
     return SemiSupervisedChangeTrainer("siam_diff", **kwargs)
 
 
@@ -223,6 +223,19 @@ def test_few_semi_supervised_steps_reduce_the_losses() -> None:
     after = evaluate()
     for name in ("loss", "sup", "generated_labeled", "aux_semantic_labeled", "contrast_sup"):
         assert after[name] < before[name], (name, before[name], after[name])
+
+
+def test_ceg_kwargs_accept_the_old_min_instance_area_with_a_warning() -> None:
+    new = small_trainer(ceg_kwargs={"min_instance_pixels": 4})
+    with pytest.warns(DeprecationWarning, match="min_instance_pixels") as caught:
+        old = small_trainer(ceg_kwargs={"min_instance_area": 4})
+    assert caught[0].filename == __file__
+    assert old.ceg_kwargs == new.ceg_kwargs == {"min_instance_pixels": 4}
+    batch = make_pair_batch(2, seed=0)
+    pre, post = batch["pseudo_pre"], batch["pseudo_post"]
+    labels = new._generated_labels(pre, post)
+    assert (labels == 1).any()
+    torch.testing.assert_close(old._generated_labels(pre, post), labels)
 
 
 def test_fixmatch_has_no_guidance_terms_and_validates_inputs() -> None:

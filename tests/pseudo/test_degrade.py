@@ -1,0 +1,58 @@
+"""geochange.pseudo.degrade: the simulated segmenter and CEG on its degraded maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.ndimage as ndi
+
+from geochange.pseudo import (
+    change_event_generation,
+    degrade_class_map,
+    score_change,
+)
+from tests.pseudo.scenes import (
+    BUILDING,
+    building_scene,
+)
+
+
+def test_degrade_class_map_errors():
+    rng = np.random.default_rng(3)
+    pre, _ = building_scene(rng)
+    untouched = degrade_class_map(pre, erosion_px=0, confusion_fraction=0, miss_area=0)
+    np.testing.assert_array_equal(untouched, pre)
+    eroded = degrade_class_map(pre, erosion_px=1, confusion_fraction=0, miss_area=0)
+    expected = ndi.binary_erosion(pre == BUILDING, border_value=1)
+    np.testing.assert_array_equal(eroded == BUILDING, expected)
+    assert not np.isin(eroded[(pre == BUILDING) & ~expected], [BUILDING, 255]).any()
+    missed = degrade_class_map(pre, erosion_px=0, confusion_fraction=0, miss_area=10_000,
+                               miss_probability=1.0)  # fmt: skip
+    assert not (missed == BUILDING).any()
+    confused = degrade_class_map(pre, erosion_px=0, miss_area=0, confusion_fraction=0.05)
+    changed = np.mean(confused != pre)
+    assert 0.01 < changed < 0.06
+
+
+def test_unsupervised_iou_on_true_and_degraded_maps():
+    rng = np.random.default_rng(5)
+    pre, post = building_scene(rng)
+    truth = ((pre == BUILDING) ^ (post == BUILDING)).astype(np.uint8)
+    assert truth.sum() > 500
+    exact = change_event_generation(pre, post, change_classes=[BUILDING])
+    np.testing.assert_array_equal(exact, truth)  # true maps: CEG is the true building change
+    degraded = dict(erosion_px=1, confusion_fraction=0.03, miss_area=80, miss_probability=0.5)
+    sem_pre = degrade_class_map(pre, seed=1, **degraded)
+    sem_post = degrade_class_map(post, seed=2, **degraded)
+    scores = {
+        mode: score_change(
+            change_event_generation(sem_pre, sem_post, change_classes=[BUILDING], mode=mode),
+            truth,
+        )
+        for mode in ("mixed", "pixel")
+    }
+    for mode, score in scores.items():
+        print(f"degraded maps, {mode}: IoU^c {score.iou_change:.3f}")
+        assert 0.3 < score.iou_change < 1.0
+    # Instance matching removes the boundary noise of pixel differencing.
+    assert scores["mixed"].precision > scores["pixel"].precision
+    assert scores["mixed"].iou_change > scores["pixel"].iou_change
