@@ -302,6 +302,9 @@ def _annotate(frame: Any, match: MatchResult, partner_ids: Any, is_prediction: b
     import pandas as pd
 
     out = frame.copy()
+    if "area" in out.columns and "area_m2" not in out.columns:
+        # Glossary: both layers name the area `area_m2` (older reference files wrote `area`).
+        out = out.rename(columns={"area": "area_m2"})
     if "change_id" not in out.columns:
         out["change_id"] = np.arange(1, len(out) + 1, dtype=np.int64)
     own_match = match.pred_match if is_prediction else match.ref_match
