@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from geochange.cli._options import add_class_names, add_mask_values, add_quiet, split_names
+
 HELP = "Evaluate a change map against a reference per pixel and per object; write a report."
 
 
@@ -24,26 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="reference change polygons (GeoPackage, ...); a change_type column gives per-type "
         "scores (default: vectorize the reference raster)",
     )
-    parser.add_argument(
-        "--mask-values",
-        choices=["auto", "0,1", "0,255"],
-        metavar="auto|0,1|0,255",
-        default="auto",
-        help="how the reference change raster stores change: auto (0/1, 255 ignored; 0/255 "
-        "rasters are refused), 0,1 (255 ignored) or 0,255 (255 = change, e.g. LEVIR-CD labels)",
-    )
-    parser.add_argument(
+    add_mask_values(parser, what="how the reference change raster stores change")
+    add_mask_values(
+        parser,
         "--prediction-mask-values",
-        choices=["auto", "0,1", "0,255"],
-        metavar="auto|0,1|0,255",
-        default="auto",
-        help="the same for a predicted change raster (geochange's change.tif is always 0/1)",
+        what="how a predicted change raster stores change (geochange's change.tif is always 0/1)",
     )
     parser.add_argument("--semantic-pre", help="reference class raster before (SCD scores)")
     parser.add_argument("--semantic-post", help="reference class raster after (SCD scores)")
-    parser.add_argument(
-        "--class-names", help="comma-separated class names in id order (default: raster tags)"
-    )
+    add_class_names(parser, note="default: raster tags")
     parser.add_argument(
         "--report", required=True, help="report directory (JSON, Markdown, GeoPackage, figures)"
     )
@@ -72,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--block-size", type=int, default=1024, help="pixel-pass block side")
     parser.add_argument("--workers", type=int, default=None, help="vectorizer processes")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,11 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.reference is None and args.reference_polygons is None:
         raise ConfigurationError("give --reference and/or --reference-polygons")
-    names = (
-        [name.strip() for name in args.class_names.split(",") if name.strip()]
-        if args.class_names
-        else None
-    )
+    names = split_names(args.class_names)
     start = time.perf_counter()
     report = evaluate_scene(
         args.prediction,
@@ -98,9 +85,7 @@ def run(args: argparse.Namespace) -> int:
         iou_threshold=args.iou_threshold,
         matching=args.matching,
         min_area=args.min_area,
-        change_types=[t.strip() for t in args.change_types.split(",") if t.strip()]
-        if args.change_types
-        else None,
+        change_types=split_names(args.change_types),
         objects=not args.pixel_only,
         block_size=args.block_size,
         workers=args.workers,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from geochange.cli._options import add_class_names, add_mask_values
+
 HELP = (
     "Generate change pseudo labels from per-date class rasters (DiffMatch change event "
     "generation); with --reference, score them as an unsupervised change detector (IoU^c)."
@@ -33,9 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated class names (from the rasters' GEOCHANGE_CLASS_NAMES tag) or ids "
         "(default: building)",
     )
-    parser.add_argument(
-        "--class-names", help="comma-separated class names in id order (overrides the tag)"
-    )
+    add_class_names(parser, note="overrides the tag")
     parser.add_argument(
         "--prob-pre", help="class probabilities of the first date (K float or uint8 bands)"
     )
@@ -67,14 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="reference change raster: report the pseudo labels' IoU^c against it "
         "(unsupervised change detection)",
     )
-    parser.add_argument(
-        "--mask-values",
-        choices=["auto", "0,1", "0,255"],
-        metavar="auto|0,1|0,255",
-        default="auto",
-        help="how the --reference raster stores change: auto (0/1, 255 ignored; 0/255 rasters "
-        "are refused), 0,1 (255 ignored) or 0,255 (255 = change)",
-    )
+    add_mask_values(parser, what="how the --reference raster stores change")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

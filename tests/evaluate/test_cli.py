@@ -1,0 +1,52 @@
+"""`geochange evaluate` on the command line: report written, clean errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geochange.cli import main as cli_main
+from tests.evaluate.scenes import (
+    HandScene,
+    write_raster,
+)
+
+
+def test_cli_writes_report(
+    hand_scene: HandScene, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli_main(
+        [
+            "evaluate",
+            "--prediction",
+            str(hand_scene.directory),  # a prediction directory holding change.tif
+            "--reference",
+            str(hand_scene.ref),
+            "--report",
+            str(tmp_path / "out"),
+            "--workers",
+            "1",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    assert "2 TP, 4 FP, 4 misses" in capsys.readouterr().out
+    assert (tmp_path / "out" / "report.json").exists()
+    assert (tmp_path / "out" / "figures" / "overview.png").exists()
+
+
+def test_cli_clean_error_on_grid_mismatch(
+    hand_scene: HandScene, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    small = write_raster(tmp_path / "small.tif", np.zeros((32, 32), np.uint8))
+    code = cli_main(
+        [
+            "evaluate",
+            *("--prediction", str(hand_scene.pred), "--reference", str(small)),
+            *("--report", str(tmp_path / "out"), "--quiet"),
+        ]
+    )
+    assert code == 1
+    assert "not on the evaluation grid" in capsys.readouterr().err
