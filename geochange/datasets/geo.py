@@ -164,22 +164,21 @@ class BiTemporalRasterDataset(GeoDataset):
             target_res = (float(res), float(res)) if isinstance(res, int | float) else res
         grid = TargetGrid(crs=target_crs, res=tuple(target_res), origin=origin)
 
-        self.pre, _ = RasterLayer.open(
-            "pre",
-            pre_files,
-            grid=grid,
-            bands=pre_bands,
-            resampling=Resampling.bilinear,
-            gdal_cache_mb=gdal_cache_mb,
-        )
-        self.post, _ = RasterLayer.open(
-            "post",
-            post_files,
-            grid=grid,
-            bands=post_bands,
-            resampling=Resampling.bilinear,
-            gdal_cache_mb=gdal_cache_mb,
-        )
+        def open_date(
+            date: str, files: Sequence[Path], bands: Sequence[int | str] | None
+        ) -> RasterLayer:
+            layer, _ = RasterLayer.open(
+                date,
+                files,
+                grid=grid,
+                bands=bands,
+                resampling=Resampling.bilinear,
+                gdal_cache_mb=gdal_cache_mb,
+            )
+            return layer
+
+        self.pre = open_date("pre", pre_files, pre_bands)
+        self.post = open_date("post", post_files, post_bands)
         if self.pre.count != self.post.count:
             raise DataError(
                 f"pre image {str(pre_files[0])!r} has {self.pre.count} bands but post image "

@@ -25,6 +25,21 @@ from rasterio.windows import Window
 
 from geochange.errors import DataError, GeochangeError, OutputError
 
+__all__ = [
+    "DISK_FULL_FREE_BYTES",
+    "atomic_output",
+    "check_not_inputs",
+    "check_writable_dir",
+    "describe_window",
+    "error_detail",
+    "exclusive_lock",
+    "file_identity",
+    "output_error",
+    "partial_path",
+    "read_errors",
+    "write_errors",
+]
+
 
 def check_writable_dir(path: str | os.PathLike[str]) -> Path:
     """Create ``path`` if needed and check that files can be written in it.

@@ -7,6 +7,13 @@ import functools
 from collections.abc import Iterator
 from typing import Any
 
+__all__ = [
+    "bound_malloc_growth",
+    "model_buffers_on_heap",
+    "trim_heap",
+    "worker_init_bound_malloc",
+]
+
 _MMAP_THRESHOLD: int | None = None
 _M_MMAP_THRESHOLD = -3  # mallopt parameter, from <malloc.h>
 

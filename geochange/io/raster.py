@@ -28,6 +28,27 @@ from geochange.errors import ConfigurationError, DataError
 from geochange.io.files import atomic_output, read_errors, write_errors
 from geochange.io.products import CLASS_NAMES_TAG
 
+__all__ = [
+    "DEFAULT_GDAL_CACHE_BYTES",
+    "MASK_CHANGE",
+    "MASK_IGNORE",
+    "MASK_NO_CHANGE",
+    "MASK_VALUES",
+    "TILED_GTIFF_OPTIONS",
+    "ChangeMask",
+    "band_indexes",
+    "build_cog",
+    "check_change_mask",
+    "check_raster_complete",
+    "finalize_cog",
+    "gdal_cache",
+    "grid_mismatch",
+    "nonfinite_pixels",
+    "open_raster",
+    "overview_factors",
+    "set_process_gdal_cache",
+]
+
 #: Creation options for the intermediate tiled GeoTIFFs that block writers stream into.
 TILED_GTIFF_OPTIONS: dict[str, Any] = {
     "driver": "GTiff",

@@ -232,9 +232,41 @@ class _WeightedSum(nn.Module):
         return total
 
 
-class CombinedIoULoss(_WeightedSum):
-    """``bce_weight * BCE(pos_weight) + iou_weight * soft IoU`` on the change probability."""
+class _BCEPlusOverlapLoss(_WeightedSum):
+    """``bce_weight * BCE(pos_weight) + overlap_weight * overlap``; subclasses name the overlap."""
 
+    overlap_loss: type[_SoftOverlapLoss]
+
+    def __init__(
+        self,
+        bce_weight: float,
+        overlap_weight: float,
+        pos_weight: float | Tensor | None,
+        smooth: float,
+        ignore_index: int | None,
+    ) -> None:
+        super().__init__(
+            [
+                (bce_weight, MaskedBCEWithLogitsLoss(pos_weight, ignore_index)),
+                (overlap_weight, self.overlap_loss(smooth, ignore_index)),
+            ]
+        )
+
+
+class CombinedIoULoss(_BCEPlusOverlapLoss):
+    """``bce_weight * BCE(pos_weight) + iou_weight * soft IoU`` on the change probability.
+
+    Args:
+        bce_weight: Weight of the BCE term.
+        iou_weight: Weight of the soft IoU term.
+        pos_weight: BCE positive-class weight.
+        smooth: Soft IoU smoothing.
+        ignore_index: Label value excluded from the loss.
+    """
+
+    overlap_loss = SoftIoULoss
+
+    # Explicit parameters (not **kwargs): configs and jsonargparse read them from the signature.
     def __init__(
         self,
         bce_weight: float = 1.0,
@@ -243,25 +275,21 @@ class CombinedIoULoss(_WeightedSum):
         smooth: float = 1.0,
         ignore_index: int | None = IGNORE_INDEX,
     ) -> None:
-        """Create the loss.
-
-        Args:
-            bce_weight: Weight of the BCE term.
-            iou_weight: Weight of the soft IoU term.
-            pos_weight: BCE positive-class weight.
-            smooth: Soft IoU smoothing.
-            ignore_index: Label value excluded from the loss.
-        """
-        super().__init__(
-            [
-                (bce_weight, MaskedBCEWithLogitsLoss(pos_weight, ignore_index)),
-                (iou_weight, SoftIoULoss(smooth, ignore_index)),
-            ]
-        )
+        super().__init__(bce_weight, iou_weight, pos_weight, smooth, ignore_index)
 
 
-class BCEDiceLoss(_WeightedSum):
-    """``bce_weight * BCE(pos_weight) + dice_weight * Dice`` (the SCD change loss)."""
+class BCEDiceLoss(_BCEPlusOverlapLoss):
+    """``bce_weight * BCE(pos_weight) + dice_weight * Dice`` (the SCD change loss).
+
+    Args:
+        bce_weight: Weight of the BCE term.
+        dice_weight: Weight of the Dice term.
+        pos_weight: BCE positive-class weight.
+        smooth: Dice smoothing.
+        ignore_index: Label value excluded from the loss.
+    """
+
+    overlap_loss = DiceLoss
 
     def __init__(
         self,
@@ -271,21 +299,7 @@ class BCEDiceLoss(_WeightedSum):
         smooth: float = 1.0,
         ignore_index: int | None = IGNORE_INDEX,
     ) -> None:
-        """Create the loss.
-
-        Args:
-            bce_weight: Weight of the BCE term.
-            dice_weight: Weight of the Dice term.
-            pos_weight: BCE positive-class weight.
-            smooth: Dice smoothing.
-            ignore_index: Label value excluded from the loss.
-        """
-        super().__init__(
-            [
-                (bce_weight, MaskedBCEWithLogitsLoss(pos_weight, ignore_index)),
-                (dice_weight, DiceLoss(smooth, ignore_index)),
-            ]
-        )
+        super().__init__(bce_weight, dice_weight, pos_weight, smooth, ignore_index)
 
 
 _CHANGE_LOSSES: dict[str, type[nn.Module]] = {

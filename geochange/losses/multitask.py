@@ -6,17 +6,9 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
+from geochange import keys
 from geochange.classes import IGNORE_INDEX
 from geochange.errors import DataError
-from geochange.keys import (
-    CHANGE,
-    EMBEDDING_POST,
-    EMBEDDING_PRE,
-    SEMANTIC_FEATURES_POST,
-    SEMANTIC_FEATURES_PRE,
-    SEMANTIC_POST,
-    SEMANTIC_PRE,
-)
 from geochange.losses.binary import BCEDiceLoss, masked_cross_entropy
 from geochange.losses.contrastive import BSCCLoss, SACLLoss
 
@@ -113,34 +105,37 @@ class SCDMultitaskLoss(nn.Module):
         Returns:
             ``{"loss": total, "semantic_pre", "semantic_post", "change", "bscc", "sacl"}``.
         """
-        if CHANGE not in outputs:
-            raise DataError(f"model outputs lack the {CHANGE!r} key (got {sorted(outputs)})")
-        change_logits = outputs[CHANGE]
+        if keys.CHANGE not in outputs:
+            raise DataError(f"model outputs lack the {keys.CHANGE!r} key (got {sorted(outputs)})")
+        change_logits = outputs[keys.CHANGE]
         zero = change_logits.sum() * 0.0
         terms = {"semantic_pre": zero, "semantic_post": zero, "bscc": zero, "sacl": zero}
         terms["change"] = self.change_loss(change_logits, mask)
         has_semantic = mask_pre is not None and mask_post is not None
-        if has_semantic and SEMANTIC_PRE in outputs and SEMANTIC_POST in outputs:
+        if has_semantic and keys.SEMANTIC_PRE in outputs and keys.SEMANTIC_POST in outputs:
             assert mask_pre is not None and mask_post is not None
             terms["semantic_pre"] = masked_cross_entropy(
-                outputs[SEMANTIC_PRE], mask_pre, self.ignore_index
+                outputs[keys.SEMANTIC_PRE], mask_pre, self.ignore_index
             )
             terms["semantic_post"] = masked_cross_entropy(
-                outputs[SEMANTIC_POST], mask_post, self.ignore_index
+                outputs[keys.SEMANTIC_POST], mask_post, self.ignore_index
             )
-        if self.bscc_weight and SEMANTIC_FEATURES_PRE in outputs:
+        if self.bscc_weight and keys.SEMANTIC_FEATURES_PRE in outputs:
             terms["bscc"] = self.bscc(
-                outputs[SEMANTIC_FEATURES_PRE], outputs[SEMANTIC_FEATURES_POST], change_logits, mask
+                outputs[keys.SEMANTIC_FEATURES_PRE],
+                outputs[keys.SEMANTIC_FEATURES_POST],
+                change_logits,
+                mask,
             )
-        if self.sacl_weight and has_semantic and EMBEDDING_PRE in outputs:
+        if self.sacl_weight and has_semantic and keys.EMBEDDING_PRE in outputs:
             assert mask_pre is not None and mask_post is not None
             terms["sacl"] = self.sacl(
-                outputs[EMBEDDING_PRE],
-                outputs[EMBEDDING_POST],
+                outputs[keys.EMBEDDING_PRE],
+                outputs[keys.EMBEDDING_POST],
                 mask_pre,
                 mask_post,
-                outputs.get(SEMANTIC_PRE),
-                outputs.get(SEMANTIC_POST),
+                outputs.get(keys.SEMANTIC_PRE),
+                outputs.get(keys.SEMANTIC_POST),
             )
         total = (
             self.semantic_weight * (terms["semantic_pre"] + terms["semantic_post"])

@@ -8,19 +8,8 @@ return ``"semantic_pre"``/``"semantic_post"`` class logits ``[B, K, H, W]``. Bui
 
 from __future__ import annotations
 
-from geochange.keys import (
-    AUX_SEMANTIC_POST,
-    AUX_SEMANTIC_PRE,
-    CHANGE,
-    CHANGE_GENERATED,
-    EMBEDDING_POST,
-    EMBEDDING_PRE,
-    FEATURE_DISTANCE,
-    SEMANTIC_FEATURES_POST,
-    SEMANTIC_FEATURES_PRE,
-    SEMANTIC_POST,
-    SEMANTIC_PRE,
-)
+from geochange import keys as _keys
+from geochange.keys import *  # noqa: F403  (the output keys stay importable from here)
 from geochange.models.base import (
     ChangeModel,
     SiameseChangeModel,
@@ -39,18 +28,8 @@ register_model("siam_conc", SiamConc)
 register_model("semantic_change", SemanticChangeNet)
 
 __all__ = [
-    "AUX_SEMANTIC_POST",
-    "AUX_SEMANTIC_PRE",
-    "CHANGE",
-    "CHANGE_GENERATED",
-    "EMBEDDING_POST",
-    "EMBEDDING_PRE",
-    "FEATURE_DISTANCE",
-    "SEMANTIC_FEATURES_POST",
-    "SEMANTIC_FEATURES_PRE",
+    *_keys.__all__,
     "SEMANTIC_MODELS",
-    "SEMANTIC_POST",
-    "SEMANTIC_PRE",
     "ChangeModel",
     "FusionUNet",
     "SemanticChangeNet",

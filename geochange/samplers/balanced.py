@@ -11,14 +11,14 @@ import pandas as pd
 import shapely
 import torch
 from torchgeo.samplers import Units
-from torchgeo.samplers.single import GeoSampler
 from torchgeo.samplers.utils import tile_to_chips
 
 from geochange.errors import ConfigurationError, DataError
 from geochange.regions import region_boxes
+from geochange.samplers._base import SceneSampler, in_crs_units, size_pair
 
 
-class ChangeBalancedGeoSampler(GeoSampler):
+class ChangeBalancedGeoSampler(SceneSampler):
     """Random square windows, a fraction of them drawn around change pixels.
 
     A coarse change-density index (change-pixel count per cell of half a window) is built once
@@ -52,9 +52,6 @@ class ChangeBalancedGeoSampler(GeoSampler):
         DataError: ``change_fraction > 0`` on a dataset without change labels.
     """
 
-    index: Any
-    res: tuple[float, float]
-
     def __init__(
         self,
         dataset: Any,
@@ -71,10 +68,8 @@ class ChangeBalancedGeoSampler(GeoSampler):
         if not 0.0 <= change_fraction <= 1.0:
             raise ConfigurationError(f"change_fraction must be in [0, 1], got {change_fraction}")
         super().__init__(dataset, roi)
-        height, width = (size, size) if isinstance(size, int | float) else size
         xres, yres = self.res
-        if units == Units.PIXELS:
-            height, width = height * yres, width * xres
+        height, width = in_crs_units(*size_pair(size), units, self.res)
         self.size = (float(height), float(width))
         self.generator = generator
         self.change_fraction = change_fraction

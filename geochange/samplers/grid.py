@@ -8,10 +8,10 @@ from typing import Any
 
 import shapely
 from torchgeo.samplers import Units
-from torchgeo.samplers.single import GeoSampler
 
 from geochange.errors import ConfigurationError
 from geochange.regions import region_boxes
+from geochange.samplers._base import SceneSampler, in_crs_units, size_pair
 
 
 def _starts(low: float, high: float, size: float, stride: float, step: float) -> list[float]:
@@ -27,7 +27,7 @@ def _starts(low: float, high: float, size: float, stride: float, step: float) ->
     return starts
 
 
-class InsideGridGeoSampler(GeoSampler):
+class InsideGridGeoSampler(SceneSampler):
     """Windows on a regular grid, all fully inside each index region (clipped to ``roi``).
 
     An L-shaped or multi-part region (a block split of
@@ -49,9 +49,6 @@ class InsideGridGeoSampler(GeoSampler):
         ConfigurationError: a non-positive size or stride.
     """
 
-    index: Any
-    res: tuple[float, float]
-
     def __init__(
         self,
         dataset: Any,
@@ -61,14 +58,14 @@ class InsideGridGeoSampler(GeoSampler):
         units: Units = Units.PIXELS,
     ) -> None:
         super().__init__(dataset, roi)
-        height, width = (size, size) if isinstance(size, int | float) else size
+        height, width = size_pair(size)
         stride = stride if stride is not None else (height, width)
-        s_h, s_w = (stride, stride) if isinstance(stride, int | float) else stride
-        xres, yres = self.res
+        s_h, s_w = size_pair(stride)
         if min(height, width, s_h, s_w) <= 0:
             raise ConfigurationError(f"size and stride must be positive, got {size}, {stride}")
-        if units == Units.PIXELS:
-            height, width, s_h, s_w = height * yres, width * xres, s_h * yres, s_w * xres
+        height, width = in_crs_units(height, width, units, self.res)
+        s_h, s_w = in_crs_units(s_h, s_w, units, self.res)
+        xres, yres = self.res
         self.size = (float(height), float(width))
         self.stride = (float(s_h), float(s_w))
         self.windows: list[tuple[slice, slice, slice]] = []

@@ -6,28 +6,7 @@ Kept so ``geochange.trainers.checkpoint.X`` imports keep working; nothing here n
 
 from __future__ import annotations
 
-from geochange.checkpoint import (
-    CHECKPOINT_KEY,
-    METADATA_KEYS,
-    CheckpointMetadata,
-    describe_state_dict_mismatch,
-    load_checkpoint_dict,
-    load_model,
-    load_torch_file,
-    read_checkpoint_metadata,
-    validate_metadata,
-    write_metadata,
-)
+from geochange import checkpoint as _home
+from geochange.checkpoint import *  # noqa: F403
 
-__all__ = [
-    "CHECKPOINT_KEY",
-    "METADATA_KEYS",
-    "CheckpointMetadata",
-    "describe_state_dict_mismatch",
-    "load_checkpoint_dict",
-    "load_model",
-    "load_torch_file",
-    "read_checkpoint_metadata",
-    "validate_metadata",
-    "write_metadata",
-]
+__all__ = _home.__all__
