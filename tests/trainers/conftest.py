@@ -1,4 +1,4 @@
-"""Tiny in-memory change datasets for the trainer tests."""
+"""Tiny in-memory data, a tiny user model and quick Lightning trainers for the trainer tests."""
 
 from __future__ import annotations
 
@@ -7,43 +7,26 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch import nn
+from torch.utils.data import DataLoader
+
+from tests.builders import TinyChangeDataset
+
+# A three-level fusion U-Net: small enough for a fit step in well under a second.
+TINY_MODEL = {"backbone": "resnet18", "model_kwargs": {"encoder_depth": 3,
+              "decoder_channels": [32, 16, 16]}}  # fmt: skip
 
 
-class TinyChangeDataset(Dataset[dict[str, torch.Tensor]]):
-    """Random pre/post images where a square changes; optional semantic labels."""
+class TinyUserModel(nn.Module):
+    """A user model following the contract (no registry)."""
 
-    def __init__(
-        self,
-        length: int = 8,
-        size: int = 32,
-        channels: int = 3,
-        num_classes: int | None = None,
-        seed: int = 0,
-    ) -> None:
-        self.samples: list[dict[str, torch.Tensor]] = []
-        gen = torch.Generator().manual_seed(seed)
-        for _ in range(length):
-            pre = torch.rand(channels, size, size, generator=gen)
-            post = pre.clone()
-            change = torch.zeros(size, size, dtype=torch.long)
-            y, x = torch.randint(0, size // 2, (2,), generator=gen).tolist()
-            post[:, y : y + size // 3, x : x + size // 3] += 1.0
-            change[y : y + size // 3, x : x + size // 3] = 1
-            change[0, :4] = 255  # some unlabeled pixels
-            sample = {"image": torch.stack([pre, post]), "mask": change}
-            if num_classes is not None:
-                mask_pre = torch.randint(0, num_classes, (size, size), generator=gen)
-                mask_post = torch.where(change == 1, (mask_pre + 1) % num_classes, mask_pre)
-                sample["mask_pre"] = mask_pre
-                sample["mask_post"] = mask_post
-            self.samples.append(sample)
+    def __init__(self, in_channels: int = 3) -> None:
+        super().__init__()
+        self.encoder = nn.Conv2d(2 * in_channels, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 1, 1)
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return self.samples[index]
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"change": self.head(torch.relu(self.encoder(x.flatten(1, 2))))}
 
 
 class TinyDataModule(pl.LightningDataModule):

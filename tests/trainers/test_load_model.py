@@ -11,11 +11,9 @@ from torch import nn
 
 from geochange.checkpoint import load_model
 from geochange.trainers import ChangeTrainer
+from tests.trainers.conftest import TINY_MODEL
 
 from .test_semi import _SemiDataModule, make_pair_batch, small_trainer
-
-TINY_MODEL = {"backbone": "resnet18", "model_kwargs": {"encoder_depth": 3,
-              "decoder_channels": [32, 16, 16]}}  # fmt: skip
 
 
 def _same_network(loaded: nn.Module, trained: nn.Module, x: torch.Tensor) -> None:

@@ -1,8 +1,9 @@
+"""GeoTIFF scenes in the datamodule (geochange.datamodules.geo): open, split leak-free, sample."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import shapely
@@ -12,33 +13,6 @@ from rasterio.transform import from_origin
 from geochange.datamodules import ChangeDataModule
 from geochange.errors import ConfigurationError, DataError
 from tests.builders import ORIGIN, Pair, make_pair, write_tif
-
-
-def test_geo_metadata_and_normalization(pair: Pair) -> None:
-    dm = ChangeDataModule(
-        pair.pre,
-        pair.post,
-        pair.change,
-        semantic_pre=pair.semantic_pre,
-        semantic_post=pair.semantic_post,
-        patch_size=16,
-        stats_samples=300,
-    )
-    assert dm.in_channels == 3 and dm.task == "semantic" and dm.patch_size == 16
-    assert dm.num_classes == 7 and dm.class_names is not None and dm.class_names[4] == "tree"
-    stats = dm.normalization
-    train = dm.rois["train"].bounds
-    cols = slice(0, int(train[2] - train[0]))
-    both = np.concatenate([pair.pre_array[:, :, cols], pair.post_array[:, :, cols]], axis=2)
-    mean = both.reshape(3, -1).mean(axis=1)
-    std = both.reshape(3, -1).std(axis=1)
-    np.testing.assert_allclose(stats["mean"], mean, rtol=0.03)
-    np.testing.assert_allclose(stats["std"], std, rtol=0.05)
-    given = ChangeDataModule(
-        pair.pre, pair.post, patch_size=16, normalization={"mean": [1] * 3, "std": [2] * 3}
-    )
-    assert given.normalization == {"mean": [1] * 3, "std": [2] * 3}
-    assert given.task == "binary" and given.num_classes is None
 
 
 def test_geo_loaders_do_not_leak(pair: Pair) -> None:
@@ -99,45 +73,6 @@ def test_geo_labeled_fraction(pair: Pair) -> None:
     assert "mask" in out["labeled"] and "mask" not in out["unlabeled"]
 
 
-def test_semantic_maps_as_pseudo_labels_for_unlabeled(pair: Pair) -> None:
-    # DiffMatch: per-date segmenter maps exist everywhere; only the change label is scarce.
-    kwargs = dict(patch_size=32, batch_size=2, samples_per_epoch=4, labeled_fraction=0.25)
-    kwargs.update(splits=(0.6, 0.2, 0.2))
-    plain = ChangeDataModule(pair.pre, pair.post, pair.change, pair.semantic_pre,
-                             pair.semantic_post, **kwargs)  # fmt: skip
-    assert not {"mask_pre", "pseudo_pre"} & set(next(iter(plain.unlabeled_dataloader())))
-    dm = ChangeDataModule(pair.pre, pair.post, pair.change, pair.semantic_pre,
-                          pair.semantic_post, semantic_as_pseudo=True, **kwargs)  # fmt: skip
-    ub = next(iter(dm.unlabeled_dataloader()))
-    assert "mask" not in ub and "mask_pre" not in ub
-    assert ub["pseudo_pre"].shape == ub["pseudo_post"].shape == (2, 32, 32)
-    assert ub["pseudo_pre"].dtype == torch.long
-    assert bool((ub["pseudo_pre"] != 255).any())  # real class ids, not an empty placeholder
-
-
-def test_folder_datamodule(shared_data: Path) -> None:
-    with pytest.warns(UserWarning, match="val split 'val' skipped"):
-        dm = ChangeDataModule.from_folder(
-            shared_data / "levircd-samples",
-            train_split="demo",
-            test_split=None,
-            patch_size=128,
-            batch_size=4,
-            labeled_fraction=0.3,
-        )
-    assert dm.in_channels == 3 and dm.task == "binary" and dm.num_classes is None
-    n = len(dm.folder_datasets["train"])  # type: ignore[arg-type]
-    labeled = dm.folder_datasets["labeled"]
-    unlabeled = dm.folder_datasets["unlabeled"]
-    assert len(labeled) + len(unlabeled) == n  # type: ignore[arg-type]
-    assert not set(labeled.indices) & set(unlabeled.indices)  # type: ignore[union-attr]
-    assert dm.val_dataloader() == []
-    batch = next(iter(dm.train_dataloader()))
-    assert batch["image"].shape == (4, 2, 3, 128, 128) and batch["mask"].shape == (4, 128, 128)
-    assert "mask" not in next(iter(dm.unlabeled_dataloader()))
-    assert 60 < dm.normalization["mean"][0] < 160
-
-
 def test_geo_0_255_label_needs_mask_values(pair: Pair, shared_data: Path, tmp_path: Path) -> None:
     # A real LEVIR-CD label (0/255 PNG) as a GeoTIFF on the scene's grid.
     from PIL import Image
@@ -160,13 +95,6 @@ def test_geo_0_255_label_needs_mask_values(pair: Pair, shared_data: Path, tmp_pa
     seven = write_tif(tmp_path / "seven.tif", np.where(levir == 255, 7, 0).astype(np.uint8))
     with pytest.raises(DataError, match=r"seven\.tif.* holds value 7 outside"):
         ChangeDataModule(pair.pre, pair.post, seven, **options)
-
-
-def test_bad_arguments(pair: Pair, tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="labeled_fraction"):
-        ChangeDataModule(pair.pre, pair.post, labeled_fraction=1.5)
-    with pytest.raises(DataError, match="cannot find split 'train'"):
-        ChangeDataModule.from_folder(tmp_path)
 
 
 def _scene(root: Path, size: int, res: float) -> tuple[Path, Path, Path]:
@@ -263,48 +191,3 @@ def test_scene_too_small_for_the_splits_says_what_would_work(pair: Pair) -> None
         }
     only_train = ChangeDataModule(pair.pre, pair.post, patch_size=200, splits=(1.0, 0.0, 0.0))
     assert set(only_train.rois) == {"train"}
-
-
-class _Probe(pl.LightningModule):
-    """Checks that batches arrive normalized and augmented with the right shapes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer = torch.nn.Conv2d(6, 1, 1)
-        self.means: list[float] = []
-
-    def training_step(self, batch: dict[str, torch.Tensor], _: int) -> torch.Tensor:
-        image = batch["image"]
-        assert image.ndim == 5 and image.shape[1:3] == (2, 3)
-        self.means.append(float(image.mean()))
-        logits = self.layer(image.flatten(1, 2))[:, 0]
-        target = (batch["mask"] == 1).float()
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-
-def test_lightning_fit(pair: Pair) -> None:
-    dm = ChangeDataModule(
-        pair.pre,
-        pair.post,
-        pair.change,
-        patch_size=32,
-        batch_size=2,
-        samples_per_epoch=4,
-        splits=(0.6, 0.2, 0.2),
-    )
-    probe = _Probe()
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    trainer.fit(probe, datamodule=dm)
-    assert len(probe.means) == 2
-    assert all(abs(m) < 1.0 for m in probe.means)  # raw uint8 values would average ~110

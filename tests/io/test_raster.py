@@ -1,4 +1,4 @@
-import os
+"""geochange.io.raster: COG finalization, truncated GeoTIFFs, the change-mask convention."""
 
 import numpy as np
 import pytest
@@ -38,21 +38,6 @@ def test_finalize_cog_keeps_georeferencing_and_adds_overviews(tmp_path):
         np.testing.assert_array_equal(ds.read(1), data)
 
 
-def test_bound_malloc_growth_applies_on_linux_glibc() -> None:
-    import platform
-    import sys
-
-    from geochange.io import bound_malloc_growth, worker_init_bound_malloc
-
-    applied = bound_malloc_growth()
-    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
-        assert applied is True
-        worker_init_bound_malloc(0)  # idempotent, as DataLoader workers call it
-        assert bound_malloc_growth() is True
-    else:
-        assert applied is False
-
-
 @pytest.mark.parametrize("interleave", ["pixel", "band"])
 def test_truncated_geotiff_is_detected_without_reading_pixels(tmp_path, interleave):
     from geochange.errors import DataError
@@ -84,31 +69,6 @@ def test_truncated_geotiff_is_detected_without_reading_pixels(tmp_path, interlea
         open_raster(path)
 
 
-def test_exclusive_lock_names_holder_and_warns_where_locks_are_unsupported(tmp_path, monkeypatch):
-    import errno
-    import fcntl
-
-    from geochange.errors import OutputError
-    from geochange.io import exclusive_lock
-
-    lock = tmp_path / ".lock"
-    with exclusive_lock(lock, what="test"):
-        assert lock.read_text().startswith(f"pid {os.getpid()} on ")
-        with pytest.raises(OutputError, match=rf"in use by another test run \(pid {os.getpid()}"):
-            with exclusive_lock(lock, what="test"):
-                pass
-    assert not lock.exists()
-    with exclusive_lock(lock):  # released: it can be taken again
-        pass
-
-    def no_locks(fd, operation):
-        raise OSError(errno.ENOLCK, "No locks available")
-
-    monkeypatch.setattr(fcntl, "flock", no_locks)
-    with pytest.warns(UserWarning, match="concurrent runs are not detected"):
-        with exclusive_lock(lock):
-            ran = True
-    assert ran
 def _mask_file(path, array, *, nodata=None, block=64, tags=None):
     profile = dict(
         driver="GTiff",
