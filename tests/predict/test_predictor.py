@@ -209,12 +209,12 @@ def test_center_semantic_blend_is_exact_and_keeps_change(scene_pair) -> None:
 
 def test_column_chunked_decoding_matches_one_chunk(scene_pair, monkeypatch) -> None:
     """Rows are normalized and decoded in column chunks; chunk seams must not show."""
-    import geochange.predict.predictor as predictor_module
+    import geochange.predict.blend as blend_module
 
     pre_path, post_path, _, _ = scene_pair
     model = TinyConvChange(semantic_classes=3, seed=1)
     whole = exact_predictor(model).predict(pre_path, post_path, pre_path.parent / "one_chunk")
-    monkeypatch.setattr(predictor_module, "DECODE_CHUNK_WIDTH", 37)  # not a divisor of 251
+    monkeypatch.setattr(blend_module, "DECODE_CHUNK_WIDTH", 37)  # not a divisor of 251
     chunked = exact_predictor(model).predict(pre_path, post_path, pre_path.parent / "chunks")
     for key in ("probability", "change", "semantic_pre", "semantic_post", "transition"):
         np.testing.assert_array_equal(
@@ -252,13 +252,13 @@ def test_column_stripes_partition_the_width(width, tile, overlap, max_width) -> 
 @pytest.mark.parametrize("semantic_blend", [None, "probability", "center"])
 def test_column_stripes_are_bit_identical(scene_pair, monkeypatch, semantic_blend) -> None:
     """A small band budget splits the scene into stripes without changing any pixel."""
-    import geochange.predict.predictor as predictor_module
+    import geochange.predict.tiles as tiles_module
 
     pre_path, post_path, _, _ = scene_pair
     options = {} if semantic_blend is None else {"semantic_blend": semantic_blend}
     model = TinyConvChange(semantic_classes=0 if semantic_blend is None else 3, seed=1)
     whole = exact_predictor(model, **options).predict(pre_path, post_path, pre_path.parent / "w")
-    monkeypatch.setattr(predictor_module, "MIN_STRIPE_TILES", 2)
+    monkeypatch.setattr(tiles_module, "MIN_STRIPE_TILES", 2)
     striped = exact_predictor(model, band_memory_mb=0.01, **options)
     grid = TileGrid(173, 251, 64, 16, 4)
     channels = 1 if semantic_blend is None else 7
@@ -444,9 +444,9 @@ def test_interrupted_run_leaves_nothing_complete_and_resumes(tmp_path: Path) -> 
 
 
 def test_resume_inside_a_later_stripe(tmp_path: Path, monkeypatch) -> None:
-    import geochange.predict.predictor as predictor_module
+    import geochange.predict.tiles as tiles_module
 
-    monkeypatch.setattr(predictor_module, "MIN_STRIPE_TILES", 2)
+    monkeypatch.setattr(tiles_module, "MIN_STRIPE_TILES", 2)
     rng = np.random.default_rng(3)
     pre = rng.integers(0, 1000, size=(3, 700, 400)).astype(np.uint16)
     post = rng.integers(0, 1000, size=(3, 700, 400)).astype(np.uint16)
