@@ -500,7 +500,8 @@ def test_bad_inputs_fail_before_work(scene_pair, tmp_path: Path) -> None:
         predictor.predict(pre_path, not_raster, tmp_path / "o5")
 
 
-def test_requested_resolution_warps_both_dates(tmp_path: Path) -> None:
+@pytest.mark.parametrize("spelling", ["res", "resolution"])
+def test_requested_resolution_warps_both_dates(tmp_path: Path, spelling: str) -> None:
     height, width = 120, 160
     base = np.full((3, height, width), 100.0, dtype=np.float32)
     changed = base.copy()
@@ -516,7 +517,11 @@ def test_requested_resolution_warps_both_dates(tmp_path: Path) -> None:
         progress=False,
         size_divisor=1,
     )
-    result = predictor.predict(pre_path, post_path, tmp_path / "out", resolution=20.0)
+    if spelling == "res":
+        result = predictor.predict(pre_path, post_path, tmp_path / "out", res=20.0)
+    else:  # the deprecated spelling still works for one release
+        with pytest.warns(DeprecationWarning, match="use res="):
+            result = predictor.predict(pre_path, post_path, tmp_path / "out", resolution=20.0)
     with rasterio.open(result.change) as ds:
         assert ds.res == (20.0, 20.0) and ds.shape == (60, 80)
         assert ds.bounds == rasterio.open(pre_path).bounds
@@ -524,6 +529,9 @@ def test_requested_resolution_warps_both_dates(tmp_path: Path) -> None:
     truth = np.zeros((60, 80), dtype=np.uint8)
     truth[20:40, 30:60] = 1
     np.testing.assert_array_equal(change, truth)
+    if spelling == "resolution":
+        with pytest.raises(ConfigurationError, match="not both"):
+            predictor.predict(pre_path, post_path, tmp_path / "o2", res=20.0, resolution=20.0)
 
 
 @pytest.mark.parametrize("overviews", [False, True], ids=["whole-read", "overview"])
