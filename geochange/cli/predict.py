@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 import time
+import warnings
 from pathlib import Path
 
 HELP = "Predict change over a whole scene pair from a checkpoint (seamless COG outputs)."
@@ -62,7 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="restrict to these bounds in the pre image's CRS",
     )
     parser.add_argument("--crs", help="output CRS (default: the pre image's)")
-    parser.add_argument("--resolution", type=float, help="output pixel size in CRS units")
+    parser.add_argument("--res", type=float, help="output pixel size in CRS units")
+    parser.add_argument(
+        "--resolution", type=float, help="deprecated spelling of --res (kept for one release)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     parser.add_argument(
         "--overwrite",
@@ -97,6 +102,15 @@ def run(args: argparse.Namespace) -> int:
         overrides["margin"] = args.margin
     if args.workers is not None:
         overrides["num_workers"] = args.workers
+    if args.resolution is not None:
+        if args.res is not None:
+            from geochange.errors import ConfigurationError
+
+            raise ConfigurationError("give --res or its deprecated spelling --resolution, not both")
+        message = "--resolution is deprecated; use --res"
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        print(f"geochange predict: warning: {message}", file=sys.stderr)
+        args.res = args.resolution
     # Folders this run creates; those still empty when it fails early are removed again.
     created = _missing_dirs(Path(args.out))
     if args.vector:
@@ -143,7 +157,7 @@ def _run(args: argparse.Namespace, overrides: dict[str, object]) -> int:
         write_probability=not args.no_probability,
         resume=args.resume,
         crs=args.crs,
-        resolution=args.resolution,
+        res=args.res,
         overwrite=args.overwrite,
     )
     for key in ("change", "probability", "semantic_pre", "semantic_post", "transition"):

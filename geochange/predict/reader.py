@@ -21,13 +21,20 @@ import torch
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.transform import array_bounds
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
-from rasterio.windows import Window
+from rasterio.windows import Window, from_bounds
 from torch.utils.data import Dataset
 
 from geochange.errors import DataError, GeochangeError
-from geochange.io import band_indexes, nonfinite_pixels, open_raster, read_errors
+from geochange.io import (
+    band_indexes,
+    describe_window,
+    nonfinite_pixels,
+    open_raster,
+    read_errors,
+)
 
 #: Rasters up to this many pixels are read whole for the no-valid-pixel check.
 WHOLE_READ_PIXELS = 2**18  # 512 x 512: a cheap read, even for a corrupt file
@@ -380,3 +387,35 @@ class ArrayPair:
         image = np.nan_to_num(np.stack([pre, post]), nan=0.0)
         image[:, :, ~valid] = 0
         return image, valid
+
+
+def resolve_window(pair: RasterPair, window: Window | Sequence[float] | None) -> Window:
+    """The pixel window of ``pair`` to predict: all of it, a window, or bounds in its CRS.
+
+    Raises:
+        DataError: the window or bounds lie outside the pre image.
+    """
+    if window is None:
+        return Window(0, 0, pair.width, pair.height)
+    if isinstance(window, Window):
+        asked = f"window {describe_window(window)} lies"
+        win = window
+    else:
+        left, bottom, right, top = (float(v) for v in window)
+        asked = f"bounds ({left:g}, {bottom:g}, {right:g}, {top:g}) lie"
+        win = from_bounds(left, bottom, right, top, transform=pair.transform)
+    win = win.round_offsets().round_lengths()
+    full = Window(0, 0, pair.width, pair.height)
+    outside = DataError(
+        f"{asked} outside the pre image {str(pair.pre_path)!r} ({pair.width} x "
+        f"{pair.height} px, bounds "
+        f"{tuple(round(v, 6) for v in array_bounds(pair.height, pair.width, pair.transform))}"
+        ")"
+    )
+    try:
+        win = win.intersection(full)
+    except Exception as err:
+        raise outside from err
+    if win.width < 1 or win.height < 1:
+        raise outside
+    return win

@@ -108,14 +108,14 @@ def test_no_seams_with_real_model_where_naive_stitching_has_them(levir_pair, tmp
 
 
 def test_dask_local_cluster_equals_single_process(scene_pair, tmp_path: Path, monkeypatch) -> None:
-    import geochange.predict.predictor as predictor_module
+    import geochange.predict.tiles as tiles_module
 
     distributed = pytest.importorskip("distributed")
     pre_path, post_path, _, _ = scene_pair
     predictor = tiny_predictor(batch_size=2)
     single = predictor.predict(pre_path, post_path, tmp_path / "single")
     # The same scene in column stripes (three or more with 128-px bands).
-    monkeypatch.setattr(predictor_module, "MIN_STRIPE_TILES", 2)
+    monkeypatch.setattr(tiles_module, "MIN_STRIPE_TILES", 2)
     striped = tiny_predictor(batch_size=2, band_memory_mb=0.01)
     with (
         distributed.LocalCluster(
@@ -134,7 +134,7 @@ def test_dask_local_cluster_equals_single_process(scene_pair, tmp_path: Path, mo
 
 
 def test_predict_xarray_matches_files_and_keeps_georeferencing(scene_pair, monkeypatch) -> None:
-    import geochange.predict.predictor as predictor_module
+    import geochange.predict.tiles as tiles_module
 
     rioxarray = pytest.importorskip("rioxarray")
     pre_path, post_path, pre, post = scene_pair
@@ -149,7 +149,7 @@ def test_predict_xarray_matches_files_and_keeps_georeferencing(scene_pair, monke
     assert dataset.rio.transform() == pre_da.rio.transform()
     np.testing.assert_array_equal(dataset["x"].values, pre_da["x"].values)
     # Column stripes assemble the in-memory arrays identically.
-    monkeypatch.setattr(predictor_module, "MIN_STRIPE_TILES", 2)
+    monkeypatch.setattr(tiles_module, "MIN_STRIPE_TILES", 2)
     striped = tiny_predictor(band_memory_mb=0.01).predict_xarray(pre_da, post_da)
     for key in ("probability", "change"):
         np.testing.assert_array_equal(striped[key].values, dataset[key].values)

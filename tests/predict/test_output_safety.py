@@ -461,3 +461,22 @@ def test_bounds_outside_the_image_create_nothing(
     assert "bounds (0, 0, 10, 10) lie outside the pre image" in err
     assert str(pre) in err and "130 x 1100 px" in err
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("flag", ["--res", "--resolution"])
+def test_cli_res_and_its_deprecated_spelling(tall_pair, monkeypatch, capsys, flag: str) -> None:
+    pre, post = tall_pair
+    use_predictor(monkeypatch, exact_predictor())
+    with rasterio.open(pre) as ds:
+        res = 2 * ds.res[0]
+    out = pre.parent / "out"
+    if flag == "--resolution":
+        with pytest.warns(DeprecationWarning, match="use --res"):
+            assert cli_predict(pre, post, out, flag, str(res)) == 0
+        assert "--resolution is deprecated; use --res" in capsys.readouterr().err
+    else:
+        assert cli_predict(pre, post, out, flag, str(res)) == 0
+    with rasterio.open(out / "change.tif") as ds:
+        assert ds.res == (res, res)
+    assert cli_predict(pre, post, out, "--res", "1", "--resolution", "1", "--overwrite") == 1
+    assert "not both" in capsys.readouterr().err

@@ -1,8 +1,10 @@
-"""ChangePredictor: exactness vs whole-image inference, georeferencing, outputs, resume, errors."""
+"""ChangePredictor: exactness vs whole-image inference, georeferencing, outputs, resume, errors.
+
+The tile grid itself is tested in test_windows.py.
+"""
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
@@ -14,9 +16,8 @@ from rasterio.transform import from_origin
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from geochange.errors import ConfigurationError, DataError, OutputError
-from geochange.predict import ChangePredictor, TileGrid, axis_weights, tile_starts
+from geochange.predict import ChangePredictor, TileGrid
 from geochange.predict.predictor import SIDECAR_NAME
-from geochange.predict.windows import column_stripes
 from tests.builders import (
     DifferenceModel,
     TinyConvBNChange,
@@ -48,37 +49,6 @@ def read(path: Path | None) -> np.ndarray:
     assert path is not None
     with rasterio.open(path) as ds:
         return ds.read(1)
-
-
-# --- tile layout and weights ------------------------------------------------------------------
-
-
-def test_tile_starts_clamp_last_tile_inside_scene() -> None:
-    assert tile_starts(173, 64, 48) == [0, 48, 96, 109]
-    assert tile_starts(64, 64, 48) == [0]
-    assert tile_starts(40, 64, 48) == [0]
-    assert tile_starts(160, 64, 48) == [0, 48, 96]
-
-
-@pytest.mark.parametrize("mode", ["cosine", "gaussian", "mean", "center"])
-def test_weights_zero_in_margin_of_inner_edges_only(mode: str) -> None:
-    w = axis_weights(64, 32, 8, inner_start=True, inner_end=True, mode=mode)
-    assert np.all(w[:8] == 0) and np.all(w[-8:] == 0)
-    assert np.all(w[32:-32] == 1)
-    assert np.all(np.diff(w[:32]) >= 0)
-    border = axis_weights(64, 32, 8, inner_start=False, inner_end=True, mode=mode)
-    assert np.all(border[:32] == 1) and np.all(border[-8:] == 0)
-    grid = TileGrid(173, 251, 64, 32, 8, mode)
-    assert np.all(grid.row_weight_sum() > 0) and np.all(grid.col_weight_sum() > 0)
-
-
-def test_invalid_layouts_raise_configuration_error() -> None:
-    with pytest.raises(ConfigurationError, match="larger than overlap"):
-        ChangePredictor(TinyConvChange(), tile_size=64, overlap=64)
-    with pytest.raises(ConfigurationError, match="margin"):
-        ChangePredictor(TinyConvChange(), tile_size=64, overlap=16, margin=8)
-    with pytest.raises(ConfigurationError, match="blend"):
-        ChangePredictor(TinyConvChange(), blend="median")
 
 
 # --- exactness ----------------------------------------------------------------------------------
@@ -209,12 +179,12 @@ def test_center_semantic_blend_is_exact_and_keeps_change(scene_pair) -> None:
 
 def test_column_chunked_decoding_matches_one_chunk(scene_pair, monkeypatch) -> None:
     """Rows are normalized and decoded in column chunks; chunk seams must not show."""
-    import geochange.predict.predictor as predictor_module
+    import geochange.predict.blend as blend_module
 
     pre_path, post_path, _, _ = scene_pair
     model = TinyConvChange(semantic_classes=3, seed=1)
     whole = exact_predictor(model).predict(pre_path, post_path, pre_path.parent / "one_chunk")
-    monkeypatch.setattr(predictor_module, "DECODE_CHUNK_WIDTH", 37)  # not a divisor of 251
+    monkeypatch.setattr(blend_module, "DECODE_CHUNK_WIDTH", 37)  # not a divisor of 251
     chunked = exact_predictor(model).predict(pre_path, post_path, pre_path.parent / "chunks")
     for key in ("probability", "change", "semantic_pre", "semantic_post", "transition"):
         np.testing.assert_array_equal(
@@ -222,43 +192,16 @@ def test_column_chunked_decoding_matches_one_chunk(scene_pair, monkeypatch) -> N
         )
 
 
-@pytest.mark.parametrize(
-    ("width", "tile", "overlap", "max_width"),
-    [(251, 64, 16, 128), (1000, 64, 40, 200), (5000, 512, 128, 1500), (700, 64, 16, 10_000)],
-)
-def test_column_stripes_partition_the_width(width, tile, overlap, max_width) -> None:
-    grid = TileGrid(100, width, tile, overlap, overlap // 4)
-    starts = grid.col_starts
-    stripes = column_stripes(grid, max_width)
-    assert stripes[0].out_x0 == 0 and stripes[-1].out_x1 == width
-    owned: list[int] = []
-    for before, after in itertools.pairwise(stripes):
-        assert before.out_x1 == after.out_x0 == starts[after.cols[after.warmup]]
-    for stripe in stripes:
-        owned += stripe.cols[stripe.warmup :]
-        assert stripe.band_width <= max(max_width, 2 * tile) or len(stripe.cols) == 1
-        assert stripe.band_x0 == starts[stripe.cols[0]]
-        assert stripe.band_x1 == starts[stripe.cols[-1]] + tile
-        # Every tile reaching into the stripe's output columns is computed by the stripe ...
-        reaching = [
-            c for c, s in enumerate(starts) if s < stripe.out_x1 and s + tile > stripe.out_x0
-        ]
-        assert set(reaching) <= set(stripe.cols)
-    assert owned == list(range(len(starts)))  # ... and each tile column is owned once
-    if width <= max_width:
-        assert len(stripes) == 1 and stripes[0].warmup == 0
-
-
 @pytest.mark.parametrize("semantic_blend", [None, "probability", "center"])
 def test_column_stripes_are_bit_identical(scene_pair, monkeypatch, semantic_blend) -> None:
     """A small band budget splits the scene into stripes without changing any pixel."""
-    import geochange.predict.predictor as predictor_module
+    import geochange.predict.tiles as tiles_module
 
     pre_path, post_path, _, _ = scene_pair
     options = {} if semantic_blend is None else {"semantic_blend": semantic_blend}
     model = TinyConvChange(semantic_classes=0 if semantic_blend is None else 3, seed=1)
     whole = exact_predictor(model, **options).predict(pre_path, post_path, pre_path.parent / "w")
-    monkeypatch.setattr(predictor_module, "MIN_STRIPE_TILES", 2)
+    monkeypatch.setattr(tiles_module, "MIN_STRIPE_TILES", 2)
     striped = exact_predictor(model, band_memory_mb=0.01, **options)
     grid = TileGrid(173, 251, 64, 16, 4)
     channels = 1 if semantic_blend is None else 7
@@ -444,9 +387,9 @@ def test_interrupted_run_leaves_nothing_complete_and_resumes(tmp_path: Path) -> 
 
 
 def test_resume_inside_a_later_stripe(tmp_path: Path, monkeypatch) -> None:
-    import geochange.predict.predictor as predictor_module
+    import geochange.predict.tiles as tiles_module
 
-    monkeypatch.setattr(predictor_module, "MIN_STRIPE_TILES", 2)
+    monkeypatch.setattr(tiles_module, "MIN_STRIPE_TILES", 2)
     rng = np.random.default_rng(3)
     pre = rng.integers(0, 1000, size=(3, 700, 400)).astype(np.uint16)
     post = rng.integers(0, 1000, size=(3, 700, 400)).astype(np.uint16)
@@ -500,7 +443,8 @@ def test_bad_inputs_fail_before_work(scene_pair, tmp_path: Path) -> None:
         predictor.predict(pre_path, not_raster, tmp_path / "o5")
 
 
-def test_requested_resolution_warps_both_dates(tmp_path: Path) -> None:
+@pytest.mark.parametrize("spelling", ["res", "resolution"])
+def test_requested_resolution_warps_both_dates(tmp_path: Path, spelling: str) -> None:
     height, width = 120, 160
     base = np.full((3, height, width), 100.0, dtype=np.float32)
     changed = base.copy()
@@ -516,7 +460,11 @@ def test_requested_resolution_warps_both_dates(tmp_path: Path) -> None:
         progress=False,
         size_divisor=1,
     )
-    result = predictor.predict(pre_path, post_path, tmp_path / "out", resolution=20.0)
+    if spelling == "res":
+        result = predictor.predict(pre_path, post_path, tmp_path / "out", res=20.0)
+    else:  # the deprecated spelling still works for one release
+        with pytest.warns(DeprecationWarning, match="use res="):
+            result = predictor.predict(pre_path, post_path, tmp_path / "out", resolution=20.0)
     with rasterio.open(result.change) as ds:
         assert ds.res == (20.0, 20.0) and ds.shape == (60, 80)
         assert ds.bounds == rasterio.open(pre_path).bounds
@@ -524,6 +472,9 @@ def test_requested_resolution_warps_both_dates(tmp_path: Path) -> None:
     truth = np.zeros((60, 80), dtype=np.uint8)
     truth[20:40, 30:60] = 1
     np.testing.assert_array_equal(change, truth)
+    if spelling == "resolution":
+        with pytest.raises(ConfigurationError, match="not both"):
+            predictor.predict(pre_path, post_path, tmp_path / "o2", res=20.0, resolution=20.0)
 
 
 @pytest.mark.parametrize("overviews", [False, True], ids=["whole-read", "overview"])
