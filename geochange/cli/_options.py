@@ -1,6 +1,6 @@
 """Command-line options shared by several commands (one definition, one help text).
 
-``geochange evaluate`` and ``geochange pseudo-labels`` both read reference change rasters and
+``geochange evaluate``, ``pseudo-labels`` and ``vectorize`` read change rasters and
 class-name lists; their flags are defined here so they cannot drift apart.
 """
 
@@ -12,7 +12,11 @@ MASK_VALUES_CHOICES = ["auto", "0,1", "0,255"]
 
 
 def add_mask_values(
-    parser: argparse.ArgumentParser, flag: str = "--mask-values", *, what: str
+    parser: argparse.ArgumentParser,
+    flag: str = "--mask-values",
+    *,
+    what: str,
+    nodata: bool = False,
 ) -> None:
     """Add a ``--mask-values``-style option: how a change raster stores change.
 
@@ -20,13 +24,16 @@ def add_mask_values(
         parser: the command's parser.
         flag: the option name (e.g. ``--prediction-mask-values``).
         what: the start of the help text, naming the raster it applies to.
+        nodata: the help says 255 is nodata (an output's empty area) rather than ignored (a
+            reference's unknown pixels).
     """
+    auto, plain = ("255 nodata", "255 = nodata") if nodata else ("255 ignored", "255 ignored")
     parser.add_argument(
         flag,
         choices=MASK_VALUES_CHOICES,
         metavar="|".join(MASK_VALUES_CHOICES),
         default="auto",
-        help=f"{what}: auto (0/1, 255 ignored; 0/255 rasters are refused), 0,1 (255 ignored) "
+        help=f"{what}: auto (0/1, {auto}; 0/255 rasters are refused), 0,1 ({plain}) "
         "or 0,255 (255 = change, e.g. LEVIR-CD labels)",
     )
 

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from geochange.cli._options import add_mask_values
+
 HELP = "Vectorize a change raster into change polygons (GeoPackage/GeoParquet/GeoJSON/FlatGeobuf)."
 
 
@@ -56,14 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="create",
         help="create the file, overwrite the layer(s) in it, or append to them",
     )
-    parser.add_argument(
-        "--mask-values",
-        choices=["auto", "0,1", "0,255"],
-        metavar="auto|0,1|0,255",
-        default="auto",
-        help="how the change raster stores change: auto (0/1, 255 nodata; 0/255 rasters are "
-        "refused), 0,1 (255 = nodata) or 0,255 (255 = change, e.g. LEVIR-CD labels)",
-    )
+    add_mask_values(parser, what="how the change raster stores change", nodata=True)
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from geochange._deprecation import renamed_argument
 from geochange.errors import OutputError
 from geochange.io import atomic_output, check_writable_dir, write_polygon_layer
 
@@ -31,19 +31,11 @@ _PathLike = str | os.PathLike[str]
 def _renamed(
     value: _PathLike | None, old_value: _PathLike | None, *, old: str, new: str, where: str
 ) -> _PathLike:
-    """``value``, or the deprecated ``old_value`` (with a ``DeprecationWarning``)."""
-    if old_value is None:
-        if value is None:
-            raise TypeError(f"{where}() missing required argument: {new!r}")
-        return value
-    if value is not None:
-        raise TypeError(f"{where}() got both {new!r} and its deprecated name {old!r}")
-    warnings.warn(
-        f"{where}({old}=...) is deprecated, use {new}=...; {old!r} goes in the next release",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    return old_value
+    """``value``, or the deprecated ``old_value`` (warns); one of them is required."""
+    value = renamed_argument(value, old_value, old=old, new=new, where=where, stacklevel=3)
+    if value is None:
+        raise TypeError(f"{where}() missing required argument: {new!r}")
+    return value
 
 
 def _fmt(value: Any) -> str:

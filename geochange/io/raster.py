@@ -580,10 +580,10 @@ def finalize_cog(
         keep_tiled: keep the intermediate file.
 
     Returns:
-        ``dst`` as a :class:`~pathlib.Path`.
+        ``dst`` as a :class:`~pathlib.Path`, once the COG is complete there.
 
     Raises:
-        OutputError: the files cannot be read or written (a full disk says so).
+        OutputError: as :func:`build_cog` (``dst`` is then left as it was).
     """
     tiled_path = Path(tiled_path)
     with atomic_output(dst) as tmp:

@@ -6,7 +6,6 @@ The pixel, instance and mixed modes of DiffMatch (see :mod:`geochange.pseudo`), 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -14,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.ndimage as ndi
 
+from geochange._deprecation import renamed_argument
 from geochange.classes import IGNORE_INDEX, LSSCD_CLASS_NAMES
 from geochange.errors import ConfigurationError, DataError
 
@@ -84,20 +84,18 @@ def _resolve_min_instance_pixels(
 
     ``stacklevel`` points the warning at the caller of the public function.
     """
-    if min_instance_area is None:
-        return min_instance_pixels
-    if min_instance_pixels not in (DEFAULT_MIN_INSTANCE_PIXELS, min_instance_area):
-        raise ConfigurationError(
-            f"min_instance_pixels={min_instance_pixels} and its old name "
-            f"min_instance_area={min_instance_area} disagree: give min_instance_pixels only"
+    return int(
+        renamed_argument(
+            min_instance_pixels,
+            min_instance_area,
+            old="min_instance_area",
+            new="min_instance_pixels",
+            default=DEFAULT_MIN_INSTANCE_PIXELS,
+            reason="it counts pixels, see docs/glossary.md",
+            error=ConfigurationError,
+            stacklevel=stacklevel,
         )
-    warnings.warn(
-        "min_instance_area is renamed min_instance_pixels (it counts pixels, see "
-        "docs/glossary.md); the old name is accepted for one release",
-        DeprecationWarning,
-        stacklevel=stacklevel,
     )
-    return int(min_instance_area)
 
 
 def _ceg_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:

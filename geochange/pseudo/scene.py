@@ -158,9 +158,10 @@ def generate_pseudo_labels(
     min_instance_pixels = _resolve_min_instance_pixels(min_instance_pixels, min_instance_area)
     inputs = _scene_inputs(semantic_pre, semantic_post, prob_pre, prob_post)
     run = _run_options(
-        inputs, change_classes, class_names, mode, min_instance_pixels, overlap_threshold,
-        confidence, ignore_index, connectivity, block_size,
-        uses_probabilities=bool(prob_pre or prob_post),
+        inputs, change_classes, class_names, block_size,
+        uses_probabilities=bool(prob_pre or prob_post), mode=mode,
+        min_instance_pixels=min_instance_pixels, overlap_threshold=overlap_threshold,
+        confidence=confidence, ignore_index=ignore_index, connectivity=connectivity,
     )  # fmt: skip
     out = Path(out)
     check_writable_dir(out.parent if str(out.parent) else ".")
@@ -216,38 +217,26 @@ def _run_options(
     inputs: _SceneInputs,
     change_classes: Iterable[str | int] | str | int,
     class_names: Sequence[str] | None,
-    mode: str,
-    min_instance_pixels: int,
-    overlap_threshold: float,
-    confidence: float,
-    ignore_index: int,
-    connectivity: int,
     block_size: int,
     *,
     uses_probabilities: bool,
+    **ceg: Any,
 ) -> _RunOptions:
-    """Check the options before any work; class names come from the argument, tag or LsSCD."""
+    """Check the options before any work; class names come from the argument, tag or LsSCD.
+
+    ``ceg`` holds the CEG parameters (``mode`` ... ``connectivity``), checked by
+    :func:`~geochange.pseudo.ceg._check_params` as for the array functions.
+    """
     names = list(class_names) if class_names is not None else inputs.class_names
     names = names or list(DEFAULT_CLASS_NAMES)
-    classes = resolve_change_classes(change_classes, names)
-    classes = _check_params(
-        classes, mode, min_instance_pixels, overlap_threshold, confidence, ignore_index,
-        connectivity,
-    )  # fmt: skip
+    classes = _check_params(resolve_change_classes(change_classes, names), **ceg)
+    ignore_index = ceg["ignore_index"]
     if not 2 <= ignore_index <= 255:
         raise ConfigurationError(f"ignore_index must fit uint8 beside 0 and 1, got {ignore_index}")
     if block_size < 16:
         raise ConfigurationError(f"block_size must be at least 16 pixels, got {block_size}")
     return _RunOptions(
-        mode=mode,
-        classes=classes,
-        class_names=names,
-        min_instance_pixels=min_instance_pixels,
-        overlap_threshold=overlap_threshold,
-        confidence=confidence,
-        ignore_index=ignore_index,
-        connectivity=connectivity,
-        uses_probabilities=uses_probabilities,
+        classes=classes, class_names=names, uses_probabilities=uses_probabilities, **ceg
     )
 
 

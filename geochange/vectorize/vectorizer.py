@@ -201,6 +201,10 @@ class _Options:
     mode: WriteMode
     return_frame: bool
 
+    def layer_options(self) -> dict[str, Any]:
+        """The keywords of :func:`write_changes` (and its table twin) these options fix."""
+        return {"layer": self.layer, "mode": self.mode, "layer_per_type": self.layer_per_type}
+
 
 def _check_arguments(
     connectivity: int,
@@ -371,13 +375,7 @@ def _output(
     if not options.return_frame:
         if options.out is not None:
             table = _Table(crs=crs, columns=columns, geometry=geometry, spill=spill)
-            _write_table(
-                table,
-                options.out,
-                layer=options.layer,
-                mode=options.mode,
-                layer_per_type=options.layer_per_type,
-            )
+            _write_table(table, options.out, **options.layer_options())
         return None
     if geometry.size and not isinstance(geometry[0], shapely.Geometry):
         # Parse chunk by chunk, freeing the WKB as we go, so both never coexist in full.
@@ -389,11 +387,5 @@ def _output(
         geometry = parsed
     frame = _build_frame(columns, geometry, crs)
     if options.out is not None:
-        write_changes(
-            frame,
-            options.out,
-            layer=options.layer,
-            mode=options.mode,
-            layer_per_type=options.layer_per_type,
-        )
+        write_changes(frame, options.out, **options.layer_options())
     return frame
