@@ -323,23 +323,28 @@ def _current_names(stored: dict[str, Any], path: str | Path) -> _MetadataDict:
 
 #: Metadata entries that must equal a Lightning hyper-parameter, as (metadata key, hparam
 #: key): the model is rebuilt from the hyper-parameters, the predictor's inputs come from the
-#: metadata. The trainers keep their ``tile_size`` argument for the training patch.
+#: metadata. The trainers' hyper-parameter for the training patch is ``patch_size``
+#: (``tile_size`` in checkpoints written before docs/glossary.md).
 _SHARED_KEYS = (
     ("task", "task"),
     ("in_channels", "in_channels"),
     ("num_classes", "num_classes"),
     ("normalization", "normalization"),
     ("bands", "bands"),
-    ("patch_size", "tile_size"),
+    ("patch_size", "patch_size"),
     ("input_range", "input_range"),
 )
+#: The same pairs under the hyper-parameters' old names: checked when an old file has them,
+#: never written.
+_OLD_SHARED_KEYS = (("patch_size", "tile_size"),)
 
 
 def _check_hyper_parameters(metadata: dict[str, Any], hparams: Any, path: str | Path) -> None:
     """Raise when the geochange metadata and the Lightning hyper-parameters disagree."""
     if not isinstance(hparams, dict):
         return
-    keys = [(ours, theirs) for ours, theirs in _SHARED_KEYS if theirs in hparams]
+    shared = (*_SHARED_KEYS, *_OLD_SHARED_KEYS)
+    keys = [(ours, theirs) for ours, theirs in shared if theirs in hparams]
     if metadata.get("task") == "binary":
         # Binary registry models ignore it (a semi-supervised trainer may save it anyway).
         keys = [pair for pair in keys if pair[0] != "num_classes"]

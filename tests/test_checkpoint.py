@@ -26,7 +26,7 @@ from geochange.checkpoint import (
     load_model,
     read_checkpoint_metadata,
 )
-from geochange.errors import CheckpointError
+from geochange.errors import CheckpointError, ConfigurationError
 from geochange.models import fold_batch_norm
 from geochange.models.folding import fold_batch_norm as folding_home
 from geochange.trainers import ChangeTrainer
@@ -55,7 +55,7 @@ def _tiny(**kwargs: Any) -> ChangeTrainer:
         "backbone": "resnet18",
         "model_kwargs": SMALL,
         "normalization": NORM,
-        "tile_size": 64,
+        "patch_size": 64,
     }
     options.update(kwargs)  # fmt: skip
     return ChangeTrainer(**options)
@@ -64,6 +64,7 @@ def _tiny(**kwargs: Any) -> ChangeTrainer:
 def _to_old_format(saved: dict[str, Any]) -> None:
     """What a checkpoint written before the glossary holds: the patch as ``tile_size``."""
     saved["geochange"]["tile_size"] = saved["geochange"].pop("patch_size")
+    saved["hyper_parameters"]["tile_size"] = saved["hyper_parameters"].pop("patch_size")
 
 
 def test_old_import_paths_are_the_new_objects() -> None:
@@ -76,8 +77,9 @@ def test_new_checkpoints_store_patch_size(tmp_path: Path) -> None:
     path = _save(_tiny(), tmp_path / "new.ckpt")
     stored = torch.load(path, weights_only=True)["geochange"]
     assert stored["patch_size"] == 64 and "tile_size" not in stored
-    # The trainer's hyper-parameter keeps its name (the trainer's argument is ``tile_size``).
-    assert torch.load(path, weights_only=True)["hyper_parameters"]["tile_size"] == 64
+    # The trainer's hyper-parameter has the same name (its old name ``tile_size`` is gone).
+    hparams = torch.load(path, weights_only=True)["hyper_parameters"]
+    assert hparams["patch_size"] == 64 and "tile_size" not in hparams
     metadata = read_checkpoint_metadata(path)
     assert set(METADATA_KEYS) <= set(metadata)
     with warnings.catch_warnings():
@@ -102,7 +104,7 @@ def test_both_key_names_read_as_patch_size(tmp_path: Path, written: str) -> None
 def test_old_checkpoint_predicts_with_its_patch_as_tile(tmp_path: Path) -> None:
     from geochange.predict import ChangePredictor
 
-    path = _save(_tiny(tile_size=96), tmp_path / "old.ckpt", _to_old_format)
+    path = _save(_tiny(patch_size=96), tmp_path / "old.ckpt", _to_old_format)
     predictor = ChangePredictor.from_checkpoint(path, progress=False, value_range="ignore")
     assert predictor.tile_size == 96 and predictor.overlap == 24
 
@@ -252,3 +254,49 @@ def test_inference_never_imports_lightning(tmp_path: Path) -> None:
     with rasterio.open(tmp_path / "out" / "change.tif") as ds:
         assert ds.shape == (96, 96)
         assert set(np.unique(ds.read(1))) <= {0, 1}
+
+
+# --- the trainers' argument: patch_size (tile_size accepted for one release) -----------------
+
+
+def test_trainer_takes_patch_size_and_warns_for_tile_size() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = _tiny(patch_size=48)
+    with pytest.warns(DeprecationWarning, match=r"tile_size= is now patch_size="):
+        old = _tiny(patch_size=None, tile_size=48)
+    for module in (new, old):
+        assert module.patch_size == 48 and module.hparams["patch_size"] == 48
+        assert "tile_size" not in module.hparams
+        assert module.checkpoint_metadata()["patch_size"] == 48
+    with (
+        pytest.warns(DeprecationWarning),
+        pytest.raises(ConfigurationError, match="patch_size=64 and its old name tile_size=32"),
+    ):
+        _tiny(patch_size=64, tile_size=32)
+
+
+def test_semi_supervised_trainer_takes_patch_size_and_warns_for_tile_size() -> None:
+    from geochange.trainers import SemiSupervisedChangeTrainer
+
+    new = SemiSupervisedChangeTrainer(model="siam_diff", method="fixmatch", patch_size=48)
+    with pytest.warns(DeprecationWarning, match=r"tile_size= is now patch_size="):
+        old = SemiSupervisedChangeTrainer(model="siam_diff", method="fixmatch", tile_size=48)
+    for module in (new, old):
+        assert module.patch_size == 48 and module.hparams["patch_size"] == 48
+        assert "tile_size" not in module.hparams
+
+
+def test_checkpoint_with_old_hyper_parameter_name_still_loads(tmp_path: Path) -> None:
+    """A checkpoint saved when the trainer's argument was ``tile_size`` loads both ways."""
+    path = _save(_tiny(patch_size=96), tmp_path / "old.ckpt", _to_old_format)
+    assert "tile_size" in torch.load(path, weights_only=True)["hyper_parameters"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module = ChangeTrainer.load_from_checkpoint(path)
+    # The user did nothing deprecated: an old file is not a reason to warn.
+    assert not [w for w in caught if "tile_size" in str(w.message)]
+    assert module.patch_size == 96 and module.hparams["patch_size"] == 96
+    assert "tile_size" not in module.hparams
+    model, record = load_model(path)
+    assert record.patch_size == 96 and isinstance(model, nn.Module)

@@ -96,7 +96,7 @@ def _check_run(
     assert run.trainer.global_step == 1  # fast_dev_run: one optimizer step
     assert "train/loss" in metrics
     metadata = read_checkpoint_metadata(checkpoint)
-    assert (metadata["model"], metadata["task"], metadata["tile_size"]) == (model, task, 64)
+    assert (metadata["model"], metadata["task"], metadata["patch_size"]) == (model, task, 64)
     assert metadata["in_channels"] == run.datamodule.in_channels
 
 

@@ -22,7 +22,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
             "-m",
             "geochange.cli",
             "demo",
-            "--out",
+            "--out-dir",
             str(out),
             "--size",
             "1280x1280",
@@ -49,3 +49,21 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     info = pyogrio.read_info(out / "changes.gpkg", layer="changes")
     assert info["features"] == summary["polygons"]
     assert (out / "report" / "report.json").exists()
+
+
+@pytest.mark.parametrize("flag", ["--out-dir", "--out"])
+def test_demo_output_directory_flag_and_its_old_spelling(flag: str, capsys, tmp_path) -> None:
+    """``--out-dir`` (docs/glossary.md); ``--out`` still works for one release, with a warning."""
+    from geochange.cli import build_parser
+
+    args = build_parser().parse_args(["demo", flag, str(tmp_path / "d")])
+    assert args.out_dir == tmp_path / "d" and not hasattr(args, "out")
+    err = capsys.readouterr().err
+    if flag == "--out":
+        assert err == (
+            "geochange demo: warning: --out is deprecated and will be removed in the next "
+            "release; use --out-dir\n"
+        )
+    else:
+        assert err == ""
+    assert build_parser().parse_args(["demo"]).out_dir == Path("demo_output")

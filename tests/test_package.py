@@ -67,3 +67,114 @@ def test_cli_reports_an_unnamed_io_error_without_traceback(tmp_path, monkeypatch
     assert err.startswith("geochange synth: error: ") and "missing.tif" in err
     assert err.count("\n") == 1
     assert issubclass(rasterio.errors.RasterioIOError, OSError)
+
+
+# --- the front door: geochange/__init__.py -------------------------------------------------
+
+
+def test_every_public_name_resolves_to_its_home_object():
+    import importlib
+
+    assert sorted(geochange.__all__) == sorted(geochange._LAZY)
+    assert len(set(geochange.__all__)) == len(geochange.__all__)
+    for name in geochange.__all__:
+        home = importlib.import_module(geochange._LAZY[name])
+        assert getattr(geochange, name) is getattr(home, name), name
+        assert name in dir(geochange), name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "BiTemporalRasterDataset",
+        "spatial_split",
+        "ChangeBalancedGeoSampler",
+        "ChangeDataModule",
+        "ChangeTrainer",
+        "SemiSupervisedChangeTrainer",
+        "ChangePredictor",
+        "PredictionResult",
+        "vectorize_changes",
+        "evaluate_scene",
+        "EvaluationReport",
+        "generate_pseudo_labels",
+        "change_event_generation",
+        "make_scene",
+        "Scene",
+        "build_model",
+        "register_model",
+        "list_models",
+        "build_change_loss",
+        "BinaryChangeMetrics",
+        "load_model",
+    ],
+)
+def test_front_door_lists_the_entry_points(name):
+    assert name in geochange.__all__
+
+
+def test_front_door_exports_every_error_class():
+    import inspect
+
+    import geochange.errors as errors
+
+    classes = {
+        name
+        for name, value in vars(errors).items()
+        if inspect.isclass(value)
+        and issubclass(value, Exception)
+        and value.__module__ == errors.__name__
+    }
+    assert classes and classes <= set(geochange.__all__)
+
+
+def test_import_geochange_is_lazy():
+    """``import geochange`` (and the CLI's parser) must not pull in torch or Lightning."""
+    code = (
+        "import sys, geochange; "
+        "print(sorted(m for m in ('torch', 'lightning', 'torchgeo', 'rasterio')"
+        " if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_mypy_sees_the_real_types(tmp_path):
+    """The ``TYPE_CHECKING`` block gives type checkers the real classes behind the lazy names.
+
+    Without it mypy would see ``__getattr__ -> Any`` and accept any call.
+    """
+    import os
+    from pathlib import Path
+
+    pytest.importorskip("mypy")
+    root = Path(geochange.__file__).resolve().parent.parent
+    snippet = tmp_path / "snippet.py"
+    snippet.write_text(
+        "import geochange\n"
+        "geochange.ChangePredictor(model='not a model')\n"
+        "reveal_type(geochange.make_scene)\n"
+    )
+    # MYPYPATH: check this checkout's geochange (the editable install may point elsewhere).
+    env = {**os.environ, "MYPYPATH": str(root)}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--follow-imports=silent",
+            "--ignore-missing-imports",
+            "--cache-dir",
+            str(root / ".mypy_cache"),
+            str(snippet),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert 'Argument "model" to "ChangePredictor" has incompatible type "str"' in out.stdout, (
+        out.stdout
+    )
+    assert "Scene" in out.stdout, out.stdout

@@ -30,6 +30,49 @@ SUBCOMMANDS: dict[str, str] = {
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 
+class _RenamedOption(argparse.Action):
+    """A store action whose last option string is a deprecated spelling: using it warns."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if option_string == self.option_strings[-1]:
+            # On stderr, like every other CLI message: a DeprecationWarning is hidden by default.
+            print(
+                f"{parser.prog}: warning: {option_string} is deprecated and will be removed in "
+                f"the next release; use {self.option_strings[0]}",
+                file=sys.stderr,
+            )
+        setattr(namespace, self.dest, values)
+
+
+def add_renamed_option(
+    parser: argparse.ArgumentParser, new: str, old: str, **kwargs: Any
+) -> argparse.Action:
+    """Add the option ``new`` that still accepts its old spelling ``old`` for one release.
+
+    The old spelling works as before, prints a deprecation warning on stderr and is marked
+    deprecated in ``--help``. Used for the flag renames of docs/glossary.md.
+
+    Args:
+        parser: The (sub)command's parser.
+        new: The glossary's spelling, e.g. ``"--out-dir"``.
+        old: The deprecated spelling, e.g. ``"--out"``.
+        **kwargs: ``add_argument`` keyword arguments of a storing option (``type``,
+            ``default``, ``required``, ``help``, ...).
+
+    Returns:
+        The argparse action.
+    """
+    kwargs["help"] = f"{kwargs.get('help', '')} ({old}: deprecated spelling)".lstrip()
+    kwargs.setdefault("dest", new.lstrip("-").replace("-", "_"))
+    return parser.add_argument(new, old, action=_RenamedOption, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level argument parser with one subparser per available subcommand."""
     parser = argparse.ArgumentParser(

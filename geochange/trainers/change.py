@@ -22,7 +22,7 @@ from geochange.trainers.batches import (
     normalization_record,
 )
 from geochange.trainers.figures import log_prediction_figure
-from geochange.trainers.loading import CheckpointLoading
+from geochange.trainers.loading import CheckpointLoading, _patch_size_argument
 from geochange.trainers.schedules import estimated_total_steps, lr_factor
 
 __all__ = ["LSSCD_CLASS_NAMES", "ChangeTrainer", "lr_factor"]
@@ -80,12 +80,13 @@ class ChangeTrainer(CheckpointLoading):
         freeze_backbone: bool = False,
         normalization: dict[str, list[float]] | None = None,
         bands: Sequence[int | str] | None = None,
-        tile_size: int | None = None,
+        patch_size: int | None = None,
         input_range: dict[str, Any] | None = None,
         plot_every_n_epochs: int = 5,
         plot_samples: int = 4,
         compile_model: bool = False,
         channels_last: bool = False,
+        tile_size: int | None = None,
     ) -> None:
         """Build the model, loss and metrics.
 
@@ -126,7 +127,8 @@ class ChangeTrainer(CheckpointLoading):
             normalization: ``{"mean": [...], "std": [...]}`` to store in checkpoints when no
                 datamodule provides it.
             bands: Band indices / names to store in checkpoints when no datamodule provides them.
-            tile_size: Training patch size to store when no datamodule provides it.
+            patch_size: Training patch size (pixels) to store when no datamodule provides
+                it (see docs/glossary.md: the *patch* is the training window).
             input_range: ``{"dtype", "min": [...], "max": [...]}`` of the training imagery
                 (raw pixel units) to store when no datamodule provides it (see
                 :attr:`geochange.datamodules.ChangeDataModule.input_range`); the predictor
@@ -135,12 +137,15 @@ class ChangeTrainer(CheckpointLoading):
             plot_samples: Samples per figure.
             compile_model: Run the model through ``torch.compile`` for training.
             channels_last: Use the channels-last memory format (faster convs on GPU).
+            tile_size: Deprecated name of ``patch_size`` (a *tile* is the predictor's
+                window); accepted for one release with a ``DeprecationWarning``.
 
         Raises:
             ConfigurationError: On inconsistent arguments (unknown task / loss, missing
                 ``num_classes``, class name count mismatch).
         """
         super().__init__()
+        patch_size = _patch_size_argument(patch_size, tile_size)
         if task not in ("binary", "semantic"):
             raise ConfigurationError(f"task must be 'binary' or 'semantic', got {task!r}")
         if not 0.0 < threshold < 1.0:
@@ -169,10 +174,12 @@ class ChangeTrainer(CheckpointLoading):
         self.in_channels = in_channels
         self.normalization = normalization_record(normalization)
         self.bands = list(bands) if bands is not None else None
-        self.tile_size = tile_size
+        self.patch_size = patch_size
         self.input_range = input_range_record(input_range)
         user_module = isinstance(model, nn.Module)
-        self.save_hyperparameters(ignore=["model", "loss"] if user_module else ["loss"])
+        # ``tile_size`` is not a hyper-parameter of its own: its value is saved as patch_size.
+        ignore = ["model", "loss", "tile_size"] if user_module else ["loss", "tile_size"]
+        self.save_hyperparameters(ignore=ignore)
         if isinstance(loss, str) or loss is None:
             self.hparams["loss"] = loss
         # TorchGeo's task shape: model, then losses, then metrics, each its own hook.
@@ -538,7 +545,7 @@ class ChangeTrainer(CheckpointLoading):
     def checkpoint_metadata(self) -> dict[str, Any]:
         """Metadata written to ``checkpoint["geochange"]`` (inputs of the predictor).
 
-        Normalization, bands and tile size come from the attached datamodule when it has them,
+        Normalization, bands and patch size come from the attached datamodule when it has them,
         else from the init arguments.
 
         Returns:
@@ -549,7 +556,7 @@ class ChangeTrainer(CheckpointLoading):
         datamodule = self._datamodule()
         normalization = self.normalization
         bands = self.bands
-        tile_size = self.tile_size
+        patch_size = self.patch_size
         input_range = self.input_range
         if datamodule is not None:
             data_norm = getattr(datamodule, "normalization", None)
@@ -560,7 +567,7 @@ class ChangeTrainer(CheckpointLoading):
                 bands = list(data_bands)
             patch = getattr(datamodule, "patch_size", None)
             if patch is not None:
-                tile_size = int(patch if isinstance(patch, int) else patch[0])
+                patch_size = int(patch if isinstance(patch, int) else patch[0])
             data_range = getattr(datamodule, "input_range", None)
             if data_range is not None:
                 input_range = input_range_record(data_range)
@@ -573,7 +580,7 @@ class ChangeTrainer(CheckpointLoading):
             class_names=list(self.class_names) if self.class_names is not None else None,
             normalization=normalization,
             bands=bands,
-            patch_size=tile_size,
+            patch_size=patch_size,
             input_range=input_range,
             version=__version__,
             trainer=f"{type(self).__module__}.{type(self).__qualname__}",

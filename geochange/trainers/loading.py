@@ -1,11 +1,15 @@
 """How a trainer is rebuilt from a checkpoint: one read, Lightning's loading steps, clear errors.
 
+Also the one place of the ``tile_size`` -> ``patch_size`` rename of the trainers' argument
+(docs/glossary.md): the deprecated argument and checkpoints that saved the old hyper-parameter.
+
 :class:`CheckpointLoading` is mixed into :class:`~geochange.trainers.ChangeTrainer` (and so its
 subclasses); it overrides Lightning's ``load_from_checkpoint`` and ``load_state_dict``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -30,6 +34,39 @@ from geochange.trainers.checkpoint import (
 __all__ = ["CheckpointLoading"]
 
 _T = TypeVar("_T", bound="CheckpointLoading")
+
+#: Renamed trainer hyper-parameters, old name -> current name (checkpoints keep the old one).
+_RENAMED_HPARAMS = {"tile_size": "patch_size"}
+
+
+def _patch_size_argument(patch_size: int | None, tile_size: int | None) -> int | None:
+    """``patch_size``, or the value of its deprecated name ``tile_size`` (with a warning)."""
+    if tile_size is None:
+        return patch_size
+    warnings.warn(
+        "the trainers' tile_size= is now patch_size= (the training patch, see "
+        "docs/glossary.md); tile_size= will be removed in the next release",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if patch_size is not None and patch_size != tile_size:
+        raise ConfigurationError(
+            f"patch_size={patch_size} and its old name tile_size={tile_size} disagree"
+        )
+    return tile_size
+
+
+def _current_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """Saved hyper-parameters with renamed ones under their current name.
+
+    No warning: an older geochange wrote the checkpoint, the caller did nothing wrong.
+    """
+    current = dict(hparams)
+    for old, new in _RENAMED_HPARAMS.items():
+        if old in current:
+            value = current.pop(old)
+            current.setdefault(new, value)
+    return current
 
 
 class CheckpointLoading(pl.LightningModule):
@@ -162,10 +199,12 @@ class CheckpointLoading(pl.LightningModule):
         # What Lightning's load_from_checkpoint does after reading the file; the caller's dict
         # is left as it was.
         checkpoint = dict(checkpoint)
-        checkpoint[cls.CHECKPOINT_HYPER_PARAMS_KEY] = dict(hparams)
+        checkpoint[cls.CHECKPOINT_HYPER_PARAMS_KEY] = _current_hparams(hparams)
         checkpoint = _pl_migrate_checkpoint(checkpoint, checkpoint_path=Path(path))
         if hparams_file is not None:
-            checkpoint[cls.CHECKPOINT_HYPER_PARAMS_KEY] = _hparams_from_file(hparams_file)
+            checkpoint[cls.CHECKPOINT_HYPER_PARAMS_KEY] = _current_hparams(
+                _hparams_from_file(hparams_file)
+            )
         checkpoint[cls.CHECKPOINT_HYPER_PARAMS_KEY].update(kwargs)
         try:
             loaded = _load_state(cls, checkpoint, strict=strict, **kwargs)

@@ -65,7 +65,7 @@ from geochange.losses.consistency import (
     weak_pseudo_labels,
 )
 from geochange.trainers.batches import check_pseudo_semantic, check_unlabeled_image
-from geochange.trainers.change import ChangeTrainer
+from geochange.trainers.change import ChangeTrainer, _patch_size_argument
 from geochange.trainers.schedules import estimated_total_steps, linear_schedule
 from geochange.transforms import ChangeAugmentation
 from geochange.transforms.cutmix import apply_cutmix, cutmix_boxes
@@ -246,6 +246,9 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
             merged_kwargs.setdefault("dual_head", True)
             merged_kwargs.setdefault("aux_semantic", True)
             merged_kwargs.setdefault("num_classes", pseudo_num_classes)
+        if "tile_size" in kwargs:  # deprecated name; saved (below) as patch_size
+            tile_size = kwargs.pop("tile_size")
+            kwargs["patch_size"] = _patch_size_argument(kwargs.get("patch_size"), tile_size)
         super().__init__(
             model=model,
             backbone=backbone,

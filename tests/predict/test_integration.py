@@ -163,7 +163,7 @@ def write_checkpoint(path: Path, *, tile_size: int = 64) -> Path:
         backbone="resnet18",
         in_channels=3,
         normalization={"mean": [100.0, 100.0, 100.0], "std": [50.0, 50.0, 50.0]},
-        tile_size=tile_size,
+        patch_size=tile_size,
     )
     checkpoint = {
         "state_dict": module.state_dict(),

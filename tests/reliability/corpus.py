@@ -123,7 +123,7 @@ def build(root: Path) -> Corpus:
             backbone="resnet18",
             in_channels=bands,
             normalization={"mean": [100.0] * bands, "std": [50.0] * bands},
-            tile_size=128,
+            patch_size=128,
         )
         checkpoint = {
             "state_dict": module.state_dict(),

@@ -143,9 +143,8 @@ def test_architecture_mismatch_message_lists_every_kind_of_problem(tmp_path: Pat
 def test_metadata_is_cross_checked_against_hyper_parameters(
     tmp_path: Path, key: str, metadata_value: Any, hparams_value: Any
 ) -> None:
-    module = ChangeTrainer(model="fusion_unet", **TINY_MODEL, tile_size=32)
-    # The trainer's argument (and hyper-parameter) for the training patch is ``tile_size``.
-    assert module.hparams["tile_size" if key == "patch_size" else key] == hparams_value
+    module = ChangeTrainer(model="fusion_unet", **TINY_MODEL, patch_size=32)
+    assert module.hparams[key] == hparams_value
 
     def edit(checkpoint: dict[str, Any]) -> None:
         checkpoint["geochange"][key] = metadata_value
