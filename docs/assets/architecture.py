@@ -21,7 +21,7 @@ BOXES = {
     "scene": (1.5, 6.0, "synthetic scene\nor GeoTIFFs", "synthetic/ · your files", "#e8eef7"),
     "data": (4.6, 6.0, "datasets + samplers", "datasets/ · samplers/", "#e8eef7"),
     "dm": (7.7, 6.0, "datamodule", "datamodules/", "#e8eef7"),
-    "trainer": (10.8, 6.0, "trainer", "trainers/ · models/ · losses/", "#fdf0e0"),
+    "trainer": (10.8, 6.0, "trainer", "trainers/ models/ losses/", "#fdf0e0"),
     "ckpt": (13.9, 6.0, "checkpoint", "checkpoint.py", "#fdf0e0"),
     "predictor": (13.9, 3.6, "predictor", "predict/", "#e6f4ea"),
     "products": (10.8, 3.6, "products (COGs)", "io/products.py", "#e6f4ea"),
@@ -36,7 +36,7 @@ BOXES = {
 ARROWS = [
     ("scene", "data", "pre / post rasters,\nchange + class labels", 0.55),
     ("data", "dm", "samples\n(keys.py)", 0.55),
-    ("dm", "trainer", "batches of patches", 0.55),
+    ("dm", "trainer", "batches\n(patches)", 0.55),
     ("trainer", "ckpt", "weights +\nmetadata", 0.55),
     ("ckpt", "predictor", "load_model()\n(no Lightning)", 0.0),
     ("predictor", "products", "whole scene,\ntile by tile", 0.55),
