@@ -22,6 +22,7 @@ from geochange.errors import DataError, OutputError
 from geochange.predict import ChangePredictor
 from geochange.predict.predictor import LOCK_NAME, SIDECAR_NAME
 from tests.builders import TinyConvChange, write_raster
+from tests.predict.helpers import FailingAfter, Interrupt, read
 
 NORM = {"mean": [0.0, 0.0, 0.0], "std": [1000.0, 1000.0, 1000.0]}
 
@@ -55,25 +56,6 @@ class CountingModel(TinyConvChange):
         return super().forward(x)
 
 
-class Interrupt(RuntimeError):
-    pass
-
-
-class FailingAfter(TinyConvChange):
-    """The tiny model (same weights), raising after ``calls`` tile batches (a crash)."""
-
-    def __init__(self, calls: int) -> None:
-        super().__init__()
-        self.calls = calls
-
-    def forward(self, x: torch.Tensor):
-        if x.shape[-1] > 40:
-            self.calls -= 1
-            if self.calls < 0:
-                raise Interrupt("simulated crash")
-        return super().forward(x)
-
-
 @pytest.fixture
 def tall_pair(tmp_path: Path) -> tuple[Path, Path]:
     """3-band 1100 x 130 uint16 pair: 12 tile rows of 2 tiles with 128-px tiles, 3 block rows."""
@@ -83,12 +65,6 @@ def tall_pair(tmp_path: Path) -> tuple[Path, Path]:
     scene = tmp_path / "scene"
     scene.mkdir()
     return write_raster(scene / "pre.tif", pre), write_raster(scene / "post.tif", post)
-
-
-def read(path: Path | None) -> np.ndarray:
-    assert path is not None
-    with rasterio.open(path) as ds:
-        return ds.read(1)
 
 
 def use_predictor(monkeypatch, predictor: ChangePredictor) -> None:
