@@ -137,8 +137,9 @@ class ChangeFormer(ChangeModel):
         self.projections = nn.ModuleList(nn.Conv2d(c, embed_dim, 1) for c in widths)
         self.fuse = conv_bn_relu(len(widths) * embed_dim, embed_dim, kernel_size=1)
         self.upsample = nn.Sequential(
-            nn.ConvTranspose2d(embed_dim, head_channels, kernel_size=4, stride=4),
-            nn.ReLU(),
+            nn.ConvTranspose2d(embed_dim, head_channels, kernel_size=4, stride=4, bias=False),
+            nn.BatchNorm2d(head_channels),
+            nn.ReLU(inplace=True),
         )
         self.refine = ResidualBlock(head_channels)
         self.classifier = nn.Conv2d(head_channels, 1, 1)

@@ -23,8 +23,8 @@ SMALL = {"encoder_depth": 3, "decoder_channels": (64, 32, 16)}
 #: The small-config hook: models whose arguments differ from the UNet models' say here how
 #: they are built small (the same role as ``SMALL``).
 SMALL_CONFIGS: dict[str, dict[str, object]] = {
-    "changeformer": {"encoder_depth": 3, "embed_dim": 32, "head_channels": 8},
-    "snunet": {"encoder_depth": 3, "width": 8},
+    "changeformer": {"encoder_depth": 3, "embed_dim": 64, "head_channels": 32},
+    "snunet": {"encoder_depth": 3, "width": 16},
 }
 
 
