@@ -32,7 +32,9 @@ def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
     Returns:
         The block.
     """
-    return nn.Sequential(conv_bn_relu(in_channels, out_channels), conv_bn_relu(out_channels, out_channels))
+    return nn.Sequential(
+        conv_bn_relu(in_channels, out_channels), conv_bn_relu(out_channels, out_channels)
+    )
 
 
 class SNUNetEncoder(nn.Module):

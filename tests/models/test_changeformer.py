@@ -1,4 +1,4 @@
-"""ChangeFormer: MiT encoder scales, difference modules, key layout, weights, training, prediction."""
+"""ChangeFormer: MiT scales, difference modules, key layout, weights, training, prediction."""
 
 from __future__ import annotations
 
