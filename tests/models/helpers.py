@@ -72,3 +72,20 @@ def predict_pair(model: nn.Module, tmp_path: Path) -> tuple[PredictionResult, Ch
         values = np.unique(ds.read(1))
     assert set(values.tolist()) <= {0, 1}
     return result, predictor
+
+
+def fixmatch_terms(model: str, **model_kwargs: Any) -> dict[str, torch.Tensor]:
+    """One FixMatch loss of the semi-supervised trainer with registry model ``model``.
+
+    Both models here have only a change head, so FixMatch (not DiffMatch) is what applies.
+    """
+    from geochange.trainers import SemiSupervisedChangeTrainer
+
+    torch.manual_seed(0)
+    trainer = SemiSupervisedChangeTrainer(model, method="fixmatch", model_kwargs=model_kwargs)
+    labeled = TinyChangeDataset(2, size=32)
+    batch = {key: torch.stack([s[key] for s in labeled.samples]) for key in ("image", "mask")}
+    unlabeled = {"image": torch.stack([s["image"] for s in TinyChangeDataset(2, seed=1).samples])}
+    terms = trainer.semi_supervised_losses(batch, unlabeled)
+    terms["loss"].backward()
+    return terms

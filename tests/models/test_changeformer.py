@@ -11,7 +11,7 @@ from torch import nn
 from geochange.errors import ConfigurationError
 from geochange.models import ChangeFormer, build_model, fold_batch_norm
 from geochange.models.changeformer import DifferenceModule
-from tests.models.helpers import fit_losses, predict_pair
+from tests.models.helpers import fit_losses, fixmatch_terms, predict_pair
 
 SMALL = {"encoder_depth": 3, "embed_dim": 64, "head_channels": 32}
 
@@ -92,3 +92,9 @@ def test_predicts_a_scene(tmp_path: Path) -> None:
     torch.manual_seed(0)
     result, _ = predict_pair(build_model("changeformer", **SMALL), tmp_path)
     assert result.change is not None and result.change.name == "change.tif"
+
+
+def test_fixmatch_loss_in_the_semi_supervised_trainer() -> None:
+    terms = fixmatch_terms("changeformer", **SMALL)
+    assert {"sup", "unsup", "loss"} <= set(terms)
+    assert torch.isfinite(terms["loss"])
