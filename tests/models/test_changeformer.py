@@ -11,7 +11,7 @@ from torch import nn
 from geochange.errors import ConfigurationError
 from geochange.models import ChangeFormer, build_model, fold_batch_norm
 from geochange.models.changeformer import DifferenceModule
-from tests.models.helpers import fit_losses, fixmatch_terms, predict_pair
+from tests.models.recipes import fit_losses, fixmatch_terms, predict_pair
 
 SMALL = {"encoder_depth": 3, "embed_dim": 64, "head_channels": 32}
 
