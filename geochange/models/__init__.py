@@ -14,10 +14,12 @@ from geochange.models.base import (
     ChangeModel,
     SiameseChangeModel,
 )
+from geochange.models.changeformer import ChangeFormer
 from geochange.models.folding import fold_batch_norm
 from geochange.models.registry import build_model, list_models, load_pretrained, register_model
 from geochange.models.semantic_change import SemanticChangeNet
 from geochange.models.siamese import FusionUNet, SiamConc, SiamDiff
+from geochange.models.snunet import SNUNet
 
 #: Registry names of the models that output semantic maps (``task="semantic"``).
 SEMANTIC_MODELS = frozenset({"semantic_change"})
@@ -26,12 +28,16 @@ register_model("fusion_unet", FusionUNet)
 register_model("siam_diff", SiamDiff)
 register_model("siam_conc", SiamConc)
 register_model("semantic_change", SemanticChangeNet)
+register_model("changeformer", ChangeFormer)
+register_model("snunet", SNUNet)
 
 __all__ = [
     *_keys.__all__,
     "SEMANTIC_MODELS",
+    "ChangeFormer",
     "ChangeModel",
     "FusionUNet",
+    "SNUNet",
     "SemanticChangeNet",
     "SiamConc",
     "SiamDiff",

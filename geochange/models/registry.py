@@ -28,7 +28,8 @@ def register_model(
     """Register a model factory under ``name``; usable directly or as a decorator.
 
     The factory (a class or function) is called by :func:`build_model` with the keyword
-    arguments ``backbone``, ``in_channels``, ``num_classes``, ``encoder_weights`` (only when
+    arguments ``backbone`` (only when given, or when the factory has no default for it:
+    then ``"resnet18"``), ``in_channels``, ``num_classes``, ``encoder_weights`` (only when
     pretrained smp weights are requested) and any extra ``**kwargs`` given to
     :func:`build_model`. The returned module must follow the geochange model contract:
     ``forward(x [B, 2, C, H, W]) -> {"change": [B, 1, H, W], ...}``. A module with an
@@ -73,7 +74,7 @@ def list_models() -> list[str]:
 def build_model(
     name: str,
     *,
-    backbone: str = "resnet18",
+    backbone: str | None = None,
     in_channels: int = 3,
     num_classes: int | None = None,
     weights: str | Path | None = None,
@@ -84,8 +85,11 @@ def build_model(
 
     Args:
         name: Registered model name (see :func:`list_models`): ``"fusion_unet"``,
-            ``"siam_diff"``, ``"siam_conc"``, ``"semantic_change"`` or a user model.
-        backbone: Any segmentation-models-pytorch encoder name.
+            ``"siam_diff"``, ``"siam_conc"``, ``"semantic_change"``, ``"changeformer"``,
+            ``"snunet"`` or a user model.
+        backbone: Any segmentation-models-pytorch encoder name; ``None`` (the default) keeps
+            the model's own default (``"resnet18"`` for the UNet models, ``"mit_b0"`` for
+            ``changeformer``; ``snunet`` has its own encoder).
         in_channels: Bands per date (any count; the first convolution is adapted).
         num_classes: Semantic classes ``K`` (semantic models, DiffMatch auxiliary decoders).
         weights: ``None`` for random initialisation (nothing is downloaded); the name of smp
@@ -128,10 +132,12 @@ def build_model(
         else:
             factory_kwargs["encoder_weights"] = str(weights)
     factory = _REGISTRY[name]
+    if backbone is None:
+        backbone = _default_backbone(factory)
+    if backbone is not None:
+        factory_kwargs["backbone"] = backbone
     try:
-        model = factory(
-            backbone=backbone, in_channels=in_channels, num_classes=num_classes, **factory_kwargs
-        )
+        model = factory(in_channels=in_channels, num_classes=num_classes, **factory_kwargs)
     except TypeError as error:
         accepted = _accepted_arguments(factory)
         raise ConfigurationError(
@@ -152,6 +158,21 @@ def build_model(
     setattr(model, "model_name", name)  # noqa: B010 - nn.Module typing would reject plain attrs
     setattr(model, "config", config)  # noqa: B010
     return model
+
+
+def _default_backbone(factory: ModelFactory) -> str | None:
+    """``None`` (pass nothing) when the factory has its own default backbone, else resnet18.
+
+    Factories without a default (user functions written when ``build_model`` always passed
+    ``"resnet18"``) keep getting it.
+    """
+    try:
+        parameter = inspect.signature(factory).parameters.get("backbone")
+    except (TypeError, ValueError):
+        parameter = None
+    if parameter is not None and parameter.default is not inspect.Parameter.empty:
+        return None
+    return "resnet18"
 
 
 def _accepted_arguments(factory: ModelFactory) -> str:

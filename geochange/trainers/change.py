@@ -60,7 +60,7 @@ class ChangeTrainer(CheckpointLoading):
     def __init__(
         self,
         model: str | nn.Module = "fusion_unet",
-        backbone: str = "resnet18",
+        backbone: str | None = None,
         weights: str | None = None,
         in_channels: int = 3,
         task: Task = "binary",
@@ -95,7 +95,8 @@ class ChangeTrainer(CheckpointLoading):
                 ``"siam_diff"``, ``"siam_conc"``, ``"semantic_change"``, ...) or a user
                 ``nn.Module`` following the model contract (``forward(x [B, 2, C, H, W]) ->
                 {"change": [B, 1, H, W], ...}``).
-            backbone: smp encoder name (ignored for a user module).
+            backbone: smp encoder name (ignored for a user module); ``None`` keeps the
+                model's default (``"resnet18"``; ``"mit_b0"`` for ``changeformer``).
             weights: Pretrained encoder weights (``"imagenet"`` or a local path), ``None`` for
                 random init.
             in_channels: Bands per date; checked against the data.
@@ -201,7 +202,7 @@ class ChangeTrainer(CheckpointLoading):
         self,
         model: str | nn.Module,
         *,
-        backbone: str,
+        backbone: str | None,
         weights: str | None,
         model_kwargs: dict[str, Any],
         freeze_backbone: bool,

@@ -153,7 +153,7 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
     def __init__(
         self,
         model: str | nn.Module = "siam_diff",
-        backbone: str = "resnet18",
+        backbone: str | None = None,
         weights: str | None = None,
         in_channels: int = 3,
         *,
@@ -184,7 +184,7 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
             model: Registry name (a siamese model for DiffMatch) or a user module following
                 the model contract (for DiffMatch it must also return ``change_generated``,
                 ``aux_semantic_pre/post`` and ``feature_distance`` in training mode).
-            backbone: smp encoder name.
+            backbone: smp encoder name; ``None`` keeps the model's default.
             weights: Pretrained encoder weights or ``None``.
             in_channels: Bands per date.
             method: ``"fixmatch"`` or ``"diffmatch"``.
