@@ -206,12 +206,12 @@ class BIT(ChangeModel):
         self.tokenizer = nn.Conv2d(token_channels, num_tokens, kernel_size=1)
         # Small init, as for ViT position embeddings: tokens start close to the pooled features.
         self.token_position = nn.Parameter(0.02 * torch.randn(1, 2 * num_tokens, token_channels))
-        layer = {"heads": heads, "head_dim": head_dim, "mlp_dim": mlp_dim, "dropout": dropout}
+        sizes = (token_channels, heads, head_dim, mlp_dim, dropout)
         self.token_encoder = nn.ModuleList(
-            TransformerLayer(token_channels, cross=False, **layer) for _ in range(encoder_layers)
+            TransformerLayer(*sizes, cross=False) for _ in range(encoder_layers)
         )
         self.token_decoder = nn.ModuleList(
-            TransformerLayer(token_channels, cross=True, **layer) for _ in range(decoder_layers)
+            TransformerLayer(*sizes, cross=True) for _ in range(decoder_layers)
         )
         self.head = nn.Sequential(
             conv_bn_relu(token_channels, token_channels),

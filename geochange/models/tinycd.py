@@ -207,7 +207,7 @@ class TinyCD(ChangeModel):
         layers: list[nn.Module] = []
         width = decoder_channels[-1]
         for hidden in classifier_channels:
-            layers += [nn.Conv2d(width, hidden, 1), nn.PReLU(hidden)]
+            layers.append(conv_bn_prelu(width, hidden, kernel_size=1))
             width = hidden
         layers.append(nn.Conv2d(width, 1, 1))
         self.classifier = nn.Sequential(*layers)
@@ -232,4 +232,3 @@ class TinyCD(ChangeModel):
         for step, skip in zip(self.up, reversed(mixed[:-1]), strict=True):
             decoded = step(decoded, skip)
         return {CHANGE: self.classifier(decoded)[..., :height, :width]}
-

@@ -17,8 +17,10 @@ from geochange.models.base import make_encoder
 
 
 def _used_names(module: nn.Module, sample: torch.Tensor) -> set[str]:
-    """Names of the submodules called on ``sample``, and of their ancestors (containers such
-    as ``nn.ModuleList`` are never called themselves)."""
+    """Names of the submodules called on ``sample``, and of their ancestors.
+
+    Containers such as ``nn.ModuleList`` are never called themselves.
+    """
     called: set[nn.Module] = set()
     hooks = [
         child.register_forward_hook(lambda m, args, out: called.add(m))
@@ -94,8 +96,9 @@ def make_truncated_encoder(
     weights: str | None = None,
     output_stride: int | None = None,
 ) -> nn.Module:
-    """Build an smp encoder (see :func:`~geochange.models.base.make_encoder`) without the
-    stages deeper than ``depth``.
+    """Build an smp encoder without the stages deeper than ``depth``.
+
+    See :func:`~geochange.models.base.make_encoder` for the encoder names and errors.
 
     Args:
         backbone: smp encoder name.

@@ -20,6 +20,14 @@ MODELS = list_models()
 NUM_CLASSES = 5
 # A shallow resnet18 (3 stages) keeps training-style tests fast; contract tests use defaults.
 SMALL = {"encoder_depth": 3, "decoder_channels": (64, 32, 16)}
+#: Small-config hook: models whose arguments differ from SMALL's (or whose defaults are slow).
+SMALL_CONFIGS: dict[str, dict[str, object]] = {
+    "bit": {"encoder_depth": 3, "decoder_layers": 2},
+}
+
+
+def _small(name: str) -> dict[str, object]:
+    return dict(SMALL_CONFIGS.get(name, SMALL))
 
 
 def _build(name: str, **kwargs: object) -> nn.Module:
@@ -90,7 +98,7 @@ class TestRegisteredModel:
 
     def test_overfit_reduces_loss(self, name: str) -> None:
         torch.manual_seed(0)
-        model = _build(name, **SMALL).train()
+        model = _build(name, **_small(name)).train()
         batch = _synthetic_batch()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         losses = []
@@ -104,7 +112,7 @@ class TestRegisteredModel:
 
     def test_frozen_backbone_stays_frozen(self, name: str) -> None:
         torch.manual_seed(0)
-        model = _build(name, freeze_backbone=True, **SMALL)
+        model = _build(name, freeze_backbone=True, **_small(name))
         model.train()
         assert not model.encoder.training  # BatchNorm statistics stay fixed
         assert all(not p.requires_grad for p in model.encoder.parameters())
@@ -130,7 +138,7 @@ class TestRegisteredModel:
         results = []
         for _ in range(2):
             torch.manual_seed(123)
-            model = _build(name, **SMALL).eval()
+            model = _build(name, **_small(name)).eval()
             with torch.no_grad():
                 results.append((model.state_dict(), model(x)["change"]))
         (state_a, out_a), (state_b, out_b) = results
@@ -139,7 +147,7 @@ class TestRegisteredModel:
 
     def test_eval_forward_is_deterministic(self, name: str) -> None:
         torch.manual_seed(0)
-        model = _build(name, **SMALL).eval()
+        model = _build(name, **_small(name)).eval()
         x = torch.randn(2, 2, 3, 48, 40)
         with torch.no_grad():
             first, second = model(x), model(x)
