@@ -14,12 +14,14 @@ from geochange.models.base import (
     ChangeModel,
     SiameseChangeModel,
 )
+from geochange.models.bit import BIT
 from geochange.models.changeformer import ChangeFormer
 from geochange.models.folding import fold_batch_norm
 from geochange.models.registry import build_model, list_models, load_pretrained, register_model
 from geochange.models.semantic_change import SemanticChangeNet
 from geochange.models.siamese import FusionUNet, SiamConc, SiamDiff
 from geochange.models.snunet import SNUNet
+from geochange.models.tinycd import TinyCD
 
 #: Registry names of the models that output semantic maps (``task="semantic"``).
 SEMANTIC_MODELS = frozenset({"semantic_change"})
@@ -30,9 +32,12 @@ register_model("siam_conc", SiamConc)
 register_model("semantic_change", SemanticChangeNet)
 register_model("changeformer", ChangeFormer)
 register_model("snunet", SNUNet)
+register_model("bit", BIT)
+register_model("tinycd", TinyCD)
 
 __all__ = [
     *_keys.__all__,
+    "BIT",
     "SEMANTIC_MODELS",
     "ChangeFormer",
     "ChangeModel",
@@ -42,6 +47,7 @@ __all__ = [
     "SiamConc",
     "SiamDiff",
     "SiameseChangeModel",
+    "TinyCD",
     "build_model",
     "fold_batch_norm",
     "list_models",

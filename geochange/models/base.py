@@ -77,7 +77,11 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3) -> n
 
 
 def make_encoder(
-    backbone: str, in_channels: int, depth: int = 5, weights: str | None = None
+    backbone: str,
+    in_channels: int,
+    depth: int = 5,
+    weights: str | None = None,
+    output_stride: int = 32,
 ) -> nn.Module:
     """Build an smp encoder with clear geochange errors.
 
@@ -87,6 +91,8 @@ def make_encoder(
         in_channels: Number of input bands per date.
         depth: Number of encoder stages (3-5).
         weights: Name of smp pretrained weights (``"imagenet"``) or ``None`` for random init.
+        output_stride: 32, or 16/8 to dilate the deepest stages instead of downsampling
+            (encoders that cannot be dilated raise ``ValueError``).
 
     Returns:
         The encoder module; its ``out_channels`` lists the channels of each feature level.
@@ -101,7 +107,11 @@ def make_encoder(
         raise ConfigurationError(f"encoder_depth must be in 1..5, got {depth}")
     try:
         return smp.encoders.get_encoder(
-            backbone, in_channels=in_channels, depth=depth, weights=weights
+            backbone,
+            in_channels=in_channels,
+            depth=depth,
+            weights=weights,
+            output_stride=output_stride,
         )
     except KeyError as error:
         # smp raises KeyError for both unknown encoders and unknown weight names; its message

@@ -25,6 +25,7 @@ SMALL = {"encoder_depth": 3, "decoder_channels": (64, 32, 16)}
 SMALL_CONFIGS: dict[str, dict[str, object]] = {
     "changeformer": {"encoder_depth": 3, "embed_dim": 64, "head_channels": 32},
     "snunet": {"encoder_depth": 3, "width": 16},
+    "bit": {"encoder_depth": 3, "decoder_layers": 2},
 }
 
 
