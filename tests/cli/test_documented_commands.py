@@ -563,7 +563,8 @@ CASES: list[Case] = [
     ),
     Case(
         "predict-overwrite",
-        f"{PREDICT} --out-dir out/ --tile-size 96 --overlap 32 --vector out/changes.gpkg --overwrite",
+        f"{PREDICT} --out-dir out/ --tile-size 96 --overlap 32 --vector out/changes.gpkg "
+        "--overwrite",
         check_predict("out", vector="out/changes.gpkg"),
         setup=foreign_change_tif("out"),
     ),

@@ -99,3 +99,27 @@ def test_predict_passes_the_reader_count_to_the_predictor(flag, monkeypatch, tmp
         cli_main([*PREDICT[:-4], "--pre", "a", "--post", "b", "--out", str(tmp_path / "o"),
                   flag, "2", "--quiet"])  # fmt: skip
     assert seen["num_workers"] == 2 and seen["path"] == "m.ckpt"
+
+
+def _deprecated_spellings() -> dict[str, set[str]]:
+    """Subcommand -> the old spellings of its renamed flags."""
+    from geochange.cli import _RenamedOption
+
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    return {
+        name: {a.option_strings[-1] for a in sub._actions if isinstance(a, _RenamedOption)}
+        for name, sub in subparsers.choices.items()
+    }
+
+
+def test_docs_show_no_deprecated_spelling() -> None:
+    """README.md and docs/ teach the new spellings (help blocks list both, as argparse does)."""
+    from tests.cli.docs_commands import _tokens, invocations
+
+    old = _deprecated_spellings()
+    found = [
+        f"{i.source}: {option}"
+        for i in invocations()
+        for option in {t.split("=", 1)[0] for t in _tokens(i.text)} & old.get(i.command, set())
+    ]
+    assert not found, "deprecated flag spellings in the docs:\n" + "\n".join(found)

@@ -190,7 +190,7 @@ def test_lock_of_a_killed_run_does_not_block_the_next(
 
 
 def test_foreign_file_in_out_is_kept_and_needs_overwrite(tall_pair, monkeypatch, capsys) -> None:
-    """--out-dir is the scene folder, which holds a reference change.tif (not written by geochange)."""
+    """--out-dir is the scene folder, holding a reference change.tif (not written by geochange)."""
     pre, post = tall_pair
     scene = pre.parent
     truth = write_raster(scene / "change.tif", np.ones((1, 1100, 130), dtype=np.uint8))
