@@ -145,7 +145,7 @@ def kill_half_way(
     """Start ``geochange predict`` and kill it once some rows are on disk; return those rows."""
     command = [
         sys.executable, "-m", "geochange", "predict", "--checkpoint", str(checkpoint),
-        "--pre", str(pre), "--post", str(post), "--out", str(out), "--quiet",
+        "--pre", str(pre), "--post", str(post), "--out-dir", str(out), "--quiet",
         "--tile-size", str(args.tile_size), "--overlap", str(args.overlap),
         "--batch-size", str(args.batch_size),
     ]  # fmt: skip

@@ -23,6 +23,9 @@ def renamed_argument[T](
     reason: str = "",
     error: type[Exception] = TypeError,
     stacklevel: int = 2,
+    message: str | None = None,
+    conflict: str | None = None,
+    refuse_both: bool = False,
 ) -> T:
     """The value of a renamed argument, taking its old name for one release.
 
@@ -45,25 +48,37 @@ def renamed_argument[T](
         stacklevel: as in :func:`warnings.warn`, counted from the function that calls this
             helper: ``2`` (default) points the warning at the line calling that function;
             add one per private wrapper in between.
+        message: the warning's text instead of the standard one (for a message that users
+            already know from an older release).
+        conflict: the error's text instead of the standard one; ``{value}`` and
+            ``{old_value}`` are replaced by the two values.
+        refuse_both: refuse both names even when they agree (for a rename whose error users
+            already know from an older release).
 
     Returns:
         ``value`` when the old name was not used, else ``old_value`` (after a
         ``DeprecationWarning``).
 
     Raises:
-        error: if both names were given (``value`` is not ``default``) with different values.
+        error: if both names were given (``value`` is not ``default``) with different values
+            (or at all, with ``refuse_both``); after the warning, as the old name was used.
     """
     if old_value is None:
         return value
     call = f"{where}()" if where else "the call"
-    if value is not default and value != default and value != old_value:
+    if message is None:
+        prefix = f"{where}({old}=...)" if where else f"{old}=..."
+        message = f"{prefix} is deprecated, use {new}=...; {old!r} goes in the next release"
+        if reason:
+            message += f" ({reason})"
+    warnings.warn(message, DeprecationWarning, stacklevel=stacklevel + 1)
+    if value is not default and value != default and (refuse_both or value != old_value):
+        if conflict is not None:
+            raise error(conflict.format(value=value, old_value=old_value))
+        if value == old_value:
+            raise error(f"{call} got both {new!r} and its deprecated name {old!r}: not both")
         raise error(
             f"{call} got both {new!r} and its deprecated name {old!r}, which disagree"
             f" ({value!r} vs {old_value!r}): give {new!r} only"
         )
-    prefix = f"{where}({old}=...)" if where else f"{old}=..."
-    message = f"{prefix} is deprecated, use {new}=...; {old!r} goes in the next release"
-    if reason:
-        message += f" ({reason})"
-    warnings.warn(message, DeprecationWarning, stacklevel=stacklevel + 1)
     return old_value

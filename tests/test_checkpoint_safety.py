@@ -165,7 +165,7 @@ def test_checkpoint_readers_refuse_code(evil_checkpoint: Path, marker: Path) -> 
 def test_cli_predict_refuses_code(
     evil_checkpoint: Path, marker: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["--pre", "pre.tif", "--post", "post.tif", "--out", str(tmp_path / "out")]
+    args = ["--pre", "pre.tif", "--post", "post.tif", "--out-dir", str(tmp_path / "out")]
     assert cli_main(["predict", "--checkpoint", str(evil_checkpoint), *args]) == 1
     assert "Python objects" in _assert_clean_cli_error(capsys, "predict")
     assert not marker.exists()

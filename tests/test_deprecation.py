@@ -55,13 +55,20 @@ def test_stacklevel_skips_private_wrappers() -> None:
 
 
 def test_both_names_with_different_values_are_refused() -> None:
-    with pytest.raises(
-        TypeError,
-        match=r"save\(\) got both 'out_dir' and its deprecated name 'directory', "
-        r"which disagree \('a' vs 'b'\)",
+    # The old name was used: it warns first, then the disagreement is refused.
+    with (
+        pytest.warns(DeprecationWarning, match="directory"),
+        pytest.raises(
+            TypeError,
+            match=r"save\(\) got both 'out_dir' and its deprecated name 'directory', "
+            r"which disagree \('a' vs 'b'\)",
+        ),
     ):
         save("a", directory="b")
-    with pytest.raises(ConfigurationError, match=r"disagree \(3 vs 4\): give 'pixels' only"):
+    with (
+        pytest.warns(DeprecationWarning, match="area"),
+        pytest.raises(ConfigurationError, match=r"disagree \(3 vs 4\): give 'pixels' only"),
+    ):
         count(3, area=4)
 
 
@@ -70,3 +77,25 @@ def test_both_names_with_the_same_value_or_the_default_only_warn() -> None:
         assert save("a", directory="a") == "a"
     with pytest.warns(DeprecationWarning):
         assert count(10, area=4) == 4  # 10 is the default: the new name was not given
+
+
+def strict(res: float | None = None, *, resolution: float | None = None) -> float | None:
+    return renamed_argument(
+        res, resolution, old="resolution", new="res", message="resolution is now res",
+        conflict="res={value} / resolution={old_value}: not both", refuse_both=True,
+        error=ConfigurationError,
+    )  # fmt: skip
+
+
+def test_own_messages_and_refusing_both_names() -> None:
+    with pytest.warns(DeprecationWarning, match="^resolution is now res$") as caught:
+        assert strict(resolution=2.0) == 2.0
+    assert caught[0].filename == __file__
+    assert strict(3.0) == 3.0
+    with (
+        pytest.warns(DeprecationWarning),
+        pytest.raises(ConfigurationError, match=r"^res=2\.0 / resolution=2\.0: not both$"),
+    ):
+        strict(2.0, resolution=2.0)  # refused even though they agree
+    with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="'res' and its"):
+        renamed_argument(1, 1, old="resolution", new="res", where="f", refuse_both=True)

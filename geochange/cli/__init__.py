@@ -40,11 +40,17 @@ class _RenamedOption(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> None:
-        if option_string == self.option_strings[-1]:
+        new, old = self.option_strings[0], self.option_strings[-1]
+        # Which spellings this parse has seen, kept on the namespace (the parser may be reused).
+        seen = f"_spelling_of_{self.dest}"
+        if getattr(namespace, seen, option_string) != option_string:
+            parser.error(f"give {new} or its deprecated spelling {old}, not both")
+        setattr(namespace, seen, option_string)
+        if option_string == old:
             # On stderr, like every other CLI message: a DeprecationWarning is hidden by default.
             print(
-                f"{parser.prog}: warning: {option_string} is deprecated and will be removed in "
-                f"the next release; use {self.option_strings[0]}",
+                f"{parser.prog}: warning: {old} is deprecated and will be removed in "
+                f"the next release; use {new}",
                 file=sys.stderr,
             )
         setattr(namespace, self.dest, values)
@@ -56,7 +62,8 @@ def add_renamed_option(
     """Add the option ``new`` that still accepts its old spelling ``old`` for one release.
 
     The old spelling works as before, prints a deprecation warning on stderr and is marked
-    deprecated in ``--help``. Used for the flag renames of docs/glossary.md.
+    deprecated in ``--help``; giving both spellings is a usage error. Used for the flag renames
+    of docs/glossary.md.
 
     Args:
         parser: The (sub)command's parser.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from geochange.cli import add_renamed_option
 from geochange.cli._options import add_class_names, add_mask_values, add_quiet, split_names
 
 HELP = "Evaluate a change map against a reference per pixel and per object; write a report."
@@ -35,8 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--semantic-pre", help="reference class raster before (SCD scores)")
     parser.add_argument("--semantic-post", help="reference class raster after (SCD scores)")
     add_class_names(parser, note="default: raster tags")
-    parser.add_argument(
-        "--report", required=True, help="report directory (JSON, Markdown, GeoPackage, figures)"
+    add_renamed_option(
+        parser,
+        "--out-dir",
+        "--report",
+        required=True,
+        help="report directory (JSON, Markdown, GeoPackage, figures)",
     )
     parser.add_argument(
         "--iou-threshold", type=float, default=0.5, help="minimum IoU of an object match"
@@ -93,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         mask_values=args.mask_values,
         prediction_mask_values=args.prediction_mask_values,
     )
-    written = report.save(args.report)
+    written = report.save(args.out_dir)
     if report.pixel is not None:
         pixel = ", ".join(f"{k} {v:.4f}" for k, v in report.pixel.items())
         print(f"pixel: {pixel}")
@@ -105,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
             f"{o['split_references']} split, {o['merging_predictions']} merging"
         )
     print(
-        f"report written to {args.report} ({len(written)} files) "
+        f"report written to {args.out_dir} ({len(written)} files) "
         f"in {time.perf_counter() - start:.1f} s"
     )
     return 0

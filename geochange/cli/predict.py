@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 import time
-import warnings
 from pathlib import Path
+
+from geochange.cli import add_renamed_option
 
 HELP = "Predict change over a whole scene pair from a checkpoint (seamless COG outputs)."
 
@@ -18,7 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="geochange training checkpoint")
     parser.add_argument("--pre", required=True, help="pre-change image (output grid)")
     parser.add_argument("--post", required=True, help="post-change image (warped if needed)")
-    parser.add_argument("--out", required=True, help="output directory")
+    add_renamed_option(
+        parser, "--out-dir", "--out", type=Path, required=True, help="output directory"
+    )
     parser.add_argument("--tile-size", type=int, help="tile size (default: the checkpoint's)")
     parser.add_argument("--overlap", type=int, help="tile overlap (default: tile size / 4)")
     parser.add_argument("--margin", type=int, help="zero-weight margin (default: overlap / 4)")
@@ -51,7 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "anyway (ignore)",
     )
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    parser.add_argument("--workers", type=int, help="DataLoader reader processes")
+    add_renamed_option(
+        parser, "--num-workers", "--workers", type=int, help="DataLoader reader processes"
+    )
     parser.add_argument("--probability-dtype", choices=["uint8", "float32"], default="uint8")
     parser.add_argument(
         "--no-probability", action="store_true", help="do not write probability.tif"
@@ -64,9 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="restrict to these bounds in the pre image's CRS",
     )
     parser.add_argument("--crs", help="output CRS (default: the pre image's)")
-    parser.add_argument("--res", type=float, help="output pixel size in CRS units")
-    parser.add_argument(
-        "--resolution", type=float, help="deprecated spelling of --res (kept for one release)"
+    add_renamed_option(
+        parser, "--res", "--resolution", type=float, help="output pixel size in CRS units"
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     parser.add_argument(
@@ -100,19 +103,10 @@ def run(args: argparse.Namespace) -> int:
         overrides["overlap"] = args.overlap
     if args.margin is not None:
         overrides["margin"] = args.margin
-    if args.workers is not None:
-        overrides["num_workers"] = args.workers
-    if args.resolution is not None:
-        if args.res is not None:
-            from geochange.errors import ConfigurationError
-
-            raise ConfigurationError("give --res or its deprecated spelling --resolution, not both")
-        message = "--resolution is deprecated; use --res"
-        warnings.warn(message, DeprecationWarning, stacklevel=2)
-        print(f"geochange predict: warning: {message}", file=sys.stderr)
-        args.res = args.resolution
+    if args.num_workers is not None:
+        overrides["num_workers"] = args.num_workers
     # Folders this run creates; those still empty when it fails early are removed again.
-    created = _missing_dirs(Path(args.out))
+    created = _missing_dirs(args.out_dir)
     if args.vector:
         created += _missing_dirs(Path(args.vector).absolute().parent)
     try:
@@ -152,7 +146,7 @@ def _run(args: argparse.Namespace, overrides: dict[str, object]) -> int:
     result = predictor.predict(
         args.pre,
         args.post,
-        args.out,
+        args.out_dir,
         window=args.bounds,
         write_probability=not args.no_probability,
         resume=args.resume,

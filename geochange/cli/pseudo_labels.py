@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from geochange.cli import add_renamed_option
 from geochange.cli._options import add_class_names, add_mask_values
 
 HELP = (
@@ -53,7 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an instance is a change event when its IoU with every instance at the other "
         "date is <= this (0.0: appeared or vanished as a whole)",
     )
-    parser.add_argument(
+    add_renamed_option(
+        parser,
+        "--min-instance-pixels",
         "--min-instance-area",
         type=int,
         default=10,
@@ -95,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode,
         prob_pre=args.prob_pre,
         prob_post=args.prob_post,
-        min_instance_pixels=args.min_instance_area,
+        min_instance_pixels=args.min_instance_pixels,
         overlap_threshold=args.overlap_threshold,
         confidence=args.confidence,
         ignore_index=args.ignore_index,

@@ -21,6 +21,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 from torch import nn
 
+from geochange._deprecation import renamed_argument
 from geochange.checkpoint import load_model
 from geochange.errors import CheckpointError, ConfigurationError
 from geochange.io import bound_malloc_growth, gdal_cache
@@ -390,15 +391,16 @@ class ChangePredictor:
                 (a full disk says so).
             ConfigurationError: both ``res`` and ``resolution`` given.
         """
-        if resolution is not None:
-            if res is not None:
-                raise ConfigurationError("give res or its deprecated spelling resolution, not both")
-            warnings.warn(
-                "predict(resolution=...) is deprecated; use res=... (TorchGeo's name)",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            res = resolution
+        res = renamed_argument(
+            res,
+            resolution,
+            old="resolution",
+            new="res",
+            message="predict(resolution=...) is deprecated; use res=... (TorchGeo's name)",
+            conflict="give res or its deprecated spelling resolution, not both",
+            refuse_both=True,
+            error=ConfigurationError,
+        )
         options = _PredictOptions(
             window, write_probability, resume, client, blocks_per_worker, crs, res, overwrite
         )

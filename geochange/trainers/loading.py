@@ -9,7 +9,6 @@ subclasses); it overrides Lightning's ``load_from_checkpoint`` and ``load_state_
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -24,6 +23,7 @@ from lightning.pytorch.core.saving import _default_map_location, _load_state
 from lightning.pytorch.utilities.migration.utils import _pl_migrate_checkpoint
 from torch import Tensor
 
+from geochange._deprecation import renamed_argument
 from geochange.errors import CheckpointError, ConfigurationError
 from geochange.trainers.checkpoint import (
     describe_state_dict_mismatch,
@@ -41,19 +41,17 @@ _RENAMED_HPARAMS = {"tile_size": "patch_size"}
 
 def _patch_size_argument(patch_size: int | None, tile_size: int | None) -> int | None:
     """``patch_size``, or the value of its deprecated name ``tile_size`` (with a warning)."""
-    if tile_size is None:
-        return patch_size
-    warnings.warn(
-        "the trainers' tile_size= is now patch_size= (the training patch, see "
+    return renamed_argument(
+        patch_size,
+        tile_size,
+        old="tile_size",
+        new="patch_size",
+        message="the trainers' tile_size= is now patch_size= (the training patch, see "
         "docs/glossary.md); tile_size= will be removed in the next release",
-        DeprecationWarning,
-        stacklevel=3,
+        conflict="patch_size={value} and its old name tile_size={old_value} disagree",
+        error=ConfigurationError,
+        stacklevel=3,  # this wrapper, then the trainer's __init__: point at its caller
     )
-    if patch_size is not None and patch_size != tile_size:
-        raise ConfigurationError(
-            f"patch_size={patch_size} and its old name tile_size={tile_size} disagree"
-        )
-    return tile_size
 
 
 def _current_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:

@@ -92,7 +92,7 @@ def _canonical_options() -> dict[str, dict[str, str]]:
         mapping: dict[str, str] = {}
         for action in sub._actions:
             if action.option_strings:
-                long = max(action.option_strings, key=len)
+                long = _canonical(action.option_strings)
                 mapping.update({opt: long for opt in action.option_strings})
         result[name] = mapping
     return result
@@ -106,8 +106,13 @@ def required_options(command: str) -> frozenset[str]:
     subparsers = next(a for a in parser._actions if a.dest == "command")
     sub = subparsers.choices[command]
     return frozenset(
-        max(a.option_strings, key=len) for a in sub._actions if a.option_strings and a.required
+        _canonical(a.option_strings) for a in sub._actions if a.option_strings and a.required
     )
+
+
+def _canonical(option_strings: list[str]) -> str:
+    """The long form of an option: the first ``--`` spelling (a renamed flag's new name)."""
+    return next((o for o in option_strings if o.startswith("--")), max(option_strings, key=len))
 
 
 def options_of(command: str, tokens: list[str]) -> frozenset[str]:

@@ -532,44 +532,45 @@ CASES: list[Case] = [
     ),
     Case("test", f"test --config {SYNTHETIC_YAML}", check_evaluated("test"), ON_FIT_DATA),
     # predict
-    Case("predict", f"{PREDICT} --out out/", check_predict("out")),
+    Case("predict", f"{PREDICT} --out-dir out/", check_predict("out")),
     Case(
         "predict-vector",
-        f"{PREDICT} --out out/ --vector out/changes.gpkg",
+        f"{PREDICT} --out-dir out/ --vector out/changes.gpkg",
         check_predict("out", vector="out/changes.gpkg"),
     ),
     Case(
         "predict-tiles",
-        f"{PREDICT} --out out/ --tile-size 96 --overlap 32 --vector out/changes.gpkg",
+        f"{PREDICT} --out-dir out/ --tile-size 96 --overlap 32 --vector out/changes.gpkg",
         check_predict("out", vector="out/changes.gpkg"),
     ),
     Case(
         "predict-resume",
-        f"{PREDICT} --out out/ --tile-size 96 --overlap 32 --vector out/changes.gpkg --resume",
+        f"{PREDICT} --out-dir out/ --tile-size 96 --overlap 32 --vector out/changes.gpkg --resume",
         check_predict("out", vector="out/changes.gpkg"),
     ),
     Case(
         "predict-bounds",
-        f"{PREDICT} --out out/ --tile-size 96 --overlap 32 --vector out/changes.gpkg "
+        f"{PREDICT} --out-dir out/ --tile-size 96 --overlap 32 --vector out/changes.gpkg "
         "--bounds {e.window[0]} {e.window[1]} {e.window[2]} {e.window[3]}",
         check_predict("out", vector="out/changes.gpkg", window=True),
     ),
     Case(
         "predict-all-options",
-        f"{PREDICT} --out out/ --tile-size 64 --overlap 16 --batch-size 4 --device auto "
+        f"{PREDICT} --out-dir out/ --tile-size 64 --overlap 16 --batch-size 4 --device auto "
         "--precision auto --vector out/changes.gpkg --resume "
         "--bounds {e.window[0]} {e.window[1]} {e.window[2]} {e.window[3]}",
         check_predict("out", vector="out/changes.gpkg", window=True),
     ),
     Case(
         "predict-overwrite",
-        f"{PREDICT} --out out/ --tile-size 96 --overlap 32 --vector out/changes.gpkg --overwrite",
+        f"{PREDICT} --out-dir out/ --tile-size 96 --overlap 32 --vector out/changes.gpkg "
+        "--overwrite",
         check_predict("out", vector="out/changes.gpkg"),
         setup=foreign_change_tif("out"),
     ),
     Case(
         "predict-all-options-overwrite",
-        f"{PREDICT} --out out/ --tile-size 64 --overlap 16 --batch-size 4 --device auto "
+        f"{PREDICT} --out-dir out/ --tile-size 64 --overlap 16 --batch-size 4 --device auto "
         "--precision auto --vector out/changes.gpkg --resume --overwrite "
         "--bounds {e.window[0]} {e.window[1]} {e.window[2]} {e.window[3]}",
         check_predict("out", vector="out/changes.gpkg", window=True),
@@ -600,7 +601,7 @@ CASES: list[Case] = [
     Case(
         "evaluate",
         "evaluate --prediction {e.scene.root} --reference {e.scene.change} "
-        "--reference-polygons {e.scene.changed_buildings} --report report/",
+        "--reference-polygons {e.scene.changed_buildings} --out-dir report/",
         check_evaluate,
     ),
     Case("evaluate-help", "evaluate --help", check_help("evaluate")),
@@ -624,7 +625,7 @@ CASES: list[Case] = [
         "--semantic-post {e.scene.semantic_post} --out pseudo_change.tif "
         "--change-classes building --mode mixed --prob-pre {e.prob_pre} "
         "--prob-post {e.prob_post} --confidence 0.8 --overlap-threshold 0.0 "
-        "--min-instance-area 10 --block-size 128",
+        "--min-instance-pixels 10 --block-size 128",
         check_pseudo("pseudo_change.tif", low_confidence=True),
     ),
     Case(
@@ -709,7 +710,7 @@ def test_parser_rules() -> None:
         [
             "Run `geochange synth` or `geochange predict ... --vector x.gpkg`.",
             "```console",
-            "$ geochange predict --checkpoint a --pre b --post c --out d \\",
+            "$ geochange predict --checkpoint a --pre b --post c --out-dir d \\",
             "    [--tile-size 512] --overlap=128   # a comment --quiet",
             "geochange predict ... --resume",
             "wrote 3 files   # output, not a command",
@@ -722,7 +723,7 @@ def test_parser_rules() -> None:
         ]
     )
     found = parse_invocations(page, "page.md")
-    required = frozenset({"--checkpoint", "--pre", "--post", "--out"})
+    required = frozenset({"--checkpoint", "--pre", "--post", "--out-dir"})
     full = required | {"--overlap"}
     assert [(i.source, i.command, i.combinations) for i in found] == [
         ("page.md:1", "predict", (required | {"--vector"},)),

@@ -41,7 +41,7 @@ def test_mask_values_and_class_names_are_the_shared_options(module: object) -> N
 
 def _required(module: object) -> list[str]:
     if module is evaluate_cli:
-        return ["--prediction", "p", "--report", "r"]
+        return ["--prediction", "p", "--out-dir", "r"]
     return ["--semantic-pre", "a", "--semantic-post", "b", "--out", "c"]
 
 

@@ -24,7 +24,7 @@ def test_cli_writes_report(
             str(hand_scene.directory),  # a prediction directory holding change.tif
             "--reference",
             str(hand_scene.ref),
-            "--report",
+            "--out-dir",
             str(tmp_path / "out"),
             "--workers",
             "1",
@@ -45,7 +45,7 @@ def test_cli_clean_error_on_grid_mismatch(
         [
             "evaluate",
             *("--prediction", str(hand_scene.pred), "--reference", str(small)),
-            *("--report", str(tmp_path / "out"), "--quiet"),
+            *("--out-dir", str(tmp_path / "out"), "--quiet"),
         ]
     )
     assert code == 1

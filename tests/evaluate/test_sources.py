@@ -91,7 +91,7 @@ def test_levir_0_255_rasters_need_mask_values(
     assert report.pixel == binary.pixel and report.objects == binary.objects
     assert report.objects is not None and report.objects["true_positives"] > 0
     cli = ["evaluate", "--prediction", str(pred_path), "--reference", str(ref_path)]
-    cli += ["--report", str(tmp_path / "out"), "--workers", "1", "--quiet"]
+    cli += ["--out-dir", str(tmp_path / "out"), "--workers", "1", "--quiet"]
     assert cli_main(cli) == 1
     err = capsys.readouterr().err
     assert err.startswith("geochange evaluate: error: ") and "levir_pred.tif" in err
@@ -118,6 +118,6 @@ def test_corrupt_reference_block_is_a_data_error_naming_file_and_window(
     with pytest.raises(DataError, match=r"cannot read .*ref\.tif' at rows 32-48, cols 48-64"):
         evaluate_scene(hand_scene.pred, path, **FAST)
     args = ["--prediction", str(hand_scene.pred), "--reference", str(path)]
-    code = cli_main(["evaluate", *args, "--report", str(tmp_path / "out"), "--quiet"])
+    code = cli_main(["evaluate", *args, "--out-dir", str(tmp_path / "out"), "--quiet"])
     assert code == 1
     assert capsys.readouterr().err.startswith("geochange evaluate: error: cannot read ")

@@ -124,7 +124,7 @@ def test_from_checkpoint_and_cli(levir_pair, tmp_path: Path) -> None:
             str(pre),
             "--post",
             str(post),
-            "--out",
+            "--out-dir",
             str(out),
             "--tile-size",
             "128",
@@ -135,7 +135,7 @@ def test_from_checkpoint_and_cli(levir_pair, tmp_path: Path) -> None:
             "4600000",
             "--precision",
             "fp32",
-            "--workers",
+            "--num-workers",
             "1",
             "--semantic-blend",
             "center",
@@ -165,7 +165,7 @@ def test_foreign_checkpoints_are_rejected(levir_pair, tmp_path: Path, capsys) ->
         ChangePredictor.from_checkpoint(tmp_path / "missing.ckpt")
     pre, post = levir_pair
     args = ["--checkpoint", str(bare), "--pre", str(pre), "--post", str(post)]
-    code = cli_main(["predict", *args, "--out", str(tmp_path / "o")])
+    code = cli_main(["predict", *args, "--out-dir", str(tmp_path / "o")])
     assert code == 1
     assert "geochange predict: error" in capsys.readouterr().err
 

@@ -81,7 +81,7 @@ def cli_predict(pre: Path, post: Path, out: Path, *extra: str) -> int:
     ckpt = pre.parent.parent / "model.ckpt"
     ckpt.touch()
     args = ["predict", "--checkpoint", str(ckpt), "--pre", str(pre), "--post", str(post)]
-    return cli_main([*args, "--out", str(out), "--quiet", *extra])
+    return cli_main([*args, "--out-dir", str(out), "--quiet", *extra])
 
 
 # --- item 2: one run per output directory ----------------------------------------------------
@@ -166,7 +166,7 @@ def test_lock_of_a_killed_run_does_not_block_the_next(
 
 
 def test_foreign_file_in_out_is_kept_and_needs_overwrite(tall_pair, monkeypatch, capsys) -> None:
-    """--out is the scene folder, which holds a reference change.tif (not written by geochange)."""
+    """--out-dir is the scene folder, holding a reference change.tif (not written by geochange)."""
     pre, post = tall_pair
     scene = pre.parent
     truth = write_raster(scene / "change.tif", np.ones((1, 1100, 130), dtype=np.uint8))
@@ -446,13 +446,17 @@ def test_cli_res_and_its_deprecated_spelling(tall_pair, monkeypatch, capsys, fla
     with rasterio.open(pre) as ds:
         res = 2 * ds.res[0]
     out = pre.parent / "out"
-    if flag == "--resolution":
-        with pytest.warns(DeprecationWarning, match="use --res"):
-            assert cli_predict(pre, post, out, flag, str(res)) == 0
-        assert "--resolution is deprecated; use --res" in capsys.readouterr().err
-    else:
-        assert cli_predict(pre, post, out, flag, str(res)) == 0
+    assert cli_predict(pre, post, out, flag, str(res)) == 0
+    warning = (
+        "geochange predict: warning: --resolution is deprecated and will be removed in the next "
+        "release; use --res\n"
+    )
+    assert (warning in capsys.readouterr().err) == (flag == "--resolution")
     with rasterio.open(out / "change.tif") as ds:
         assert ds.res == (res, res)
-    assert cli_predict(pre, post, out, "--res", "1", "--resolution", "1", "--overwrite") == 1
-    assert "not both" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli_predict(pre, post, out, "--res", "1", "--resolution", "1", "--overwrite")
+    assert exit_info.value.code == 2
+    assert "give --res or its deprecated spelling --resolution, not both" in (
+        capsys.readouterr().err
+    )

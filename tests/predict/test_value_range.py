@@ -147,11 +147,11 @@ def test_cli_value_range_flag(
     args = ["predict", "--checkpoint", str(trained_8bit["checkpoint"]), "--pre",
             str(trained_8bit["pre12"]), "--post", str(trained_8bit["post12"]), "--tile-size",
             "64", "--quiet", "--precision", "fp32"]  # fmt: skip
-    assert cli_main([*args, "--out", str(tmp_path / "a")]) == 1
+    assert cli_main([*args, "--out-dir", str(tmp_path / "a")]) == 1
     err = capsys.readouterr().err
     assert "geochange predict: error: the checkpoint was trained on uint8 imagery" in err
     assert "Traceback" not in err
-    assert cli_main([*args, "--out", str(tmp_path / "b"), "--value-range", "rescale"]) == 0
+    assert cli_main([*args, "--out-dir", str(tmp_path / "b"), "--value-range", "rescale"]) == 0
     assert (tmp_path / "b" / "change.tif").exists()
 
 

@@ -149,7 +149,7 @@ def build(root: Path) -> Corpus:
             str(scene.pre),
             "--post",
             str(scene.post),
-            "--out",
+            "--out-dir",
             str(root / "pred"),
             "--quiet",
         ],

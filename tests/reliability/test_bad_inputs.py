@@ -50,7 +50,7 @@ def predict(pre: str = "pre", post: str = "post", ckpt: str = "ckpt", *extra: st
             str(getattr(c, pre)),
             "--post",
             str(getattr(c, post)),
-            "--out",
+            "--out-dir",
             str(out / "o"),
             "--quiet",
             *extra,
@@ -84,7 +84,7 @@ def evaluate(reference: str = "change", polygons: str = "polygons", prediction: 
             str(getattr(c, reference)),
             "--reference-polygons",
             str(getattr(c, polygons)),
-            "--report",
+            "--out-dir",
             str(out / "r"),
             "--quiet",
         ]
@@ -202,7 +202,7 @@ CASES = [
     # --- predict: outputs
     Case(
         "predict-out-under-file",
-        lambda c, o: [*predict()(c, o)[:-3], "--out", str(_under_file(c, o)), "--quiet"],
+        lambda c, o: [*predict()(c, o)[:-3], "--out-dir", str(_under_file(c, o)), "--quiet"],
         1,
         r"regular_file\.txt",
     ),
@@ -251,7 +251,7 @@ CASES = [
     Case("evaluate-polygons-apart", evaluate(polygons="polygons_apart"), 1, r"overlap", ("r",)),
     Case(
         "evaluate-report-under-file",
-        lambda c, o: [*evaluate()(c, o)[:-3], "--report", str(_under_file(c, o)), "--quiet"],
+        lambda c, o: [*evaluate()(c, o)[:-3], "--out-dir", str(_under_file(c, o)), "--quiet"],
         1,
         r"regular_file\.txt",
     ),
@@ -338,7 +338,7 @@ def test_cli_bad_input(case: Case, corpus: Corpus, tmp_path: Path, capfd: Any) -
 def test_predict_into_scene_folder_keeps_reference(
     corpus: Corpus, tmp_path: Path, capfd: Any
 ) -> None:
-    """--out is the scene folder holding a reference change.tif: it is never replaced."""
+    """--out-dir is the scene folder holding a reference change.tif: it is never replaced."""
     scene = copy_scene(corpus, tmp_path / "scene")
     before = digest([scene])
     code = cli_main(
@@ -350,7 +350,7 @@ def test_predict_into_scene_folder_keeps_reference(
             str(scene / "pre.tif"),
             "--post",
             str(scene / "post.tif"),
-            "--out",
+            "--out-dir",
             str(scene),
             "--quiet",
         ]

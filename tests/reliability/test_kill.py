@@ -35,7 +35,7 @@ def _cli(*args: str) -> list[str]:
 
 def _predict_argv(c: Corpus, out: Path, *extra: str) -> list[str]:
     return _cli("predict", "--checkpoint", str(c.ckpt), "--pre", str(c.plain_tiled), "--post",
-                str(c.plain_tiled), "--out", str(out), "--tile-size", "128", "--overlap", "32",
+                str(c.plain_tiled), "--out-dir", str(out), "--tile-size", "128", "--overlap", "32",
                 "--quiet", *extra)  # fmt: skip
 
 
