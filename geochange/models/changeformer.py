@@ -145,14 +145,7 @@ class ChangeFormer(ChangeModel):
         self.classifier = nn.Conv2d(head_channels, 1, 1)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        """Predict change logits for a bi-temporal batch.
-
-        Args:
-            x: Input ``[B, 2, C, H, W]``; any ``H``, ``W``.
-
-        Returns:
-            ``{"change": logits [B, 1, H, W]}``.
-        """
+        """Change logits ``[B, 1, H, W]`` of ``[B, 2, C, H, W]``: encode, differ, decode."""
         pre, post, height, width = self.encode_pair(x, self.in_channels)
         size = pre[2].shape[-2:]  # stride 4
         projected = []

@@ -220,14 +220,7 @@ class SNUNet(ChangeModel):
         return len(self.nodes)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        """Predict change logits for a bi-temporal batch.
-
-        Args:
-            x: Input ``[B, 2, C, H, W]``; any ``H``, ``W``.
-
-        Returns:
-            ``{"change": logits [B, 1, H, W]}``.
-        """
+        """Change logits ``[B, 1, H, W]`` of ``[B, 2, C, H, W]``: nested decoder, ECAM."""
         pre, post, height, width = self.encode_pair(x, self.in_channels)
         # grid[level][column] is X^{level,column}; column 0 keeps the post-date encoder output.
         grid: list[list[Tensor]] = [[feature] for feature in post]

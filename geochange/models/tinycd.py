@@ -62,15 +62,7 @@ class MixBlock(nn.Module):
         self.act = nn.PReLU(channels)
 
     def forward(self, pre: Tensor, post: Tensor) -> Tensor:
-        """Mix.
-
-        Args:
-            pre: ``[B, C, h, w]``.
-            post: ``[B, C, h, w]``.
-
-        Returns:
-            ``[B, C, h, w]``.
-        """
+        """Interleave the dates' channels and mix each pair: two ``[B, C, h, w]`` -> one."""
         interleaved = torch.stack([pre, post], dim=2).flatten(1, 2)
         return self.act(self.norm(self.conv(interleaved)))
 
@@ -92,15 +84,7 @@ class MixAttentionMask(nn.Module):
         )
 
     def forward(self, pre: Tensor, post: Tensor) -> Tensor:
-        """Mix and mask.
-
-        Args:
-            pre: ``[B, C, h, w]``.
-            post: ``[B, C, h, w]``.
-
-        Returns:
-            ``[B, C, h, w]``.
-        """
+        """The mixed features of both dates, weighted by their spatial mask: ``[B, C, h, w]``."""
         mixed = self.mix(pre, post)
         return mixed * torch.sigmoid(self.mask(mixed))
 
@@ -218,14 +202,7 @@ class TinyCD(ChangeModel):
         return 2 ** (len(self.up))
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        """Predict change logits for a bi-temporal batch.
-
-        Args:
-            x: Input ``[B, 2, C, H, W]``; any ``H``, ``W``.
-
-        Returns:
-            ``{"change": logits [B, 1, H, W]}``.
-        """
+        """Change logits ``[B, 1, H, W]`` of ``[B, 2, C, H, W]``: mix, gate, classify."""
         pre, post, height, width = self.encode_pair(x, self.in_channels)
         mixed = [mix(a, b) for mix, a, b in zip(self.mix, pre, post, strict=True)]
         decoded = mixed[-1]
