@@ -14,35 +14,25 @@ from tests.builders import TinyConvChange
 NORM = {"mean": [0.0, 0.0, 0.0], "std": [1000.0, 1000.0, 1000.0]}
 
 
+#: Exact, quiet, single-process predictor settings on 64-px tiles.
+EXACT = {
+    "tile_size": 64,
+    "overlap": 16,
+    "precision": "fp32",
+    "probability_dtype": "float32",
+    "normalization": NORM,
+    "size_divisor": 1,
+    "num_workers": 0,
+    "progress": False,
+}
+
+
 def exact_predictor(model: torch.nn.Module, **kwargs) -> ChangePredictor:
-    options = {
-        "tile_size": 64,
-        "overlap": 16,
-        "precision": "fp32",
-        "probability_dtype": "float32",
-        "normalization": NORM,
-        "size_divisor": 1,
-        "num_workers": 0,
-        "progress": False,
-        "batch_size": 3,
-    }
-    options.update(kwargs)
-    return ChangePredictor(model, **options)
+    return ChangePredictor(model, **{**EXACT, "batch_size": 3, **kwargs})
 
 
 def tiny_predictor(**kwargs) -> ChangePredictor:
-    options = {
-        "tile_size": 64,
-        "overlap": 16,
-        "precision": "fp32",
-        "probability_dtype": "float32",
-        "normalization": NORM,
-        "size_divisor": 1,
-        "num_workers": 0,
-        "progress": False,
-    }
-    options.update(kwargs)
-    return ChangePredictor(TinyConvChange(), **options)
+    return ChangePredictor(TinyConvChange(), **{**EXACT, **kwargs})
 
 
 def read(path: Path | None) -> np.ndarray:
