@@ -15,11 +15,11 @@ judged on its ``change`` output) it measures, in one process with the same threa
   (same loss, optimizer, learning rate, batch and seed for all; ``--steps N`` gives every model
   N optimizer steps instead).
 
-Why a wall-clock budget: the models differ ~10x in cost per step (``snunet`` vs ``tinycd``), so
-a step count that lets the costly ones learn anything makes the run far longer than the ~15
-minutes a 2-core CPU allows, and the question a CPU user asks is what a model reaches for the
-same CPU time. The price is that the steps each model gets depend on the machine's load during
-its turn: they are printed next to the scores. With about a minute from random init, the IoU
+Why a wall-clock budget: the models differ ~6x in cost per step (``snunet`` 73 steps a
+minute, ``tinycd`` 417, measured), the question a CPU user asks is what a model reaches for
+the same CPU time, and it bounds the run (models x budget) whatever the models cost. The price
+is that the steps each model gets depend on the machine's load during its turn: they are
+printed next to the scores. With about a minute from random init, the IoU
 column ranks how fast each architecture learns this synthetic task per CPU second -- not its
 accuracy after convergence on real imagery.
 
