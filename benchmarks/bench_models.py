@@ -12,6 +12,12 @@ use e.g. ``--forward-size 256 --forward-batch 2 --train-size 128 --train-batch 4
 Usage::
 
     python benchmarks/bench_models.py [--device cpu|cuda] [--threads N] [--models ...]
+
+``--table`` is a separate mode (see ``model_table.py``): the comparison table of every
+registered model in docs/models.md (parameters, GFLOPs, predictor tiles/s, IoU^c / F1 after a
+fixed training budget, published LEVIR-CD F1)::
+
+    python benchmarks/bench_models.py --table [--steps N] [--runs N] [--models ...]
 """
 
 from __future__ import annotations
@@ -123,6 +129,11 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--table" in argv:
+        from model_table import main as table_main  # the benchmarks/ folder is on sys.path
+
+        return table_main([arg for arg in argv if arg != "--table"])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: keep)")
