@@ -82,3 +82,11 @@ def test_predicts_a_scene(tmp_path: Path) -> None:
     with rasterio.open(change) as ds:
         assert (ds.height, ds.width) == (150, 203)
         assert set(ds.read(1).ravel().tolist()) <= {0, 1, 255}
+
+
+def test_fixmatch_loss_in_the_semi_supervised_trainer() -> None:
+    from tests.models.recipes import fixmatch_terms
+
+    terms = fixmatch_terms("tinycd")
+    assert {"sup", "unsup", "loss"} <= set(terms)
+    assert torch.isfinite(terms["loss"])
