@@ -60,6 +60,8 @@ from geochange.transforms.stats import VALUE_RANGE_MODES
 if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
 
+# The tuning constants stay importable from here (their old home), but they are read in
+# blend.py, tiles.py and distributed.py: change them there.
 __all__ = [
     "DECODE_CHUNK_WIDTH",
     "LOCK_NAME",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import rasterio
@@ -128,3 +130,13 @@ def test_synthetic_scene_degraded_maps_unsupervised_iou(synthetic_scene, tmp_pat
         print(f"\nunsupervised CEG IoU^c on degraded synthetic maps: {ious}")
     assert 0.3 < ious["mixed"] < 1.0
     assert ious["mixed"] > ious["pixel"]
+
+
+def test_change_score_ratios_agree_when_nothing_is_scored() -> None:
+    # No change anywhere: every ratio is undefined, F1 included (it used to say 0 while the
+    # IoU, precision and recall said NaN).
+    empty = ChangeScore(tp=0, fp=0, fn=0, tn=10, undecided_change=0, undecided_no_change=2)
+    assert all(math.isnan(v) for v in (empty.iou_change, empty.precision, empty.recall, empty.f1))
+    score = ChangeScore(tp=6, fp=2, fn=1, tn=10, undecided_change=1, undecided_no_change=0)
+    assert score.f1 == pytest.approx(2 * 6 / (2 * 6 + 2 + 1 + 1))
+    assert score.iou_change == pytest.approx(6 / (6 + 2 + 1 + 1))
