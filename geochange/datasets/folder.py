@@ -292,7 +292,7 @@ class ChangeFolderDataset(_PairFolderDataset):
         sample: dict[str, Any] = {"image": image}
         if self.labels:
             raw = _read_array(entry["label"], window)
-            change = (raw > 0).any(axis=0).astype(np.int64)
+            change = np.asarray((raw > 0).any(axis=0), dtype=np.int64)
             change = self._pad(change, IGNORE_INDEX)
             change[~valid] = IGNORE_INDEX
             sample["mask"] = torch.from_numpy(change)

@@ -346,7 +346,7 @@ def _probability_stats(
     values = prob[valid].astype(np.float64) * job.probability_scale
     plab = lab[valid]
     prob_count = np.bincount(plab, minlength=count + 1)
-    prob_sum = np.bincount(plab, weights=values, minlength=count + 1)
+    prob_sum = np.bincount(plab, weights=values, minlength=count + 1).astype(np.float64)
     if plab.size:
         order = np.argsort(plab, kind="stable")
         sorted_labels = plab[order]
