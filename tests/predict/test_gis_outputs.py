@@ -99,6 +99,17 @@ def test_uint8_probability_reads_0_to_1_in_gis_clients(semantic_result) -> None:
     assert raw.max() <= 254  # geochange's own readers get the stored values
 
 
+def test_clients_applying_the_scale_read_p(semantic_result) -> None:
+    rioxarray = pytest.importorskip("rioxarray")
+    raw = read(semantic_result.probability)
+    scaled = rioxarray.open_rasterio(semantic_result.probability, mask_and_scale=True)
+    values = scaled.values[0]
+    valid = raw != 255
+    np.testing.assert_allclose(values[valid], raw[valid] / 254, rtol=1e-6)
+    assert 0.0 <= np.nanmin(values) and np.nanmax(values) <= 1.0
+    assert np.isnan(values[~valid]).all()
+
+
 def test_float32_probability_has_no_scale(scene_pair) -> None:
     pre_path, post_path, _, _ = scene_pair
     result = exact_predictor(TinyConvChange()).predict(pre_path, post_path, pre_path.parent / "f")
