@@ -14,17 +14,24 @@ __all__ = [
     "BUILDING",
     "CHANGE_CLASS_NAMES",
     "CHANGE_COLORS",
+    "CHANGE_PALETTE",
     "CLASS_COLORS",
     "CROPLAND",
     "IGNORE_INDEX",
     "LSSCD_CLASS_NAMES",
     "LSSCD_NUM_CLASSES",
     "OTHERS",
+    "PROBABILITY_RAMP",
+    "RGBA",
     "ROAD",
     "TREE",
     "WATER",
     "class_colours",
+    "class_palette",
 ]
+
+#: A colour with its opacity, ``(r, g, b, alpha)``, each 0..255 (alpha 0 is transparent).
+RGBA = tuple[int, int, int, int]
 
 #: The ignore value of every label and output raster: unlabeled, nodata or masked; neither
 #: trained on nor scored.
@@ -58,8 +65,23 @@ CLASS_COLORS: dict[int, tuple[int, int, int]] = {
 
 #: Class names of a binary change raster (0 no change, 1 change), as in its class-names tag.
 CHANGE_CLASS_NAMES: tuple[str, str] = ("no change", "change")
-#: Display colours of a binary change raster (value -> RGB): black unchanged, white changed.
-CHANGE_COLORS: dict[int, tuple[int, int, int]] = {0: (0, 0, 0), 1: (255, 255, 255)}
+#: Display colours of a binary change raster (value -> RGBA): "no change" is transparent, so a
+#: change map laid over the imagery shows only the changes, in a magenta that no land-cover
+#: class uses.
+CHANGE_PALETTE: dict[int, RGBA] = {0: (0, 0, 0, 0), 1: (255, 0, 255, 255)}
+#: :data:`CHANGE_PALETTE` without the opacity (value -> RGB).
+CHANGE_COLORS: dict[int, tuple[int, int, int]] = {
+    value: (r, g, b) for value, (r, g, b, _) in CHANGE_PALETTE.items()
+}
+#: Colour ramp of a change probability raster: ``(p, RGBA)`` stops from p = 0 to p = 1
+#: (matplotlib's "magma"), transparent at p = 0 so that low probabilities fade into the imagery.
+PROBABILITY_RAMP: tuple[tuple[float, RGBA], ...] = (
+    (0.0, (0, 0, 4, 0)),
+    (0.25, (81, 18, 124, 255)),
+    (0.5, (183, 55, 121, 255)),
+    (0.75, (252, 137, 97, 255)),
+    (1.0, (252, 253, 191, 255)),
+)
 
 
 def class_colours(count: int) -> list[tuple[int, int, int]]:
@@ -77,3 +99,18 @@ def class_colours(count: int) -> list[tuple[int, int, int]]:
         r, g, b = (int(v) for v in rng.integers(0, 256, size=3))
         colours.append((r, g, b))
     return colours
+
+
+def class_palette(count: int) -> dict[int, RGBA]:
+    """The colour table of a class raster of ``count`` classes (id -> opaque RGBA).
+
+    Synthetic, predicted and plotted class maps all take their colours from here (through
+    :func:`class_colours`), so one class has one colour everywhere.
+
+    Args:
+        count: number of classes.
+
+    Returns:
+        Class id -> ``(r, g, b, 255)``.
+    """
+    return {i: (r, g, b, 255) for i, (r, g, b) in enumerate(class_colours(count))}

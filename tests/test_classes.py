@@ -14,11 +14,13 @@ from torch import nn
 
 from geochange.classes import (
     CHANGE_COLORS,
+    CHANGE_PALETTE,
     CLASS_COLORS,
     IGNORE_INDEX,
     LSSCD_CLASS_NAMES,
     LSSCD_NUM_CLASSES,
     class_colours,
+    class_palette,
 )
 
 
@@ -31,6 +33,14 @@ def test_palette_covers_every_lsscd_class_with_distinct_colours() -> None:
     assert more[:7] == class_colours(7) and len(more) == 12
     assert all(0 <= v <= 255 for rgb in more for v in rgb)
     assert set(CHANGE_COLORS) == {0, 1} and IGNORE_INDEX == 255
+    assert class_palette(3) == {i: (*CLASS_COLORS[i], 255) for i in range(3)}
+
+
+def test_change_palette_shows_only_the_changes() -> None:
+    # "no change" is transparent over the imagery; change is opaque and unlike any class.
+    assert CHANGE_PALETTE[0][3] == 0 and CHANGE_PALETTE[1][3] == 255
+    assert CHANGE_COLORS == {v: rgba[:3] for v, rgba in CHANGE_PALETTE.items()}
+    assert CHANGE_COLORS[1] not in CLASS_COLORS.values() and CHANGE_COLORS[1] != (0, 0, 0)
 
 
 def test_old_names_are_the_one_source() -> None:
@@ -159,4 +169,8 @@ def test_synthetic_and_predicted_class_rasters_share_one_palette(tmp_path: Path)
         with rasterio.open(predicted) as p, rasterio.open(synthetic) as s:
             assert np.unique(p.read(1)).tolist() == list(range(7))
             for class_id, rgb in CLASS_COLORS.items():
-                assert p.colormap(1)[class_id][:3] == s.colormap(1)[class_id][:3] == rgb
+                assert p.colormap(1)[class_id] == s.colormap(1)[class_id] == (*rgb, 255)
+    # The change rasters too (the synthetic one had no colour table), opacity included.
+    with rasterio.open(result.change) as p, rasterio.open(scene.change) as s:
+        for value, rgba in CHANGE_PALETTE.items():
+            assert p.colormap(1)[value] == s.colormap(1)[value] == rgba

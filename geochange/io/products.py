@@ -16,11 +16,14 @@ from geochange.classes import IGNORE_INDEX
 from geochange.errors import DataError
 
 __all__ = [
+    "BAND_DESCRIPTIONS",
     "CHANGE_FILE",
     "CLASS_NAMES_TAG",
     "NODATA_U8",
     "PREDICTION_FILES",
     "PROBABILITY_FILE",
+    "PROBABILITY_GDAL_OFFSET",
+    "PROBABILITY_GDAL_SCALE",
     "PROBABILITY_SCALE",
     "PROBABILITY_SCALE_TAG",
     "PSEUDO_LABELS_TAG",
@@ -32,6 +35,7 @@ __all__ = [
     "WRITER_TAG",
     "ChangeProducts",
     "read_class_names_tag",
+    "transition_codes",
 ]
 
 #: Change probability raster (uint8 ``round(p * 254)``, 255 nodata; or float32, NaN nodata).
@@ -63,6 +67,12 @@ TRANSITION_NAMES_TAG = "GEOCHANGE_TRANSITION_NAMES"
 PROBABILITY_SCALE_TAG = "GEOCHANGE_PROBABILITY_SCALE"
 #: uint8 probability rasters store ``round(p * 254)``; 255 is nodata.
 PROBABILITY_SCALE = 254
+#: GDAL scale of a uint8 probability raster: clients that apply scale and offset (QGIS, GDAL's
+#: ``-unscale``, rioxarray's ``mask_and_scale``) read p in 0..1. geochange's own readers use
+#: the raw values and :data:`PROBABILITY_SCALE_TAG`, never both.
+PROBABILITY_GDAL_SCALE = 1.0 / PROBABILITY_SCALE
+#: GDAL offset of a uint8 probability raster.
+PROBABILITY_GDAL_OFFSET = 0.0
 #: Tag naming the program that wrote an output; only such files are replaced without
 #: ``overwrite``.
 WRITER_TAG = "GEOCHANGE_WRITER"
@@ -72,6 +82,34 @@ WRITER_NAME = "geochange predict"
 PSEUDO_LABELS_TAG = "GEOCHANGE_PSEUDO_LABELS"
 #: Nodata of the uint8 products (the ignore value).
 NODATA_U8 = IGNORE_INDEX
+
+#: Band description of each product, and of the synthetic label rasters and pseudo labels of
+#: the same kind: the band name GIS clients show (GDAL's band description).
+BAND_DESCRIPTIONS: dict[str, str] = {
+    "probability": "change probability",
+    "change": "change",
+    "semantic_pre": "class, first date",
+    "semantic_post": "class, second date",
+    "transition": "class transition (from * K + to)",
+    "pseudo_labels": "change (pseudo labels)",
+}
+
+
+def transition_codes(classes: int) -> tuple[int, int, str]:
+    """``(nodata, unchanged, dtype)`` of the transition raster of ``classes`` classes.
+
+    A changed pixel stores ``from * classes + to``; uint8 holds up to 15 classes (225 codes,
+    254 unchanged, 255 nodata), more classes need uint16 (65534 unchanged, 65535 nodata).
+
+    Args:
+        classes: number of classes.
+
+    Returns:
+        The nodata value, the value of unchanged pixels and the numpy dtype name.
+    """
+    if classes * classes <= 253:
+        return 255, 254, "uint8"
+    return 65535, 65534, "uint16"
 
 
 @runtime_checkable

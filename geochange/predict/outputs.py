@@ -12,26 +12,32 @@ from pathlib import Path
 
 import numpy as np
 
-from geochange.classes import CHANGE_CLASS_NAMES, CHANGE_COLORS, class_colours
+from geochange.classes import CHANGE_CLASS_NAMES
 from geochange.io import (
+    BAND_DESCRIPTIONS,
     CHANGE_FILE,
     CLASS_NAMES_TAG,
     NODATA_U8,
     PREDICTION_FILES,
     PROBABILITY_FILE,
+    PROBABILITY_GDAL_OFFSET,
+    PROBABILITY_GDAL_SCALE,
     PROBABILITY_SCALE,
     PROBABILITY_SCALE_TAG,
     TRANSITION_FILE,
     TRANSITION_NAMES_TAG,
+    Category,
+    change_categories,
+    class_categories,
+    transition_categories,
+    transition_codes,
 )
 from geochange.predict.writer import OutputSpec
 
 
-def _transition_codes(classes: int) -> tuple[int, int, str]:
-    """``(nodata, unchanged, dtype)`` of the transition raster for ``classes`` classes."""
-    if classes * classes <= 253:
-        return 255, 254, "uint8"
-    return 65535, 65534, "uint16"
+def _colour_table(categories: list[Category]) -> dict[int, tuple[int, int, int, int]]:
+    """The in-file colour table of a class raster (TIFF drops opacity; the PAM sidecar keeps it)."""
+    return {c.value: c.rgba for c in categories}
 
 
 def output_class_names(
@@ -83,7 +89,7 @@ def decode_outputs(
             post = probs[1 + classes : 1 + 2 * classes].argmax(0)
         out["semantic_pre"] = np.where(valid, pre, NODATA_U8).astype(np.uint8)
         out["semantic_post"] = np.where(valid, post, NODATA_U8).astype(np.uint8)
-        nodata, unchanged, dtype = _transition_codes(classes)
+        nodata, unchanged, dtype = transition_codes(classes)
         code = pre.astype(np.int64) * classes + post
         trans = np.where(changed, code, unchanged)
         out["transition"] = np.where(valid, trans, nodata).astype(dtype)
@@ -110,9 +116,15 @@ def output_specs(
                 float("nan") if is_float else NODATA_U8,
                 "average",
                 {PROBABILITY_SCALE_TAG: "1" if is_float else str(PROBABILITY_SCALE)},
+                description=BAND_DESCRIPTIONS["probability"],
+                # GIS clients read p in 0..1; float32 already stores p.
+                scale_offset=(
+                    None if is_float else (PROBABILITY_GDAL_SCALE, PROBABILITY_GDAL_OFFSET)
+                ),
+                styled=True,
             )
         )
-    change_colors = {value: (*rgb, 255) for value, rgb in CHANGE_COLORS.items()}
+    change = change_categories()
     specs.append(
         OutputSpec(
             "change",
@@ -121,7 +133,10 @@ def output_specs(
             NODATA_U8,
             "nearest",
             {CLASS_NAMES_TAG: json.dumps(list(CHANGE_CLASS_NAMES))},
-            change_colors,
+            _colour_table(change),
+            description=BAND_DESCRIPTIONS["change"],
+            categories=change,
+            styled=True,
         )
     )
     if classes:
@@ -131,27 +146,26 @@ def output_specs(
 
 def _semantic_specs(out_dir: Path, classes: int, names: list[str]) -> list[OutputSpec]:
     """The class maps of both dates and the transition raster of a semantic model."""
-    colours = class_colours(classes)
-    cmap = {i: (*c, 255) for i, c in enumerate(colours)}
+    categories = class_categories(names)
     tags = {CLASS_NAMES_TAG: json.dumps(names)}
     specs = [
-        OutputSpec(key, out_dir / PREDICTION_FILES[key], "uint8", NODATA_U8, "nearest", tags, cmap)
+        OutputSpec(
+            key,
+            out_dir / PREDICTION_FILES[key],
+            "uint8",
+            NODATA_U8,
+            "nearest",
+            tags,
+            _colour_table(categories),
+            description=BAND_DESCRIPTIONS[key],
+            categories=categories,
+            styled=True,
+        )
         for key in ("semantic_pre", "semantic_post")
     ]
-    nodata, unchanged, dtype = _transition_codes(classes)
-    transition_names = {
-        str(a * classes + b): f"{names[a]} -> {names[b]}"
-        for a in range(classes)
-        for b in range(classes)
-    }
-    transition_names[str(unchanged)] = "no change"
-    # Colour a transition by its destination class.
-    tmap = None
-    if dtype == "uint8":
-        tmap = {
-            a * classes + b: (*colours[b], 255) for a in range(classes) for b in range(classes)
-        }
-        tmap[unchanged] = (0, 0, 0, 255)
+    nodata, _, dtype = transition_codes(classes)
+    transitions = transition_categories(names)
+    transition_names = {str(c.value): c.name for c in transitions}
     specs.append(
         OutputSpec(
             "transition",
@@ -160,7 +174,11 @@ def _semantic_specs(out_dir: Path, classes: int, names: list[str]) -> list[Outpu
             nodata,
             "nearest",
             {**tags, TRANSITION_NAMES_TAG: json.dumps(transition_names)},
-            tmap,
+            # A transition is coloured by its destination class; TIFF colour tables are uint8.
+            _colour_table(transitions) if dtype == "uint8" else None,
+            description=BAND_DESCRIPTIONS["transition"],
+            categories=transitions,
+            styled=True,
         )
     )
     return specs

@@ -104,7 +104,9 @@ class _SceneRun:
         plan = self.plan(pair)
         sidecar = plan.out_dir / SIDECAR_NAME
         lock = plan.out_dir / LOCK_NAME
-        written = [path for s in plan.specs for path in (s.path, s.cog_path, s.tiled_path)]
+        written = [
+            path for s in plan.specs for path in (s.path, s.cog_path, s.tiled_path, *s.sidecars)
+        ]
         check_not_inputs(
             [*written, sidecar, partial_path(sidecar), lock],
             {"pre image": self.pre, "post image": self.post, "checkpoint": p.checkpoint},

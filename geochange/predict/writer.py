@@ -28,10 +28,13 @@ from geochange.classes import class_colours
 from geochange.errors import OutputError
 from geochange.io import (
     TILED_GTIFF_OPTIONS,
+    Category,
     atomic_output,
     build_cog,
     partial_path,
+    sidecar_paths,
     write_errors,
+    write_style_sidecars,
 )
 
 # The output contract (tags, scale, nodata) lives in geochange.io.products; the names stay
@@ -78,7 +81,14 @@ class OutputSpec:
         nodata: nodata value.
         resampling: overview resampling.
         tags: GDAL metadata tags.
-        colormap: optional colour table (value -> RGBA).
+        colormap: optional colour table (value -> RGBA; the file keeps RGB, the PAM sidecar
+            the opacity).
+        description: the band description.
+        scale_offset: GDAL scale and offset of the band (clients read ``value * scale +
+            offset``), or None.
+        categories: the classes of a class raster (category names, RAT, palette style).
+        styled: write the GIS sidecars (:func:`geochange.io.write_style_sidecars`): those of
+            ``categories``, or a probability's colour-ramp style when they are None.
     """
 
     key: str
@@ -88,6 +98,18 @@ class OutputSpec:
     resampling: str
     tags: dict[str, str]
     colormap: dict[int, tuple[int, int, int, int]] | None = None
+    description: str = ""
+    scale_offset: tuple[float, float] | None = None
+    categories: Sequence[Category] | None = None
+    styled: bool = False
+
+    @property
+    def sidecars(self) -> list[Path]:
+        """The GIS sidecars written beside :attr:`path` and their temporary names."""
+        if not self.styled:
+            return []
+        final = sidecar_paths(self.path)
+        return [*final, *(partial_path(p) for p in final)]
 
     @property
     def tiled_path(self) -> Path:
@@ -206,6 +228,10 @@ class GeoTiffBandWriter:
                     ds.update_tags(**spec.tags, **{WRITER_TAG: f"{WRITER_NAME} {__version__}"})
                     if spec.colormap is not None:
                         ds.write_colormap(1, spec.colormap)
+                    if spec.description:
+                        ds.set_band_description(1, spec.description)
+                    if spec.scale_offset is not None:
+                        ds.scales, ds.offsets = (spec.scale_offset[0],), (spec.scale_offset[1],)
             self._write_sidecar()
         self._col_off, self._stripe_width = 0, width
         # Rows wait in one preallocated buffer per output until whole block rows are complete.
@@ -368,8 +394,9 @@ class GeoTiffBandWriter:
 
         Every COG is built under its hidden name first, so existing outputs are replaced only
         once all new ones are complete; the sidecar then says ``"finalizing"``, and a run
-        interrupted during the renames resumes with the renames alone. The tiled files and the
-        sidecar are removed at the end.
+        interrupted during the renames resumes with the renames alone. Then the GIS sidecars
+        of each output are written (:attr:`OutputSpec.styled`); the tiled files and the
+        progress sidecar are removed at the end.
 
         Returns:
             Output key -> final path.
@@ -406,6 +433,11 @@ class GeoTiffBandWriter:
         for spec in pending:
             with write_errors(spec.path, hint=RESUME_HINT):
                 os.replace(spec.cog_path, spec.path)
+        # The sidecars describe the new rasters: written (again, when resuming) once they are
+        # in place, before the resume state is dropped.
+        for spec in self.specs:
+            if spec.styled:
+                write_style_sidecars(spec.path, spec.categories)
         for spec in self.specs:
             spec.tiled_path.unlink(missing_ok=True)
         self.sidecar.unlink(missing_ok=True)

@@ -23,12 +23,18 @@ from geochange._blockwise import BlockGrid
 from geochange.classes import CHANGE_CLASS_NAMES, IGNORE_INDEX
 from geochange.errors import ConfigurationError
 from geochange.io import (
+    BAND_DESCRIPTIONS,
     CLASS_NAMES_TAG,
     PSEUDO_LABELS_TAG,
     TILED_GTIFF_OPTIONS,
+    change_categories,
+    check_not_inputs,
     check_writable_dir,
     finalize_cog,
     gdal_cache,
+    partial_path,
+    sidecar_paths,
+    write_style_sidecars,
 )
 from geochange.pseudo.ceg import (
     DEFAULT_CLASS_NAMES,
@@ -120,7 +126,8 @@ def generate_pseudo_labels(
     the seam graph), whose exact areas and IoUs decide the change events; a second pass
     relabels each block and writes the pseudo labels. The output is a Cloud-Optimized GeoTIFF
     (uint8, nodata ``ignore_index``) on the input grid, written atomically, usable as a change
-    label raster.
+    label raster; beside it, what GIS clients read (``<out>.aux.xml`` with category names and
+    attribute table, a QGIS style ``.qml``: :func:`geochange.io.write_style_sidecars`).
 
     Args:
         semantic_pre: class raster of the first date (one integer band).
@@ -152,7 +159,7 @@ def generate_pseudo_labels(
     Raises:
         DataError: unreadable rasters, rasters on different grids, non-integer class rasters.
         ConfigurationError: unknown class names or parameters out of range.
-        OutputError: if the output cannot be written.
+        OutputError: if the output cannot be written, or would overwrite an input.
     """
     start = time.perf_counter()
     min_instance_pixels = _resolve_min_instance_pixels(min_instance_pixels, min_instance_area)
@@ -164,6 +171,16 @@ def generate_pseudo_labels(
         confidence=confidence, ignore_index=ignore_index, connectivity=connectivity,
     )  # fmt: skip
     out = Path(out)
+    written = [out, out.with_name(f".{out.name}.tiled.tif"), *sidecar_paths(out)]
+    check_not_inputs(
+        [*written, *(partial_path(p) for p in written)],
+        {
+            "semantic_pre raster": semantic_pre,
+            "semantic_post raster": semantic_post,
+            "prob_pre raster": prob_pre,
+            "prob_post raster": prob_post,
+        },
+    )
     check_writable_dir(out.parent if str(out.parent) else ".")
     grid = BlockGrid(inputs.height, inputs.width, block_size)
     bar = _progress_bar(len(grid) * (1 if mode == "pixel" else 2), progress)
@@ -313,7 +330,11 @@ def _write_labels(
                 dst.write(labels, 1, window=block.window)
                 bar.update(1)
             dst.update_tags(**_output_tags(run))
+            dst.set_band_description(1, BAND_DESCRIPTIONS["pseudo_labels"])
+            # The file keeps RGB; "no change" is transparent in the PAM sidecar.
+            dst.write_colormap(1, {c.value: c.rgba for c in _CATEGORIES})
         finalize_cog(tiled, out, resampling="nearest")
+        write_style_sidecars(out, _CATEGORIES)
     finally:
         for ds in (ds_prob_pre, ds_prob_post):
             if ds is not None:
@@ -353,6 +374,10 @@ def _label_block(
             events.node_event, events.node_small,
         )  # fmt: skip
     return _assemble(run.mode, pixel_change, event, small, uncertain, run.ignore_index)
+
+
+#: The classes of a pseudo-label raster: those of a change raster.
+_CATEGORIES = change_categories()
 
 
 def _output_tags(run: _RunOptions) -> dict[str, str]:

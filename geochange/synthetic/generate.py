@@ -22,15 +22,20 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from geochange._blockwise import BlockGrid
-from geochange.classes import BARE_LAND, CHANGE_CLASS_NAMES, CLASS_COLORS
+from geochange.classes import BARE_LAND, CHANGE_CLASS_NAMES
 from geochange.errors import ConfigurationError
 from geochange.io import (
+    BAND_DESCRIPTIONS,
     CLASS_NAMES_TAG,
     TILED_GTIFF_OPTIONS,
+    Category,
     atomic_output,
+    change_categories,
     check_writable_dir,
+    class_categories,
     finalize_cog,
     gdal_cache,
+    write_style_sidecars,
 )
 from geochange.synthetic.layout import _DEMOLISHED, _NEW, CELL
 from geochange.synthetic.render import _HALO, _Renderer
@@ -124,6 +129,11 @@ def make_scene(
       2 water, 3 bare land, 4 tree, 5 cropland, 6 others), nodata 255, colour table and the
       ``GEOCHANGE_CLASS_NAMES`` tag (JSON list of class names).
     * ``change.tif``: uint8, exactly ``semantic_pre != semantic_post`` (nodata 255).
+    * Beside each of these three label rasters, what GIS clients read
+      (:func:`geochange.io.write_style_sidecars`): ``<name>.tif.aux.xml`` (category names,
+      raster attribute table, colours with opacity) and a QGIS style ``<name>.qml``, in the
+      colours of predicted maps. Every band has a description (``red``, ..., ``class, first
+      date``).
     * ``changed_buildings.gpkg``: layer ``changed_buildings``, one polygon per new or demolished
       building with ``change_type`` ("new building" / "demolished building"), ``building_id``,
       ``from_class``, ``to_class`` and ``area_m2`` (area in square CRS units).
@@ -257,15 +267,33 @@ def _write_rasters(job: _Job) -> tuple[list[dict[str, Any]], int]:
             finalize_cog(
                 tiled[name], path, resampling="average" if name in ("pre", "post") else "nearest"
             )
+            if name in _LABEL_CATEGORIES:
+                write_style_sidecars(path, _LABEL_CATEGORIES[name])
     return records, changed_pixels
 
 
+#: The classes of each label raster: the palettes of predicted maps (geochange.io.gis).
+_LABEL_CATEGORIES: dict[str, list[Category]] = {
+    "semantic_pre": class_categories(CLASS_NAMES),
+    "semantic_post": class_categories(CLASS_NAMES),
+    "change": change_categories(),
+}
+
+
+def _image_band_descriptions(bands: int) -> list[str]:
+    """Band descriptions of a synthetic image: ``red, green, blue, nir``, then red-NIR mixes."""
+    named = ["red", "green", "blue", "nir"]
+    return [named[i] if i < 4 else f"red-nir mix {i - 3}" for i in range(bands)]
+
+
 def _tag_rasters(datasets: dict[str, Any], seed: int) -> None:
-    """Colour tables and class-name tags of the label rasters, seed and date of the images."""
-    colormap = {i: (*rgb, 255) for i, rgb in CLASS_COLORS.items()}
+    """Colour tables, class-name tags and band descriptions; seed and date of the images."""
     class_tag = json.dumps(list(CLASS_NAMES))
+    for name, categories in _LABEL_CATEGORIES.items():
+        # The file keeps RGB; the opacity ("no change" transparent) is in the PAM sidecar.
+        datasets[name].write_colormap(1, {c.value: c.rgba for c in categories})
+        datasets[name].set_band_description(1, BAND_DESCRIPTIONS[name])
     for name in ("semantic_pre", "semantic_post"):
-        datasets[name].write_colormap(1, colormap)
         datasets[name].update_tags(**{CLASS_NAMES_TAG: class_tag})
     datasets["change"].update_tags(**{CLASS_NAMES_TAG: json.dumps(list(CHANGE_CLASS_NAMES))})
     for name in ("pre", "post"):
@@ -273,6 +301,8 @@ def _tag_rasters(datasets: dict[str, Any], seed: int) -> None:
             GEOCHANGE_SYNTHETIC_SEED=str(seed),
             GEOCHANGE_DATE="pre" if name == "pre" else "post",
         )
+        for band, description in enumerate(_image_band_descriptions(datasets[name].count), 1):
+            datasets[name].set_band_description(band, description)
 
 
 def _write_blocks(job: _Job, datasets: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:

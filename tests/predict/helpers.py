@@ -11,6 +11,16 @@ import torch
 from geochange.predict import ChangePredictor
 from tests.builders import TinyConvChange
 
+#: What a binary prediction leaves in its output directory: the COGs and their GIS sidecars
+#: (PAM ``.aux.xml`` of the class raster, a QGIS ``.qml`` style each).
+BINARY_OUTPUT_FILES = [
+    "change.qml",
+    "change.tif",
+    "change.tif.aux.xml",
+    "probability.qml",
+    "probability.tif",
+]
+
 NORM = {"mean": [0.0, 0.0, 0.0], "std": [1000.0, 1000.0, 1000.0]}
 
 

@@ -22,7 +22,7 @@ from geochange.errors import DataError, OutputError
 from geochange.predict import ChangePredictor
 from geochange.predict.predictor import LOCK_NAME, SIDECAR_NAME
 from tests.builders import TinyConvChange, write_raster
-from tests.predict.helpers import FailingAfter, Interrupt, read
+from tests.predict.helpers import BINARY_OUTPUT_FILES, FailingAfter, Interrupt, read
 
 NORM = {"mean": [0.0, 0.0, 0.0], "std": [1000.0, 1000.0, 1000.0]}
 
@@ -122,7 +122,7 @@ def test_second_run_into_the_same_directory_fails_at_once_naming_the_holder(
     # The first run's maps are its own, whole.
     for key in ("change", "probability"):
         np.testing.assert_array_equal(read(getattr(result, key)), read(getattr(reference, key)))
-    assert sorted(p.name for p in out.iterdir()) == ["change.tif", "probability.tif"]
+    assert sorted(p.name for p in out.iterdir()) == BINARY_OUTPUT_FILES
 
 
 def test_lock_of_a_killed_run_does_not_block_the_next(
@@ -159,7 +159,7 @@ def test_lock_of_a_killed_run_does_not_block_the_next(
     # flock dies with its process: the next run proceeds (over the stale lock file).
     assert (out / LOCK_NAME).exists()
     assert cli_predict(pre, post, out) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["change.tif", "probability.tif"]
+    assert sorted(p.name for p in out.iterdir()) == BINARY_OUTPUT_FILES
 
 
 # --- item 3: inputs and foreign files are never deleted or overwritten -------------------------
@@ -244,7 +244,7 @@ def test_failed_rerun_keeps_the_earlier_maps_until_the_new_ones_are_complete(
     assert 0 < resumed.tiles < reference.tiles
     for key in ("change", "probability"):
         np.testing.assert_array_equal(read(getattr(resumed, key)), read(getattr(reference, key)))
-    assert sorted(p.name for p in out.iterdir()) == ["change.tif", "probability.tif"]
+    assert sorted(p.name for p in out.iterdir()) == BINARY_OUTPUT_FILES
 
 
 # --- item 7: truncated and corrupt inputs, full disks ------------------------------------------
@@ -419,7 +419,7 @@ def test_kill_between_the_final_renames_resumes_with_the_renames_only(
     assert model.batches == 0 and resumed.tiles == 0
     for key in ("change", "probability"):
         assert getattr(resumed, key).read_bytes() == getattr(reference, key).read_bytes()
-    assert sorted(p.name for p in out.iterdir()) == ["change.tif", "probability.tif"]
+    assert sorted(p.name for p in out.iterdir()) == BINARY_OUTPUT_FILES
 
 
 def test_bounds_outside_the_image_create_nothing(

@@ -8,7 +8,7 @@ import numpy as np
 import rasterio
 
 from tests.builders import TinyConvChange, whole_image
-from tests.predict.helpers import exact_predictor, read
+from tests.predict.helpers import BINARY_OUTPUT_FILES, exact_predictor, read
 
 
 def test_outputs_are_georeferenced_cogs(scene_pair) -> None:
@@ -31,10 +31,7 @@ def test_outputs_are_georeferenced_cogs(scene_pair) -> None:
     assert probability.max() <= 254
     np.testing.assert_array_equal(change == 1, probability >= 127)
     # Nothing but the final files is left behind.
-    assert sorted(p.name for p in (pre_path.parent / "out").iterdir()) == [
-        "change.tif",
-        "probability.tif",
-    ]
+    assert sorted(p.name for p in (pre_path.parent / "out").iterdir()) == BINARY_OUTPUT_FILES
     assert result.crs == crs and result.transform == transform
 
 

@@ -10,7 +10,13 @@ import pytest
 
 from geochange.predict.run import SIDECAR_NAME
 from tests.builders import TinyConvChange, write_raster
-from tests.predict.helpers import FailingAfter, Interrupt, exact_predictor, read
+from tests.predict.helpers import (
+    BINARY_OUTPUT_FILES,
+    FailingAfter,
+    Interrupt,
+    exact_predictor,
+    read,
+)
 
 
 def test_interrupted_run_leaves_nothing_complete_and_resumes(tmp_path: Path) -> None:
@@ -40,7 +46,7 @@ def test_interrupted_run_leaves_nothing_complete_and_resumes(tmp_path: Path) -> 
     np.testing.assert_array_equal(read(resumed.probability), read(full.probability))
     np.testing.assert_array_equal(read(resumed.change), read(full.change))
     assert not (out / SIDECAR_NAME).exists()
-    assert sorted(p.name for p in out.iterdir()) == ["change.tif", "probability.tif"]
+    assert sorted(p.name for p in out.iterdir()) == BINARY_OUTPUT_FILES
     # A new run that fails in the same folder leaves the earlier, complete maps as they were:
     # outputs are replaced only by complete new ones (test_output_safety.py).
     before = {name: (out / name).read_bytes() for name in ("change.tif", "probability.tif")}

@@ -9,7 +9,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from geochange.errors import ConfigurationError, DataError
+from geochange.errors import ConfigurationError, DataError, OutputError
 from geochange.pseudo import (
     change_event_generation,
     generate_pseudo_labels,
@@ -84,7 +84,25 @@ def test_scene_output_is_a_georeferenced_label_cog(tmp_path, scene_maps):
     expected = (truth["appearing"] | truth["disappearing"]).astype(np.uint8)
     expected[0:2] = 255
     np.testing.assert_array_equal(labels, expected)
-    assert sorted(p.name for p in out.parent.iterdir()) == ["pseudo.tif"]  # no temp leftovers
+    # The label COG and its GIS sidecars, no temporary leftovers.
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "pseudo.qml",
+        "pseudo.tif",
+        "pseudo.tif.aux.xml",
+    ]
+    with rasterio.open(out) as ds:
+        assert ds.descriptions == ("change (pseudo labels)",)
+        assert ds.colormap(1)[0] == (0, 0, 0, 0) and ds.colormap(1)[1] == (255, 0, 255, 255)
+
+
+def test_output_may_not_be_an_input(tmp_path, scene_maps):
+    pre, post, _ = scene_maps
+    pre_path = write_raster(tmp_path / "pre.tif", pre)
+    post_path = write_raster(tmp_path / "post.tif", post)
+    before = pre_path.read_bytes()
+    with pytest.raises(OutputError, match="would overwrite the semantic_pre raster"):
+        generate_pseudo_labels(pre_path, post_path, pre_path, change_classes="building")
+    assert pre_path.read_bytes() == before
 
 
 def test_class_raster_nodata_is_unknown(tmp_path, scene_maps):
