@@ -103,7 +103,9 @@ def squeeze_mask(mask: Any, *, batched: bool = True) -> Any:
     return mask
 
 
-def to_mask_layout(batch: Mapping[str, Any], layout: str, *, batched: bool = True) -> dict[str, Any]:
+def to_mask_layout(
+    batch: Mapping[str, Any], layout: str, *, batched: bool = True
+) -> dict[str, Any]:
     """A copy of a sample or batch dict with its single-date label keys in ``layout``.
 
     ``mask``, ``mask_pre``, ``mask_post`` and a single-date ``extra_mask`` get (``"torchgeo"``)

@@ -53,7 +53,7 @@ class SceneSampler(GeoSampler):
         self, dataset: Any, roi: shapely.Polygon | shapely.MultiPolygon | None = None
     ) -> None:
         self.index = dataset.index.clip(roi) if roi else dataset.index
-        self.res = tuple(dataset.res)  # type: ignore[assignment]
+        self.res = tuple(dataset.res)
         if roi:
             self.roi = roi
         else:

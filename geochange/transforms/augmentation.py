@@ -138,7 +138,7 @@ class ChangeAugmentation(nn.Module):
             data_keys = ["input", "mask"] if with_masks else ["input"]
             self._pipelines[key] = K.AugmentationSequential(
                 video,
-                data_keys=data_keys,  # type: ignore[arg-type]
+                data_keys=data_keys,
             )
         return self._pipelines[key]
 
