@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from geochange.errors import ConfigurationError
+
 __all__ = [
     "AUX_SEMANTIC_POST",
     "AUX_SEMANTIC_PRE",
@@ -33,6 +35,7 @@ __all__ = [
     "SEMANTIC_POST",
     "SEMANTIC_PRE",
     "VALID",
+    "check_mask_layout",
     "squeeze_mask",
     "to_mask_layout",
 ]
@@ -87,6 +90,17 @@ AUX_SEMANTIC_POST = "aux_semantic_post"
 FEATURE_DISTANCE = "feature_distance"
 
 
+def check_mask_layout(layout: str) -> str:
+    """Return ``layout`` if it is one of :data:`MASK_LAYOUTS`.
+
+    Raises:
+        ConfigurationError: on another value.
+    """
+    if layout not in MASK_LAYOUTS:
+        raise ConfigurationError(f"mask_layout must be one of {MASK_LAYOUTS}, got {layout!r}")
+    return layout
+
+
 def squeeze_mask(mask: Any, *, batched: bool = True) -> Any:
     """A label tensor in geochange's layout: ``[B, 1, H, W]`` -> ``[B, H, W]``.
 
@@ -120,10 +134,9 @@ def to_mask_layout(
         The converted dict (the input is not modified).
 
     Raises:
-        ValueError: on an unknown layout (a ``ConfigurationError`` where users pass it).
+        ConfigurationError: on an unknown layout.
     """
-    if layout not in MASK_LAYOUTS:
-        raise ValueError(f"mask_layout must be one of {MASK_LAYOUTS}, got {layout!r}")
+    check_mask_layout(layout)
     out = dict(batch)
     plain_dims = 3 if batched else 2
     for key in MASK_KEYS:

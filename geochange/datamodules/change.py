@@ -18,11 +18,11 @@ from geochange.io import worker_init_bound_malloc
 from geochange.keys import (
     MASK,
     MASK_KEYS,
-    MASK_LAYOUTS,
     MASK_POST,
     MASK_PRE,
     PSEUDO_POST,
     PSEUDO_PRE,
+    check_mask_layout,
     to_mask_layout,
 )
 from geochange.transforms import ChangeAugmentation, NormalizeChange, compute_band_statistics
@@ -154,12 +154,8 @@ class ChangeDataModule(LightningDataModule):
         mask_layout: str = "geochange",
     ) -> None:
         super().__init__()
-        if mask_layout not in MASK_LAYOUTS:
-            raise ConfigurationError(
-                f"mask_layout must be one of {MASK_LAYOUTS}, got {mask_layout!r}"
-            )
         #: Layout of the label keys of the batches it hands out (after the batch transforms).
-        self.mask_layout = mask_layout
+        self.mask_layout = check_mask_layout(mask_layout)
         if patch_size <= 0 or batch_size <= 0:
             raise ConfigurationError(
                 f"patch_size and batch_size must be positive, got {patch_size}, {batch_size}"

@@ -37,9 +37,9 @@ from geochange.datasets._layers import (
     VectorLayer,
     expand_paths,
 )
-from geochange.errors import ConfigurationError, DataError
+from geochange.errors import DataError
 from geochange.io import VECTOR_EXTENSIONS, ChangeMask, check_change_mask
-from geochange.keys import MASK_LAYOUTS, to_mask_layout
+from geochange.keys import check_mask_layout, to_mask_layout
 
 #: LsSCD classes, the default class names of semantic labels (a list copy of
 #: :data:`geochange.classes.LSSCD_CLASS_NAMES`; ``IGNORE_INDEX`` comes from there too).
@@ -134,12 +134,8 @@ class BiTemporalRasterDataset(GeoDataset):
         mask_values: str = "auto",
         mask_layout: str = "geochange",
     ) -> None:
-        if mask_layout not in MASK_LAYOUTS:
-            raise ConfigurationError(
-                f"mask_layout must be one of {MASK_LAYOUTS}, got {mask_layout!r}"
-            )
         #: ``"geochange"`` (masks ``[H, W]``) or ``"torchgeo"`` (``[1, H, W]``, as LEVIRCD).
-        self.mask_layout = mask_layout
+        self.mask_layout = check_mask_layout(mask_layout)
         self.transforms = transforms
         self.gdal_cache_mb = gdal_cache_mb
         self.mask_values = mask_values
