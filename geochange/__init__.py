@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         ConfigurationError,
         DataError,
         GeochangeError,
+        NormalizationWarning,
         OutputError,
     )
     from geochange.evaluate import (  # evaluation
@@ -122,6 +123,7 @@ __all__ = [
     "GeochangeError",
     "InsideGridGeoSampler",
     "MaskedBCEWithLogitsLoss",
+    "NormalizationWarning",
     "OutputError",
     "PredictionResult",
     "PseudoLabelSummary",
@@ -218,6 +220,7 @@ _LAZY: dict[str, str] = {
     "ConfigurationError": "geochange.errors",
     "DataError": "geochange.errors",
     "GeochangeError": "geochange.errors",
+    "NormalizationWarning": "geochange.errors",
     "OutputError": "geochange.errors",
 }
 

@@ -26,3 +26,12 @@ class ConfigurationError(GeochangeError, ValueError):
 
 class OutputError(GeochangeError, OSError):
     """An output cannot be written (unwritable directory, unknown format)."""
+
+
+class NormalizationWarning(UserWarning):
+    """A checkpoint carries no normalization: the model will be fed raw pixel values.
+
+    Raised as a warning when a trainer writes such a checkpoint (no ``normalization`` given
+    and none found on the datamodule, neither geochange's ``normalization`` nor TorchGeo's
+    ``mean``/``std``) and when a predictor is built from one without ``normalization=``.
+    """

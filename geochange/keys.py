@@ -6,6 +6,11 @@ them from here rather than spelling the strings again.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from geochange.errors import ConfigurationError
+
 __all__ = [
     "AUX_SEMANTIC_POST",
     "AUX_SEMANTIC_PRE",
@@ -13,10 +18,13 @@ __all__ = [
     "CHANGE_GENERATED",
     "EMBEDDING_POST",
     "EMBEDDING_PRE",
+    "EXTRA_IMAGE",
+    "EXTRA_MASK",
     "FEATURE_DISTANCE",
     "IMAGE",
     "MASK",
     "MASK_KEYS",
+    "MASK_LAYOUTS",
     "MASK_POST",
     "MASK_PRE",
     "PSEUDO_CHANGE",
@@ -27,6 +35,9 @@ __all__ = [
     "SEMANTIC_POST",
     "SEMANTIC_PRE",
     "VALID",
+    "check_mask_layout",
+    "squeeze_mask",
+    "to_mask_layout",
 ]
 
 # Sample keys (datasets -> transforms -> trainers).
@@ -40,8 +51,21 @@ MASK = "mask"
 MASK_PRE = "mask_pre"
 #: Semantic label of the second date.
 MASK_POST = "mask_post"
+#: An image layer joined with ``&`` (``BiTemporalRasterDataset & RasterDataset``): float
+#: ``[C', H, W]`` when the layer has one date (a DEM, a land-cover image), ``[2, C', H, W]`` when
+#: it is a time series of the two dates (``RasterDataset(time_series=True)``). Several image
+#: layers of the same form are concatenated along ``C'``, as TorchGeo joins image layers.
+EXTRA_IMAGE = "extra_image"
+#: A label layer joined with ``&`` (``RasterDataset(is_image=False)``) when the dataset has
+#: labels of its own: ``[H, W]`` (``[2, H, W]`` per date). Without labels of its own, the
+#: joined label fills ``mask`` (the change label given as a TorchGeo dataset).
+EXTRA_MASK = "extra_mask"
 #: Every label key of a sample (what geometric transforms move along with the image).
-MASK_KEYS: tuple[str, ...] = (MASK, MASK_PRE, MASK_POST)
+MASK_KEYS: tuple[str, ...] = (MASK, MASK_PRE, MASK_POST, EXTRA_MASK)
+#: Layouts of the label keys: ``"geochange"`` ``[H, W]`` per sample (``[B, H, W]`` batched),
+#: ``"torchgeo"`` ``[1, H, W]`` (``[B, 1, H, W]``) as TorchGeo's LEVIRCD / OSCD datasets and its
+#: ``ChangeDetection`` task use them.
+MASK_LAYOUTS: tuple[str, ...] = ("geochange", "torchgeo")
 #: Pseudo semantic labels of the first date, as the semi-supervised trainer reads them.
 PSEUDO_PRE = "pseudo_pre"
 #: Pseudo semantic labels of the second date.
@@ -64,3 +88,63 @@ EMBEDDING_POST = "embedding_post"
 AUX_SEMANTIC_PRE = "aux_semantic_pre"
 AUX_SEMANTIC_POST = "aux_semantic_post"
 FEATURE_DISTANCE = "feature_distance"
+
+
+def check_mask_layout(layout: str) -> str:
+    """Return ``layout`` if it is one of :data:`MASK_LAYOUTS`.
+
+    Raises:
+        ConfigurationError: on another value.
+    """
+    if layout not in MASK_LAYOUTS:
+        raise ConfigurationError(f"mask_layout must be one of {MASK_LAYOUTS}, got {layout!r}")
+    return layout
+
+
+def squeeze_mask(mask: Any, *, batched: bool = True) -> Any:
+    """A label tensor in geochange's layout: ``[B, 1, H, W]`` -> ``[B, H, W]``.
+
+    Args:
+        mask: a label tensor in either layout (other shapes are returned unchanged).
+        batched: whether ``mask`` has a batch dimension (a sample's ``[1, H, W]`` otherwise).
+
+    Returns:
+        The tensor without its singleton channel dimension.
+    """
+    channel_dims = 4 if batched else 3
+    if getattr(mask, "ndim", 0) == channel_dims and mask.shape[-3] == 1:
+        return mask.squeeze(-3)
+    return mask
+
+
+def to_mask_layout(
+    batch: Mapping[str, Any], layout: str, *, batched: bool = True
+) -> dict[str, Any]:
+    """A copy of a sample or batch dict with its single-date label keys in ``layout``.
+
+    ``mask``, ``mask_pre``, ``mask_post`` and a single-date ``extra_mask`` get (``"torchgeo"``)
+    or lose (``"geochange"``) their singleton channel dimension; other keys are left as they are.
+
+    Args:
+        batch: a sample or batch dict in either layout.
+        layout: one of :data:`MASK_LAYOUTS`.
+        batched: whether the tensors have a batch dimension.
+
+    Returns:
+        The converted dict (the input is not modified).
+
+    Raises:
+        ConfigurationError: on an unknown layout.
+    """
+    check_mask_layout(layout)
+    out = dict(batch)
+    plain_dims = 3 if batched else 2
+    for key in MASK_KEYS:
+        value = out.get(key)
+        if value is None or not hasattr(value, "ndim"):
+            continue
+        value = squeeze_mask(value, batched=batched)
+        if layout == "torchgeo" and value.ndim == plain_dims:
+            value = value.unsqueeze(-3)
+        out[key] = value
+    return out

@@ -26,6 +26,7 @@ from torchmetrics import Metric
 
 from geochange.classes import IGNORE_INDEX
 from geochange.errors import DataError
+from geochange.keys import squeeze_mask
 
 __all__ = [
     "BinaryChangeMetrics",
@@ -175,7 +176,11 @@ def scd_scores_from_confusion(confusion: Tensor) -> dict[str, Tensor]:
     }
 
 
-def _check_pair(pred: Tensor, target: Tensor, what: str) -> None:
+def _check_pair(pred: Tensor, target: Tensor, what: str) -> tuple[Tensor, Tensor]:
+    # TorchGeo's [B, 1, H, W] labels meet geochange's [B, H, W] maps: compare without the
+    # singleton channel.
+    if pred.shape != target.shape:
+        pred, target = squeeze_mask(pred), squeeze_mask(target)
     if pred.shape != target.shape:
         raise DataError(
             f"{what}: prediction shape {tuple(pred.shape)} differs from target shape "
@@ -186,6 +191,7 @@ def _check_pair(pred: Tensor, target: Tensor, what: str) -> None:
             f"{what}: expected integer class maps, got {pred.dtype} / {target.dtype} "
             "(threshold or argmax the logits first)"
         )
+    return pred, target
 
 
 def _check_range(values: Tensor, upper: int, what: str, ignore_index: int | None) -> None:
@@ -239,7 +245,7 @@ class BinaryChangeMetrics(Metric):
             DataError: on shape mismatch, float inputs, or values other than 0/1 (reference
                 ``ignore_index`` excluded).
         """
-        _check_pair(pred_change, target_change, "BinaryChangeMetrics")
+        pred_change, target_change = _check_pair(pred_change, target_change, "BinaryChangeMetrics")
         target = target_change.reshape(-1).long()
         pred = pred_change.reshape(-1).long().to(target.device)
         if self.ignore_index is not None:
@@ -327,12 +333,15 @@ class SemanticChangeMetrics(Metric):
         Raises:
             DataError: on shape mismatch, float inputs or out-of-range values.
         """
-        for pred, target, what in (
-            (pred_pre, target_pre, "pre-date semantic map"),
-            (pred_post, target_post, "post-date semantic map"),
-            (pred_change, target_change, "change map"),
-        ):
-            _check_pair(pred, target, f"SemanticChangeMetrics {what}")
+        pred_pre, target_pre = _check_pair(
+            pred_pre, target_pre, "SemanticChangeMetrics pre-date semantic map"
+        )
+        pred_post, target_post = _check_pair(
+            pred_post, target_post, "SemanticChangeMetrics post-date semantic map"
+        )
+        pred_change, target_change = _check_pair(
+            pred_change, target_change, "SemanticChangeMetrics change map"
+        )
         if pred_pre.shape != pred_change.shape or pred_post.shape != pred_change.shape:
             raise DataError(
                 "SemanticChangeMetrics: semantic maps and change map differ in shape: "

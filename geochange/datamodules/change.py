@@ -15,7 +15,16 @@ from geochange.datamodules.geo import open_scene, region_sampler, seeded, split_
 from geochange.datasets import BiTemporalRasterDataset, SemanticChangeFolderDataset
 from geochange.errors import ConfigurationError
 from geochange.io import worker_init_bound_malloc
-from geochange.keys import MASK, MASK_KEYS, MASK_POST, MASK_PRE, PSEUDO_POST, PSEUDO_PRE
+from geochange.keys import (
+    MASK,
+    MASK_KEYS,
+    MASK_POST,
+    MASK_PRE,
+    PSEUDO_POST,
+    PSEUDO_PRE,
+    check_mask_layout,
+    to_mask_layout,
+)
 from geochange.transforms import ChangeAugmentation, NormalizeChange, compute_band_statistics
 from geochange.transforms.stats import input_range_record
 
@@ -106,6 +115,8 @@ class ChangeDataModule(LightningDataModule):
             change); see :func:`geochange.io.check_change_mask`.
         dataset_kwargs: extra arguments for :class:`BiTemporalRasterDataset` (``crs``, ``res``,
             ``bands``, ``class_names``, ``class_attribute``, ...).
+        mask_layout: ``"geochange"`` (masks ``[B, H, W]``) or ``"torchgeo"`` (``[B, 1, H, W]``,
+            what TorchGeo's ``ChangeDetection`` task trains on).
 
     Raises:
         ConfigurationError: inconsistent arguments (bad fractions; a scene with fewer windows
@@ -140,8 +151,11 @@ class ChangeDataModule(LightningDataModule):
         seed: int = 0,
         mask_values: str = "auto",
         dataset_kwargs: dict[str, Any] | None = None,
+        mask_layout: str = "geochange",
     ) -> None:
         super().__init__()
+        #: Layout of the label keys of the batches it hands out (after the batch transforms).
+        self.mask_layout = check_mask_layout(mask_layout)
         if patch_size <= 0 or batch_size <= 0:
             raise ConfigurationError(
                 f"patch_size and batch_size must be positive, got {patch_size}, {batch_size}"
@@ -509,7 +523,8 @@ class ChangeDataModule(LightningDataModule):
         if train and self.augmentation is not None:
             augmentation = self.augmentation.to(batch["image"].device)
             batch = augmentation(batch)
-        return self.normalize.to(batch["image"].device)(batch)
+        batch = self.normalize.to(batch["image"].device)(batch)
+        return to_mask_layout(batch, self.mask_layout) if self.mask_layout != "geochange" else batch
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment training batches and normalize every batch, on the device."""

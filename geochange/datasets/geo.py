@@ -26,7 +26,7 @@ from geopandas import GeoDataFrame
 from pyproj import CRS as PROJ_CRS
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from torchgeo.datasets import GeoDataset, RasterDataset
+from torchgeo.datasets import GeoDataset, IntersectionDataset, RasterDataset
 from torchgeo.datasets.utils import GeoSlice
 
 from geochange.classes import IGNORE_INDEX, LSSCD_CLASS_NAMES
@@ -39,6 +39,7 @@ from geochange.datasets._layers import (
 )
 from geochange.errors import DataError
 from geochange.io import VECTOR_EXTENSIONS, ChangeMask, check_change_mask
+from geochange.keys import check_mask_layout, to_mask_layout
 
 #: LsSCD classes, the default class names of semantic labels (a list copy of
 #: :data:`geochange.classes.LSSCD_CLASS_NAMES`; ``IGNORE_INDEX`` comes from there too).
@@ -101,6 +102,9 @@ class BiTemporalRasterDataset(GeoDataset):
             :func:`geochange.io.check_change_mask`): ``"auto"`` (0/1 with 255 ignore; a 0/255
             label is refused with a message), ``"0,1"`` (the same without the 0/255
             detection) or ``"0,255"`` (255 = change, as in LEVIR-CD labels).
+        mask_layout: ``"geochange"`` (masks ``[H, W]``, batches ``[B, H, W]``) or
+            ``"torchgeo"`` (``[1, H, W]``, batches ``[B, 1, H, W]``, the layout of TorchGeo's
+            LEVIRCD / OSCD samples and of its ``ChangeDetection`` task).
 
     Raises:
         DataError: unreadable/corrupt files, different band counts, pre/post or labels with no
@@ -128,7 +132,10 @@ class BiTemporalRasterDataset(GeoDataset):
         all_touched: bool = False,
         gdal_cache_mb: int = 256,
         mask_values: str = "auto",
+        mask_layout: str = "geochange",
     ) -> None:
+        #: ``"geochange"`` (masks ``[H, W]``) or ``"torchgeo"`` (``[1, H, W]``, as LEVIRCD).
+        self.mask_layout = check_mask_layout(mask_layout)
         self.transforms = transforms
         self.gdal_cache_mb = gdal_cache_mb
         self.mask_values = mask_values
@@ -540,6 +547,21 @@ class BiTemporalRasterDataset(GeoDataset):
         sample["transform"] = torch.tensor(
             [res[0], 0.0, left, 0.0, -res[1], top, 0.0, 0.0, 1.0], dtype=torch.float64
         )
+        if self.mask_layout != "geochange":
+            sample = to_mask_layout(sample, self.mask_layout, batched=False)
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
+
+    def __and__(self, other: GeoDataset) -> IntersectionDataset:
+        """Join a TorchGeo layer; its data arrives under its own key (``extra_image``, ...).
+
+        Args:
+            other: a TorchGeo dataset, e.g. a ``RasterDataset`` of a DEM or of a label.
+
+        Returns:
+            A :class:`~geochange.datasets.join.BiTemporalIntersectionDataset`.
+        """
+        from geochange.datasets.join import BiTemporalIntersectionDataset
+
+        return BiTemporalIntersectionDataset(self, other)

@@ -23,7 +23,7 @@ from torch import nn
 
 from geochange._deprecation import renamed_argument
 from geochange.checkpoint import load_model
-from geochange.errors import CheckpointError, ConfigurationError
+from geochange.errors import CheckpointError, ConfigurationError, NormalizationWarning
 from geochange.io import bound_malloc_growth, gdal_cache
 from geochange.predict.blend import (
     DECODE_CHUNK_WIDTH,
@@ -325,6 +325,14 @@ class ChangePredictor:
                 f"checkpoint {str(path)!r} has no record of its training imagery's value range "
                 f"(written by geochange {metadata.version}); predict cannot check that a "
                 "scene's values match them",
+                stacklevel=2,
+            )
+        if metadata.normalization is None and overrides.get("normalization") is None:
+            warnings.warn(
+                f"checkpoint {str(path)!r} carries no normalization: the model is fed raw "
+                "pixel values; pass normalization={'mean': [...], 'std': [...]} if it was "
+                "trained on normalized data",
+                NormalizationWarning,
                 stacklevel=2,
             )
         if metadata.patch_size:  # the training patch is the default inference tile

@@ -11,11 +11,10 @@ import pandas as pd
 import shapely
 import torch
 from torchgeo.samplers import Units
-from torchgeo.samplers.utils import tile_to_chips
 
 from geochange.errors import ConfigurationError, DataError
 from geochange.regions import region_boxes
-from geochange.samplers._base import SceneSampler, in_crs_units, size_pair
+from geochange.samplers._base import SceneSampler, in_crs_units, size_pair, windows_in
 
 
 class ChangeBalancedGeoSampler(SceneSampler):
@@ -90,8 +89,7 @@ class ChangeBalancedGeoSampler(SceneSampler):
                 self.regions.append(bounds)
                 self.intervals.append(self.index.index[i])
                 areas.append((bounds[2] - bounds[0]) * (bounds[3] - bounds[1]))
-                rows, cols = tile_to_chips(bounds, self.size)
-                chips += rows * cols
+                chips += windows_in(bounds, self.size)
         if not self.regions:
             raise ConfigurationError(
                 f"the region of interest is smaller than one {height:g} x {width:g} window"

@@ -20,6 +20,8 @@ __all__ = [
     "check_datamodule",
     "check_pseudo_semantic",
     "check_unlabeled_image",
+    "datamodule_normalization",
+    "datamodule_records",
     "input_range_record",
     "normalization_record",
 ]
@@ -224,3 +226,69 @@ def input_range_record(value: Any) -> dict[str, Any] | None:
         raise ConfigurationError("input_range 'min' and 'max' need one value per band")
     dtype = value.get("dtype")
     return {"dtype": str(dtype) if dtype is not None else None, "min": low, "max": high}
+
+
+def datamodule_normalization(datamodule: Any, in_channels: int) -> dict[str, list[float]] | None:
+    """The normalization a datamodule applies, in the checkpoint form, or ``None``.
+
+    geochange datamodules say it in ``normalization``; TorchGeo's datamodules in ``mean`` and
+    ``std`` (applied by their ``aug`` before the model sees a batch), often one value for
+    every band (TorchGeo's default is ``mean=0``, ``std=255``), which is repeated per band.
+
+    Args:
+        datamodule: The datamodule (or any object with those attributes).
+        in_channels: Bands per date of the model.
+
+    Returns:
+        ``{"mean": [...], "std": [...]}`` with one value per band, or ``None``.
+
+    Raises:
+        ConfigurationError: If TorchGeo's ``mean``/``std`` hold neither one value nor one
+            per band.
+    """
+    value = getattr(datamodule, "normalization", None)
+    if value is not None:
+        return normalization_record(value)
+    mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
+    if mean is None or std is None:
+        return None
+    record = normalization_record({"mean": mean, "std": std})
+    assert record is not None
+    for key in ("mean", "std"):
+        values = record[key]
+        if len(values) == 1:
+            record[key] = values * in_channels
+        elif len(values) != in_channels:
+            raise ConfigurationError(
+                f"the datamodule's {key} has {len(values)} values but the model has "
+                f"in_channels={in_channels}: give one value, or one per band"
+            )
+    return record
+
+
+def datamodule_records(datamodule: Any, in_channels: int) -> dict[str, Any]:
+    """What an attached datamodule says for the checkpoint metadata (only what it has).
+
+    Args:
+        datamodule: The datamodule, or ``None``.
+        in_channels: Bands per date of the model.
+
+    Returns:
+        A subset of ``normalization``, ``bands``, ``patch_size`` and ``input_range``.
+    """
+    if datamodule is None:
+        return {}
+    records: dict[str, Any] = {}
+    normalization = datamodule_normalization(datamodule, in_channels)
+    if normalization is not None:
+        records["normalization"] = normalization
+    bands = getattr(datamodule, "bands", None)
+    if bands is not None:
+        records["bands"] = list(bands)
+    patch = getattr(datamodule, "patch_size", None)
+    if patch is not None:
+        records["patch_size"] = int(patch if isinstance(patch, int) else patch[0])
+    data_range = getattr(datamodule, "input_range", None)
+    if data_range is not None:
+        records["input_range"] = input_range_record(data_range)
+    return records

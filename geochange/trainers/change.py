@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, cast
 
@@ -12,12 +13,13 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from geochange.checkpoint import CheckpointMetadata, write_metadata
 from geochange.classes import IGNORE_INDEX, LSSCD_CLASS_NAMES
-from geochange.errors import ConfigurationError
-from geochange.keys import CHANGE, MASK, MASK_POST, MASK_PRE
+from geochange.errors import ConfigurationError, NormalizationWarning
+from geochange.keys import CHANGE, MASK, MASK_POST, MASK_PRE, to_mask_layout
 from geochange.metrics import BinaryChangeMetrics, SemanticChangeMetrics
 from geochange.trainers.batches import (
     check_change_batch,
     check_datamodule,
+    datamodule_records,
     input_range_record,
     normalization_record,
 )
@@ -174,6 +176,7 @@ class ChangeTrainer(CheckpointLoading):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.normalization = normalization_record(normalization)
+        self._warned_normalization = False
         self.bands = list(bands) if bands is not None else None
         self.patch_size = patch_size
         self.input_range = input_range_record(input_range)
@@ -344,7 +347,9 @@ class ChangeTrainer(CheckpointLoading):
             return {CHANGE: outputs}
         return cast(dict[str, Tensor], outputs)
 
-    def _check_batch(self, batch: Mapping[str, Any]) -> None:
+    def _check_batch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        # TorchGeo's loaders give [B, 1, H, W] labels: train and score on [B, H, W].
+        batch = to_mask_layout(batch, "geochange")
         check_change_batch(
             batch,
             in_channels=self.in_channels,
@@ -352,6 +357,7 @@ class ChangeTrainer(CheckpointLoading):
             num_classes=self.num_classes,
             ignore_index=self.ignore_index,
         )
+        return batch
 
     def _loss(self, outputs: dict[str, Tensor], batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Compute the loss; returns ``{"loss": total, <term>: value, ...}``."""
@@ -381,7 +387,7 @@ class ChangeTrainer(CheckpointLoading):
         Returns:
             The loss to minimise.
         """
-        self._check_batch(batch)
+        batch = self._check_batch(batch)
         outputs = self(batch["image"])
         terms = self._loss(outputs, batch)
         batch_size = batch["image"].shape[0]
@@ -410,7 +416,7 @@ class ChangeTrainer(CheckpointLoading):
         metrics: BinaryChangeMetrics | SemanticChangeMetrics,
         stage: str,
     ) -> dict[str, Tensor]:
-        self._check_batch(batch)
+        batch = self._check_batch(batch)
         outputs = self(batch["image"])
         terms = self._loss(outputs, batch)
         batch_size = batch["image"].shape[0]
@@ -450,6 +456,7 @@ class ChangeTrainer(CheckpointLoading):
             batch: Batch dict.
             batch_idx: Index of the batch.
         """
+        batch = to_mask_layout(batch, "geochange")
         maps = self._eval_step(batch, self.val_metrics, "val")
         if batch_idx == 0 and self._should_plot():
             n = self.hparams["plot_samples"]
@@ -554,24 +561,17 @@ class ChangeTrainer(CheckpointLoading):
         """
         from geochange import __version__
 
-        datamodule = self._datamodule()
-        normalization = self.normalization
-        bands = self.bands
-        patch_size = self.patch_size
-        input_range = self.input_range
-        if datamodule is not None:
-            data_norm = getattr(datamodule, "normalization", None)
-            if data_norm is not None:
-                normalization = normalization_record(data_norm)
-            data_bands = getattr(datamodule, "bands", None)
-            if data_bands is not None:
-                bands = list(data_bands)
-            patch = getattr(datamodule, "patch_size", None)
-            if patch is not None:
-                patch_size = int(patch if isinstance(patch, int) else patch[0])
-            data_range = getattr(datamodule, "input_range", None)
-            if data_range is not None:
-                input_range = input_range_record(data_range)
+        records = datamodule_records(self._datamodule(), self.in_channels)
+        normalization = records.get("normalization", self.normalization)
+        if normalization is None and not self._warned_normalization:
+            self._warned_normalization = True
+            warnings.warn(
+                "the checkpoint carries no normalization (none given to the trainer, none on "
+                "the datamodule: neither 'normalization' nor TorchGeo's 'mean'/'std'); "
+                "prediction will feed raw pixel values",
+                NormalizationWarning,
+                stacklevel=2,
+            )
         return CheckpointMetadata(
             task=self.task,
             model=self.model_name,
@@ -580,9 +580,9 @@ class ChangeTrainer(CheckpointLoading):
             num_classes=self.num_classes,
             class_names=list(self.class_names) if self.class_names is not None else None,
             normalization=normalization,
-            bands=bands,
-            patch_size=patch_size,
-            input_range=input_range,
+            bands=records.get("bands", self.bands),
+            patch_size=records.get("patch_size", self.patch_size),
+            input_range=records.get("input_range", self.input_range),
             version=__version__,
             trainer=f"{type(self).__module__}.{type(self).__qualname__}",
         ).to_dict()

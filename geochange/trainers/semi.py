@@ -417,7 +417,7 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
         Raises:
             DataError: On malformed batches or missing pseudo semantic maps (DiffMatch).
         """
-        self._check_batch(labeled)
+        labeled = self._check_batch(labeled)
         check_unlabeled_image(unlabeled.get("image"), self.in_channels)
         options = ConsistencyOptions.from_hparams(self.hparams)
         diffmatch = self.method == "diffmatch"

@@ -1,9 +1,12 @@
 """Batch augmentation for bi-temporal change detection, on the device, with kornia.
 
-Batches are dicts in the project format (``image`` ``[B, 2, C, H, W]``, ``mask`` ``[B, H, W]``,
-optional ``mask_pre``/``mask_post``). Geometric transforms use the *same* parameters for both
-dates and every mask (so pixels stay co-registered and labels stay aligned); photometric jitter
-is drawn *independently* per date (two acquisitions differ in illumination, season, sensor).
+Batches are dicts in the project format (``image`` ``[B, 2, C, H, W]``, ``mask`` ``[B, H, W]``
+or TorchGeo's ``[B, 1, H, W]``, optional ``mask_pre``/``mask_post`` and joined layers
+``extra_image``/``extra_mask``). The dates are the frames of kornia's video augmentation
+(``VideoSequential``), as in TorchGeo's change datamodules: geometric transforms use the *same*
+parameters for both dates and every mask (so pixels stay co-registered and labels stay
+aligned); photometric jitter is drawn *independently* per date (two acquisitions differ in
+illumination, season, sensor).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from geochange.classes import IGNORE_INDEX
-from geochange.keys import MASK_KEYS
+from geochange.keys import EXTRA_IMAGE, MASK_KEYS
 
 
 class NormalizeChange(nn.Module):
@@ -49,7 +52,10 @@ class ChangeAugmentation(nn.Module):
     """Bi-temporal batch augmentation: shared geometry, per-date photometry, date swap.
 
     Usable on its own (e.g. weak and strong views for semi-supervised training): it takes and
-    returns the batch dict and leaves the input untouched.
+    returns the batch dict and leaves the input untouched. Masks keep the layout they come in
+    (``[B, H, W]`` or ``[B, 1, H, W]``); a joined ``extra_image`` moves with the geometry but
+    gets no photometric jitter. The kornia pipelines are built once (the random resized crop
+    once per patch size).
 
     Photometric jitter is applied in ``[0, 1]`` units: the image is divided by ``value_range``
     (e.g. 255 for 8-bit imagery), jittered with kornia (``ColorJitter`` for 3-band images,
@@ -69,6 +75,8 @@ class ChangeAugmentation(nn.Module):
         photometric_p: probability that a date gets photometric jitter.
         date_swap: probability of swapping pre and post (semantic masks swapped, change kept).
         value_range: pixel value mapped to 1.0 for photometric jitter; None for normalized data.
+        per_date_photometry: draw the photometric jitter independently for each date (True)
+            or once for both dates of a sample (False).
     """
 
     def __init__(
@@ -84,6 +92,7 @@ class ChangeAugmentation(nn.Module):
         photometric_p: float = 0.8,
         date_swap: float = 0.0,
         value_range: float | None = 255.0,
+        per_date_photometry: bool = True,
     ) -> None:
         super().__init__()
         geometric: list[nn.Module] = []
@@ -98,82 +107,122 @@ class ChangeAugmentation(nn.Module):
         self.saturation, self.hue = saturation, hue
         self.photometric_p = photometric_p
         self.date_swap = date_swap
-        self._jitter_rgb = K.ColorJitter(brightness, contrast, saturation, hue, p=photometric_p)
+        # Frames are the dates: same_on_frame=False draws one jitter per date.
+        same = not per_date_photometry
+        self._jitter_rgb = K.VideoSequential(
+            K.ColorJitter(brightness, contrast, saturation, hue, p=photometric_p),
+            data_format="BTCHW",
+            same_on_frame=same,
+        )
         clip = value_range is not None
-        self._jitter_any = K.AugmentationSequential(
+        self._jitter_any = K.VideoSequential(
             K.RandomBrightness((1 - brightness, 1 + brightness), clip_output=clip, p=photometric_p),
             K.RandomContrast((1 - contrast, 1 + contrast), clip_output=clip, p=photometric_p),
+            data_format="BTCHW",
+            same_on_frame=same,
         )
+        # Geometry pipelines by (height, width, with masks): the crop needs the output size.
+        self._pipelines: dict[tuple[int, int, bool], K.AugmentationSequential] = {}
+
+    def _pipeline(self, h: int, w: int, with_masks: bool) -> K.AugmentationSequential | None:
+        key = (h, w, with_masks)
+        if key not in self._pipelines:
+            modules: list[nn.Module] = list(self.geometric)
+            if self.scale is not None:
+                modules.append(
+                    K.RandomResizedCrop((h, w), scale=self.scale, ratio=(0.75, 1.333), p=1.0)
+                )
+            if not modules:
+                return None
+            video = K.VideoSequential(*modules, data_format="BTCHW", same_on_frame=True)
+            data_keys = ["input", "mask"] if with_masks else ["input"]
+            self._pipelines[key] = K.AugmentationSequential(
+                video,
+                data_keys=data_keys,
+            )
+        return self._pipelines[key]
 
     def _geometric(
         self, image: Tensor, masks: dict[str, Tensor]
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        b, t, c, h, w = image.shape
-        stacked = image.reshape(b, t * c, h, w)
-        keys = list(masks)
-        mask_stack = (
-            torch.stack([masks[k].float() for k in keys], dim=1) if keys else None
-        )  # [B, M, H, W]
-        modules: list[nn.Module] = list(self.geometric)
-        if self.scale is not None:
-            modules.append(
-                K.RandomResizedCrop((h, w), scale=self.scale, ratio=(0.75, 1.333), p=1.0)
-            )
-        if not modules:
+        b, t, _, h, w = image.shape
+        pipeline = self._pipeline(h, w, bool(masks))
+        if pipeline is None:
             return image, masks
-        data_keys = ["input", "mask"] if mask_stack is not None else ["input"]
-        pipeline = K.AugmentationSequential(*modules, data_keys=data_keys)  # type: ignore[arg-type]
-        if mask_stack is not None:
-            stacked, mask_stack = pipeline(stacked, mask_stack)
-        else:
-            stacked = pipeline(stacked)
-        out_masks = {
-            k: mask_stack[:, i].round().long()  # type: ignore[index]
-            for i, k in enumerate(keys)
+        if not masks:
+            return pipeline(image), masks
+        # Every mask becomes channels of one [B, M, H, W] stack, repeated on both frames (the
+        # video augmentation wants a mask per frame; both frames get the same geometry).
+        shapes = {k: m.shape for k, m in masks.items()}
+        flat = [masks[k].reshape(b, -1, h, w).float() for k in masks]
+        sizes = [f.shape[1] for f in flat]
+        stack = torch.cat(flat, dim=1).unsqueeze(1).expand(-1, t, -1, -1, -1)
+        image, moved = pipeline(image, stack)
+        parts = torch.split(moved[:, 0], sizes, dim=1)
+        out = {
+            k: part.round().long().reshape(shapes[k])
+            for k, part in zip(masks, parts, strict=True)
         }
-        return stacked.reshape(b, t, c, h, w), out_masks
+        return image, out
 
-    def _photometric(self, date: Tensor) -> Tensor:
+    def _photometric(self, image: Tensor) -> Tensor:
         if self.photometric_p <= 0 or not (
             self.brightness or self.contrast or self.saturation or self.hue
         ):
-            return date
+            return image
         if self.value_range is None:
-            return self._jitter_any(date)
-        scaled = (date / self.value_range).clamp(0, 1)
-        if date.shape[1] == 3:
-            jittered = self._jitter_rgb(scaled)
-        else:
-            jittered = self._jitter_any(scaled)
-        return jittered * self.value_range
+            return self._jitter_any(image)
+        scaled = (image / self.value_range).clamp(0, 1)
+        jitter = self._jitter_rgb if image.shape[2] == 3 else self._jitter_any
+        return jitter(scaled) * self.value_range
+
+    @staticmethod
+    def _with_extra(image: Tensor, extra: Tensor | None) -> tuple[Tensor, int, bool]:
+        """``image`` with a joined layer's bands appended (one date: repeated on both)."""
+        if extra is None:
+            return image, 0, False
+        single = extra.dim() == 4
+        frames = extra.float().unsqueeze(1).expand(-1, 2, -1, -1, -1) if single else extra
+        return torch.cat([image, frames.float()], dim=2), int(frames.shape[2]), single
+
+    def _swap(self, image: Tensor, masks: dict[str, Tensor]) -> Tensor:
+        swap = torch.rand(image.shape[0], device=image.device) < self.date_swap
+        if not swap.any():
+            return image
+        image = torch.where(swap.view(-1, 1, 1, 1, 1), image.flip(1), image)
+        if "mask_pre" in masks and "mask_post" in masks:
+            mp, mq = masks["mask_pre"], masks["mask_post"]
+            sel = swap.view(-1, *([1] * (mp.dim() - 1)))
+            masks["mask_pre"] = torch.where(sel, mq, mp)
+            masks["mask_post"] = torch.where(sel, mp, mq)
+        return image
 
     @torch.no_grad()
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Augment a batch.
 
         Args:
-            batch: dict with ``image`` ``[B, 2, C, H, W]`` and optional masks ``[B, H, W]``.
+            batch: dict with ``image`` ``[B, 2, C, H, W]`` and optional masks ``[B, H, W]``
+                (or ``[B, 1, H, W]``) and joined layers.
 
         Returns:
-            A new dict with augmented ``image`` and masks; other keys are passed through.
+            A new dict with augmented ``image``, masks and joined layers; other keys are passed
+            through.
         """
         out = dict(batch)
         image = batch["image"].float()
+        channels = image.shape[2]
         masks = {k: batch[k] for k in MASK_KEYS if k in batch}
+        image, extra_bands, single = self._with_extra(image, batch.get(EXTRA_IMAGE))
         image, masks = self._geometric(image, masks)
-        pre = self._photometric(image[:, 0])
-        post = self._photometric(image[:, 1])
+        if extra_bands:
+            extra = image[:, :, channels:]
+            out[EXTRA_IMAGE] = extra[:, 0] if single else extra
+            image = image[:, :, :channels]
+        image = self._photometric(image)
         if self.date_swap > 0:
-            swap = torch.rand(image.shape[0], device=image.device) < self.date_swap
-            if swap.any():
-                sel = swap.view(-1, 1, 1, 1)
-                pre, post = torch.where(sel, post, pre), torch.where(sel, pre, post)
-                if "mask_pre" in masks and "mask_post" in masks:
-                    sel2 = swap.view(-1, 1, 1)
-                    mp, mq = masks["mask_pre"], masks["mask_post"]
-                    masks["mask_pre"] = torch.where(sel2, mq, mp)
-                    masks["mask_post"] = torch.where(sel2, mp, mq)
-        out["image"] = torch.stack([pre, post], dim=1)
+            image = self._swap(image, masks)
+        out["image"] = image
         for key, value in masks.items():
             # Interpolation never invents classes with nearest resampling, but guard the range.
             out[key] = value.clamp(0, IGNORE_INDEX)

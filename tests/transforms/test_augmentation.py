@@ -92,3 +92,34 @@ def test_normalize() -> None:
     out = norm({"image": image, "mask": torch.zeros(3, 4, 4)})
     assert torch.allclose(out["image"][:, :, 0], torch.ones(1))
     assert torch.allclose(out["image"][:, :, 1], torch.full((1,), 5.0))  # std 0 -> 1
+
+
+def test_video_augmentation_geometry_per_sample_photometry_per_date() -> None:
+    torch.manual_seed(5)
+    batch = _batch(8)
+    # The dates are the frames of kornia's VideoSequential: one geometry for both.
+    geometry_only = ChangeAugmentation(scale=(0.6, 1.0), brightness=0, contrast=0,
+                                       saturation=0, hue=0)  # fmt: skip
+    out = geometry_only(batch)
+    assert torch.equal(out["image"][:, 0], out["image"][:, 1])  # identical geometry per date
+    jitter = {"flip": False, "rotate90": False, "scale": None, "brightness": 0.3,
+              "contrast": 0.3, "photometric_p": 1.0}  # fmt: skip
+    per_date = ChangeAugmentation(**jitter)(batch)["image"]
+    shared = ChangeAugmentation(**jitter, per_date_photometry=False)(batch)["image"]
+    differ = (per_date[:, 0] - per_date[:, 1]).abs().mean(dim=(1, 2, 3))
+    assert (differ > 1.0).all()  # each date got its own jitter
+    assert torch.allclose(shared[:, 0], shared[:, 1])  # asked for one jitter per sample
+    assert not torch.allclose(shared[:, 0], batch["image"][:, 0])
+
+
+def test_torchgeo_mask_layout_and_pipelines_built_once() -> None:
+    torch.manual_seed(6)
+    aug = ChangeAugmentation(scale=(0.5, 1.0), brightness=0, contrast=0, saturation=0, hue=0)
+    batch = _batch()
+    batch["mask"] = batch["mask"][:, None]  # TorchGeo's [B, 1, H, W]
+    out = aug(batch)
+    assert out["mask"].shape == (6, 1, 32, 32) and out["mask_pre"].shape == (6, 32, 32)
+    assert set(out["mask"].unique().tolist()) <= {0, 1, 255}
+    pipelines = dict(aug._pipelines)
+    aug(batch)
+    assert len(pipelines) == 1 and all(aug._pipelines[k] is v for k, v in pipelines.items())
