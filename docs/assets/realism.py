@@ -74,6 +74,7 @@ def picture(name: str) -> Path:
 
 
 def main() -> None:
+    """Draw every picture and print its size."""
     for name in PICTURES:
         path = picture(name)
         print(f"{path}: {path.stat().st_size / 1024:.0f} KiB")

@@ -415,7 +415,9 @@ def _blocks_in_order(
 
     from geochange.parallel import WorkerPool
 
-    with WorkerPool(workers, initializer=_init_worker, initargs=(scene.seed, scene.bands, scene.realism)) as pool:
+    with WorkerPool(
+        workers, initializer=_init_worker, initargs=(scene.seed, scene.bands, scene.realism)
+    ) as pool:
         pending: collections.deque[Future[tuple[int, int, dict[str, Any]]]] = collections.deque()
         tasks = iter(blocks)
 

@@ -285,9 +285,7 @@ class _Renderer:
             # Per-parcel lawn colour (seasonal when phenology is on).
             lawn = base[pidx[others], OTHERS]
             for band in range(nbase):
-                colour[band][others] += (
-                    (_PAVING_RGBN[band] - lawn[:, band]) * mix * texture[others]
-                )
+                colour[band][others] += (_PAVING_RGBN[band] - lawn[:, band]) * mix * texture[others]
         d = self.realism.distractors
         if date == 1 and d is not None and d.construction > 0:
             site = (cls == BARE_LAND) & (attrs["site"] < d.construction)[pidx]
@@ -313,26 +311,11 @@ class _Renderer:
             roof_colour = effects.reroof(
                 self.layout, roof_colour, b["id"], b["state"] == _EXISTING, d.reroof
             )
-        offset = np.zeros((len(visible), 2))  # roof displacement (x, y) per building
-        if self.lean is not None:
-            ly, lx = self.lean[date]
-            offset = b["height"][:, None].astype(np.float64) * np.array([lx, ly])
-            roofs = shapely.polygons(b["corners"] + offset[:, None, :])
-            ids = np.where(visible, np.arange(1, len(visible) + 1), 0)
-            idx = _rasterize_ids(roofs[visible], ids[visible], shape, transform)
-            facades = shapely.convex_hull(
-                shapely.multipoints(
-                    np.concatenate([b["corners"], b["corners"] + offset[:, None, :]], axis=1)
-                )
-            )
-            wall_idx = _rasterize_ids(facades[visible], ids[visible], shape, transform)
-            wall = (wall_idx > 0) & (idx == 0)
-            if np.any(wall):
-                for band in range(nbase):
-                    colour[band][wall] = roof_colour[wall_idx[wall] - 1, band] * np.float32(0.55)
-        else:
-            idx = g.building
-            wall = np.zeros(shape, bool)
+        offset, idx, wall_idx = self.roofs(g, date)
+        wall = (wall_idx > 0) & (idx == 0)
+        if np.any(wall):
+            for band in range(nbase):
+                colour[band][wall] = roof_colour[wall_idx[wall] - 1, band] * np.float32(0.55)
         on_roof = (idx > 0) & np.concatenate([[False], visible])[idx]
         if np.any(on_roof):
             j = idx[on_roof] - 1
@@ -357,6 +340,31 @@ class _Renderer:
             shadow = _rasterize_ids(hulls, np.ones(len(hulls), np.int32), shape, transform) > 0
             shadow &= ~on_roof & ~wall
             colour[:, shadow] *= np.array([0.42, 0.45, 0.55, 0.5], np.float32)[:nbase, None]
+
+    def roofs(
+        self, g: _GridLayout, date: int
+    ) -> tuple[NDArray[np.float64], NDArray[np.int32], NDArray[np.int32]]:
+        """Roof displacement ``(x, y)`` per building, roof and facade id rasters (id + 1).
+
+        Without a lean the roofs are the footprints and there are no facades.
+        """
+        b = g.buildings
+        n = len(b["state"])
+        if self.lean is None:
+            return np.zeros((n, 2)), g.building, np.zeros(g.building.shape, np.int32)
+        visible = (b["state"] == _EXISTING) | (b["state"] == (_DEMOLISHED if date == 0 else _NEW))
+        shape = g.building.shape
+        transform = Affine(*b["transform"].ravel()[:6])
+        ly, lx = self.lean[date]
+        offset = b["height"][:, None].astype(np.float64) * np.array([lx, ly])
+        moved = b["corners"] + offset[:, None, :]
+        ids = np.arange(1, n + 1)[visible]
+        idx = _rasterize_ids(shapely.polygons(moved)[visible], ids, shape, transform)
+        facades = shapely.convex_hull(
+            shapely.multipoints(np.concatenate([b["corners"], moved], axis=1))
+        )
+        wall_idx = _rasterize_ids(facades[visible], ids, shape, transform)
+        return offset, idx, wall_idx
 
     def _sensor(
         self,
