@@ -4,6 +4,8 @@ Batches are dicts in the project format (``image`` ``[B, 2, C, H, W]``, ``mask``
 optional ``mask_pre``/``mask_post``). Geometric transforms use the *same* parameters for both
 dates and every mask (so pixels stay co-registered and labels stay aligned); photometric jitter
 is drawn *independently* per date (two acquisitions differ in illumination, season, sensor).
+The optional per-date shift (``per_date_shift``) translates each date independently by a few
+pixels, as misregistration does; the masks follow the pre date.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from typing import Any
 
 import kornia.augmentation as K
 import torch
+from kornia.geometry.transform import translate
 from torch import Tensor, nn
 
 from geochange.classes import IGNORE_INDEX
+from geochange.errors import ConfigurationError
 from geochange.keys import MASK_KEYS
 
 
@@ -69,6 +73,11 @@ class ChangeAugmentation(nn.Module):
         photometric_p: probability that a date gets photometric jitter.
         date_swap: probability of swapping pre and post (semantic masks swapped, change kept).
         value_range: pixel value mapped to 1.0 for photometric jitter; None for normalized data.
+        per_date_shift: largest per-date translation in pixels per axis (0 disables). Each date
+            of each sample is translated by its own uniform sub-pixel shift in
+            ``[-per_date_shift, per_date_shift]`` (bilinear, edges replicated), so the dates
+            are misregistered against each other by up to twice that; the masks follow the
+            pre date (nearest), and the strip shifted in from outside becomes the ignore value.
     """
 
     def __init__(
@@ -84,8 +93,12 @@ class ChangeAugmentation(nn.Module):
         photometric_p: float = 0.8,
         date_swap: float = 0.0,
         value_range: float | None = 255.0,
+        per_date_shift: float = 0.0,
     ) -> None:
         super().__init__()
+        if not per_date_shift >= 0:
+            raise ConfigurationError(f"per_date_shift must be >= 0 pixels, got {per_date_shift}")
+        self.per_date_shift = float(per_date_shift)
         geometric: list[nn.Module] = []
         if flip:
             geometric += [K.RandomHorizontalFlip(p=0.5), K.RandomVerticalFlip(p=0.5)]
@@ -133,6 +146,33 @@ class ChangeAugmentation(nn.Module):
         }
         return stacked.reshape(b, t, c, h, w), out_masks
 
+    def _shift_dates(
+        self, image: Tensor, masks: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Independent sub-pixel translation of each date; masks follow the pre date."""
+        b = image.shape[0]
+        s = self.per_date_shift
+        # (sample, date, (x, y)) in pixels.
+        shift = (torch.rand(b, 2, 2, device=image.device) * 2 - 1) * s
+        dates = [
+            translate(image[:, t], shift[:, t], mode="bilinear", padding_mode="border",
+                      align_corners=True)
+            for t in range(2)
+        ]  # fmt: skip
+        if not masks:
+            return torch.stack(dates, dim=1), masks
+        keys = list(masks)
+        stack = torch.stack([masks[k].float() for k in keys] + [torch.ones_like(masks[keys[0]],
+                            dtype=torch.float32)], dim=1)  # fmt: skip
+        moved = translate(stack, shift[:, 0], mode="nearest", padding_mode="zeros",
+                          align_corners=True)  # fmt: skip
+        inside = moved[:, -1] > 0.5
+        out = {
+            k: torch.where(inside, moved[:, i].round().long(), IGNORE_INDEX)
+            for i, k in enumerate(keys)
+        }
+        return torch.stack(dates, dim=1), out
+
     def _photometric(self, date: Tensor) -> Tensor:
         if self.photometric_p <= 0 or not (
             self.brightness or self.contrast or self.saturation or self.hue
@@ -161,6 +201,8 @@ class ChangeAugmentation(nn.Module):
         image = batch["image"].float()
         masks = {k: batch[k] for k in MASK_KEYS if k in batch}
         image, masks = self._geometric(image, masks)
+        if self.per_date_shift > 0:
+            image, masks = self._shift_dates(image, masks)
         pre = self._photometric(image[:, 0])
         post = self._photometric(image[:, 1])
         if self.date_swap > 0:
