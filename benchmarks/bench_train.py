@@ -8,10 +8,25 @@
    (``unet`` and ``fcsiamdiff``, same resnet18 encoder, same batches), measured in the same run
    (median of timed steps after warm-up).
 
+3. Realism (issue 23): binary accuracy per configuration (scene kind of the training scene, scene
+   kind of the test scene, augmentation), over several training seeds, with the medians of F1
+   and IoU^c. A scene kind is a realism of :func:`geochange.synthetic.make_scene`: ``none``,
+   the preset ``levir``, or one perturbation alone (``misregistration``, ``radiometry``,
+   ``phenology``, ``sun``, ``lean``, ``distractors``). ``--augment`` names the augmentations
+   compared: ``default`` (shared geometry, per-date photometry), ``shift`` (``default`` plus
+   ``per_date_shift=--shift-px``) or ``none``. The training seed sets the model's
+   initialisation and the patch sampling; the scenes are fixed (train seed 0, test seed 1).
+
 Examples::
 
     python benchmarks/bench_train.py --throughput-only
     python benchmarks/bench_train.py --budget-min 6 --task both
+    # trained and tested on each kind, 2 seeds (the issue's (a), (b), (c)):
+    python benchmarks/bench_train.py --realism none misregistration radiometry phenology \
+        sun lean distractors levir --seeds 0 1 --budget-min 6 --skip-throughput
+    # clean-trained, preset-tested (the generalization gap), with and without per-date shifts:
+    python benchmarks/bench_train.py --train-realism none levir --test-realism levir \
+        --augment default shift --seeds 0 1 --budget-min 15 --skip-throughput
 """
 
 from __future__ import annotations
@@ -88,12 +103,24 @@ def throughput(batch_size: int, patch: int, steps: int, warmup: int) -> None:
     print(f"  ratio siam_diff / torchgeo fcsiamdiff: {ratio:.2f}x")
 
 
-def scene(root: Path, size: int, seed: int) -> Any:
-    from geochange.synthetic import Scene, make_scene
+def scene(root: Path, size: int, seed: int, realism: str = "none") -> Any:
+    """The scene in ``root`` (reused when it matches), else a new one."""
+    from geochange.synthetic import Scene, make_scene, resolve_realism
 
+    wanted = resolve_realism(realism).to_dict()
     if (root / "scene.json").exists():
-        return Scene.load(root)
-    return make_scene(root, size, size, seed=seed)
+        found = Scene.load(root)
+        if (found.height, found.width, found.seed, found.realism) == (size, size, seed, wanted):
+            return found
+        import shutil
+
+        shutil.rmtree(root)  # a benchmark cache: regenerate
+    return make_scene(root, size, size, seed=seed, realism=realism)
+
+
+def scene_dir(root: Path, kind: str, size: int, realism: str) -> Path:
+    """Cache folder of a benchmark scene (the clean ones keep their historical names)."""
+    return root / (f"{kind}_{size}" if realism == "none" else f"{kind}_{size}_{realism}")
 
 
 def read(path: Path) -> np.ndarray:
@@ -176,17 +203,43 @@ def trainer_kwargs(task: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"model": "fusion_unet", **common}
 
 
-def accuracy(task: str, args: argparse.Namespace) -> None:
+_STEPS: dict[str, int] = {}
+
+
+def budget_steps(task: str, args: argparse.Namespace) -> int:
+    """Optimizer steps of the cosine schedule in the budget (calibrated once per task)."""
+    if args.steps is not None:
+        return int(args.steps)
+    if task not in _STEPS:
+        # Calibrated step time plus a data-loading margin.
+        step_s = seconds_per_step(task, args)
+        _STEPS[task] = max(20, int(args.budget_min * 60 / (step_s * 1.15)))
+        print(f"  calibrated {step_s:.2f} s/step -> {_STEPS[task]} steps in the budget", flush=True)
+    return _STEPS[task]
+
+
+def train_and_score(
+    task: str,
+    args: argparse.Namespace,
+    train_scene: Any,
+    eval_scene: Any,
+    *,
+    seed: int = 0,
+    augment: str = "default",
+    out: Path,
+) -> tuple[Any, Any, dict[str, float]]:
+    """Train for the budget on ``train_scene`` and score on ``eval_scene``.
+
+    Returns:
+        The Lightning trainer, the trained module and the scores.
+    """
     import lightning.pytorch as pl
 
     from geochange.datamodules import ChangeDataModule
     from geochange.trainers import ChangeTrainer
 
-    root = Path(args.data_dir)
-    train_scene = scene(root / f"train_{args.size}", args.size, seed=0)
-    eval_scene = scene(root / f"eval_{args.eval_size}", args.eval_size, seed=1)
     semantic = task == "semantic"
-    pl.seed_everything(0)
+    pl.seed_everything(seed)
     datamodule = ChangeDataModule(
         pre=str(train_scene.pre),
         post=str(train_scene.post),
@@ -198,13 +251,11 @@ def accuracy(task: str, args: argparse.Namespace) -> None:
         samples_per_epoch=args.samples_per_epoch,
         splits=(0.8, 0.1, 0.1),
         num_workers=args.workers,
+        augment=augment != "none",
+        per_date_shift=args.shift_px if augment == "shift" else 0.0,
+        seed=seed,
     )
-    steps = args.steps
-    if steps is None:
-        # Size the cosine schedule to the budget: calibrated step time plus a data-loading margin.
-        step_s = seconds_per_step(task, args)
-        steps = max(20, int(args.budget_min * 60 / (step_s * 1.15)))
-        print(f"  calibrated {step_s:.2f} s/step -> {steps} steps in the budget", flush=True)
+    steps = budget_steps(task, args)
     module = ChangeTrainer(**trainer_kwargs(task, args))
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -227,8 +278,17 @@ def accuracy(task: str, args: argparse.Namespace) -> None:
         f"{samples} samples ({samples / seconds:.2f} samples/s incl. data loading)",
         flush=True,
     )
-    scores = evaluate(
-        module, eval_scene, datamodule.normalization, args.eval_tile, root / f"predicted_{task}"
+    scores = evaluate(module, eval_scene, datamodule.normalization, args.eval_tile, out)
+    return trainer, module, scores
+
+
+def accuracy(task: str, args: argparse.Namespace) -> None:
+    root = Path(args.data_dir)
+    train_scene = scene(root / f"train_{args.size}", args.size, seed=0)
+    eval_scene = scene(root / f"eval_{args.eval_size}", args.eval_size, seed=1)
+    semantic = task == "semantic"
+    trainer, _, scores = train_and_score(
+        task, args, train_scene, eval_scene, out=root / f"predicted_{task}"
     )
     if semantic:
         print(
@@ -250,6 +310,82 @@ def accuracy(task: str, args: argparse.Namespace) -> None:
         print(f"  saved the trained model to {path}", flush=True)
 
 
+def configurations(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """(train realism, test realism, augmentation) of every realism configuration asked for."""
+    pairs = [(r, r) for r in args.realism or []]
+    if args.train_realism or args.test_realism:
+        pairs += [
+            (a, b) for a in args.train_realism or ["none"] for b in args.test_realism or ["none"]
+        ]
+    seen: dict[tuple[str, str, str], None] = {}
+    for train, test in pairs:
+        for augment in args.augment:
+            seen[(train, test, augment)] = None
+    return list(seen)
+
+
+def realism_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Binary F1 / IoU^c per configuration and seed; prints per-seed lines and the medians."""
+    root = Path(args.data_dir)
+    rows = []
+    for train, test, augment in configurations(args):
+        name = f"train {train} / test {test} / augment {augment}"
+        print(f"Realism configuration: {name} ({args.budget_min} min budget)", flush=True)
+        train_scene = scene(scene_dir(root, "train", args.size, train), args.size, 0, train)
+        eval_scene = scene(scene_dir(root, "eval", args.eval_size, test), args.eval_size, 1, test)
+        runs = []
+        for seed in args.seeds:
+            _, _, scores = train_and_score(
+                "binary", args, train_scene, eval_scene, seed=seed, augment=augment,
+                out=root / f"predicted_{train}_{test}_{augment}_{seed}",
+            )  # fmt: skip
+            print(
+                f"  seed {seed}: F1 {scores['f1']:.4f}  IoU^c {scores['iou_change']:.4f}  "
+                f"(precision {scores['precision']:.4f}, recall {scores['recall']:.4f})",
+                flush=True,
+            )
+            runs.append(scores)
+        rows.append(
+            {
+                "train": train,
+                "test": test,
+                "augment": augment,
+                "seeds": list(args.seeds),
+                "f1": [r["f1"] for r in runs],
+                "iou_change": [r["iou_change"] for r in runs],
+                "f1_median": statistics.median(r["f1"] for r in runs),
+                "iou_change_median": statistics.median(r["iou_change"] for r in runs),
+            }
+        )
+    print(
+        f"\nMedians over seeds {list(args.seeds)} ({args.budget_min} min budget, "
+        f"train {args.size}^2 seed 0, test {args.eval_size}^2 seed 1):"
+    )
+    print(f"  {'train':16s} {'test':16s} {'augment':8s} {'F1':>7s} {'IoU^c':>7s}")
+    for row in rows:
+        print(
+            f"  {row['train']:16s} {row['test']:16s} {row['augment']:8s} "
+            f"{row['f1_median']:7.4f} {row['iou_change_median']:7.4f}"
+        )
+    print(f"  peak RSS {peak_rss_mb():.0f} MB", flush=True)
+    return rows
+
+
+def cpu_description() -> str:
+    """The lscpu model name and the avx2 / avx512_bf16 / amx flags."""
+    import subprocess
+
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "lscpu unavailable"
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    model = fields.get("Model name", "?").strip()
+    flags = set(fields.get("Flags", "").split())
+    present = [f for f in ("avx2", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return f"{model}; flags: {' '.join(present) or 'none of avx2/avx512_bf16/amx'}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=["binary", "semantic", "both"], default="both")
@@ -269,6 +405,27 @@ def main() -> None:
     parser.add_argument("--throughput-only", action="store_true")
     parser.add_argument("--throughput-steps", type=int, default=5)
     parser.add_argument("--throughput-patch", type=int, default=256)
+    parser.add_argument("--skip-throughput", action="store_true", help="accuracy only")
+    kinds = "scene kinds: none, levir, or one perturbation (misregistration, radiometry, ...)"
+    parser.add_argument(
+        "--realism", nargs="+", metavar="KIND", help=f"train and test on each kind ({kinds})"
+    )
+    parser.add_argument("--train-realism", nargs="+", metavar="KIND", help="training scene kinds")
+    parser.add_argument("--test-realism", nargs="+", metavar="KIND", help="test scene kinds")
+    parser.add_argument(
+        "--augment",
+        nargs="+",
+        choices=["default", "shift", "none"],
+        default=["default"],
+        help="augmentations compared in the realism configurations",
+    )
+    parser.add_argument(
+        "--shift-px", type=float, default=2.0, help="per_date_shift of --augment shift (px)"
+    )
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[0], help="training seeds of each configuration"
+    )
+    parser.add_argument("--json", help="also write the realism configurations' results here")
     parser.add_argument(
         "--save-checkpoint",
         help="save each trained model to this path ('{task}' is replaced by the task); e.g. "
@@ -279,16 +436,30 @@ def main() -> None:
     import os
 
     load = os.getloadavg()[0]
+    print(f"CPU: {cpu_description()}")
     print(
         f"torch threads: {torch.get_num_threads()} (CPU), "
         f"load average {load:.1f} on {os.cpu_count()} cores"
     )
-    print(
-        f"Training throughput (batch {args.batch}, {args.throughput_patch}^2, "
-        f"median of {args.throughput_steps} steps):"
-    )
-    throughput(args.batch, args.throughput_patch, args.throughput_steps, warmup=1)
+    if not args.skip_throughput:
+        print(
+            f"Training throughput (batch {args.batch}, {args.throughput_patch}^2, "
+            f"median of {args.throughput_steps} steps):"
+        )
+        throughput(args.batch, args.throughput_patch, args.throughput_steps, warmup=1)
     if args.throughput_only:
+        return
+    if configurations(args):
+        from geochange.synthetic import resolve_realism
+
+        kinds = {*(args.realism or []), *(args.train_realism or []), *(args.test_realism or [])}
+        for kind in kinds:
+            resolve_realism(kind)  # a typo fails now, not after an hour of training
+        rows = realism_benchmark(args)
+        if args.json:
+            import json
+
+            Path(args.json).write_text(json.dumps(rows, indent=2))
         return
     tasks = ["binary", "semantic"] if args.task == "both" else [args.task]
     for task in tasks:

@@ -42,7 +42,7 @@ def source_scene(size: int) -> Path:
 
 
 def mirrored_index(n: int, period: int) -> np.ndarray:
-    """Source row/column of each output row/column: the source repeated, every other copy flipped."""
+    """Source index of each output row/column: the source repeated, every other copy flipped."""
     i = np.arange(n)
     copy, offset = np.divmod(i, period)
     return np.where(copy % 2 == 0, offset, period - 1 - offset)
@@ -94,7 +94,8 @@ def main() -> None:
         t0 = time.perf_counter()
         tile_raster(scene / f"{name}.tif", dst, height, width)
         size_mb = dst.stat().st_size / 2**20
-        print(f"wrote {dst} ({height}x{width}, {size_mb:.0f} MB) in {time.perf_counter() - t0:.0f} s")
+        took = time.perf_counter() - t0
+        print(f"wrote {dst} ({height}x{width}, {size_mb:.0f} MB) in {took:.0f} s")
 
 
 if __name__ == "__main__":

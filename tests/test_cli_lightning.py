@@ -337,3 +337,20 @@ def test_data_config_error_is_clean(tmp_path: Path, capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert err.startswith(f"geochange fit: error: dataset root '{missing}' does not exist")
     assert "Traceback" not in err and "Union subtypes" not in err
+
+
+def test_synthetic_scene_realism_and_per_date_shift(tmp_path: Path) -> None:
+    from geochange.cli.lightning import SyntheticSceneDataModule
+    from geochange.synthetic import PRESETS
+
+    root = tmp_path / "scene"
+    dm = SyntheticSceneDataModule(
+        str(root), 96, 96, scene_seed=1, patch_size=32, realism="levir", per_date_shift=2.5
+    )
+    manifest = json.loads((root / "scene.json").read_text())
+    assert manifest["realism"] == PRESETS["levir"].to_dict()
+    assert dm.augmentation is not None and dm.augmentation.per_date_shift == 2.5
+    # Another realism is another scene: regenerated.
+    with pytest.warns(UserWarning, match="regenerating the synthetic scene"):
+        SyntheticSceneDataModule(str(root), 96, 96, scene_seed=1, patch_size=32)
+    assert json.loads((root / "scene.json").read_text())["realism"] == {}

@@ -48,6 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="processes generating blocks in parallel (default 1)"
     )
+    parser.add_argument(
+        "--realism",
+        default="none",
+        metavar="NAME",
+        help="perturbations making the pair harder: 'none' (default), the preset 'levir', or one "
+        "perturbation alone at its 'levir' setting: misregistration, radiometry, phenology, sun, "
+        "lean, distractors (see docs/synthetic.md)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -67,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         origin=tuple(args.origin) if args.origin else None,
         workers=args.workers,
+        realism=args.realism,
     )
     stats = scene.stats
     mpix = height * width / 1e6

@@ -99,6 +99,9 @@ class ChangeDataModule(LightningDataModule):
         augment: True for the default augmentation, False for none, or a
             :class:`~geochange.transforms.ChangeAugmentation`.
         date_swap: probability of swapping the dates in the default augmentation.
+        per_date_shift: largest independent translation of each date, in pixels, in the
+            default augmentation (0: none); masks follow the pre date (see
+            :class:`~geochange.transforms.ChangeAugmentation`).
         value_range: pixel value mapped to 1.0 for photometric jitter; ``"auto"`` uses 255 for
             8-bit imagery and ``max(mean + 3 std)`` otherwise.
         labeled_fraction: share of the training data that keeps labels (None: all).
@@ -143,6 +146,7 @@ class ChangeDataModule(LightningDataModule):
         stats_samples: int = 64,
         augment: bool | ChangeAugmentation = True,
         date_swap: float = 0.0,
+        per_date_shift: float = 0.0,
         value_range: float | str | None = "auto",
         labeled_fraction: float | None = None,
         unlabeled_batch_size: int | None = None,
@@ -182,6 +186,7 @@ class ChangeDataModule(LightningDataModule):
         self._input_range: dict[str, Any] | None = None
         self._augment_arg = augment
         self._date_swap = date_swap
+        self._per_date_shift = per_date_shift
         self._value_range_arg = value_range
         self._augmentation: ChangeAugmentation | None = None
         self._normalize: NormalizeChange | None = None
@@ -395,7 +400,9 @@ class ChangeDataModule(LightningDataModule):
                 self._augmentation = self._augment_arg
             else:
                 self._augmentation = ChangeAugmentation(
-                    date_swap=self._date_swap, value_range=self.value_range
+                    date_swap=self._date_swap,
+                    value_range=self.value_range,
+                    per_date_shift=self._per_date_shift,
                 )
         return self._augmentation
 

@@ -111,7 +111,8 @@ class FolderChangeDataModule(ChangeDataModule):
         dataset_kwargs: Extra dataset arguments (``stride``, ``class_names``, folder names).
         **kwargs: :class:`ChangeDataModule` options (``patch_size``, ``batch_size``,
             ``num_workers``, ``normalization``, ``stats_samples``, ``augment``,
-            ``date_swap``, ``value_range``, ``labeled_fraction``, ``seed``, ...).
+            ``date_swap``, ``per_date_shift``, ``value_range``, ``labeled_fraction``,
+            ``seed``, ...).
     """
 
     def __init__(

@@ -20,7 +20,8 @@ class SyntheticSceneDataModule(ChangeDataModule):
 
     The scene (:func:`geochange.synthetic.make_scene`) is written to ``root`` on first use,
     then read through the geo path like real rasters. An existing scene is reused when its
-    ``scene.json`` records the requested ``height``, ``width``, ``scene_seed`` and ``bands``
+    ``scene.json`` records the requested ``height``, ``width``, ``scene_seed``, ``bands`` and
+    ``realism``
     (every scene holds both binary and semantic labels, so ``task`` never needs a new one).
     Otherwise it is regenerated in place, with a warning, but only when ``root`` holds nothing
     but that earlier scene's files; a folder with other files, or with scene file names but no
@@ -34,9 +35,11 @@ class SyntheticSceneDataModule(ChangeDataModule):
         scene_seed: Seed of the generated content.
         bands: Bands per date.
         task: ``"binary"`` (change labels) or ``"semantic"`` (also per-date class rasters).
+        realism: realism of the generated scene (:func:`geochange.synthetic.make_scene`): None
+            or ``"none"``, a preset such as ``"levir"``, one perturbation's name, or a dict.
         **kwargs: :class:`ChangeDataModule` options (``patch_size``, ``batch_size``,
             ``samples_per_epoch``, ``num_workers``, ``splits``, ``balanced``,
-            ``normalization``, ``augment``, ``seed``, ...).
+            ``normalization``, ``augment``, ``per_date_shift``, ``seed``, ...).
     """
 
     def __init__(
@@ -47,9 +50,10 @@ class SyntheticSceneDataModule(ChangeDataModule):
         scene_seed: int = 0,
         bands: int = 3,
         task: Literal["binary", "semantic"] = "binary",
+        realism: str | dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        scene = _synthetic_scene(Path(root), height, width, scene_seed, bands)
+        scene = _synthetic_scene(Path(root), height, width, scene_seed, bands, realism)
         semantic = task == "semantic"
         super().__init__(
             pre=str(scene.pre),
@@ -61,18 +65,25 @@ class SyntheticSceneDataModule(ChangeDataModule):
         )
 
 
-def _synthetic_scene(folder: Path, height: int, width: int, seed: int, bands: int) -> Any:
+def _synthetic_scene(
+    folder: Path, height: int, width: int, seed: int, bands: int, realism: Any = None
+) -> Any:
     """The scene in ``folder`` if it matches the request, else a new one (see the class)."""
     from affine import Affine
 
     from geochange.io import atomic_output, partial_path
-    from geochange.synthetic import MANIFEST_NAME, Scene, make_scene
+    from geochange.synthetic import MANIFEST_NAME, Scene, make_scene, resolve_realism
 
-    wanted = {"height": height, "width": width, "seed": seed, "bands": bands}
+    options = resolve_realism(realism)
+    wanted: dict[str, Any] = {"height": height, "width": width, "seed": seed, "bands": bands}
+    if options.enabled:
+        wanted["realism"] = options.to_dict()
     if (folder / MANIFEST_NAME).exists():
         scene = Scene.load(folder)
-        found = {"height": scene.height, "width": scene.width, "seed": scene.seed}
-        found["bands"] = scene.bands
+        found: dict[str, Any] = {"height": scene.height, "width": scene.width}
+        found["seed"], found["bands"] = scene.seed, scene.bands
+        if scene.realism:
+            found["realism"] = scene.realism
         if found == wanted:
             return scene
         names = {MANIFEST_NAME, *(p.name for p in _scene_files(scene))}
@@ -101,7 +112,7 @@ def _synthetic_scene(folder: Path, height: int, width: int, seed: int, bands: in
         before = {p: _stamp(p) for p in _scene_files(scene)}
         manifest.unlink()
         try:
-            return make_scene(folder, height, width, seed=seed, bands=bands)
+            return make_scene(folder, height, width, seed=seed, bands=bands, realism=options)
         except BaseException:
             if all(_stamp(p) == stamp for p, stamp in before.items()):
                 with atomic_output(manifest) as tmp:
@@ -117,7 +128,7 @@ def _synthetic_scene(folder: Path, height: int, width: int, seed: int, bands: in
                 "not be a generated scene and are not overwritten: use another root, or remove "
                 "them if they are left over from an interrupted generation"
             )
-    return make_scene(folder, height, width, seed=seed, bands=bands)
+    return make_scene(folder, height, width, seed=seed, bands=bands, realism=options)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

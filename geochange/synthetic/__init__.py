@@ -20,13 +20,16 @@ How it stays exact, seamless and bounded:
   with the class rasters by construction.
 * Nuisance differences that are not change: seasonal colours (crops ripen or are harvested, trees
   yellow), a different sun azimuth and elevation (shadows), global illumination and haze, sensor
-  noise, and a sub-pixel to 1-pixel misregistration of the post image.
+  noise, and a sub-pixel to 1-pixel misregistration of the post image. ``realism=`` turns on
+  harder, documented perturbations (:mod:`geochange.synthetic.realism`, preset ``"levir"``).
 
 Where each part lives:
 
 * :mod:`geochange.synthetic.noise`: hash-based randomness and value-noise fields.
 * :mod:`geochange.synthetic.layout`: the scene model of a seed (parcels, water, roads, buildings).
 * :mod:`geochange.synthetic.render`: class maps and images of one block.
+* :mod:`geochange.synthetic.realism`: the realism options and presets;
+  :mod:`geochange.synthetic.effects` renders them.
 * :mod:`geochange.synthetic.scene`: the :class:`Scene` on disk and its manifest.
 * :mod:`geochange.synthetic.generate`: :func:`make_scene`, block by block, in worker processes.
 """
@@ -50,6 +53,18 @@ from geochange.classes import (
 )
 from geochange.synthetic.generate import DEFAULT_BLOCK_SIZE, make_scene
 from geochange.synthetic.layout import CELL
+from geochange.synthetic.realism import (
+    PERTURBATIONS,
+    PRESETS,
+    Distractors,
+    Lean,
+    Misregistration,
+    Phenology,
+    Radiometry,
+    Realism,
+    SunAngle,
+    resolve_realism,
+)
 from geochange.synthetic.scene import (
     CLASS_NAMES,
     FORMAT_VERSION,
@@ -74,9 +89,19 @@ __all__ = [
     "LSSCD_CLASS_NAMES",
     "MANIFEST_NAME",
     "OTHERS",
+    "PERTURBATIONS",
+    "PRESETS",
     "ROAD",
     "TREE",
     "WATER",
+    "Distractors",
+    "Lean",
+    "Misregistration",
+    "Phenology",
+    "Radiometry",
+    "Realism",
     "Scene",
+    "SunAngle",
     "make_scene",
+    "resolve_realism",
 ]

@@ -22,7 +22,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from geochange._blockwise import BlockGrid
-from geochange.classes import BARE_LAND, CHANGE_CLASS_NAMES
+from geochange.classes import BARE_LAND, BUILDING, CHANGE_CLASS_NAMES
 from geochange.errors import ConfigurationError
 from geochange.io import (
     BAND_DESCRIPTIONS,
@@ -38,6 +38,7 @@ from geochange.io import (
     write_style_sidecars,
 )
 from geochange.synthetic.layout import _DEMOLISHED, _NEW, CELL
+from geochange.synthetic.realism import Realism, resolve_realism
 from geochange.synthetic.render import _HALO, _Renderer
 from geochange.synthetic.scene import CLASS_NAMES, LABEL_NODATA, Scene
 
@@ -116,6 +117,7 @@ def make_scene(
     origin: tuple[float, float] | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
     workers: int = 1,
+    realism: Realism | str | dict[str, Any] | None = None,
 ) -> Scene:
     """Generate a synthetic bi-temporal scene of ``height`` x ``width`` pixels per date.
 
@@ -128,7 +130,8 @@ def make_scene(
     * ``semantic_pre.tif``, ``semantic_post.tif``: uint8 LsSCD classes (0 building, 1 road,
       2 water, 3 bare land, 4 tree, 5 cropland, 6 others), nodata 255, colour table and the
       ``GEOCHANGE_CLASS_NAMES`` tag (JSON list of class names).
-    * ``change.tif``: uint8, exactly ``semantic_pre != semantic_post`` (nodata 255).
+    * ``change.tif``: uint8, exactly ``semantic_pre != semantic_post`` (nodata 255), except
+      on the pixels of a water-level distractor (``realism``), which are 0.
     * Beside each of these three label rasters, what GIS clients read
       (:func:`geochange.io.write_style_sidecars`): ``<name>.tif.aux.xml`` (category names,
       raster attribute table, colours with opacity) and a QGIS style ``<name>.qml``, in the
@@ -156,12 +159,17 @@ def make_scene(
         block_size: side of the blocks generated at once (a multiple of 256).
         workers: processes computing blocks in parallel (1: in this process). Each worker
             holds one or two blocks (about 250 MiB RSS); the files are identical for any value.
+        realism: perturbations that make the pair harder (see
+            :mod:`geochange.synthetic.realism`): None or ``"none"`` (off), a preset name
+            (``"levir"``), the name of one perturbation (the ``"levir"`` setting of it alone,
+            e.g. ``"lean"``), a dict such as ``{"lean": {"strength": 0.3}}``, or a
+            :class:`~geochange.synthetic.Realism`. Labels stay on the pre-date grid.
 
     Returns:
         The :class:`Scene` describing the files.
 
     Raises:
-        ConfigurationError: on invalid size, CRS, resolution or band count.
+        ConfigurationError: on invalid size, CRS, resolution, band count or realism.
         OutputError: if ``out_dir`` is not writable.
     """
     import time
@@ -171,13 +179,14 @@ def make_scene(
     if not isinstance(workers, int | np.integer) or workers < 1:
         raise ConfigurationError(f"workers must be a positive integer, got {workers!r}")
     height, width, bands, seed = int(height), int(width), int(bands), int(seed)
+    options = resolve_realism(realism)
     root = check_writable_dir(out_dir)
     left, top = (
         origin if origin is not None else _default_origin(crs, parsed_crs, height, width, res)
     )
     transform = Affine(res, 0.0, left, 0.0, -res, top)
-    renderer = _Renderer(seed, bands)
-    shift = renderer.layout.shift
+    renderer = _Renderer(seed, bands, options)
+    shift = renderer.shift
     scene = Scene(
         root=root,
         height=height,
@@ -188,6 +197,7 @@ def make_scene(
         bands=bands,
         seed=seed,
         shift=(float(shift[0]), float(shift[1])),
+        realism=options.to_dict(),
     )
     job = _Job(scene, parsed_crs, renderer, block_size, workers, progress)
     records, changed_pixels = _write_rasters(job)
@@ -381,9 +391,9 @@ def _stats(
 _WORKER_RENDERER: _Renderer | None = None
 
 
-def _init_worker(seed: int, bands: int) -> None:
+def _init_worker(seed: int, bands: int, realism: dict[str, Any]) -> None:
     global _WORKER_RENDERER
-    _WORKER_RENDERER = _Renderer(seed, bands)
+    _WORKER_RENDERER = _Renderer(seed, bands, Realism.from_dict(realism))
 
 
 def _compute_block(
@@ -394,16 +404,20 @@ def _compute_block(
     inner = (slice(_HALO, _HALO + h), slice(_HALO, _HALO + w))
     sem_pre = grid0.classes(0)[inner]
     sem_post = grid0.classes(1)[inner]
+    change = sem_pre != sem_post
+    # Water-level change is a distractor: true classes in the semantic maps, 0 in the binary map.
+    change &= ~(grid0.water_changed()[inner] & (sem_pre != BUILDING) & (sem_post != BUILDING))
     block: dict[str, Any] = {
         "semantic_pre": sem_pre,
         "semantic_post": sem_post,
-        "change": (sem_pre != sem_post).astype(np.uint8),
+        "change": change.astype(np.uint8),
         "pre": renderer.image(grid0, 0, _HALO, row0, col0),
         "records": _changed_building_records(grid0.buildings, row0, col0, h, w, scene),
     }
     del grid0
-    grid1 = renderer.grid(row0, col0, h, w, renderer.layout.shift, _HALO)
-    block["post"] = renderer.image(grid1, 1, _HALO, row0, col0)
+    halo = renderer.post_halo
+    grid1 = renderer.grid(row0, col0, h, w, renderer.shift, halo)
+    block["post"] = renderer.image(grid1, 1, halo, row0, col0)
     return block
 
 
@@ -431,7 +445,9 @@ def _blocks_in_order(
 
     from geochange.parallel import WorkerPool
 
-    with WorkerPool(workers, initializer=_init_worker, initargs=(scene.seed, scene.bands)) as pool:
+    with WorkerPool(
+        workers, initializer=_init_worker, initargs=(scene.seed, scene.bands, scene.realism)
+    ) as pool:
         pending: collections.deque[Future[tuple[int, int, dict[str, Any]]]] = collections.deque()
         tasks = iter(blocks)
 

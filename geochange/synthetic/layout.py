@@ -182,6 +182,9 @@ class _Layout:
             "period": (5 + 9 * _uniform(k(7), ly, lx)).astype(np.float32),
             "variant": _uniform(k(8), ly, lx),
             "tone": _uniform(k(9), ly, lx),
+            # Draws of the realism distractors (crop rotation, construction sites).
+            "rotation": _uniform(k(10), ly, lx),
+            "site": _uniform(k(11), ly, lx),
         }
 
     # ---- water ---------------------------------------------------------------------------
@@ -196,8 +199,12 @@ class _Layout:
                 continue
             yield k, p
 
-    def water(self, y: Any, x: Any, urban: Any = None) -> Any:
-        """Water mask: meandering rivers and lakes (``urban``: precomputed :meth:`urban`)."""
+    def water(self, y: Any, x: Any, urban: Any = None, level: float = 0.0) -> Any:
+        """Water mask: meandering rivers and lakes (``urban``: precomputed :meth:`urban`).
+
+        ``level`` raises the water: river banks move out by that many pixels and the lake
+        threshold drops by ``0.0015 * level`` (0: the scene's water).
+        """
         shape = np.broadcast_shapes(np.shape(y), np.shape(x))
         mask = np.zeros(shape, dtype=bool)
         for k, p in self._rivers(float(np.min(y)), float(np.max(y))):
@@ -208,10 +215,12 @@ class _Layout:
                 + 200 * p[5] * np.sin(2 * np.pi * x / (900 + 900 * p[6]) + 6.3 * p[7])
             )
             half = 15 + 30 * p[6] + 8 * (_value_noise(self.k(21) + k, x * 0, x, 400.0) - 0.5)
+            if level:
+                half = half + level
             mask |= np.abs(y - centre) < half
         urban = self.urban(y, x) if urban is None else urban
         lake = _fbm(self.k(22), y, x, 1100.0, 2) - 0.35 * (urban - 0.5)
-        return mask | (lake > 0.76)
+        return mask | (lake > (0.76 - 0.0015 * level if level else 0.76))
 
     # ---- roads ---------------------------------------------------------------------------
     def _major_roads(

@@ -37,7 +37,11 @@ class Scene:
         bands: image bands (1-3 RGB, 4 NIR-like, further bands mix red and NIR).
         seed: generator seed.
         class_names: LsSCD class names in class-id order.
-        shift: misregistration of the post image in pixels (rows, cols).
+        shift: misregistration of the post image in pixels (rows, cols): post pixel
+            ``(r, c)`` shows the ground of pre pixel ``(r + shift[0], c + shift[1])`` (plus the
+            warp of a realism misregistration, if any).
+        realism: the realism perturbations that are on, with their parameters (empty: none;
+            see :mod:`geochange.synthetic.realism`).
         stats: summary figures (changed pixels, changed buildings, generation time).
     """
 
@@ -51,6 +55,7 @@ class Scene:
     seed: int = 0
     class_names: tuple[str, ...] = CLASS_NAMES
     shift: tuple[float, float] = (0.0, 0.0)
+    realism: dict[str, Any] = field(default_factory=dict, hash=False)
     stats: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -124,6 +129,7 @@ class Scene:
                 seed=int(meta["seed"]),
                 class_names=tuple(meta["class_names"]),
                 shift=(float(meta["shift"][0]), float(meta["shift"][1])),
+                realism=dict(meta.get("realism", {})),
                 stats=dict(meta.get("stats", {})),
             )
         except FileNotFoundError as err:
@@ -155,6 +161,7 @@ class Scene:
             "seed": self.seed,
             "class_names": list(self.class_names),
             "shift": list(self.shift),
+            "realism": self.realism,
             "files": {
                 name: getattr(self, name).name
                 for name in ("pre", "post", "change", "semantic_pre", "semantic_post")

@@ -7,6 +7,8 @@ or TorchGeo's ``[B, 1, H, W]``, optional ``mask_pre``/``mask_post`` and joined l
 parameters for both dates and every mask (so pixels stay co-registered and labels stay
 aligned); photometric jitter is drawn *independently* per date (two acquisitions differ in
 illumination, season, sensor).
+The optional per-date shift (``per_date_shift``) translates each date independently by a few
+pixels, as misregistration does; the masks follow the pre date.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import Any
 
 import kornia.augmentation as K
 import torch
+from kornia.geometry.transform import translate
 from torch import Tensor, nn
 
 from geochange.classes import IGNORE_INDEX
+from geochange.errors import ConfigurationError
 from geochange.keys import EXTRA_IMAGE, MASK_KEYS
 
 
@@ -77,6 +81,11 @@ class ChangeAugmentation(nn.Module):
         value_range: pixel value mapped to 1.0 for photometric jitter; None for normalized data.
         per_date_photometry: draw the photometric jitter independently for each date (True)
             or once for both dates of a sample (False).
+        per_date_shift: largest per-date translation in pixels per axis (0 disables). Each date
+            of each sample is translated by its own uniform sub-pixel shift in
+            ``[-per_date_shift, per_date_shift]`` (bilinear, edges replicated), so the dates
+            are misregistered against each other by up to twice that; the masks follow the
+            pre date (nearest), and the strip shifted in from outside becomes the ignore value.
     """
 
     def __init__(
@@ -93,8 +102,12 @@ class ChangeAugmentation(nn.Module):
         date_swap: float = 0.0,
         value_range: float | None = 255.0,
         per_date_photometry: bool = True,
+        per_date_shift: float = 0.0,
     ) -> None:
         super().__init__()
+        if not per_date_shift >= 0:
+            raise ConfigurationError(f"per_date_shift must be >= 0 pixels, got {per_date_shift}")
+        self.per_date_shift = float(per_date_shift)
         geometric: list[nn.Module] = []
         if flip:
             geometric += [K.RandomHorizontalFlip(p=0.5), K.RandomVerticalFlip(p=0.5)]
@@ -165,6 +178,38 @@ class ChangeAugmentation(nn.Module):
         }
         return image, out
 
+    def _shift_dates(
+        self, image: Tensor, masks: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Independent sub-pixel translation of each date; masks follow the pre date."""
+        b = image.shape[0]
+        s = self.per_date_shift
+        # (sample, date, (x, y)) in pixels.
+        shift = (torch.rand(b, 2, 2, device=image.device) * 2 - 1) * s
+        dates = [
+            translate(image[:, t], shift[:, t], mode="bilinear", padding_mode="border",
+                      align_corners=True)
+            for t in range(2)
+        ]  # fmt: skip
+        if not masks:
+            return torch.stack(dates, dim=1), masks
+        # Masks ([B, H, W] or [B, 1, H, W]) become channels of one stack, plus a channel of
+        # ones that tells which pixels were shifted in from outside.
+        h, w = image.shape[-2:]
+        shapes = {k: m.shape for k, m in masks.items()}
+        flat = [masks[k].reshape(b, -1, h, w).float() for k in masks]
+        sizes = [f.shape[1] for f in flat]
+        stack = torch.cat([*flat, torch.ones_like(flat[0][:, :1])], dim=1)
+        moved = translate(stack, shift[:, 0], mode="nearest", padding_mode="zeros",
+                          align_corners=True)  # fmt: skip
+        inside = moved[:, -1:] > 0.5
+        parts = torch.split(moved[:, :-1], sizes, dim=1)
+        out = {
+            k: torch.where(inside, part.round().long(), IGNORE_INDEX).reshape(shapes[k])
+            for k, part in zip(masks, parts, strict=True)
+        }
+        return torch.stack(dates, dim=1), out
+
     def _photometric(self, image: Tensor) -> Tensor:
         if self.photometric_p <= 0 or not (
             self.brightness or self.contrast or self.saturation or self.hue
@@ -219,6 +264,8 @@ class ChangeAugmentation(nn.Module):
             extra = image[:, :, channels:]
             out[EXTRA_IMAGE] = extra[:, 0] if single else extra
             image = image[:, :, :channels]
+        if self.per_date_shift > 0:
+            image, masks = self._shift_dates(image, masks)
         image = self._photometric(image)
         if self.date_swap > 0:
             image = self._swap(image, masks)

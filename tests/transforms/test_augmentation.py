@@ -123,3 +123,49 @@ def test_torchgeo_mask_layout_and_pipelines_built_once() -> None:
     pipelines = dict(aug._pipelines)
     aug(batch)
     assert len(pipelines) == 1 and all(aug._pipelines[k] is v for k, v in pipelines.items())
+
+
+def _squares(b: int = 8, size: int = 48) -> dict[str, torch.Tensor]:
+    """Both dates the same pattern of 8-pixel squares; the mask is the pattern."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    pattern = (((yy // 8) + (xx // 8)) % 2).float()
+    pre = (pattern * 200 + 20).expand(b, 3, size, size).clone()
+    return {
+        "image": torch.stack([pre, pre.clone()], dim=1),
+        "mask": pattern.long().expand(b, -1, -1),
+    }
+
+
+def test_per_date_shift_moves_dates_independently_and_the_mask_follows_pre() -> None:
+    torch.manual_seed(5)
+    aug = ChangeAugmentation(
+        flip=False, rotate90=False, scale=None, brightness=0, contrast=0, saturation=0, hue=0,
+        per_date_shift=3.0,
+    )  # fmt: skip
+    batch = _squares()
+    out = aug(batch)
+    mask, pre, post = out["mask"], out["image"][:, 0, 0], out["image"][:, 1, 0]
+    valid = mask != 255
+    assert (~valid).any() and set(mask[valid].unique().tolist()) <= {0, 1}
+    # The mask agrees with the pre date (up to bilinear edge pixels), not with the post date.
+    pre_agree = ((pre > 120).long() == mask)[valid].float().mean()
+    post_agree = ((post > 120).long() == mask)[valid].float().mean()
+    assert pre_agree > 0.93
+    assert post_agree < pre_agree - 0.05
+    # Each date moved by at most 3 px per axis: the ignored strip is at most 3 px wide.
+    assert ((~valid).sum(dim=(1, 2)) <= 48 * 3 * 2 + 9).all()
+    assert not torch.equal(pre, post)
+    assert torch.equal(batch["image"][:, 0], batch["image"][:, 1])  # input untouched
+
+
+def test_per_date_shift_is_off_by_default_and_validated() -> None:
+    import pytest
+
+    from geochange.errors import ConfigurationError
+
+    torch.manual_seed(6)
+    batch = _squares()
+    out = ChangeAugmentation(flip=False, rotate90=False, scale=None, photometric_p=0)(batch)
+    assert torch.equal(out["image"], batch["image"]) and torch.equal(out["mask"], batch["mask"])
+    with pytest.raises(ConfigurationError, match="per_date_shift"):
+        ChangeAugmentation(per_date_shift=-1)
