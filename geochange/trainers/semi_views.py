@@ -18,10 +18,18 @@ __all__ = ["GuidanceView", "StrongView", "guidance_views", "weak_view"]
 #: ``(model outputs, CEG labels, (pseudo map pre, pseudo map post))`` of one view.
 GuidanceView = tuple[dict[str, Tensor], Tensor, tuple[Tensor, Tensor]]
 
-# The augmentation moves only the masks it knows ("mask", "mask_pre", "mask_post"); the CEG
-# labels and the diagnostic truth share "mask" as one integer code (both are < 256) so they
-# get exactly the same nearest-neighbour geometry.
-_CODE = 256
+# The augmentation moves only the masks it knows ("mask", "mask_pre", "mask_post") and clamps
+# them to 0..255; the CEG labels and the diagnostic truth (each 0, 1 or 255) share "mask" as
+# one code 0..8 so they get exactly the same nearest-neighbour geometry.
+_CODE = 3
+
+
+def _to_code(label: Tensor) -> Tensor:
+    return torch.where(label > 1, torch.full_like(label, 2), label)
+
+
+def _from_code(code: Tensor) -> Tensor:
+    return torch.where(code == 2, torch.full_like(code, 255), code)
 
 
 @dataclass
@@ -67,16 +75,19 @@ def weak_view(
     zeros = torch.zeros(image.shape[0], *image.shape[-2:], dtype=torch.long, device=image.device)
     generated = batch[PSEUDO_CHANGE].long() if PSEUDO_CHANGE in batch else zeros
     truth = batch[DIAGNOSTIC_CHANGE].long() if DIAGNOSTIC_CHANGE in batch else zeros
-    view: dict[str, Tensor] = {"image": image, "mask": generated + _CODE * truth}
+    view: dict[str, Tensor] = {
+        "image": image,
+        "mask": _to_code(generated) + _CODE * _to_code(truth),
+    }
     if semantic is not None:
         view["mask_pre"], view["mask_post"] = semantic
     augmented = augmentation.to(image.device)(view)
     out = {"image": augmented["image"]}
     code = augmented["mask"]
     if PSEUDO_CHANGE in batch:
-        out[PSEUDO_CHANGE] = code % _CODE
+        out[PSEUDO_CHANGE] = _from_code(code % _CODE)
     if DIAGNOSTIC_CHANGE in batch:
-        out[DIAGNOSTIC_CHANGE] = code // _CODE
+        out[DIAGNOSTIC_CHANGE] = _from_code(code // _CODE)
     if semantic is not None:
         out[PSEUDO_PRE], out[PSEUDO_POST] = augmented["mask_pre"], augmented["mask_post"]
     return out
