@@ -188,8 +188,8 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
             generated_weight_steps: Length of the linear ``lambda`` ramp in optimizer steps
                 (default: the estimated training steps).
             generated_loss: Loss of the generated-label head: ``"change_loss"`` (the trainer's
-                ``loss``, over decided pixels; the behaviour before issue 22) or ``"bce"`` (DiffMatch's cross-entropy; on
-                unlabeled views divided by all pixels).
+                ``loss``, over decided pixels; the behaviour before issue 22) or ``"bce"``
+                (DiffMatch's cross-entropy; on unlabeled views divided by all pixels).
             head_lr_multiplier: Learning rate of everything but the encoder (fusion, decoders,
                 heads) relative to ``lr`` (DiffMatch: 10 with SGD).
             feature_dropout: UniMatch feature perturbation: channel dropout probability on the
