@@ -16,6 +16,7 @@ __all__ = [
     "AUX_SEMANTIC_PRE",
     "CHANGE",
     "CHANGE_GENERATED",
+    "DIAGNOSTIC_CHANGE",
     "EMBEDDING_POST",
     "EMBEDDING_PRE",
     "EXTRA_IMAGE",
@@ -72,6 +73,9 @@ PSEUDO_PRE = "pseudo_pre"
 PSEUDO_POST = "pseudo_post"
 #: Optional precomputed change-event labels (e.g. ``geochange pseudo-labels``).
 PSEUDO_CHANGE = "pseudo_change"
+#: Change label kept on unlabeled batches for diagnostics only (pseudo-label precision and
+#: recall on generated scenes); no loss reads it.
+DIAGNOSTIC_CHANGE = "diagnostic_change"
 
 # Model-output keys (models -> losses, trainers, predictor; see ``docs/models.md``).
 #: Change logits ``[B, 1, H, W]``.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from geochange.datasets import BiTemporalRasterDataset, SemanticChangeFolderData
 from geochange.errors import ConfigurationError
 from geochange.io import worker_init_bound_malloc
 from geochange.keys import (
+    DIAGNOSTIC_CHANGE,
     MASK,
     MASK_KEYS,
     MASK_POST,
@@ -44,6 +46,20 @@ def stack_unlabeled_with_pseudo(samples: Sequence[dict[str, Any]]) -> dict[str, 
     return stack_samples(
         [{renamed.get(k, k): v for k, v in s.items() if k != MASK} for s in samples]
     )
+
+
+def stack_unlabeled_with_truth(
+    samples: Sequence[dict[str, Any]], *, pseudo: bool = False
+) -> dict[str, Any]:
+    """Collate unlabeled samples keeping the change label as ``diagnostic_change``.
+
+    For benchmarks on scenes whose unlabeled share has a ground truth (generated scenes): the
+    semi-supervised trainer scores its pseudo labels against it and never trains on it.
+    """
+    kept = [{DIAGNOSTIC_CHANGE if k == MASK else k: v for k, v in s.items()} for s in samples]
+    if pseudo:
+        return stack_unlabeled_with_pseudo(kept)
+    return stack_unlabeled(kept)
 
 
 class ChangeDataModule(LightningDataModule):
@@ -111,6 +127,9 @@ class ChangeDataModule(LightningDataModule):
             available over the whole scene (e.g. an open-vocabulary segmenter's output, as in
             DiffMatch): unlabeled batches keep them as ``pseudo_pre``/``pseudo_post`` instead of
             dropping them with the change label.
+        unlabeled_truth: keep the change label of unlabeled batches as ``diagnostic_change``
+            (generated scenes, benchmarks): the semi-supervised trainer logs the precision and
+            recall of its pseudo labels against it; no loss reads it.
         seed: seed of the splits, samplers and labeled subset.
         mask_values: how the change-label raster stores change (geo path): ``"auto"`` (0 no
             change, 1 change, 255 ignore; a 0/255 label is refused when the datamodule is
@@ -152,6 +171,7 @@ class ChangeDataModule(LightningDataModule):
         unlabeled_batch_size: int | None = None,
         combine_unlabeled: bool = False,
         semantic_as_pseudo: bool = False,
+        unlabeled_truth: bool = False,
         seed: int = 0,
         mask_values: str = "auto",
         dataset_kwargs: dict[str, Any] | None = None,
@@ -181,6 +201,7 @@ class ChangeDataModule(LightningDataModule):
         self.labeled_fraction = labeled_fraction
         self.combine_unlabeled = combine_unlabeled
         self.semantic_as_pseudo = semantic_as_pseudo
+        self.unlabeled_truth = unlabeled_truth
         self.seed = seed
         self._normalization = normalization
         self._input_range: dict[str, Any] | None = None
@@ -463,6 +484,8 @@ class ChangeDataModule(LightningDataModule):
         collate: Callable[[Sequence[dict[str, Any]]], dict[str, Any]] = stack_samples
         if unlabeled:
             collate = stack_unlabeled_with_pseudo if self.semantic_as_pseudo else stack_unlabeled
+            if self.unlabeled_truth:
+                collate = partial(stack_unlabeled_with_truth, pseudo=self.semantic_as_pseudo)
         common: dict[str, Any] = {
             "batch_size": batch_size,
             "num_workers": self.num_workers,

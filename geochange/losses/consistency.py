@@ -23,6 +23,8 @@ __all__ = [
     "aux_semantic_loss",
     "confidence_weighted_bce",
     "confident_labels",
+    "generated_label_bce",
+    "pseudo_label_thresholds",
     "weak_pseudo_labels",
 ]
 
@@ -37,6 +39,8 @@ class ConsistencyOptions:
     """
 
     confidence_threshold: float = 0.95
+    change_confidence_threshold: float | None = 0.8
+    balance_pseudo_labels: bool = True
     unsupervised_weight: float = 1.0
     contrastive_weight: float = 0.1
     generated_weight_start: float = 1.0
@@ -55,6 +59,11 @@ class ConsistencyOptions:
         threshold, dropout = self.confidence_threshold, self.feature_dropout
         if not 0.5 <= threshold < 1.0:
             raise ConfigurationError(f"confidence_threshold must be in [0.5, 1), got {threshold}")
+        change = self.change_confidence_threshold
+        if change is not None and not 0.5 <= change < 1.0:
+            raise ConfigurationError(
+                f"change_confidence_threshold must be in [0.5, 1) or None, got {change}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ConfigurationError(f"feature_dropout must be in [0, 1), got {dropout}")
         share = self.feature_perturbation_share
@@ -87,8 +96,12 @@ class ConsistencyOptions:
             The checked options.
         """
         area = hparams["cutmix_area"]
+        # Checkpoints from before the class-aware options read as the old behaviour.
+        change = hparams.get("change_confidence_threshold")
         return cls(
             confidence_threshold=float(hparams["confidence_threshold"]),
+            change_confidence_threshold=None if change is None else float(change),
+            balance_pseudo_labels=bool(hparams.get("balance_pseudo_labels", False)),
             unsupervised_weight=float(hparams["unsupervised_weight"]),
             contrastive_weight=float(hparams["contrastive_weight"]),
             generated_weight_start=float(hparams["generated_weight_start"]),
@@ -116,15 +129,42 @@ def weak_pseudo_labels(change_logits: Tensor) -> tuple[Tensor, Tensor]:
     return pseudo, torch.maximum(probability, 1 - probability)
 
 
+def pseudo_label_thresholds(
+    pseudo: Tensor, threshold: float, change_threshold: float | None = None
+) -> Tensor:
+    """Class-aware confidence thresholds: one per pixel, by the class of its pseudo label.
+
+    Change pixels are rare and their probabilities rise slowly early in training, so one
+    threshold for both classes keeps nearly only "no change" labels; a lower threshold for
+    the change class lets the confident change pixels in.
+
+    Args:
+        pseudo: ``[B, H, W]`` 0/1 pseudo labels.
+        threshold: Threshold of "no change" pixels (and of change pixels when
+            ``change_threshold`` is ``None``).
+        change_threshold: Threshold of pixels pseudo-labelled change.
+
+    Returns:
+        ``[B, H, W]`` float thresholds.
+    """
+    base = torch.full(pseudo.shape, float(threshold), device=pseudo.device)
+    if change_threshold is None:
+        return base
+    return torch.where(pseudo == 1, torch.full_like(base, float(change_threshold)), base)
+
+
 def confident_labels(
-    pseudo: Tensor, confidence: Tensor, threshold: float, ignore_index: int = IGNORE_INDEX
+    pseudo: Tensor,
+    confidence: Tensor,
+    threshold: float | Tensor,
+    ignore_index: int = IGNORE_INDEX,
 ) -> Tensor:
     """Pseudo labels with the unconfident pixels set to ``ignore_index``.
 
     Args:
         pseudo: ``[B, H, W]`` 0/1 pseudo labels.
         confidence: ``[B, H, W]`` their confidence.
-        threshold: Confidence needed to keep a label.
+        threshold: Confidence needed to keep a label (a number, or ``[B, H, W]`` per pixel).
         ignore_index: Value given to the other pixels.
 
     Returns:
@@ -162,21 +202,27 @@ def confidence_weighted_bce(
     logits: Tensor,
     pseudo_labels: Tensor,
     confidence: Tensor,
-    threshold: float,
+    threshold: float | Tensor,
     ignore_index: int = IGNORE_INDEX,
+    *,
+    balance: bool = False,
 ) -> Tensor:
     """FixMatch/UniMatch unsupervised loss: BCE on confident pixels, averaged over valid ones.
 
     Unconfident pixels contribute zero but still count in the denominator, so the loss is the
     mean BCE over confident pixels times the confident fraction (a batch with few confident
-    pixels pulls little).
+    pixels pulls little). With ``balance=True`` the mean BCE over confident pixels is replaced
+    by the average of the two classes' means (change-balanced): a few hundred confident change
+    pixels are no longer outvoted by a hundred thousand "no change" ones.
 
     Args:
         logits: Change logits ``[B, 1, H, W]`` or ``[B, H, W]`` of the strong view.
         pseudo_labels: ``[B, H, W]`` 0/1 pseudo labels (``ignore_index`` where invalid).
         confidence: ``[B, H, W]`` confidence ``max(p, 1 - p)`` of the weak prediction.
-        threshold: Confidence needed to use a pixel (0.95 in FixMatch/UniMatch).
+        threshold: Confidence needed to use a pixel (0.95 in FixMatch/UniMatch), a number or
+            ``[B, H, W]`` per pixel (:func:`pseudo_label_thresholds`).
         ignore_index: Label value of invalid pixels (excluded from numerator and denominator).
+        balance: Average the per-class mean BCE of the confident pixels (see above).
 
     Returns:
         Scalar loss (0 when no pixel is valid).
@@ -197,4 +243,40 @@ def confidence_weighted_bce(
     confident = valid & (confidence >= threshold)
     target = torch.where(valid, pseudo_labels, torch.zeros_like(pseudo_labels)).float()
     per_pixel = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
-    return (per_pixel * confident.float()).sum() / valid.sum()
+    if not balance:
+        return (per_pixel * confident.float()).sum() / valid.sum()
+    fraction = confident.sum() / valid.sum()
+    means = []
+    for label in (0, 1):
+        chosen = confident & (pseudo_labels == label)
+        if bool(chosen.any()):
+            means.append((per_pixel * chosen.float()).sum() / chosen.sum())
+    if not means:
+        return logits.sum() * 0.0
+    return fraction * torch.stack(means).mean()
+
+
+def generated_label_bce(
+    logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX, *, over_all: bool = False
+) -> Tensor:
+    """BCE of the generated-label head against CEG labels (DiffMatch's cross-entropy term).
+
+    Args:
+        logits: ``[B, 1, H, W]`` or ``[B, H, W]`` logits of the generated-label head.
+        labels: ``[B, H, W]`` CEG labels (0, 1, ``ignore_index`` uncertain).
+        ignore_index: Label value left out of the numerator.
+        over_all: Divide by every pixel, not only the decided ones (DiffMatch's reduction on
+            unlabeled views: a view CEG is unsure about pulls less).
+
+    Returns:
+        Scalar loss (0 when no pixel is decided).
+    """
+    if logits.dim() == 4:
+        logits = logits[:, 0]
+    valid = labels != ignore_index
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    target = torch.where(valid, labels, torch.zeros_like(labels)).float()
+    per_pixel = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
+    total = (per_pixel * valid.float()).sum()
+    return total / (labels.numel() if over_all else valid.sum())

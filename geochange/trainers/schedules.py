@@ -67,3 +67,41 @@ def linear_schedule(step: int, *, start: float, end: float, steps: int) -> float
         return start
     progress = min(1.0, max(0.0, step / steps))
     return start + (end - start) * progress
+
+
+def with_head_lr_multiplier(
+    config: dict[str, Any], module: Any, encoder: Any, multiplier: float
+) -> dict[str, Any]:
+    """Rebuild an optimizer config with two groups: the encoder at ``lr``, the rest faster.
+
+    DiffMatch (after UniMatch) trains the randomly initialised parts (decoders, heads) at a
+    multiple of the encoder's learning rate; the warm-up / decay schedule is kept.
+
+    Args:
+        config: ``{"optimizer": ..., "lr_scheduler": {"scheduler": LambdaLR, ...}}`` as
+            :meth:`ChangeTrainer.configure_optimizers` returns it.
+        module: The LightningModule (its trainable parameters and ``hparams``).
+        encoder: The model's encoder module, or ``None`` (config returned unchanged).
+        multiplier: Learning-rate factor of the non-encoder parameters.
+
+    Returns:
+        The config, with a new optimizer and scheduler when ``multiplier != 1``.
+    """
+    import torch
+    from torch.optim.lr_scheduler import LambdaLR
+
+    if multiplier == 1.0 or not isinstance(encoder, torch.nn.Module):
+        return config
+    optimizer = config["optimizer"]
+    lr, decay = float(module.hparams["lr"]), float(module.hparams["weight_decay"])
+    encoder_ids = {id(p) for p in encoder.parameters()}
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in trainable if id(p) in encoder_ids], "lr": lr},
+        {"params": [p for p in trainable if id(p) not in encoder_ids], "lr": lr * multiplier},
+    ]
+    optimizer = type(optimizer)([g for g in groups if g["params"]], lr=lr, weight_decay=decay)
+    factor = config["lr_scheduler"]["scheduler"].lr_lambdas[0]
+    config["optimizer"] = optimizer
+    config["lr_scheduler"]["scheduler"] = LambdaLR(optimizer, factor)
+    return config

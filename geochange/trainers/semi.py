@@ -6,40 +6,21 @@ unlabeled branch. Each training batch is ``{"labeled": batch, "unlabeled": batch
 ``CombinedLoader``); validation, test, prediction and checkpoints are those of the parent, so
 :class:`geochange.predict.ChangePredictor` loads the result like any other checkpoint.
 
-Per training step:
+Per step: a weak (geometric) view of the unlabeled pairs gives pseudo labels, with
+class-aware confidence thresholds; a strong (photometric + CutMix) view learns them; DiffMatch
+adds the generated-label head, the auxiliary semantic decoders and the contrastive loss (see
+``docs/semi_supervised.md``). Diagnostics (:mod:`geochange.trainers.semi_diagnostics`) are
+logged next to every loss term.
 
-1. **Weak view** of the unlabeled pairs: flips / 90° rotations / crop, the same geometry for
-   both dates and for the per-date pseudo semantic maps.
-2. **Pseudo labels** from the consistency head on the weak view (no gradient): change where
-   ``p > 0.5``, kept where ``max(p, 1 - p) >= confidence_threshold``.
-3. **Strong view**: per-date colour jitter, blur and grayscale on the weak view, then CutMix
-   between pairs of the batch (one box per sample, the same box on both dates, on the pseudo
-   labels, on the confidence and on every other per-pixel target).
-4. **Losses**: supervised change loss on labeled pairs; unsupervised BCE on the strong view
-   against confident pseudo labels, averaged over *all* valid pixels (so it is weighted by the
-   confident fraction); optional UniMatch feature perturbation (channel dropout on the decoder
-   inputs of the weak view, same pseudo labels). In ``method="diffmatch"`` additionally the
-   generated-label head (``change_generated``) learns from change-event-generation (CEG) labels
-   computed from the per-date pseudo semantic maps, the two auxiliary semantic decoders from
-   those maps, on the labeled, weak and strong views, and the batch-balanced contrastive loss
-   acts on the auxiliary bi-temporal feature distance.
-
-Total loss (DiffMatch)::
-
-    (L_sup + w_u * L_unsup) / 2
-    + w_c * (L_contrast_sup + L_contrast_unsup) / 2
-    + lambda_t / 6 * (G_lab + G_weak + G_strong + S_lab + S_weak + S_strong)
-
-with ``S_view = (CE(aux_pre, sem_pre) + CE(aux_post, sem_post)) / 2`` and ``lambda_t`` moving
-linearly from ``generated_weight_start`` to ``generated_weight_end`` over
-``generated_weight_steps`` optimizer steps (default: the whole training run).
+Total loss (DiffMatch): ``(L_sup + w_u L_unsup) / 2 + w_c (L_c,sup + L_c,unsup) / 2 +
+lambda_t / 6 * (G_lab + G_weak + G_strong + S_lab + S_weak + S_strong)``, ``lambda_t`` linear
+from ``generated_weight_start`` to ``generated_weight_end`` (the docs page has the detail).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import torch
@@ -51,6 +32,7 @@ from geochange.keys import (
     AUX_SEMANTIC_PRE,
     CHANGE,
     CHANGE_GENERATED,
+    DIAGNOSTIC_CHANGE,
     FEATURE_DISTANCE,
     PSEUDO_CHANGE,
     PSEUDO_POST,
@@ -62,11 +44,23 @@ from geochange.losses.consistency import (
     aux_semantic_loss,
     confidence_weighted_bce,
     confident_labels,
+    generated_label_bce,
+    pseudo_label_thresholds,
     weak_pseudo_labels,
 )
 from geochange.trainers.batches import check_pseudo_semantic, check_unlabeled_image
 from geochange.trainers.change import ChangeTrainer, _patch_size_argument
-from geochange.trainers.schedules import estimated_total_steps, linear_schedule
+from geochange.trainers.schedules import (
+    estimated_total_steps,
+    linear_schedule,
+    with_head_lr_multiplier,
+)
+from geochange.trainers.semi_diagnostics import (
+    DIAGNOSTICS,
+    generated_head_diagnostics,
+    pseudo_label_diagnostics,
+)
+from geochange.trainers.semi_views import GuidanceView, StrongView, guidance_views, weak_view
 from geochange.transforms import ChangeAugmentation
 from geochange.transforms.cutmix import apply_cutmix, cutmix_boxes
 from geochange.transforms.views import (
@@ -90,23 +84,7 @@ __all__ = [
 
 
 Method = Literal["fixmatch", "diffmatch"]
-_DIAGNOSTICS = ("confident_fraction", "generated_weight")
 SemanticFn = Callable[[Mapping[str, Any]], tuple[Tensor, Tensor]]
-
-
-@dataclass
-class _StrongView:
-    """The strong view of one step: CutMix boxes and partners, mixed targets, model outputs."""
-
-    boxes: Tensor
-    partner: Tensor
-    pseudo: Tensor
-    confidence: Tensor
-    outputs: dict[str, Tensor]
-
-    def mix(self, value: Tensor) -> Tensor:
-        """Apply the view's CutMix to another per-pixel target."""
-        return apply_cutmix(value, self.boxes, self.partner)
 
 
 class SemiSupervisedChangeTrainer(ChangeTrainer):
@@ -137,11 +115,9 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
 
     With a registry model name, ``method="diffmatch"`` builds the model with
     ``dual_head=True, aux_semantic=True, num_classes=pseudo_num_classes`` (siamese models:
-    ``siam_diff``, ``siam_conc``, ``fusion_unet``). Logged terms: ``train/loss_sup``,
-    ``loss_unsup``, ``loss_feature_perturbation``, ``loss_contrast_sup``,
-    ``loss_contrast_unsup``, ``loss_generated_{labeled,weak,strong}``,
-    ``loss_aux_semantic_{labeled,weak,strong}``, ``confident_fraction``,
-    ``generated_weight``.
+    ``siam_diff``, ``siam_conc``, ``fusion_unet``). Every loss term is logged as
+    ``train/loss_<term>``, every diagnostic (:data:`~.semi_diagnostics.DIAGNOSTICS`) as
+    ``train/<name>``.
 
     Example:
         >>> dm = ChangeDataModule(pre, post, change, semantic_pre=seg_pre,  # doctest: +SKIP
@@ -162,12 +138,16 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
         change_classes: Sequence[int] = (0,),
         ceg_kwargs: dict[str, Any] | None = None,
         confidence_threshold: float = 0.95,
+        change_confidence_threshold: float | None = 0.8,
+        balance_pseudo_labels: bool = True,
         unsupervised_weight: float = 1.0,
         contrastive_weight: float = 0.1,
         contrastive_margin: float = 2.0,
-        generated_weight_start: float = 1.0,
+        generated_weight_start: float = 0.1,
         generated_weight_end: float = 0.0,
         generated_weight_steps: int | None = None,
+        generated_loss: Literal["bce", "change_loss"] = "change_loss",
+        head_lr_multiplier: float = 1.0,
         feature_dropout: float = 0.0,
         feature_perturbation_share: float = 0.5,
         cutmix_probability: float = 0.5,
@@ -194,14 +174,24 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
                 (default ``(0,)``, LsSCD building).
             ceg_kwargs: Further :func:`geochange.pseudo.change_event_generation` arguments
                 (``mode``, ``min_instance_pixels``, ``overlap_threshold``, ...).
-            confidence_threshold: Weak-view confidence needed for a pseudo label (0.95).
+            confidence_threshold: Weak-view confidence needed for a "no change" pseudo label
+                (0.95), and for a change label when ``change_confidence_threshold`` is None.
+            change_confidence_threshold: Class-aware threshold of the pixels the weak view
+                calls change (0.8; ``None``: ``confidence_threshold``).
+            balance_pseudo_labels: Change-balanced ``L_unsup``: the confident change and "no
+                change" pixels weigh the same (the mean of the two classes' mean BCE).
             unsupervised_weight: ``w_u`` in the total loss.
             contrastive_weight: ``w_c`` in the total loss (0.1; 0 disables the term).
             contrastive_margin: Margin of the batch-balanced contrastive loss (2.0).
-            generated_weight_start: ``lambda`` at step 0.
+            generated_weight_start: ``lambda`` at step 0 (0.1, DiffMatch's setting).
             generated_weight_end: ``lambda`` after ``generated_weight_steps``.
             generated_weight_steps: Length of the linear ``lambda`` ramp in optimizer steps
                 (default: the estimated training steps).
+            generated_loss: Loss of the generated-label head: ``"change_loss"`` (the trainer's
+                ``loss``, over decided pixels; the behaviour before issue 22) or ``"bce"``
+                (DiffMatch's cross-entropy; on unlabeled views divided by all pixels).
+            head_lr_multiplier: Learning rate of everything but the encoder (fusion, decoders,
+                heads) relative to ``lr`` (DiffMatch: 10 with SGD).
             feature_dropout: UniMatch feature perturbation: channel dropout probability on the
                 decoder inputs of an extra weak-view forward (0 disables; 0.5 in UniMatch).
             feature_perturbation_share: Share of ``L_unsup`` given to the feature-perturbed
@@ -225,8 +215,16 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
             raise ConfigurationError("SemiSupervisedChangeTrainer supports task='binary' only")
         if method not in ("fixmatch", "diffmatch"):
             raise ConfigurationError(f"method must be 'fixmatch' or 'diffmatch', got {method!r}")
+        if generated_loss not in ("bce", "change_loss"):
+            raise ConfigurationError(
+                f"generated_loss must be 'bce' or 'change_loss', got {generated_loss!r}"
+            )
+        if head_lr_multiplier <= 0:
+            raise ConfigurationError(f"head_lr_multiplier must be > 0, got {head_lr_multiplier}")
         ConsistencyOptions(
             confidence_threshold=confidence_threshold,
+            change_confidence_threshold=change_confidence_threshold,
+            balance_pseudo_labels=balance_pseudo_labels,
             unsupervised_weight=unsupervised_weight,
             contrastive_weight=contrastive_weight,
             generated_weight_start=generated_weight_start,
@@ -296,6 +294,19 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
         margin = float(self.hparams["contrastive_margin"])
         self.contrastive_loss = BatchBalancedContrastiveLoss(margin=margin)
 
+    def configure_optimizers(self) -> Any:
+        """The parent's AdamW and schedule, with ``head_lr_multiplier`` on all but the encoder.
+
+        Returns:
+            Lightning optimizer configuration.
+        """
+        return with_head_lr_multiplier(
+            super().configure_optimizers(),
+            self,
+            getattr(self.model, "encoder", None),
+            float(self.hparams.get("head_lr_multiplier", 1.0)),
+        )
+
     # ------------------------------------------------------------------ schedules
     def generated_weight(self) -> float:
         """Current ``lambda`` of the generated-label terms (linear schedule over steps).
@@ -351,26 +362,7 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
         self, batch: Mapping[str, Any], semantic: tuple[Tensor, Tensor] | None
     ) -> dict[str, Tensor]:
         """Weak view: one geometry for both dates, the pseudo maps and precomputed CEG labels."""
-        view: dict[str, Tensor] = {"image": batch["image"].float()}
-        image = view["image"]
-        # ChangeAugmentation moves the masks it knows with the image; reuse its keys.
-        view["mask"] = (
-            batch[PSEUDO_CHANGE].long()
-            if PSEUDO_CHANGE in batch
-            else torch.zeros(
-                image.shape[0], *image.shape[-2:], dtype=torch.long, device=image.device
-            )
-        )
-        # Marks pixels that stay inside the image (crops never pad, but custom augmentations may).
-        if semantic is not None:
-            view["mask_pre"], view["mask_post"] = semantic
-        augmented = self.weak_augmentation.to(image.device)(view)
-        out = {"image": augmented["image"]}
-        if PSEUDO_CHANGE in batch:
-            out[PSEUDO_CHANGE] = augmented["mask"]
-        if semantic is not None:
-            out[PSEUDO_PRE], out[PSEUDO_POST] = augmented["mask_pre"], augmented["mask_post"]
-        return out
+        return weak_view(self.weak_augmentation, batch, semantic)
 
     def _feature_perturbation(self, probability: float) -> AbstractContextManager[None]:
         """Channel dropout on the decoder inputs while the context is active (UniMatch FP)."""
@@ -431,7 +423,7 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
         terms["sup"] = self._supervised_change_loss(out_l[CHANGE], labeled["mask"])
         pseudo, confidence = weak_pseudo_labels(out_w[CHANGE])
         strong = self._strong_view(weak["image"], pseudo, confidence, options)
-        total = self._consistency_terms(terms, weak["image"], pseudo, confidence, strong, options)
+        total = self._consistency_terms(terms, weak, pseudo, confidence, strong, options)
         if not diffmatch:
             terms["loss"] = total
             return terms
@@ -443,7 +435,7 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
 
     def _strong_view(
         self, weak_image: Tensor, pseudo: Tensor, confidence: Tensor, options: ConsistencyOptions
-    ) -> _StrongView:
+    ) -> StrongView:
         """Strong view of the weak view, CutMix between pairs of the batch, and its forward."""
         batch_size = weak_image.shape[0]
         height, width = weak_image.shape[-2:]
@@ -459,29 +451,40 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
         image = apply_cutmix(self.strong_augmentation(weak_image), boxes, partner)
         pseudo_s = apply_cutmix(pseudo, boxes, partner)
         confidence_s = apply_cutmix(confidence, boxes, partner)
-        return _StrongView(boxes, partner, pseudo_s, confidence_s, self(image))
+        return StrongView(boxes, partner, pseudo_s, confidence_s, self(image))
 
     def _consistency_terms(
         self,
         terms: dict[str, Tensor],
-        weak_image: Tensor,
+        weak: Mapping[str, Tensor],
         pseudo: Tensor,
         confidence: Tensor,
-        strong: _StrongView,
+        strong: StrongView,
         options: ConsistencyOptions,
     ) -> Tensor:
         """FixMatch / UniMatch terms into ``terms``; returns ``(L_sup + w_u * L_unsup) / 2``."""
-        threshold = options.confidence_threshold
-        loss_strong = confidence_weighted_bce(
-            strong.outputs[CHANGE], strong.pseudo, strong.confidence, threshold
+        threshold = pseudo_label_thresholds(
+            pseudo, options.confidence_threshold, options.change_confidence_threshold
         )
-        terms["confident_fraction"] = (confidence >= threshold).float().mean()
+        balance = options.balance_pseudo_labels
+        loss_strong = confidence_weighted_bce(
+            strong.outputs[CHANGE],
+            strong.pseudo,
+            strong.confidence,
+            strong.mix(threshold),
+            balance=balance,
+        )
+        terms.update(
+            pseudo_label_diagnostics(
+                pseudo, confidence, threshold, weak.get(DIAGNOSTIC_CHANGE), self.ignore_index
+            )
+        )
         dropout = options.feature_dropout
         if dropout > 0:
             with self._feature_perturbation(dropout):
-                out_fp = self(weak_image)
+                out_fp = self(weak["image"])
             terms["feature_perturbation"] = confidence_weighted_bce(
-                out_fp[CHANGE], pseudo, confidence, threshold
+                out_fp[CHANGE], pseudo, confidence, threshold, balance=balance
             )
             share = options.feature_perturbation_share
             terms["unsup"] = (1 - share) * loss_strong + share * terms["feature_perturbation"]
@@ -495,7 +498,7 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
         total: Tensor,
         out_l: Mapping[str, Tensor],
         mask: Tensor,
-        strong: _StrongView,
+        strong: StrongView,
         options: ConsistencyOptions,
     ) -> Tensor:
         """Metric-aware contrastive loss on the auxiliary branches' feature distance."""
@@ -504,9 +507,10 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
             return total
         self._require(out_l, FEATURE_DISTANCE)
         terms["contrast_sup"] = self.contrastive_loss(out_l[FEATURE_DISTANCE], mask)
-        confident = confident_labels(
-            strong.pseudo, strong.confidence, options.confidence_threshold, self.ignore_index
+        threshold = pseudo_label_thresholds(
+            strong.pseudo, options.confidence_threshold, options.change_confidence_threshold
         )
+        confident = confident_labels(strong.pseudo, strong.confidence, threshold, self.ignore_index)
         terms["contrast_unsup"] = self.contrastive_loss(strong.outputs[FEATURE_DISTANCE], confident)
         return total + weight * (terms["contrast_sup"] + terms["contrast_unsup"]) / 2
 
@@ -517,43 +521,26 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
         weak: Mapping[str, Tensor],
         out_l: dict[str, Tensor],
         out_w: dict[str, Tensor],
-        strong: _StrongView,
-    ) -> dict[str, tuple[dict[str, Tensor], Tensor, tuple[Tensor, Tensor]]]:
+        strong: StrongView,
+    ) -> dict[str, GuidanceView]:
         """Outputs, CEG labels and pseudo semantic maps of the labeled, weak and strong views."""
-        generated_l = (
-            labeled[PSEUDO_CHANGE].long()
-            if PSEUDO_CHANGE in labeled
-            else self._generated_labels(*semantic_l)
+        return guidance_views(
+            labeled, semantic_l, weak, out_l, out_w, strong, self._generated_labels
         )
-        generated_w = (
-            weak[PSEUDO_CHANGE]
-            if PSEUDO_CHANGE in weak
-            else self._generated_labels(weak[PSEUDO_PRE], weak[PSEUDO_POST])
-        )
-        semantic_w = (weak[PSEUDO_PRE], weak[PSEUDO_POST])
-        return {
-            "labeled": (out_l, generated_l, semantic_l),
-            "weak": (out_w, generated_w, semantic_w),
-            "strong": (
-                strong.outputs,
-                strong.mix(generated_w),
-                (strong.mix(semantic_w[0]), strong.mix(semantic_w[1])),
-            ),
-        }
 
     def _guidance_terms(
         self,
         terms: dict[str, Tensor],
         total: Tensor,
-        views: Mapping[str, tuple[dict[str, Tensor], Tensor, tuple[Tensor, Tensor]]],
+        views: Mapping[str, GuidanceView],
     ) -> Tensor:
         """Generated-label head and auxiliary semantic decoders; returns the DiffMatch total."""
         guidance = total.new_zeros(())
         for name, (outputs, generated, (sem_pre, sem_post)) in views.items():
             self._require(outputs, CHANGE_GENERATED)
             self._require(outputs, AUX_SEMANTIC_PRE)
-            terms[f"generated_{name}"] = self._supervised_change_loss(
-                outputs[CHANGE_GENERATED], generated
+            terms[f"generated_{name}"] = self._generated_loss(
+                outputs[CHANGE_GENERATED], generated, over_all=name != "labeled"
             )
             terms[f"aux_semantic_{name}"] = aux_semantic_loss(
                 outputs[AUX_SEMANTIC_PRE],
@@ -563,9 +550,18 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
                 self.ignore_index,
             )
             guidance = guidance + terms[f"generated_{name}"] + terms[f"aux_semantic_{name}"]
+        outputs_w, generated_w, _ = views["weak"]
+        terms.update(
+            generated_head_diagnostics(outputs_w[CHANGE_GENERATED], outputs_w[CHANGE], generated_w)
+        )
         weight = self.generated_weight()
         terms["generated_weight"] = total.new_tensor(weight)
         return total + weight / 6 * guidance
+
+    def _generated_loss(self, logits: Tensor, generated: Tensor, *, over_all: bool) -> Tensor:
+        if self.hparams.get("generated_loss", "change_loss") == "bce":
+            return generated_label_bce(logits, generated, self.ignore_index, over_all=over_all)
+        return self._supervised_change_loss(logits, generated)
 
     def _require(self, outputs: Mapping[str, Tensor], key: str) -> None:
         if key not in outputs:
@@ -595,6 +591,6 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
             if name == "loss" or value.numel() != 1:
                 continue
             # Diagnostics (confident fraction, lambda) are not loss terms.
-            key = f"train/{name}" if name in _DIAGNOSTICS else f"train/loss_{name}"
+            key = f"train/{name}" if name in DIAGNOSTICS else f"train/loss_{name}"
             self.log(key, value.detach(), batch_size=batch_size)
         return terms["loss"]

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from geochange.errors import ConfigurationError, DataError
 from geochange.trainers import ChangeTrainer, read_checkpoint_metadata
 from geochange.trainers.semi import SemiSupervisedChangeTrainer, StrongPhotometric
+from geochange.trainers.semi_diagnostics import DIAGNOSTICS
 from geochange.transforms import ChangeAugmentation
 
 SIZE = 32
@@ -85,7 +86,12 @@ def test_strong_view_keeps_geometry_and_weak_view_moves_maps_with_image() -> Non
 # ---------------------------------------------------------------------- training steps
 def test_diffmatch_terms_and_gradients_reach_every_branch() -> None:
     torch.manual_seed(0)
-    trainer = small_trainer(method="diffmatch", confidence_threshold=0.5, feature_dropout=0.5)
+    trainer = small_trainer(
+        method="diffmatch",
+        confidence_threshold=0.5,
+        change_confidence_threshold=0.5,
+        feature_dropout=0.5,
+    )
     terms = trainer.semi_supervised_losses(
         make_pair_batch(2, seed=0), make_pair_batch(3, seed=1, labeled=False)
     )
@@ -100,7 +106,7 @@ def test_diffmatch_terms_and_gradients_reach_every_branch() -> None:
     assert terms["confident_fraction"].item() == pytest.approx(1.0)
     # Outside a Lightning run lambda stays at its start value; check the total formula.
     weight = terms["generated_weight"].item()
-    assert weight == 1.0
+    assert weight == pytest.approx(0.1)  # DiffMatch's lambda start
     guidance = sum(
         terms[f"{kind}_{view}"]
         for kind in ("generated", "aux_semantic")
@@ -169,7 +175,11 @@ def test_fixmatch_has_no_guidance_terms_and_validates_inputs() -> None:
     labeled = make_pair_batch(2, seed=0)
     unlabeled = {"image": make_pair_batch(2, seed=1)["image"]}  # no pseudo maps needed
     terms = trainer.semi_supervised_losses(labeled, unlabeled)
-    assert set(terms) == {"sup", "unsup", "confident_fraction", "loss"}
+    losses = {name for name in terms if name not in DIAGNOSTICS}
+    assert losses == {"sup", "unsup", "loss"}
+    # Without a truth on the unlabeled batch, only the confidence diagnostics are there.
+    assert {"confident_fraction", "pseudo_change_fraction"} <= set(terms) - losses
+    assert "pseudo_recall" not in terms
     assert terms["loss"].item() == pytest.approx(
         float((terms["sup"] + terms["unsup"]) / 2), rel=1e-6
     )
