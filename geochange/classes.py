@@ -14,6 +14,7 @@ __all__ = [
     "BUILDING",
     "CHANGE_CLASS_NAMES",
     "CHANGE_COLORS",
+    "CHANGE_TYPE_COLORS",
     "CLASS_COLORS",
     "CROPLAND",
     "IGNORE_INDEX",
@@ -77,3 +78,13 @@ def class_colours(count: int) -> list[tuple[int, int, int]]:
         r, g, b = (int(v) for v in rng.integers(0, 256, size=3))
         colours.append((r, g, b))
     return colours
+
+#: Colours of change polygons by change type (RGB), used by the default QGIS style of a changes
+#: GeoPackage: binary ``"change"`` as in the change raster, new buildings in the building
+#: colour, demolished buildings in a colour of their own; a ``"from → to"`` type takes the
+#: colour of its to-class (:data:`CLASS_COLORS`).
+CHANGE_TYPE_COLORS: dict[str, tuple[int, int, int]] = {
+    CHANGE_CLASS_NAMES[1]: CHANGE_COLORS[1],
+    "new building": CLASS_COLORS[BUILDING],
+    "demolished building": (150, 60, 200),
+}
