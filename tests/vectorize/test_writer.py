@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,11 +13,13 @@ import pytest
 import rasterio
 import rasterio.features
 import shapely
+import shapely.geometry
 
 from geochange.errors import ConfigurationError, OutputError
 from geochange.vectorize import (
     SCHEMA,
     vectorize_changes,
+    write_changes,
 )
 
 from .conftest import (
@@ -285,3 +289,102 @@ def test_postprocessed_polygons_written_in_every_format(
         assert vertices(building) < vertices(staircase)
     else:
         assert same(building, staircase)
+
+
+def _default_styles(path: Path) -> dict[str, ET.Element]:
+    """Layer -> parsed QML of its default style in the GeoPackage's layer_styles table."""
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT f_table_name, f_geometry_column, styleQML FROM layer_styles "
+            "WHERE useAsDefault = 1"
+        ).fetchall()
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    db.close()
+    assert all(column == "geom" for _, column, _ in rows)
+    return {table: ET.fromstring(qml.split("\n", 1)[1]) for table, _, qml in rows}
+
+
+def _categories(qml: ET.Element) -> dict[str, str]:
+    renderer = qml.find("renderer-v2")
+    assert renderer is not None and renderer.get("type") == "categorizedSymbol"
+    assert renderer.get("attr") == "change_type"
+    return {str(c.get("value")): str(c.get("label")) for c in renderer.iter("category")}
+
+
+@pytest.mark.parametrize("return_frame", [True, False])
+def test_gpkg_layers_open_styled_by_change_type(
+    tmp_path: Path, semantic_paths: SimpleNamespace, stress_path: Path, return_frame: bool
+) -> None:
+    # The changes GeoPackage had no style: QGIS opened every polygon in one random colour.
+    out = tmp_path / "changes.gpkg"
+    frame = vectorize_changes(semantic_paths, out, workers=1, return_frame=return_frame)
+    types = set(pyogrio.read_dataframe(out, layer="changes")["change_type"])
+    # (the pixel with an unknown class before is "unknown → cropland")
+    assert types == {"new building", "demolished building", "cropland → road", "unknown → cropland"}
+    assert frame is None or set(frame["change_type"]) == types
+    styles = _default_styles(out)
+    assert set(styles) == {"changes"}
+    assert _categories(styles["changes"]) == {t: t for t in types}
+    # One layer per type: each layer styled with its own category.
+    layered = tmp_path / "layered.gpkg"
+    vectorize_changes(semantic_paths, layered, layer_per_type=True, workers=1)
+    styles = _default_styles(layered)
+    assert _categories(styles["changes_new_building"]) == {"new building": "new building"}
+    assert set(styles) == {
+        "changes_new_building",
+        "changes_demolished_building",
+        "changes_cropland_to_road",
+        "changes_unknown_to_cropland",
+    }
+    # Appending binary polygons adds their category to the layer's one default style.
+    vectorize_changes(stress_path, out, mode="append", workers=1, return_frame=return_frame)
+    assert _categories(_default_styles(out)["changes"]) == {t: t for t in types | {"change"}}
+
+
+def test_geojson_is_rfc7946_wgs84_without_crs_member(
+    tmp_path: Path, semantic_paths: SimpleNamespace
+) -> None:
+    import json
+
+    frame = vectorize_changes(semantic_paths, workers=1)
+    expected = frame.to_crs("EPSG:4326")
+    for return_frame in (True, False):
+        out = tmp_path / f"changes_{return_frame}.geojson"
+        vectorize_changes(semantic_paths, out, workers=1, return_frame=return_frame)
+        data = json.loads(out.read_text())
+        assert "crs" not in data  # RFC 7946 dropped the legacy member
+        features = data["features"]
+        assert [f["properties"]["change_id"] for f in features] == frame["change_id"].tolist()
+        for feature, geometry in zip(features, expected.geometry, strict=True):
+            coords = np.array(feature["geometry"]["coordinates"][0])
+            lon, lat = coords[:, 0], coords[:, 1]
+            assert ((lon >= -180) & (lon <= 180) & (lat >= -90) & (lat <= 90)).all()
+            # The UTM 50N grid at (500000, 4000000) is near 117° E, 36.1° N.
+            assert np.allclose(lon, 117.0, atol=0.01) and np.allclose(lat, 36.14, atol=0.01)
+            written = shapely.geometry.shape(feature["geometry"])
+            # GDAL writes 7 decimals (~1 cm) and the exterior ring counter-clockwise.
+            assert shapely.hausdorff_distance(written, geometry) < 1e-6
+            assert shapely.get_num_coordinates(written) == shapely.get_num_coordinates(geometry)
+            assert written.exterior.is_ccw
+        # Attributes keep the raster's metric measures.
+        props = [f["properties"]["area_m2"] for f in features]
+        np.testing.assert_allclose(props, frame["area_m2"], rtol=1e-9)
+    # The other formats keep the raster's CRS.
+    fgb = tmp_path / "changes.fgb"
+    vectorize_changes(semantic_paths, fgb, workers=1)
+    assert pyogrio.read_info(fgb)["crs"] == CRS
+
+
+def test_geojson_of_a_raster_without_crs_is_refused_before_work(tmp_path: Path) -> None:
+    change = np.zeros((16, 16), np.uint8)
+    change[2:6, 2:6] = 1
+    path = write_raster(tmp_path / "nocrs.tif", change, crs=None)
+    out = tmp_path / "changes.geojson"
+    with pytest.raises(OutputError, match=r"changes\.geojson.*no CRS"):
+        vectorize_changes(path, out, workers=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nocrs.tif"]
+    frame = vectorize_changes(path, workers=1)
+    with pytest.raises(OutputError, match="RFC 7946"):
+        write_changes(frame, out)
+    assert not out.exists()
+    write_changes(frame, tmp_path / "changes.gpkg")  # formats with native coordinates are fine
