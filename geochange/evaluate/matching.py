@@ -361,17 +361,30 @@ def _with_area(frame: Any) -> Any:
 def _types(
     frame: Any, match_partner: npt.NDArray[np.int64], partner_types: list[str] | None
 ) -> list[str]:
-    """Change type per object; untyped objects take their match's type, else "(untyped)"."""
-    if "change_type" in frame.columns:
-        own = [t if isinstance(t, str) and t else None for t in frame["change_type"]]
-    else:
-        own = [None] * len(frame)
+    """Change type per object; untyped objects take their match's type, else "(untyped)".
+
+    Untyped: no ``change_type``, or the ``"change"`` of a binary model's polygons (their
+    classes are unknown), so a binary prediction is scored under its reference's type.
+    """
+    own = _typed(frame)
     result = []
     for k, value in enumerate(own):
         if value is None and partner_types is not None and match_partner[k] >= 0:
             value = partner_types[int(match_partner[k])]
         result.append(value or _UNTYPED)
     return result
+
+
+def _typed(frame: Any) -> list[str | None]:
+    """``change_type`` per object, ``None`` where it says nothing about classes."""
+    from geochange.vectorize.schema import BINARY_CHANGE_TYPE
+
+    if "change_type" not in frame.columns:
+        return [None] * len(frame)
+    return [
+        t if isinstance(t, str) and t and t != BINARY_CHANGE_TYPE else None
+        for t in frame["change_type"]
+    ]
 
 
 def _change_ids(frame: Any) -> npt.NDArray[np.int64]:

@@ -325,8 +325,13 @@ def _check_polygons_overlap(
 
 
 def _filter_types(frame: Any, change_types: Sequence[str]) -> Any:
-    """Keep rows whose ``change_type`` is wanted; frames without types are kept whole."""
-    if "change_type" not in frame.columns or not frame["change_type"].notna().any():
+    """Keep rows whose ``change_type`` is wanted; frames without types are kept whole.
+
+    A binary model's polygons (``change_type`` ``"change"``, classes unknown) are untyped.
+    """
+    from geochange.evaluate.matching import _typed
+
+    if not any(t is not None for t in _typed(frame)):
         return frame
     return frame[frame["change_type"].isin(list(change_types))].reset_index(drop=True)
 
