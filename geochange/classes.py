@@ -15,6 +15,7 @@ __all__ = [
     "CHANGE_CLASS_NAMES",
     "CHANGE_COLORS",
     "CHANGE_PALETTE",
+    "CHANGE_TYPE_COLORS",
     "CLASS_COLORS",
     "CROPLAND",
     "IGNORE_INDEX",
@@ -114,3 +115,14 @@ def class_palette(count: int) -> dict[int, RGBA]:
         Class id -> ``(r, g, b, 255)``.
     """
     return {i: (r, g, b, 255) for i, (r, g, b) in enumerate(class_colours(count))}
+
+
+#: Colours of change polygons by change type (RGB), used by the default QGIS style of a changes
+#: GeoPackage: binary ``"change"`` as in the change raster, new buildings in the building
+#: colour, demolished buildings in a colour of their own; a ``"from → to"`` type takes the
+#: colour of its to-class (:data:`CLASS_COLORS`).
+CHANGE_TYPE_COLORS: dict[str, tuple[int, int, int]] = {
+    CHANGE_CLASS_NAMES[1]: CHANGE_COLORS[1],
+    "new building": CLASS_COLORS[BUILDING],
+    "demolished building": (150, 60, 200),
+}

@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prediction",
         required=True,
-        help="prediction directory (change.tif [, semantic_pre.tif, semantic_post.tif]), a "
+        help="prediction directory (change.tif [, probability.tif, semantic_pre.tif, "
+        "semantic_post.tif]), a "
         "change raster, or a polygon file of predicted changes",
     )
     parser.add_argument(
@@ -32,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser,
         "--prediction-mask-values",
         what="how a predicted change raster stores change (geochange's change.tif is always 0/1)",
+    )
+    parser.add_argument(
+        "--prediction-probability",
+        help="change probability raster of the prediction, for mean_prob/max_prob of the "
+        "predicted polygons (default: probability.tif of the prediction directory or beside "
+        "its change.tif)",
     )
     parser.add_argument("--semantic-pre", help="reference class raster before (SCD scores)")
     parser.add_argument("--semantic-post", help="reference class raster after (SCD scores)")
@@ -86,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         semantic_pre=args.semantic_pre,
         semantic_post=args.semantic_post,
         reference_polygons=args.reference_polygons,
+        prediction_probability=args.prediction_probability,
         class_names=names,
         iou_threshold=args.iou_threshold,
         matching=args.matching,

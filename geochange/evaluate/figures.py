@@ -19,6 +19,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from geochange.evaluate.matching import (
+    STATUS_COLORS,
     STATUS_FALSE_POSITIVE,
     STATUS_MISS,
     STATUS_TRUE_POSITIVE,
@@ -32,12 +33,8 @@ if TYPE_CHECKING:
     from geochange.evaluate.report import EvaluationReport
 
 _GDAL_CACHE_BYTES = DEFAULT_GDAL_CACHE_BYTES
-# Overview colours (RGBA): true positive, false positive, miss.
-_COLOURS = {
-    "TP": (0.10, 0.62, 0.20, 1.0),
-    "FP": (0.89, 0.10, 0.11, 1.0),
-    "FN": (0.13, 0.40, 0.90, 1.0),
-}
+# Overview colours (RGBA): true positive, false positive, miss; as in the layers' QGIS style.
+_COLOURS = {k: (r / 255, g / 255, b / 255, 1.0) for k, (r, g, b) in STATUS_COLORS.items()}
 
 
 def build_figures(report: EvaluationReport, *, gallery_size: int = 8) -> dict[str, Figure]:

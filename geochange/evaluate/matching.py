@@ -17,7 +17,9 @@ import shapely
 from geochange.errors import ConfigurationError
 
 __all__ = [
+    "STATUS_COLORS",
     "STATUS_FALSE_POSITIVE",
+    "STATUS_LABELS",
     "STATUS_MISS",
     "STATUS_TRUE_POSITIVE",
     "MatchMethod",
@@ -31,6 +33,18 @@ MatchMethod = Literal["hungarian", "greedy"]
 STATUS_TRUE_POSITIVE = "TP"
 STATUS_FALSE_POSITIVE = "FP"
 STATUS_MISS = "FN"
+#: Colour (RGB) of each status, in the overview figure and the layers' default QGIS style.
+STATUS_COLORS: dict[str, tuple[int, int, int]] = {
+    STATUS_TRUE_POSITIVE: (26, 158, 51),
+    STATUS_FALSE_POSITIVE: (227, 26, 28),
+    STATUS_MISS: (33, 102, 230),
+}
+#: Legend label of each status.
+STATUS_LABELS: dict[str, str] = {
+    STATUS_TRUE_POSITIVE: "TP: matched",
+    STATUS_FALSE_POSITIVE: "FP: false alarm",
+    STATUS_MISS: "FN: missed",
+}
 
 _UNTYPED = "(untyped)"
 
@@ -301,10 +315,7 @@ def _annotate(frame: Any, match: MatchResult, partner_ids: Any, is_prediction: b
     """Add status / match columns to a polygon frame (copy)."""
     import pandas as pd
 
-    out = frame.copy()
-    if "area" in out.columns and "area_m2" not in out.columns:
-        # Glossary: both layers name the area `area_m2` (older reference files wrote `area`).
-        out = out.rename(columns={"area": "area_m2"})
+    out = _with_area(frame.copy())
     if "change_id" not in out.columns:
         out["change_id"] = np.arange(1, len(out) + 1, dtype=np.int64)
     own_match = match.pred_match if is_prediction else match.ref_match
@@ -326,20 +337,54 @@ def _annotate(frame: Any, match: MatchResult, partner_ids: Any, is_prediction: b
     return out
 
 
+def _with_area(frame: Any) -> Any:
+    """``frame`` with the one area field of both layers, ``area_m2`` (glossary).
+
+    An older name (``area``) is renamed; polygons without any area field (e.g. a surveyed
+    file) get theirs measured as the vectorizer measures it.
+    """
+    import rasterio.crs
+
+    from geochange.vectorize.schema import AREA_FIELD, AREA_FIELD_OLD_NAMES, _metric_measures
+
+    if AREA_FIELD in frame.columns:
+        return frame
+    for old in AREA_FIELD_OLD_NAMES:
+        if old in frame.columns:
+            return frame.rename(columns={old: AREA_FIELD})
+    crs = rasterio.crs.CRS.from_wkt(frame.crs.to_wkt()) if frame.crs is not None else None
+    geometry = np.asarray(frame.geometry.values, dtype=object)
+    frame[AREA_FIELD] = _metric_measures(geometry, crs)[0] if len(frame) else np.zeros(0)
+    return frame
+
+
 def _types(
     frame: Any, match_partner: npt.NDArray[np.int64], partner_types: list[str] | None
 ) -> list[str]:
-    """Change type per object; untyped objects take their match's type, else "(untyped)"."""
-    if "change_type" in frame.columns:
-        own = [t if isinstance(t, str) and t else None for t in frame["change_type"]]
-    else:
-        own = [None] * len(frame)
+    """Change type per object; untyped objects take their match's type, else "(untyped)".
+
+    Untyped: no ``change_type``, or the ``"change"`` of a binary model's polygons (their
+    classes are unknown), so a binary prediction is scored under its reference's type.
+    """
+    own = _typed(frame)
     result = []
     for k, value in enumerate(own):
         if value is None and partner_types is not None and match_partner[k] >= 0:
             value = partner_types[int(match_partner[k])]
         result.append(value or _UNTYPED)
     return result
+
+
+def _typed(frame: Any) -> list[str | None]:
+    """``change_type`` per object, ``None`` where it says nothing about classes."""
+    from geochange.vectorize.schema import BINARY_CHANGE_TYPE
+
+    if "change_type" not in frame.columns:
+        return [None] * len(frame)
+    return [
+        t if isinstance(t, str) and t and t != BINARY_CHANGE_TYPE else None
+        for t in frame["change_type"]
+    ]
 
 
 def _change_ids(frame: Any) -> npt.NDArray[np.int64]:

@@ -17,7 +17,20 @@ import numpy.typing as npt
 
 from geochange._deprecation import renamed_argument
 from geochange.errors import OutputError
-from geochange.io import atomic_output, check_writable_dir, write_polygon_layer
+from geochange.evaluate.matching import (
+    STATUS_COLORS,
+    STATUS_FALSE_POSITIVE,
+    STATUS_LABELS,
+    STATUS_MISS,
+    STATUS_TRUE_POSITIVE,
+)
+from geochange.io import (
+    StyleCategory,
+    atomic_output,
+    check_writable_dir,
+    write_layer_style,
+    write_polygon_layer,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -163,7 +176,9 @@ class EvaluationReport:
     ) -> Path:
         """Write both polygon sets with their status to a GeoPackage, atomically.
 
-        Layers ``predictions`` (status TP / FP) and ``references`` (status TP / FN).
+        Layers ``predictions`` (status TP / FP) and ``references`` (status TP / FN), each
+        with a default QGIS style categorized by ``status`` (in its ``layer_styles`` table),
+        so QGIS opens them coloured as the overview figure, with a legend.
 
         Args:
             out: output ``.gpkg`` path.
@@ -192,6 +207,8 @@ class EvaluationReport:
                     kinds = set(frame.geom_type.unique()) if len(frame) else set()
                     multi = "MultiPolygon" in kinds
                     write_polygon_layer(frame, work, layer, "GPKG", multi=multi)
+                _style_status_layer(work, "predictions", STATUS_FALSE_POSITIVE)
+                _style_status_layer(work, "references", STATUS_MISS)
                 os.replace(work, tmp)
             finally:
                 work.unlink(missing_ok=True)
@@ -279,6 +296,15 @@ class EvaluationReport:
         for png in self.save_figures(directory / "figures"):
             written[f"figure_{png.stem}"] = png
         return written
+
+
+def _style_status_layer(path: Path, layer: str, unmatched: str) -> None:
+    """The default QGIS style of an objects layer: TP and its unmatched status, labelled."""
+    statuses = (STATUS_TRUE_POSITIVE, unmatched)
+    categories = [StyleCategory(s, STATUS_LABELS[s], STATUS_COLORS[s]) for s in statuses]
+    write_layer_style(
+        path, layer, "status", categories, description="geochange: objects by match status"
+    )
 
 
 def _top_confusions(matrix: npt.NDArray[np.int64], labels: list[str], top: int = 10) -> list[str]:

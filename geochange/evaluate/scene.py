@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geochange.errors import ConfigurationError
+from geochange.errors import ConfigurationError, DataError
 from geochange.evaluate.matching import MatchMethod, score_objects
 from geochange.evaluate.pixels import count_pixels
 from geochange.evaluate.report import EvaluationReport
@@ -100,6 +100,7 @@ def evaluate_scene(
     reference_polygons: Any = None,
     prediction_semantic_pre: str | os.PathLike[str] | None = None,
     prediction_semantic_post: str | os.PathLike[str] | None = None,
+    prediction_probability: str | os.PathLike[str] | None = None,
     class_names: Sequence[str] | None = None,
     iou_threshold: float = 0.5,
     matching: MatchMethod = "hungarian",
@@ -122,8 +123,9 @@ def evaluate_scene(
 
     Args:
         prediction: a ``geochange.predict.PredictionResult`` (duck-typed: ``change``,
-            ``semantic_pre``, ``semantic_post``, ``class_names``), a prediction directory
-            holding ``change.tif`` (and ``semantic_pre.tif`` / ``semantic_post.tif``), a change
+            ``probability``, ``semantic_pre``, ``semantic_post``, ``class_names``), a
+            prediction directory holding ``change.tif`` (and ``probability.tif``,
+            ``semantic_pre.tif`` / ``semantic_post.tif``), a change
             raster (uint8 0/1, nodata 255 counted as no change) or a polygon file /
             GeoDataFrame of predicted changes (rasterized block-wise for the pixel scores).
         reference: reference change raster (0/1, nodata or 255 ignored) or polygon file.
@@ -138,6 +140,10 @@ def evaluate_scene(
             reference raster.
         prediction_semantic_pre: predicted class raster before (default: from ``prediction``).
         prediction_semantic_post: predicted class raster after.
+        prediction_probability: change probability raster of the prediction, for the
+            ``mean_prob`` / ``max_prob`` of the predicted polygons (default: the
+            prediction's: ``probability.tif`` of a prediction directory or beside a
+            ``change.tif``, or a ``PredictionResult``'s ``probability``).
         class_names: class names in id order (default: the rasters' ``GEOCHANGE_CLASS_NAMES``).
         iou_threshold: minimum IoU of an object match.
         matching: ``"hungarian"`` or ``"greedy"`` (see :func:`match_objects`).
@@ -190,6 +196,7 @@ def evaluate_scene(
     scene = _resolve_inputs(
         opts, prediction, reference, prediction_semantic_pre, prediction_semantic_post
     )
+    _set_probability(scene.pred, prediction_probability)
     # GDAL's block cache defaults to 5 % of the RAM; every block is read once, so keep it small.
     with gdal_cache(_GDAL_CACHE_BYTES):
         try:
@@ -254,6 +261,20 @@ def _resolve_inputs(
         else:
             ref_raster = Path(reference)
     return _Scene(pred=pred, ref_raster=ref_raster, ref_vector=ref_vector)
+
+
+def _set_probability(pred: _Prediction, probability: str | os.PathLike[str] | None) -> None:
+    """Use the given probability raster for the predicted polygons (checked when vectorized)."""
+    if probability is None:
+        return
+    if pred.change is None:
+        raise ConfigurationError(
+            "prediction_probability needs a predicted change raster: the prediction is polygons"
+        )
+    path = Path(probability)
+    if not path.exists():
+        raise DataError(f"prediction probability raster not found: {str(path)!r}")
+    pred.probability = path
 
 
 def _open_change_rasters(scene: _Scene, opts: _Options) -> None:
@@ -328,6 +349,7 @@ def _vectorize_missing(scene: _Scene, opts: _Options) -> None:
         scene.pred_frame = _vectorize(
             opts,
             pred.change,
+            pred.probability,
             pred.semantic_pre if semantic else None,
             pred.semantic_post if semantic else None,
             names if semantic else None,
@@ -338,6 +360,7 @@ def _vectorize_missing(scene: _Scene, opts: _Options) -> None:
         scene.ref_frame = _vectorize(
             opts,
             scene.ref_raster,
+            None,
             opts.semantic_pre,
             opts.semantic_post,
             names if scene.semantic_ref else None,
@@ -355,6 +378,7 @@ def _vectorize_missing(scene: _Scene, opts: _Options) -> None:
 def _vectorize(
     opts: _Options,
     change: str | os.PathLike[str],
+    probability: str | os.PathLike[str] | None,
     semantic_pre: str | os.PathLike[str] | None,
     semantic_post: str | os.PathLike[str] | None,
     class_names: list[str] | None,
@@ -365,6 +389,7 @@ def _vectorize(
 
     return vectorize_changes(
         change,
+        probability=probability,
         semantic_pre=semantic_pre,
         semantic_post=semantic_post,
         class_names=class_names,
@@ -384,6 +409,7 @@ def _settings(scene: _Scene, opts: _Options) -> dict[str, Any]:
         "prediction": str(
             pred.change or (pred.polygons if not _is_frame(pred.polygons) else "<GeoDataFrame>")
         ),
+        "prediction_probability": str(pred.probability) if pred.probability else None,
         "reference": str(
             scene.ref_raster or (ref_vector if not _is_frame(ref_vector) else "<GeoDataFrame>")
         ),

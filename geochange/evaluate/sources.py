@@ -28,12 +28,14 @@ from geochange.io import (
     CHANGE_FILE,
     MASK_IGNORE,
     PARQUET_SUFFIXES,
+    PROBABILITY_FILE,
     SEMANTIC_POST_FILE,
     SEMANTIC_PRE_FILE,
     check_change_mask,
     grid_mismatch,
     is_vector_path,
     open_raster,
+    polygon_layer,
     read_errors,
 )
 
@@ -45,6 +47,7 @@ __all__ = ["PREDICTION_FILES"]
 #: File names looked up in a prediction directory (as written by ``geochange predict``).
 PREDICTION_FILES: dict[str, str] = {
     "change": CHANGE_FILE,
+    "probability": PROBABILITY_FILE,
     "semantic_pre": SEMANTIC_PRE_FILE,
     "semantic_post": SEMANTIC_POST_FILE,
 }
@@ -180,7 +183,8 @@ def _read_polygons(source: Any, what: str) -> gpd.GeoDataFrame:
             if path.suffix.lower() in PARQUET_SUFFIXES:
                 frame = gpd.read_parquet(path)
             else:
-                frame = pyogrio.read_dataframe(path)
+                # A styled GeoPackage also holds `layer_styles`: read its feature layer.
+                frame = pyogrio.read_dataframe(path, layer=polygon_layer(path))
         except Exception as err:  # pyogrio/pyarrow raise many types for unreadable files
             raise DataError(f"cannot read {what} file {str(path)!r}: {err}") from err
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
@@ -209,6 +213,8 @@ def _read_polygons(source: Any, what: str) -> gpd.GeoDataFrame:
 @dataclass
 class _Prediction:
     change: Path | None = None
+    # Change probability (mean_prob / max_prob of the predicted polygons).
+    probability: Path | None = None
     semantic_pre: Path | None = None
     semantic_post: Path | None = None
     polygons: Any = None
@@ -229,6 +235,7 @@ def _resolve_prediction(prediction: Any) -> _Prediction:
 
         result = _Prediction(
             change=path_of("change"),
+            probability=path_of("probability"),
             semantic_pre=path_of("semantic_pre"),
             semantic_post=path_of("semantic_post"),
             class_names=list(names) if names else None,
@@ -251,12 +258,16 @@ def _resolve_prediction(prediction: Any) -> _Prediction:
             )
         return _Prediction(
             change=found["change"],
+            probability=found.get("probability"),
             semantic_pre=found.get("semantic_pre"),
             semantic_post=found.get("semantic_post"),
         )
     if not path.exists():
         raise DataError(f"prediction not found: {str(path)!r}")
-    return _Prediction(change=path)
+    # A predictor's change.tif: its probability.tif beside it, written by the same run.
+    beside = path.with_name(PROBABILITY_FILE)
+    probability = beside if path.name == CHANGE_FILE and beside.exists() else None
+    return _Prediction(change=path, probability=probability)
 
 
 def _source_name(source: Any) -> str:
@@ -314,8 +325,13 @@ def _check_polygons_overlap(
 
 
 def _filter_types(frame: Any, change_types: Sequence[str]) -> Any:
-    """Keep rows whose ``change_type`` is wanted; frames without types are kept whole."""
-    if "change_type" not in frame.columns or not frame["change_type"].notna().any():
+    """Keep rows whose ``change_type`` is wanted; frames without types are kept whole.
+
+    A binary model's polygons (``change_type`` ``"change"``, classes unknown) are untyped.
+    """
+    from geochange.evaluate.matching import _typed
+
+    if not any(t is not None for t in _typed(frame)):
         return frame
     return frame[frame["change_type"].isin(list(change_types))].reset_index(drop=True)
 

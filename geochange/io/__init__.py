@@ -4,6 +4,7 @@
 - :mod:`geochange.io.raster`: opening and checking rasters (grids, bands, truncation), the
   change-mask convention, GDAL's block cache, tiled GeoTIFFs and COGs.
 - :mod:`geochange.io.vector`: vector formats read and written, polygon layers.
+- :mod:`geochange.io.vector_style`: default QGIS styles of GeoPackage layers (``layer_styles``).
 - :mod:`geochange.io.products`: file names, tags and encodings of a prediction's rasters.
 - :mod:`geochange.io.gis`: what GIS clients read beside a raster (category names, attribute
   table, colours with opacity, QGIS style).
@@ -14,13 +15,14 @@ Every name is also importable from ``geochange.io`` itself.
 
 from __future__ import annotations
 
-from geochange.io import files, gis, memory, products, raster, vector
+from geochange.io import files, gis, memory, products, raster, vector, vector_style
 from geochange.io.files import *  # noqa: F403
 from geochange.io.gis import *  # noqa: F403
 from geochange.io.memory import *  # noqa: F403
 from geochange.io.products import *  # noqa: F403
 from geochange.io.raster import *  # noqa: F403
 from geochange.io.vector import *  # noqa: F403
+from geochange.io.vector_style import *  # noqa: F403
 
 # Each module lists its public names once; the package re-exports them all.
 __all__ = [
@@ -30,4 +32,5 @@ __all__ = [
     *products.__all__,
     *raster.__all__,
     *vector.__all__,
+    *vector_style.__all__,
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -9,8 +11,24 @@ import numpy.typing as npt
 import shapely
 import shapely.affinity
 
+from geochange.classes import (
+    CHANGE_CLASS_NAMES,
+    CHANGE_TYPE_COLORS,
+    CLASS_COLORS,
+    LSSCD_CLASS_NAMES,
+)
+from geochange.io.vector_style import StyleCategory
+
 #: Name of the class whose appearance/disappearance gets the "new/demolished building" types.
 BUILDING_CLASS = "building"
+#: ``change_type`` of a change polygon whose classes are unknown (a binary change model).
+BINARY_CHANGE_TYPE = CHANGE_CLASS_NAMES[1]
+#: The area field of predicted and reference polygons alike (square metres, or square map
+#: units in a CRS without linear units). Reference files written before it was unified called
+#: it ``area``; evaluation layers write it as ``area_m2``.
+AREA_FIELD = "area_m2"
+#: Former names of :data:`AREA_FIELD`, renamed on reading.
+AREA_FIELD_OLD_NAMES: tuple[str, ...] = ("area",)
 
 # Change codes used in the per-pixel code raster (0 = no change).
 _CODE_CHANGE = 1  # binary change, or "new building" in change-type mode
@@ -25,7 +43,7 @@ Parallel = Literal["processes", "threads"]
 #: Columns of the output table, in order, with their pandas dtypes.
 SCHEMA: dict[str, str] = {
     "change_id": "int64",
-    "area_m2": "float64",
+    AREA_FIELD: "float64",
     "perimeter_m": "float64",
     "pixel_count": "int64",
     "mean_prob": "Float64",
@@ -47,7 +65,8 @@ def change_type_name(
         building: name of the building class.
 
     Returns:
-        The change type, or ``None`` when both classes are unknown.
+        The change type, or ``None`` when both classes are unknown (the vectorizer then
+        writes :data:`BINARY_CHANGE_TYPE`).
     """
     if from_class is None and to_class is None:
         return None
@@ -56,6 +75,34 @@ def change_type_name(
     if from_class == building and to_class != building:
         return f"demolished {building}"
     return f"{from_class or 'unknown'} → {to_class or 'unknown'}"
+
+
+def change_type_categories(values: Sequence[str | None]) -> list[StyleCategory]:
+    """The categories of the default QGIS style of a changes layer, one per change type.
+
+    Args:
+        values: the ``change_type`` values present in the layer (``None``: null).
+
+    Returns:
+        One :class:`~geochange.io.StyleCategory` per value, labelled with the change type,
+        coloured by :data:`geochange.classes.CHANGE_TYPE_COLORS`, by the to-class of a
+        ``"from → to"`` type, or else by a fixed colour derived from the name.
+    """
+    categories = []
+    for value in values:
+        if value is None:
+            categories.append(StyleCategory(None, "unknown", (128, 128, 128)))
+            continue
+        to_class = value.rsplit(" → ", 1)[-1]
+        if value in CHANGE_TYPE_COLORS:
+            colour = CHANGE_TYPE_COLORS[value]
+        elif " → " in value and to_class in LSSCD_CLASS_NAMES:
+            colour = CLASS_COLORS[LSSCD_CLASS_NAMES.index(to_class)]
+        else:  # a class set of its own: the same name always gets the same colour
+            seed = zlib.crc32(value.encode())
+            colour = (64 + seed % 192, 64 + (seed >> 8) % 192, 64 + (seed >> 16) % 192)
+        categories.append(StyleCategory(value, value, colour))
+    return categories
 
 
 def _metric_measures(

@@ -15,7 +15,7 @@ import shapely
 
 from geochange._blockwise import BlockGrid
 from geochange.errors import ConfigurationError
-from geochange.io import ChangeProducts
+from geochange.io import ChangeProducts, layer_creation_options
 from geochange.vectorize.blocks import _BlockJob, _run_blocks
 from geochange.vectorize.geometry import regularize_polygon
 from geochange.vectorize.inputs import _class_id, _Inputs, _resolve_inputs
@@ -23,6 +23,7 @@ from geochange.vectorize.merge import _merge_blocks, _Objects
 from geochange.vectorize.schema import (
     _CODE_CHANGE,
     _CODE_DEMOLISHED,
+    BINARY_CHANGE_TYPE,
     BUILDING_CLASS,
     GroupBy,
     Parallel,
@@ -83,10 +84,15 @@ def vectorize_changes(
             ``probability``, ``semantic_pre``, ``semantic_post`` and ``class_names``
             attributes).
         out: optional output path; format from the extension (``.gpkg``, ``.parquet``,
-            ``.geojson``, ``.fgb``).
+            ``.geojson``, ``.fgb``). GeoJSON is written in WGS84 longitude/latitude as RFC
+            7946 requires (reprojected on write); the other formats keep the raster's CRS. A
+            GeoPackage layer gets a default QGIS style, categorized by ``change_type``.
         probability: change probability raster (uint8 0..255 scaled, or float 0..1) for
             ``mean_prob`` / ``max_prob``.
-        semantic_pre: class raster before (uint8 class ids, nodata 255).
+        semantic_pre: class raster before (uint8 class ids, nodata 255); with
+            ``semantic_post``, gives every polygon its majority class per date
+            (``from_class``, ``to_class``) and its change type, also for the polygons of a
+            binary change model (``group_by="change"`` keeps its polygons whole).
         semantic_post: class raster after.
         class_names: class names in id order; default from the semantic rasters'
             ``GEOCHANGE_CLASS_NAMES`` tag.
@@ -129,24 +135,29 @@ def vectorize_changes(
         A ``geopandas.GeoDataFrame`` with columns ``change_id``, ``area_m2``, ``perimeter_m``,
         ``pixel_count``, ``mean_prob``, ``max_prob``, ``from_class``, ``to_class``,
         ``change_type`` and the geometry, in the raster's CRS, ordered top to bottom, left to
-        right. Class fields are null for binary inputs, probability fields without a
-        probability raster. ``None`` when ``return_frame=False``.
+        right. Without semantic rasters ``from_class`` and ``to_class`` are null and
+        ``change_type`` is ``"change"``; probability fields are null without a probability
+        raster. ``None`` when ``return_frame=False``.
 
     Raises:
         DataError: bad input rasters (multi-band or float change raster, grid mismatch, change
             values outside the change-mask convention or a 0/255 mask under ``"auto"``).
         ConfigurationError: inconsistent arguments.
-        OutputError: unknown output extension or unwritable output.
+        OutputError: unknown output extension or unwritable output, GeoJSON output of a
+            raster without a CRS.
     """
     _check_arguments(connectivity, regularize, group_by, block_size, parallel, min_area, simplify)
     out_path = Path(out) if out is not None else None
     if out_path is None and not return_frame:
         raise ConfigurationError("return_frame=False needs an output path: nothing to return")
+    driver = None
     if out_path is not None:
-        _check_write_options(out_path, mode, layer_per_type)
+        driver = _check_write_options(out_path, mode, layer_per_type)
     inputs = _resolve_inputs(
         change, probability, semantic_pre, semantic_post, class_names, mask_values
     )
+    if out_path is not None and driver is not None:
+        layer_creation_options(driver, inputs.crs, out_path)  # GeoJSON needs a CRS: fail now
     names = inputs.class_names
     semantic = inputs.semantic_pre is not None
     wanted = {_class_id(c, names) for c in change_classes} if change_classes is not None else None
@@ -310,11 +321,15 @@ def _class_fields(
     post_major: npt.NDArray[np.int32],
     options: _Options,
 ) -> tuple[list[str | None], list[str | None], list[str | None]]:
-    """``from_class``, ``to_class`` and ``change_type`` of every object (None for binary)."""
+    """``from_class``, ``to_class`` and ``change_type`` of every object.
+
+    Without semantic rasters the classes are unknown (null) and every object is a
+    :data:`BINARY_CHANGE_TYPE`; so is an object whose pixels have no class on either date.
+    """
     names = options.names
     if not options.semantic:
         empty: list[str | None] = [None] * codes.size
-        return empty, empty, empty
+        return empty, empty, [BINARY_CHANGE_TYPE] * codes.size
 
     def class_name(index: int) -> str | None:
         if index < 0:
@@ -337,7 +352,7 @@ def _class_fields(
         ]
     else:
         change_type = [change_type_name(f, t) for f, t in zip(from_class, to_class, strict=True)]
-    return from_class, to_class, change_type
+    return from_class, to_class, [t or BINARY_CHANGE_TYPE for t in change_type]
 
 
 def _postprocess(

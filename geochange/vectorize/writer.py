@@ -20,10 +20,13 @@ from geochange.io import (
     VECTOR_OUTPUT_DRIVERS,
     atomic_output,
     check_writable_dir,
+    distinct_values,
+    layer_creation_options,
     list_layers,
+    write_layer_style,
     write_polygon_layer,
 )
-from geochange.vectorize.schema import SCHEMA, WriteMode
+from geochange.vectorize.schema import SCHEMA, WriteMode, change_type_categories
 
 #: Output file extension -> OGR driver (``None``: GeoParquet written through GeoPandas/pyarrow);
 #: the one list is :data:`geochange.io.VECTOR_OUTPUT_DRIVERS`.
@@ -242,8 +245,11 @@ def write_changes(
 ) -> Path:
     """Write change polygons atomically, with CRS, field types and a spatial index.
 
-    Formats by extension: ``.gpkg`` (GeoPackage, R-tree index), ``.parquet`` (GeoParquet with a
-    bbox covering column), ``.geojson`` and ``.fgb`` (FlatGeobuf, packed R-tree). The file is
+    Formats by extension: ``.gpkg`` (GeoPackage, R-tree index, a default QGIS style per layer
+    categorized by ``change_type`` in its ``layer_styles`` table), ``.parquet`` (GeoParquet
+    with a bbox covering column), ``.geojson`` (RFC 7946: reprojected to WGS84 longitude /
+    latitude, no ``crs`` member) and ``.fgb`` (FlatGeobuf, packed R-tree); all but GeoJSON
+    keep the frame's CRS. The file is
     written under a temporary name and renamed when complete; with ``mode="overwrite"`` or
     ``"append"`` the existing GeoPackage is copied first, so a failure leaves it untouched.
 
@@ -261,7 +267,8 @@ def write_changes(
         The output path.
 
     Raises:
-        OutputError: unknown extension or unwritable location.
+        OutputError: unknown extension or unwritable location; GeoJSON output of a frame
+            without a CRS.
         ConfigurationError: layer options a single-layer format cannot honour.
     """
     return _write_table(
@@ -316,10 +323,33 @@ def _write_table(
                         rows = index[first : first + step]
                         append = mode == "append" if first == 0 else True
                         _write_wkb_layer(table, rows, work, name, driver, append, multi)
+                if driver == "GPKG":
+                    for name, _ in parts:
+                        style_change_layer(work, name)
             os.replace(work, tmp)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return out
+
+
+def style_change_layer(path: Path, layer: str) -> None:
+    """Give a changes layer of a GeoPackage its default QGIS style: one category per type.
+
+    The categories are the ``change_type`` values the layer holds once written (appended
+    features included), each labelled with its type.
+
+    Args:
+        path: the GeoPackage, written completely by OGR.
+        layer: the changes layer.
+    """
+    values = distinct_values(path, layer, "change_type")
+    write_layer_style(
+        path,
+        layer,
+        "change_type",
+        change_type_categories(values),
+        description="geochange: change polygons categorized by change_type",
+    )
 
 
 def _write_wkb_layer(
@@ -352,7 +382,7 @@ def _write_wkb_layer(
                 array = np.where(np.isnan(array), 0.0, array)
         fields.append(column)
         data.append(array)
-    options = {"SPATIAL_INDEX": "YES"} if driver in ("GPKG", "FlatGeobuf") else {}
+    options = layer_creation_options(driver, table.crs, path)
     geometry = table.wkb(rows)
     pyogrio.raw.write(
         path,

@@ -379,7 +379,8 @@ def check_vectorize(
         import pandas as pd
 
         out = run.cwd / "changes.gpkg"
-        layers = [str(row[0]) for row in pyogrio.list_layers(out)]
+        # Feature layers (not QGIS's layer_styles table, which has no geometry).
+        layers = [str(row[0]) for row in pyogrio.list_layers(out) if row[1] is not None]
         frames = [pyogrio.read_dataframe(out, layer=name) for name in layers]
         written = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=frames[0].crs)
         assert written.crs == env.scene.crs

@@ -26,7 +26,7 @@ def test_report_files_written_and_figures_open(hand_scene: HandScene, tmp_path: 
     assert data["pixel"]["iou_change"] == pytest.approx(report.pixel["iou_change"])  # type: ignore[index]
     assert "# Change detection evaluation" in (tmp_path / "report" / "report.md").read_text()
     layers = {str(name) for name, _ in pyogrio.list_layers(written["objects"])}
-    assert layers == {"predictions", "references"}
+    assert layers == {"predictions", "references", "layer_styles"}
     predictions = pyogrio.read_dataframe(written["objects"], layer="predictions")
     assert sorted(predictions["status"]) == ["FP"] * 4 + ["TP"] * 2
     assert predictions.crs.to_epsg() == 32631
@@ -79,3 +79,49 @@ def test_output_arguments_old_names_still_work_with_a_deprecation_warning(
         report.save(tmp_path / "a", directory=tmp_path / "b")
     with pytest.raises(TypeError, match="missing required argument: 'out'"):
         report.to_json()
+
+
+def test_objects_layers_open_styled_by_status_with_one_area_field(
+    hand_scene: HandScene, tmp_path: Path
+) -> None:
+    import sqlite3
+    import xml.etree.ElementTree as ET
+
+    import geopandas as gpd
+
+    from tests.evaluate.scenes import CRS, pixel_box
+
+    # A survey without any area field, and one with the old name `area`.
+    survey = gpd.GeoDataFrame(
+        {"change_type": ["new building", "new building"]},
+        geometry=[pixel_box(2, 10, 2, 10), pixel_box(40, 46, 40, 46)],
+        crs=CRS,
+    )
+    for references in (survey, survey.assign(area=[1.0, 2.0])):
+        report = evaluate_scene(hand_scene.pred, reference_polygons=references, **FAST)
+        out = report.write_objects(tmp_path / "objects.gpkg")
+        layers = {}
+        for layer in ("predictions", "references"):
+            frame = pyogrio.read_dataframe(out, layer=layer)
+            assert "area" not in frame.columns
+            layers[layer] = frame
+        np.testing.assert_allclose(
+            layers["predictions"]["area_m2"], layers["predictions"].geometry.area, rtol=1e-9
+        )
+        expected = [16.0, 9.0] if "area" not in references else [1.0, 2.0]  # 0.5 m pixels
+        np.testing.assert_allclose(layers["references"]["area_m2"], expected, rtol=1e-9)
+        with sqlite3.connect(out) as db:
+            rows = db.execute(
+                "SELECT f_table_name, styleQML FROM layer_styles WHERE useAsDefault = 1"
+            ).fetchall()
+            assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        db.close()
+        styles = {table: ET.fromstring(qml.split("\n", 1)[1]) for table, qml in rows}
+        assert set(styles) == {"predictions", "references"}
+        unmatched = {"predictions": ("FP", "FP: false alarm"), "references": ("FN", "FN: missed")}
+        for layer, other in unmatched.items():
+            renderer = styles[layer].find("renderer-v2")
+            assert renderer is not None and renderer.get("attr") == "status"
+            labels = {c.get("value"): c.get("label") for c in renderer.iter("category")}
+            assert labels == {"TP": "TP: matched", other[0]: other[1]}
+            assert set(layers[layer]["status"]) <= set(labels)

@@ -187,3 +187,85 @@ def test_synthetic_scene_building_changes(tmp_path: Path) -> None:
     assert "demolished building" not in set(report.predictions["change_type"])
     assert report.pixel is not None and report.pixel["recall"] < 1.0
     assert report.pixel["precision"] == 1.0
+
+
+def _probability(hand_scene: HandScene, path: Path) -> np.ndarray:
+    """A float32 probability raster on the scene's grid: distinct values per pixel."""
+    rng = np.random.default_rng(3)
+    prob = rng.uniform(0.0, 1.0, (SIZE, SIZE)).astype(np.float32)
+    write_raster(path, prob, dtype="float32", nodata=None)
+    return prob
+
+
+def _means_inside(frame: gpd.GeoDataFrame, prob: np.ndarray) -> tuple[list[float], list[float]]:
+    """Mean and maximum of ``prob`` over the pixels of each polygon."""
+    from rasterio.features import geometry_mask
+
+    from tests.evaluate.scenes import TRANSFORM
+
+    means, maxima = [], []
+    for geometry in frame.geometry:
+        inside = geometry_mask([geometry], (SIZE, SIZE), TRANSFORM, invert=True)
+        means.append(float(prob[inside].mean()))
+        maxima.append(float(prob[inside].max()))
+    return means, maxima
+
+
+def test_mean_prob_of_predicted_objects_from_the_probability_raster(
+    hand_scene: HandScene, tmp_path: Path
+) -> None:
+    # evaluate never read probability.tif: the objects layer's mean_prob was NULL.
+    prob = _probability(hand_scene, hand_scene.directory / "probability.tif")
+    for prediction in (hand_scene.pred, hand_scene.directory):  # change.tif, or its folder
+        report = evaluate_scene(prediction, hand_scene.ref, **FAST)
+        predictions = report.predictions
+        assert len(predictions) == 6 and predictions["mean_prob"].notna().all()
+        means, maxima = _means_inside(predictions, prob)
+        np.testing.assert_allclose(predictions["mean_prob"].astype(float), means, rtol=1e-5)
+        np.testing.assert_allclose(predictions["max_prob"].astype(float), maxima, rtol=1e-6)
+        assert report.settings["prediction_probability"] == str(
+            hand_scene.directory / "probability.tif"
+        )
+        assert report.references["mean_prob"].isna().all()  # the reference has none
+    # A change raster of another name: only an explicit probability raster is used.
+    other = write_raster(tmp_path / "pred.tif", hand_scene.pred_array)
+    plain = evaluate_scene(other, hand_scene.ref, **FAST)
+    assert plain.predictions["mean_prob"].isna().all()
+    chosen = tmp_path / "p.tif"
+    prob = _probability(hand_scene, chosen)
+    given = evaluate_scene(other, hand_scene.ref, prediction_probability=chosen, **FAST)
+    means, _ = _means_inside(given.predictions, prob)
+    np.testing.assert_allclose(given.predictions["mean_prob"].astype(float), means, rtol=1e-5)
+
+
+def test_prediction_probability_errors(hand_scene: HandScene, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"missing\.tif"):
+        evaluate_scene(
+            hand_scene.pred, hand_scene.ref, prediction_probability=tmp_path / "missing.tif"
+        )
+    small = write_raster(tmp_path / "small.tif", np.zeros((8, 8), np.float32), dtype="float32")
+    with pytest.raises(DataError, match=r"probability raster '.*small\.tif' is not on"):
+        evaluate_scene(hand_scene.pred, hand_scene.ref, prediction_probability=small, **FAST)
+    polygons = gpd.GeoDataFrame(geometry=[pixel_box(2, 10, 2, 10)], crs=CRS)
+    with pytest.raises(ConfigurationError, match="prediction_probability"):
+        evaluate_scene(polygons, hand_scene.ref, prediction_probability=small, **FAST)
+
+
+def test_binary_predictions_are_scored_under_their_references_type(
+    hand_scene: HandScene,
+) -> None:
+    # Binary polygons are change_type "change" now; that says nothing about classes, so a
+    # matched one still counts for its reference's type and a type filter keeps them.
+    references = gpd.GeoDataFrame(
+        {"change_type": ["new building", "demolished building"]},
+        geometry=[pixel_box(2, 10, 2, 10), pixel_box(40, 46, 40, 46)],
+        crs=CRS,
+    )
+    report = evaluate_scene(
+        hand_scene.pred, reference_polygons=references, change_types=["new building"], **FAST
+    )
+    assert set(report.predictions["change_type"]) == {"change"}
+    assert len(report.predictions) == 6 and len(report.references) == 1
+    assert report.objects_by_type["new building"]["precision"] == 1.0
+    assert report.objects_by_type["new building"]["recall"] == 1.0
+    assert set(report.objects_by_type) == {"new building", "(untyped)"}

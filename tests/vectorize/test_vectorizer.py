@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pyogrio
 import pytest
 import shapely
@@ -17,10 +18,12 @@ from geochange.vectorize import (
 )
 
 from .conftest import (
+    CLASSES,
     RES,
     assert_same_polygons,
     semantic_scene,
     whole_raster_polygons,
+    write_raster,
 )
 
 
@@ -111,3 +114,52 @@ def test_synthetic_scene_recovers_changed_buildings(tmp_path: Path) -> None:
                 best, best_type = iou, ours["change_type"].values[i]
         matched += best >= 0.9 and best_type == ctype
     assert matched >= 0.99 * len(truth)
+
+
+def test_binary_polygons_take_classes_from_per_date_maps(tmp_path: Path) -> None:
+    # A binary model's polygons had NULL from/to/change_type even with per-date class maps.
+    change = np.zeros((32, 32), np.uint8)
+    pre = np.full((32, 32), 5, np.uint8)  # cropland
+    post = pre.copy()
+    change[4:10, 4:14] = 1  # one changed region: 42 px new building, 18 px new road
+    post[4:10, 4:11] = 0
+    post[4:10, 11:14] = 1
+    change[20:24, 20:24] = 1  # changed, but no class known on either date
+    pre[20:24, 20:24] = post[20:24, 20:24] = 255
+    paths = {
+        "semantic_pre": write_raster(tmp_path / "pre.tif", pre, class_names=CLASSES),
+        "semantic_post": write_raster(tmp_path / "post.tif", post, class_names=CLASSES),
+    }
+    change_path = write_raster(tmp_path / "change.tif", change)
+    binary = vectorize_changes(change_path, workers=1)
+    assert binary["change_type"].tolist() == ["change", "change"]
+    assert binary["from_class"].isna().all() and binary["to_class"].isna().all()
+
+    whole = vectorize_changes(change_path, group_by="change", workers=1, **paths)
+    # The binary polygons kept whole, with the majority class of each date inside them.
+    assert whole["pixel_count"].tolist() == [60, 16]
+    assert whole["from_class"].tolist() == ["cropland", None]
+    assert whole["to_class"].tolist() == ["building", None]
+    assert whole["change_type"].tolist() == ["new building", "change"]
+    assert [g.equals(b) for g, b in zip(whole.geometry, binary.geometry, strict=True)] == [
+        True,
+        True,
+    ]
+    by_type = vectorize_changes(change_path, workers=1, **paths)  # group_by="change_type"
+    assert sorted(zip(by_type["change_type"], by_type["pixel_count"], strict=True)) == [
+        ("change", 16),
+        ("cropland → road", 18),
+        ("new building", 42),
+    ]
+    # The same from the command line.
+    out = tmp_path / "cli.gpkg"
+    done = subprocess.run(
+        [sys.executable, "-m", "geochange", "vectorize", str(change_path), "--out", str(out),
+         "--semantic-pre", str(paths["semantic_pre"]), "--semantic-post",
+         str(paths["semantic_post"]), "--group-by", "change", "--workers", "1", "--quiet"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    back = pyogrio.read_dataframe(out, layer="changes")
+    assert back["change_type"].tolist() == ["new building", "change"]
+    assert back["from_class"].iloc[0] == "cropland" and back["from_class"].isna().iloc[1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,11 +13,13 @@ import pytest
 import rasterio
 import rasterio.features
 import shapely
+import shapely.geometry
 
 from geochange.errors import ConfigurationError, OutputError
 from geochange.vectorize import (
     SCHEMA,
     vectorize_changes,
+    write_changes,
 )
 
 from .conftest import (
@@ -40,7 +44,8 @@ def test_stale_partial_of_killed_run_is_not_reused(
         stale, layer="stale_layer"
     )
     vectorize_changes(stress_path, out, block_size=16, workers=1, return_frame=return_frame)
-    assert [str(row[0]) for row in pyogrio.list_layers(out)] == ["changes"]
+    # The changes layer and QGIS's style table, nothing of the stale file.
+    assert [str(row[0]) for row in pyogrio.list_layers(out)] == ["changes", "layer_styles"]
     expected = whole_raster_polygons((stress_mask() == 1).astype(np.uint8), 4)
     assert len(pyogrio.read_dataframe(out)) == len(expected)
     # Nothing of this run is left next to the output.
@@ -67,11 +72,18 @@ def test_gpkg_opens_with_crs_layer_fields(tmp_path: Path, semantic_paths: Simple
     assert not (tmp_path / ".changes.gpkg.partial").exists()
 
 
-def test_binary_nulls_in_file(tmp_path: Path, stress_path: Path) -> None:
+@pytest.mark.parametrize("return_frame", [True, False])
+def test_binary_change_type_and_nulls_in_file(
+    tmp_path: Path, stress_path: Path, return_frame: bool
+) -> None:
+    # Binary polygons used to leave change_type NULL: they are "change" now, classes unknown.
     out = tmp_path / "binary.gpkg"
-    vectorize_changes(stress_path, out, workers=1)
-    back = pyogrio.read_dataframe(out)
-    assert back["mean_prob"].isna().all() and back["change_type"].isna().all()
+    vectorize_changes(stress_path, out, workers=1, return_frame=return_frame)
+    back = pyogrio.read_dataframe(out, layer="changes")
+    assert len(back) == len(whole_raster_polygons((stress_mask() == 1).astype(np.uint8), 4))
+    assert back["change_type"].tolist() == ["change"] * len(back)
+    assert back["mean_prob"].isna().all() and back["max_prob"].isna().all()
+    assert back["from_class"].isna().all() and back["to_class"].isna().all()
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".geojson", ".fgb"])
@@ -82,8 +94,14 @@ def test_other_formats_round_trip(tmp_path: Path, stress_path: Path, suffix: str
     frame = vectorize_changes(stress_path, out, workers=1)
     back = gpd.read_parquet(out) if suffix == ".parquet" else gpd.read_file(out)
     assert len(back) == len(frame)
+    if suffix == ".geojson":  # RFC 7946: WGS84 on disk (see test_geojson_is_rfc7946)
+        assert back.crs == "EPSG:4326"
+        back = back.to_crs(frame.crs)
     assert back.crs == frame.crs
-    np.testing.assert_allclose(sorted(back.geometry.area), sorted(frame.geometry.area))
+    rtol = 3e-2 if suffix == ".geojson" else 1e-7  # 7 decimals of a degree: ~1 cm
+    np.testing.assert_allclose(
+        sorted(back.geometry.area), sorted(frame.geometry.area), rtol=rtol
+    )
 
 
 def test_empty_result_writes_empty_layer_with_schema(tmp_path: Path) -> None:
@@ -114,7 +132,7 @@ def test_layer_per_type_overwrite_and_append(
     vectorize_changes(semantic_paths, out, layer="extra", mode="overwrite", workers=1)
     assert pyogrio.read_info(out, layer="extra")["features"] == len(frame)
     vectorize_changes(semantic_paths, out, layer="only", workers=1)  # create: new file
-    assert {row[0] for row in pyogrio.list_layers(out)} == {"only"}
+    assert {row[0] for row in pyogrio.list_layers(out)} == {"only", "layer_styles"}
 
 
 def test_streaming_write_matches_frame_write(
@@ -189,10 +207,14 @@ def read_written(out: Path, layer_per_type: bool):
 
     if out.suffix == ".parquet":
         return gpd.read_parquet(out)
-    layers = [str(row[0]) for row in pyogrio.list_layers(out)]
+    layers = [str(name) for name, geometry in pyogrio.list_layers(out) if geometry is not None]
     assert layers == ["changes"] or layer_per_type
     frames = [pyogrio.read_dataframe(out, layer=name) for name in layers]
-    return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=frames[0].crs)
+    written = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=frames[0].crs)
+    if out.suffix == ".geojson":  # RFC 7946: WGS84 on disk; back to the raster's CRS here
+        assert written.crs == "EPSG:4326"
+        written = written.to_crs(CRS)
+    return written
 
 
 @pytest.mark.parametrize("return_frame", [True, False])
@@ -229,6 +251,13 @@ def test_postprocessed_polygons_written_in_every_format(
     assert (result is None) == (not return_frame)
     written = read_written(out, layer_per_type).sort_values("change_id", ignore_index=True)
     assert written.crs == CRS
+    # GeoJSON went through WGS84 at 7 decimals (~1 cm); the other formats are exact.
+    tol, rtol = (0.02, 3e-2) if out.suffix == ".geojson" else (1e-6, 1e-6)
+
+    def same(a: shapely.Geometry, b: shapely.Geometry) -> bool:  # same vertices, within tol
+        count = shapely.get_num_coordinates
+        return count(a) == count(b) and shapely.hausdorff_distance(a, b) <= tol
+
     assert sorted(written["change_type"]) == [
         "cropland → road",
         "demolished building",
@@ -238,19 +267,19 @@ def test_postprocessed_polygons_written_in_every_format(
     assert shapely.is_valid(geoms).all() and not shapely.is_empty(geoms).any()
     assert set(shapely.get_type_id(geoms)) == {shapely.GeometryType.POLYGON}
     # Area and perimeter fields describe the written (post-processed) outlines.
-    np.testing.assert_allclose(written["area_m2"], shapely.area(geoms), rtol=1e-6)
-    np.testing.assert_allclose(written["perimeter_m"], shapely.length(geoms), rtol=1e-6)
+    np.testing.assert_allclose(written["area_m2"], shapely.area(geoms), rtol=rtol)
+    np.testing.assert_allclose(written["perimeter_m"], shapely.length(geoms), rtol=rtol)
     plain = vectorize_changes(staircase_paths, block_size=16, workers=1)
     plain = plain.sort_values("change_id", ignore_index=True)
     assert written["pixel_count"].tolist() == plain["pixel_count"].tolist()
     np.testing.assert_allclose(written["mean_prob"].astype(float), 200 / 255, rtol=1e-9)
     # The options took effect: same result as the in-memory frame, and visible changes.
     frame = vectorize_changes(staircase_paths, **options).sort_values("change_id")
-    assert shapely.equals_exact(geoms, frame.geometry.values, tolerance=1e-6).all()
+    assert all(same(a, b) for a, b in zip(geoms, frame.geometry.values, strict=True))
     by_type = {t: g for t, g in zip(written["change_type"], geoms, strict=True)}
     plain_by_type = dict(zip(plain["change_type"], plain.geometry.values, strict=True))
     # The road is never regularized and a straight strip has nothing to simplify.
-    assert by_type["cropland → road"].equals(plain_by_type["cropland → road"])
+    assert same(by_type["cropland → road"], plain_by_type["cropland → road"])
     building = by_type["new building"]
     staircase = plain_by_type["new building"]
     vertices = shapely.get_num_coordinates
@@ -259,4 +288,103 @@ def test_postprocessed_polygons_written_in_every_format(
     elif simplify > 0:
         assert vertices(building) < vertices(staircase)
     else:
-        assert building.equals(staircase)
+        assert same(building, staircase)
+
+
+def _default_styles(path: Path) -> dict[str, ET.Element]:
+    """Layer -> parsed QML of its default style in the GeoPackage's layer_styles table."""
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT f_table_name, f_geometry_column, styleQML FROM layer_styles "
+            "WHERE useAsDefault = 1"
+        ).fetchall()
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    db.close()
+    assert all(column == "geom" for _, column, _ in rows)
+    return {table: ET.fromstring(qml.split("\n", 1)[1]) for table, _, qml in rows}
+
+
+def _categories(qml: ET.Element) -> dict[str, str]:
+    renderer = qml.find("renderer-v2")
+    assert renderer is not None and renderer.get("type") == "categorizedSymbol"
+    assert renderer.get("attr") == "change_type"
+    return {str(c.get("value")): str(c.get("label")) for c in renderer.iter("category")}
+
+
+@pytest.mark.parametrize("return_frame", [True, False])
+def test_gpkg_layers_open_styled_by_change_type(
+    tmp_path: Path, semantic_paths: SimpleNamespace, stress_path: Path, return_frame: bool
+) -> None:
+    # The changes GeoPackage had no style: QGIS opened every polygon in one random colour.
+    out = tmp_path / "changes.gpkg"
+    frame = vectorize_changes(semantic_paths, out, workers=1, return_frame=return_frame)
+    types = set(pyogrio.read_dataframe(out, layer="changes")["change_type"])
+    # (the pixel with an unknown class before is "unknown → cropland")
+    assert types == {"new building", "demolished building", "cropland → road", "unknown → cropland"}
+    assert frame is None or set(frame["change_type"]) == types
+    styles = _default_styles(out)
+    assert set(styles) == {"changes"}
+    assert _categories(styles["changes"]) == {t: t for t in types}
+    # One layer per type: each layer styled with its own category.
+    layered = tmp_path / "layered.gpkg"
+    vectorize_changes(semantic_paths, layered, layer_per_type=True, workers=1)
+    styles = _default_styles(layered)
+    assert _categories(styles["changes_new_building"]) == {"new building": "new building"}
+    assert set(styles) == {
+        "changes_new_building",
+        "changes_demolished_building",
+        "changes_cropland_to_road",
+        "changes_unknown_to_cropland",
+    }
+    # Appending binary polygons adds their category to the layer's one default style.
+    vectorize_changes(stress_path, out, mode="append", workers=1, return_frame=return_frame)
+    assert _categories(_default_styles(out)["changes"]) == {t: t for t in types | {"change"}}
+
+
+def test_geojson_is_rfc7946_wgs84_without_crs_member(
+    tmp_path: Path, semantic_paths: SimpleNamespace
+) -> None:
+    import json
+
+    frame = vectorize_changes(semantic_paths, workers=1)
+    expected = frame.to_crs("EPSG:4326")
+    for return_frame in (True, False):
+        out = tmp_path / f"changes_{return_frame}.geojson"
+        vectorize_changes(semantic_paths, out, workers=1, return_frame=return_frame)
+        data = json.loads(out.read_text())
+        assert "crs" not in data  # RFC 7946 dropped the legacy member
+        features = data["features"]
+        assert [f["properties"]["change_id"] for f in features] == frame["change_id"].tolist()
+        for feature, geometry in zip(features, expected.geometry, strict=True):
+            coords = np.array(feature["geometry"]["coordinates"][0])
+            lon, lat = coords[:, 0], coords[:, 1]
+            assert ((lon >= -180) & (lon <= 180) & (lat >= -90) & (lat <= 90)).all()
+            # The UTM 50N grid at (500000, 4000000) is near 117° E, 36.1° N.
+            assert np.allclose(lon, 117.0, atol=0.01) and np.allclose(lat, 36.14, atol=0.01)
+            written = shapely.geometry.shape(feature["geometry"])
+            # GDAL writes 7 decimals (~1 cm) and the exterior ring counter-clockwise.
+            assert shapely.hausdorff_distance(written, geometry) < 1e-6
+            assert shapely.get_num_coordinates(written) == shapely.get_num_coordinates(geometry)
+            assert written.exterior.is_ccw
+        # Attributes keep the raster's metric measures.
+        props = [f["properties"]["area_m2"] for f in features]
+        np.testing.assert_allclose(props, frame["area_m2"], rtol=1e-9)
+    # The other formats keep the raster's CRS.
+    fgb = tmp_path / "changes.fgb"
+    vectorize_changes(semantic_paths, fgb, workers=1)
+    assert pyogrio.read_info(fgb)["crs"] == CRS
+
+
+def test_geojson_of_a_raster_without_crs_is_refused_before_work(tmp_path: Path) -> None:
+    change = np.zeros((16, 16), np.uint8)
+    change[2:6, 2:6] = 1
+    path = write_raster(tmp_path / "nocrs.tif", change, crs=None)
+    out = tmp_path / "changes.geojson"
+    with pytest.raises(OutputError, match=r"changes\.geojson.*no CRS"):
+        vectorize_changes(path, out, workers=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nocrs.tif"]
+    frame = vectorize_changes(path, workers=1)
+    with pytest.raises(OutputError, match="RFC 7946"):
+        write_changes(frame, out)
+    assert not out.exists()
+    write_changes(frame, tmp_path / "changes.gpkg")  # formats with native coordinates are fine
