@@ -39,8 +39,8 @@ class ConsistencyOptions:
     """
 
     confidence_threshold: float = 0.95
-    change_confidence_threshold: float | None = 0.8
-    balance_pseudo_labels: bool = True
+    change_confidence_threshold: float | None = None
+    balance_pseudo_labels: bool = False
     unsupervised_weight: float = 1.0
     contrastive_weight: float = 0.1
     generated_weight_start: float = 1.0

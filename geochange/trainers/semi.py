@@ -138,12 +138,12 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
         change_classes: Sequence[int] = (0,),
         ceg_kwargs: dict[str, Any] | None = None,
         confidence_threshold: float = 0.95,
-        change_confidence_threshold: float | None = 0.8,
-        balance_pseudo_labels: bool = True,
+        change_confidence_threshold: float | None = None,
+        balance_pseudo_labels: bool = False,
         unsupervised_weight: float = 1.0,
         contrastive_weight: float = 0.1,
         contrastive_margin: float = 2.0,
-        generated_weight_start: float = 0.1,
+        generated_weight_start: float = 1.0,
         generated_weight_end: float = 0.0,
         generated_weight_steps: int | None = None,
         generated_loss: Literal["bce", "change_loss"] = "change_loss",
@@ -177,13 +177,13 @@ class SemiSupervisedChangeTrainer(ChangeTrainer):
             confidence_threshold: Weak-view confidence needed for a "no change" pseudo label
                 (0.95), and for a change label when ``change_confidence_threshold`` is None.
             change_confidence_threshold: Class-aware threshold of the pixels the weak view
-                calls change (0.8; ``None``: ``confidence_threshold``).
+                calls change (``None``, the default: ``confidence_threshold``; e.g. 0.8).
             balance_pseudo_labels: Change-balanced ``L_unsup``: the confident change and "no
                 change" pixels weigh the same (the mean of the two classes' mean BCE).
             unsupervised_weight: ``w_u`` in the total loss.
             contrastive_weight: ``w_c`` in the total loss (0.1; 0 disables the term).
             contrastive_margin: Margin of the batch-balanced contrastive loss (2.0).
-            generated_weight_start: ``lambda`` at step 0 (0.1, DiffMatch's setting).
+            generated_weight_start: ``lambda`` at step 0 (1.0; DiffMatch's released setting is 0.1).
             generated_weight_end: ``lambda`` after ``generated_weight_steps``.
             generated_weight_steps: Length of the linear ``lambda`` ramp in optimizer steps
                 (default: the estimated training steps).

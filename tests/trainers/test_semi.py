@@ -106,7 +106,7 @@ def test_diffmatch_terms_and_gradients_reach_every_branch() -> None:
     assert terms["confident_fraction"].item() == pytest.approx(1.0)
     # Outside a Lightning run lambda stays at its start value; check the total formula.
     weight = terms["generated_weight"].item()
-    assert weight == pytest.approx(0.1)  # DiffMatch's lambda start
+    assert weight == pytest.approx(1.0)  # lambda at its start (generated_weight_start)
     guidance = sum(
         terms[f"{kind}_{view}"]
         for kind in ("generated", "aux_semantic")
