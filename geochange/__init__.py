@@ -38,8 +38,10 @@ if TYPE_CHECKING:
         CheckpointError,
         ConfigurationError,
         DataError,
+        EngineUnavailableError,
         GeochangeError,
         OutputError,
+        QuantizationError,
     )
     from geochange.evaluate import (  # evaluation
         EvaluationReport,
@@ -116,6 +118,7 @@ __all__ = [
     "ConfigurationError",
     "DataError",
     "DiceLoss",
+    "EngineUnavailableError",
     "EvaluationReport",
     "FocalLoss",
     "FolderChangeDataModule",
@@ -125,6 +128,7 @@ __all__ = [
     "OutputError",
     "PredictionResult",
     "PseudoLabelSummary",
+    "QuantizationError",
     "SACLLoss",
     "SCDMultitaskLoss",
     "Scene",
@@ -217,8 +221,10 @@ _LAZY: dict[str, str] = {
     "CheckpointError": "geochange.errors",
     "ConfigurationError": "geochange.errors",
     "DataError": "geochange.errors",
+    "EngineUnavailableError": "geochange.errors",
     "GeochangeError": "geochange.errors",
     "OutputError": "geochange.errors",
+    "QuantizationError": "geochange.errors",
 }
 
 

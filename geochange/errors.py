@@ -26,3 +26,11 @@ class ConfigurationError(GeochangeError, ValueError):
 
 class OutputError(GeochangeError, OSError):
     """An output cannot be written (unwritable directory, unknown format)."""
+
+
+class EngineUnavailableError(ConfigurationError):
+    """An inference engine was asked for whose package is not installed (names the extra)."""
+
+
+class QuantizationError(ConfigurationError):
+    """int8 quantization was asked for but changes too many binary change pixels."""
