@@ -106,5 +106,5 @@ def test_stale_temporary_directories_are_removed(tmp_path: Path) -> None:
 def test_an_unwritable_cache_directory_is_a_named_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(OutputError, match="engine cache directory .*file.*engine_cache_dir"):
+    with pytest.raises(OutputError, match=r"engine cache directory .*file.*engine_cache_dir"):
         get_or_create(blocker / "engines", "k", lambda d: None)

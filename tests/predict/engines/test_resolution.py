@@ -38,14 +38,14 @@ def test_openvino_precision_follows_the_cpu(monkeypatch, capabilities, requested
 @needs_openvino
 def test_openvino_refuses_what_the_cpu_or_device_cannot_run(monkeypatch) -> None:
     monkeypatch.setattr(ov_engine, "cpu_capabilities", lambda: ["FP32", "INT8"])
-    with pytest.raises(ConfigurationError, match="bf16.*capabilities"):
+    with pytest.raises(ConfigurationError, match=r"bf16.*capabilities"):
         resolve_engine("openvino", "cpu", "bf16")
     with pytest.raises(ConfigurationError, match="runs on the CPU"):
         resolve_engine("openvino", "cuda", "auto")
 
 
 def test_precisions_other_engines_refuse() -> None:
-    with pytest.raises(ConfigurationError, match="int8.*openvino"):
+    with pytest.raises(ConfigurationError, match=r"int8.*openvino"):
         resolve_engine("torch", "cpu", "int8")
     with pytest.raises(ConfigurationError, match="unknown engine 'tensorrt'"):
         ChangePredictor(TinyConvChange(), engine="tensorrt")  # type: ignore[arg-type]
