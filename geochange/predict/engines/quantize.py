@@ -113,7 +113,7 @@ def quantize_engine(
     tiles: np.ndarray,
     *,
     threshold: float = 0.5,
-    min_agreement: float = MIN_INT8_AGREEMENT,
+    min_agreement: float | None = None,
 ) -> float:
     """Quantize ``engine``'s model on ``tiles`` (normalized, ``[N, 2, C, H, W]``); check it.
 
@@ -124,10 +124,13 @@ def quantize_engine(
         The held-out binary change agreement of int8 with fp32.
 
     Raises:
-        QuantizationError: too few tiles, or agreement below ``min_agreement``.
+        QuantizationError: too few tiles, or agreement below ``min_agreement`` (default
+            :data:`MIN_INT8_AGREEMENT`).
         EngineUnavailableError: NNCF is not installed.
     """
     _require_nncf()
+    if min_agreement is None:
+        min_agreement = MIN_INT8_AGREEMENT
     batch = engine.batch_size
     shape = (batch, *tiles.shape[1:])
     runner = engine.runner(torch.from_numpy(tiles[:1]))
@@ -154,7 +157,9 @@ def quantize_engine(
             "(the CPU's best float precision)"
         )
     logger.info("openvino engine: %s", message)
-    engine.entries[shape] = entry.name
+    with engine._lock:
+        engine.entries[shape] = entry.name
+        engine._compiled.pop(shape, None)  # another scene's calibration
     return agreement
 
 
