@@ -149,6 +149,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             "probability_dtype": spec["prob_dtype"],
             "semantic_blend": spec.get("semantic_blend", "probability"),
             "progress": False,
+            "engine": spec.get("engine", "torch"),
         }
         if spec.get("gdal_cache_mb"):
             options["gdal_cache_mb"] = spec["gdal_cache_mb"]
@@ -167,12 +168,14 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         seconds = time.perf_counter() - t0
         tiles = result.tiles
         workers = predictor.num_workers
+        resolved = predictor.precision
     elif spec["mode"] == "compute":
         workers = 0
-        seconds, tiles = compute_only(model, scene, spec)
+        seconds, tiles, resolved = compute_only(model, scene, spec)
     else:
         seconds, tiles = torchgeo_baseline(model, scene, spec)
         workers = spec["workers"] or 0
+        resolved = "fp32"
     # Children's ru_maxrss also holds short-lived helpers (``ldconfig -p`` run by imports),
     # which report the parent's RSS at fork time: only meaningful with reader workers.
     children = peak_rss_mb(resource.RUSAGE_CHILDREN) if workers else 0.0
@@ -182,6 +185,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         "rss_mb": peak_rss_mb(),
         "rss_children_mb": children,
         "workers": workers,
+        "precision": resolved,
     }
 
 
@@ -194,10 +198,20 @@ def tile_windows(height: int, width: int, tile: int, overlap: int) -> list[tuple
     ]
 
 
-def compute_only(model: torch.nn.Module, scene: Path, spec: dict[str, Any]) -> tuple[float, int]:
-    """Model forward time on the scene's tiles, preloaded in memory, same batches."""
+def compute_only(
+    model: torch.nn.Module, scene: Path, spec: dict[str, Any]
+) -> tuple[float, int, str]:
+    """The predictor's own model runner on the scene's tiles, preloaded, in the same batches.
+
+    It is the ``_Inferencer`` of a predictor built with the pipeline's options (engine,
+    precision, BatchNorm folding, channels-last, normalization, batch), called exactly as the
+    pipeline calls it, so the difference is the pipeline. As in the pipeline, the first batch
+    pays the folding and the engine's compilation (exports come from the warm cache).
+    """
     import rasterio
     from rasterio.windows import Window
+
+    from geochange.predict import ChangePredictor
 
     tile = spec["tile"]
     with rasterio.open(scene / "pre.tif") as a, rasterio.open(scene / "post.tif") as b:
@@ -209,25 +223,27 @@ def compute_only(model: torch.nn.Module, scene: Path, spec: dict[str, Any]) -> t
                         a.read(window=Window(c, r, tile, tile)),
                         b.read(window=Window(c, r, tile, tile)),
                     ]
-                ).astype("float32")
+                )
             )
             for r, c in windows
         ]
-    mean = torch.tensor(NORM["mean"]).view(1, 1, -1, 1, 1)
-    std = torch.tensor(NORM["std"]).view(1, 1, -1, 1, 1)
+    predictor = ChangePredictor(
+        model,
+        normalization=NORM,
+        tile_size=tile,
+        overlap=spec["overlap"],
+        batch_size=spec["batch"],
+        precision=spec["precision"],
+        engine=spec.get("engine", "torch"),
+        fold_batchnorm=not spec.get("unfolded"),
+        progress=False,
+    )
+    inferencer = predictor._inferencer
     batch = spec["batch"]
-    # The same model preparation as the predictor's defaults (BatchNorm folded, channels-last),
-    # so the difference is the pipeline.
-    from geochange.models import fold_batch_norm
-
-    model, _ = fold_batch_norm(model, ((tiles[0][None] - mean) / std)[..., :128, :128])
-    model = model.to(memory_format=torch.channels_last)
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        for i in range(0, len(tiles), batch):
-            x = (torch.stack(tiles[i : i + batch]) - mean) / std
-            torch.sigmoid(model(x)["change"]).numpy()
-    return time.perf_counter() - t0, len(tiles)
+    for i in range(0, len(tiles), batch):
+        inferencer(torch.stack(tiles[i : i + batch]))
+    return time.perf_counter() - t0, len(tiles), predictor.precision
 
 
 def torchgeo_baseline(
@@ -329,21 +345,23 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return best
 
 
-def agreement(scene: Path, model_path: Path | None, args: argparse.Namespace) -> None:
-    """bf16 autocast vs fp32 on a window of ``scene``: probability differences, binary map."""
+def agreement(scene: Path, model_path: Path | None, args: argparse.Namespace, engine: str) -> None:
+    """``engine`` at ``--precision`` vs fp32 torch on a window of ``scene``."""
     import rasterio
 
     size = args.agreement_size
     outs = {}
-    for precision in ("fp32", "bf16"):
-        spec = base_spec(args, scene, model_path, "geochange", f"agree_{precision}")
-        spec.update(precision=precision, prob_dtype="float32", window=[0, 0, size, size])
+    for name, eng, precision in (("ref", "torch", "fp32"), ("cand", engine, args.precision)):
+        spec = base_spec(args, scene, model_path, "geochange", f"agree_{name}")
+        spec.update(
+            engine=eng, precision=precision, prob_dtype="float32", window=[0, 0, size, size]
+        )
         if args.agreement_checkpoint:
             spec.update(model="checkpoint", model_path=str(args.agreement_checkpoint))
-        outs[precision] = run_child(spec)
+        outs[name] = run_child(spec)
     with (
-        rasterio.open(DATA / "runs" / "agree_fp32" / "probability.tif") as a,
-        rasterio.open(DATA / "runs" / "agree_bf16" / "probability.tif") as b,
+        rasterio.open(DATA / "runs" / "agree_ref" / "probability.tif") as a,
+        rasterio.open(DATA / "runs" / "agree_cand" / "probability.tif") as b,
     ):
         pa, pb = a.read(1), b.read(1)
     diff = np.abs(pa - pb)
@@ -351,13 +369,23 @@ def agreement(scene: Path, model_path: Path | None, args: argparse.Namespace) ->
     near = np.mean(np.abs(pa - 0.5) < 0.05)
     source = args.agreement_checkpoint or "random-init calibrated model"
     print(
-        f"  bf16 vs fp32 ({source}, {size}^2): max |dp| {np.nanmax(diff):.4f}, mean |dp| "
-        f"{np.nanmean(diff):.5f}, 99.9th percentile |dp| {np.nanpercentile(diff, 99.9):.4f}, "
-        f"binary identical {100 * same:.3f}% of pixels ({100 * near:.2f}% of fp32 "
-        f"probabilities within 0.05 of the threshold); time fp32 {outs['fp32']['seconds']:.1f} "
-        f"s, bf16 {outs['bf16']['seconds']:.1f} s (native CPU bf16: "
-        f"{torch.ops.mkldnn._is_mkldnn_bf16_supported()})"
+        f"  agreement, {engine} {outs['cand']['precision']} vs torch fp32 ({source}, {size}^2): "
+        f"binary identical {100 * same:.3f}% of pixels; max |dp| {np.nanmax(diff):.4f}, mean "
+        f"|dp| {np.nanmean(diff):.5f}, 99.9th percentile |dp| "
+        f"{np.nanpercentile(diff, 99.9):.4f} ({100 * near:.2f}% of fp32 probabilities within "
+        f"0.05 of the threshold)",
+        flush=True,
     )
+
+
+def cpu_line() -> str:
+    """``lscpu``'s model name and the flags that decide the engines' precision."""
+    info = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    flags = set(fields.get("Flags", "").split())
+    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"]
+    have = [f for f in wanted if f in flags] or ["none of " + ",".join(wanted)]
+    return f"{fields.get('Model name', '?').strip()}; flags: {' '.join(have)}"
 
 
 def base_spec(
@@ -380,6 +408,51 @@ def base_spec(
     }
 
 
+def report(runs: dict[str, list[dict[str, Any]]], engine: str, height: int, width: int) -> None:
+    """Print one engine's pipeline, pure-compute, overhead and baseline figures."""
+    results = {name: summarize(rounds) for name, rounds in runs.items()}
+    ours = results[f"ours:{engine}"]
+    tiles = ours["tiles"]
+    print(
+        f"{height}x{width}, engine {engine}, precision {ours['precision']}: pipeline {tiles} "
+        f"tiles in {ours['seconds']:.1f} s ({tiles / ours['seconds']:.2f} tiles/s; runs "
+        f"{ours['all_seconds']}), peak RSS {ours['rss_mb']:.0f} MB main{worker_text(ours)}",
+        flush=True,
+    )
+    if "unfolded" in results and engine == next(iter(runs)).split(":")[1]:
+        unf = results["unfolded"]
+        ratios = round_ratios(runs["unfolded"], runs[f"ours:{engine}"])
+        print(
+            f"  predictor with fold_batchnorm=False: {unf['seconds']:.1f} s "
+            f"(runs {unf['all_seconds']}), peak RSS {unf['rss_mb']:.0f} MB -> BatchNorm "
+            f"folding {statistics.median(ratios):.2f}x (median of per-round ratios "
+            f"{[round(r, 2) for r in ratios]})",
+            flush=True,
+        )
+    if f"compute:{engine}" in results:
+        comp = results[f"compute:{engine}"]
+        ratios = round_ratios(runs[f"ours:{engine}"], runs[f"compute:{engine}"])
+        print(
+            f"  pure compute (the same engine and inferencer, {comp['precision']}) on the same "
+            f"{comp['tiles']} tiles: {comp['seconds']:.1f} s = "
+            f"{comp['tiles'] / comp['seconds']:.2f} tiles/s (runs {comp['all_seconds']}) -> "
+            f"pipeline overhead {100 * (statistics.median(ratios) - 1):+.1f}% (median of "
+            f"per-round ratios; rounds {[f'{100 * (r - 1):+.1f}%' for r in ratios]})",
+            flush=True,
+        )
+    if "baseline" in results:
+        base = results["baseline"]
+        ratios = round_ratios(runs["baseline"], runs[f"ours:{engine}"])
+        print(
+            f"  TorchGeo GridGeoSampler baseline (torch fp32): {base['tiles']} tiles in "
+            f"{base['seconds']:.1f} s = {base['tiles'] / base['seconds']:.2f} tiles/s (runs "
+            f"{base['all_seconds']}), peak RSS {base['rss_mb']:.0f} MB -> ratio "
+            f"{statistics.median(ratios):.2f}x (baseline / geochange, median of per-round "
+            f"ratios {[round(r, 2) for r in ratios]})",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -397,6 +470,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="default: the predictor's")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--precision", default="auto")
+    parser.add_argument(
+        "--engine", default="torch", choices=["torch", "openvino", "onnxruntime"]
+    )
+    parser.add_argument(
+        "--engines", help="comma-separated engines measured side by side (overrides --engine)"
+    )
     parser.add_argument("--gdal-cache-mb", type=int, help="default: the predictor's")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-baseline", action="store_true")
@@ -440,10 +519,13 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
+    engines = args.engines.split(",") if args.engines else [args.engine]
     print(
         f"bench_predict: tile {args.tile_size}, overlap {args.overlap}, batch {args.batch_size}, "
-        f"{args.workers} reader worker(s), {args.threads} torch threads, precision "
-        f"{args.precision}; torch {torch.__version__}"
+        f"{args.workers} reader worker(s), {args.threads} threads, precision "
+        f"{args.precision}, engines {','.join(engines)}; torch {torch.__version__}\n"
+        f"CPU: {cpu_line()}",
+        flush=True,
     )
     model_path = DATA / "fusion_unet_resnet18_bncal.pt"
     scenes = [scene_dir(*parse_size(text)) for text in args.sizes] if not args.scenes else []
@@ -453,11 +535,13 @@ def main() -> None:
         with rasterio.open(scene / "pre.tif") as src:
             height, width = src.height, src.width
         calibrated_model(scene, model_path, args.tile_size)  # fresh: the architecture may change
-        modes = [("geochange", "ours")]
+        modes = []
+        for engine in engines:
+            modes.append(("geochange", f"ours:{engine}"))
+            if not args.no_compute:
+                modes.append(("compute", f"compute:{engine}"))
         if args.unfolded:
             modes.append(("geochange", "unfolded"))
-        if not args.no_compute:
-            modes.append(("compute", "compute"))
         if not args.no_baseline:
             modes.append(("torchgeo", "baseline"))
         # Interleave the configurations (ours, compute, baseline, ours, ...) so that slow drifts
@@ -468,52 +552,16 @@ def main() -> None:
         for _ in range(args.repeats):
             for mode, name in modes:
                 spec = base_spec(args, scene, model_path, mode, name)
+                spec["engine"] = name.split(":")[1] if ":" in name else engines[0]
                 spec["unfolded"] = name == "unfolded"
                 if args.scene_window:
                     spec["window"] = [0, 0, width, height]
                 runs[name].append(run_child(spec))
-        results = {name: summarize(rounds) for name, rounds in runs.items()}
-        ours = results["ours"]
-        tiles = ours["tiles"]
-        print(
-            f"{height}x{width}: {tiles} tiles in {ours['seconds']:.1f} s "
-            f"({tiles / ours['seconds']:.2f} tiles/s; runs {ours['all_seconds']}), peak RSS "
-            f"{ours['rss_mb']:.0f} MB main{worker_text(ours)}",
-            flush=True,
-        )
-        if "unfolded" in results:
-            unf = results["unfolded"]
-            ratios = round_ratios(runs["unfolded"], runs["ours"])
-            print(
-                f"  predictor with fold_batchnorm=False: {unf['seconds']:.1f} s "
-                f"(runs {unf['all_seconds']}), peak RSS {unf['rss_mb']:.0f} MB -> BatchNorm "
-                f"folding {statistics.median(ratios):.2f}x (median of per-round ratios "
-                f"{[round(r, 2) for r in ratios]})",
-                flush=True,
-            )
-        if "compute" in results:
-            comp = results["compute"]
-            ratios = round_ratios(runs["ours"], runs["compute"])
-            print(
-                f"  pure compute on the same {comp['tiles']} tiles: {comp['seconds']:.1f} s "
-                f"(runs {comp['all_seconds']}) -> pipeline overhead "
-                f"{100 * (statistics.median(ratios) - 1):+.1f}% (median of per-round ratios; "
-                f"rounds {[f'{100 * (r - 1):+.1f}%' for r in ratios]})",
-                flush=True,
-            )
-        if "baseline" in results:
-            base = results["baseline"]
-            ratios = round_ratios(runs["baseline"], runs["ours"])
-            print(
-                f"  TorchGeo GridGeoSampler baseline: {base['tiles']} tiles in "
-                f"{base['seconds']:.1f} s (runs {base['all_seconds']}), peak RSS "
-                f"{base['rss_mb']:.0f} MB -> ratio {statistics.median(ratios):.2f}x "
-                f"(baseline / geochange, median of per-round ratios "
-                f"{[round(r, 2) for r in ratios]})",
-                flush=True,
-            )
+        for engine in engines:
+            report(runs, engine, height, width)
         if args.agreement_size:
-            agreement(scene, model_path, args)
+            for engine in engines:
+                agreement(scene, model_path, args, engine)
     for text in args.rss_sizes:
         window = None
         if args.rss_scene is not None:

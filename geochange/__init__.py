@@ -38,9 +38,11 @@ if TYPE_CHECKING:
         CheckpointError,
         ConfigurationError,
         DataError,
+        EngineUnavailableError,
         GeochangeError,
         NormalizationWarning,
         OutputError,
+        QuantizationError,
     )
     from geochange.evaluate import (  # evaluation
         EvaluationReport,
@@ -117,6 +119,7 @@ __all__ = [
     "ConfigurationError",
     "DataError",
     "DiceLoss",
+    "EngineUnavailableError",
     "EvaluationReport",
     "FocalLoss",
     "FolderChangeDataModule",
@@ -127,6 +130,7 @@ __all__ = [
     "OutputError",
     "PredictionResult",
     "PseudoLabelSummary",
+    "QuantizationError",
     "SACLLoss",
     "SCDMultitaskLoss",
     "Scene",
@@ -219,9 +223,11 @@ _LAZY: dict[str, str] = {
     "CheckpointError": "geochange.errors",
     "ConfigurationError": "geochange.errors",
     "DataError": "geochange.errors",
+    "EngineUnavailableError": "geochange.errors",
     "GeochangeError": "geochange.errors",
     "NormalizationWarning": "geochange.errors",
     "OutputError": "geochange.errors",
+    "QuantizationError": "geochange.errors",
 }
 
 

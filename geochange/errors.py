@@ -35,3 +35,11 @@ class NormalizationWarning(UserWarning):
     and none found on the datamodule, neither geochange's ``normalization`` nor TorchGeo's
     ``mean``/``std``) and when a predictor is built from one without ``normalization=``.
     """
+
+
+class EngineUnavailableError(ConfigurationError):
+    """An inference engine was asked for whose package is not installed (names the extra)."""
+
+
+class QuantizationError(ConfigurationError):
+    """int8 quantization was asked for but changes too many binary change pixels."""

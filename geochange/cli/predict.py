@@ -26,7 +26,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin", type=int, help="zero-weight margin (default: overlap / 4)")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16", "int8"],
+        default="auto",
+        help="auto: the engine's best on this machine; int8: --engine openvino only",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=["torch", "openvino", "onnxruntime"],
+        default="torch",
+        help="inference engine (openvino: pip install 'geochange[openvino]'; onnxruntime: "
+        "pip install 'geochange[onnx]')",
+    )
+    parser.add_argument(
+        "--engine-cache-dir",
+        type=Path,
+        help="directory of exported models (default: $XDG_CACHE_HOME/geochange/engines)",
+    )
+    parser.add_argument(
+        "--calibration-tiles",
+        type=int,
+        default=32,
+        help="int8: tiles sampled over the scene for calibration and the agreement check",
+    )
     parser.add_argument("--threshold", type=float, default=0.5, help="change threshold")
     parser.add_argument(
         "--blend", choices=["cosine", "gaussian", "mean", "center"], default="cosine"
@@ -95,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
         "probability_dtype": args.probability_dtype,
         "progress": not args.quiet,
         "value_range": args.value_range,
+        "engine": args.engine,
+        "engine_cache_dir": args.engine_cache_dir,
+        "calibration_tiles": args.calibration_tiles,
     }
     if args.tile_size is not None:
         overrides["tile_size"] = args.tile_size

@@ -1,12 +1,12 @@
-"""The model runner of the predictor: device and precision choice, BatchNorm folding, forward.
+"""The model runner of the predictor: normalization, padding, TTA around an inference engine.
 
-:class:`_Inferencer` turns raw tile batches into probabilities; it is picklable so Dask
-workers receive it once.
+:class:`_Inferencer` turns raw tile batches into probabilities; the forward pass itself is the
+engine's (:mod:`geochange.predict.engines`: torch, OpenVINO, ONNX Runtime). It is picklable so
+Dask workers receive it once; engines re-create what they compiled in each process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from collections.abc import Sequence
@@ -18,9 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from geochange.errors import ConfigurationError, DataError
-from geochange.io import band_indexes, model_buffers_on_heap, open_raster
-from geochange.keys import CHANGE, SEMANTIC_POST, SEMANTIC_PRE
-from geochange.models.folding import fold_batch_norm
+from geochange.io import band_indexes, open_raster
+from geochange.predict.engines import Engine, create_engine, to_probabilities
+from geochange.predict.engines.torch_engine import cpu_bf16_supported, resolve_torch_precision
+from geochange.predict.reader import TileDataset
 from geochange.transforms.stats import check_value_range, sample_raster_range
 
 
@@ -32,19 +33,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` -> bf16 autocast where the hardware has it (fp16 on older GPUs), else fp32.
+    """The torch engine's precision: ``"auto"`` -> bf16 autocast where native, else fp32.
 
     Raises:
         ConfigurationError: an unknown precision.
     """
-    if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = "bf16" if _cpu_bf16_supported() else "fp32"
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise ConfigurationError(f"unknown precision {precision!r}")
-    return precision
+    return resolve_torch_precision(precision, device)
 
 
 def default_num_workers(device: torch.device) -> int:
@@ -58,15 +52,11 @@ def default_num_workers(device: torch.device) -> int:
     return 0 if cpus < 8 else min(2, cpus // 8)
 
 
-def _cpu_bf16_supported() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+_cpu_bf16_supported = cpu_bf16_supported
 
 
 class _Inferencer:
-    """Picklable model runner: normalization, autocast, TTA and output decoding.
+    """Picklable model runner: normalization, padding, TTA around the engine's forward pass.
 
     It turns a batch of raw ``[B, 2, C, h, w]`` tiles into float32 probabilities
     ``[B, 1 + 2K, h, w]`` (change probability, then pre and post class probabilities).
@@ -83,6 +73,9 @@ class _Inferencer:
         channels_last: bool,
         size_divisor: int,
         fold_batchnorm: bool = True,
+        engine: str = "torch",
+        batch_size: int = 4,
+        engine_cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.model = model
         self.device = device
@@ -90,20 +83,31 @@ class _Inferencer:
         # Per band, or per date and band (lists of two lists) once value_range rescales.
         self.normalization: dict[str, Any] | None = normalization
         self.tta = tta
-        self.channels_last = channels_last
         self.size_divisor = size_divisor
-        self.fold_batchnorm = fold_batchnorm
-        #: BatchNorm layers folded into convolutions (None until the first batch).
-        self.folded_batchnorms: int | None = None
+        #: The engine running the forward pass (same device and precision).
+        self.engine: Engine = create_engine(
+            engine,
+            model,
+            device=device,
+            precision=precision,
+            cache_dir=engine_cache_dir,
+            batch_size=batch_size,
+            channels_last=channels_last,
+            fold_batchnorm=fold_batchnorm,
+            size_divisor=size_divisor,
+        )
         self._prepared = False
         self._thread: ThreadPoolExecutor | None = None
+
+    @property
+    def folded_batchnorms(self) -> int | None:
+        """BatchNorm layers folded into convolutions (None until the first batch)."""
+        return self.engine.folded_batchnorms
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_prepared"] = False
         state["_thread"] = None
-        state.pop("_runner", None)
-        state["folded_batchnorms"] = None
         return state
 
     def __call__(self, image: Tensor) -> np.ndarray:
@@ -123,12 +127,6 @@ class _Inferencer:
     def _prepare(self) -> None:
         if self._prepared:
             return
-        self.model.eval()
-        self.model.to(self.device)
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        # The module that runs; the BatchNorm-folded copy once the first batch has been seen.
-        self._runner: nn.Module = self.model
         if self.normalization is not None:
             mean = torch.as_tensor(self.normalization["mean"], dtype=torch.float32)
             std = torch.as_tensor(self.normalization["std"], dtype=torch.float32)
@@ -138,54 +136,11 @@ class _Inferencer:
             self._std = std.view(1, dates, -1, 1, 1).to(self.device)
         self._prepared = True
 
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+    def preprocess(self, image: Tensor) -> Tensor:
+        """Raw tiles ``[B, 2, C, h, w]`` -> the engine's input: normalized float32.
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        with self._autocast(), model_buffers_on_heap():
-            out = self._runner(x)
-        if isinstance(out, Tensor):
-            change, pre, post = out, None, None
-        elif isinstance(out, dict) and CHANGE in out:
-            change, pre, post = out[CHANGE], out.get(SEMANTIC_PRE), out.get(SEMANTIC_POST)
-        else:
-            raise ConfigurationError(
-                "the model must return change logits [B, 1, H, W] or a dict with a 'change' key"
-            )
-        change = change.float()
-        if change.ndim == 3:
-            change = change.unsqueeze(1)
-        # One logit -> sigmoid; two logits -> softmax probability of class 1.
-        change_prob = (
-            torch.sigmoid(change[:, :1]) if change.shape[1] == 1 else change.softmax(1)[:, 1:2]
-        )
-        pre_prob = pre.float().softmax(1) if pre is not None else None
-        post_prob = post.float().softmax(1) if post is not None else None
-        return change_prob, pre_prob, post_prob
-
-    def _fold(self, x: Tensor) -> None:
-        """Fold BatchNorms into convolutions, found and checked on a crop of the first tile."""
-        self.folded_batchnorms = 0
-        if not self.fold_batchnorm:
-            return
-        # A crop keeps the two extra forward passes cheap; it stays a multiple of the model's
-        # size divisor so any model that accepts the tiles accepts it.
-        crop = max(self.size_divisor, 128 // self.size_divisor * self.size_divisor)
-        crop = min(crop, x.shape[-2], x.shape[-1])
-        # Outside inference mode (the clone there is an ordinary tensor), so the folded
-        # weights become ordinary parameters.
-        with torch.inference_mode(False), torch.no_grad():
-            sample = x[:1, ..., :crop, :crop].clone()
-            runner, self.folded_batchnorms = fold_batch_norm(self.model, sample)
-        if self.folded_batchnorms and self.channels_last:
-            runner.to(memory_format=torch.channels_last)
-        self._runner = runner
-
-    @torch.inference_mode()
-    def _infer(self, image: Tensor) -> np.ndarray:
+        Tiles are padded to the model's size multiple (only tiles smaller than it need that).
+        """
         self._prepare()
         x = image.to(self.device, non_blocking=True).float()
         if self.normalization is not None:
@@ -194,22 +149,24 @@ class _Inferencer:
         pad_h = -height % self.size_divisor
         pad_w = -width % self.size_divisor
         if pad_h or pad_w:
-            # Only for tiles smaller than the model's size multiple (scenes smaller than a tile).
             batch, dates, channels = x.shape[:3]
             flat = x.reshape(batch, dates * channels, height, width)
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             flat = torch.nn.functional.pad(flat, (0, pad_w, 0, pad_h), mode=mode)
             x = flat.reshape(batch, dates, channels, height + pad_h, width + pad_w)
-        if self.folded_batchnorms is None:
-            self._fold(x)
+        return x
+
+    @torch.inference_mode()
+    def _infer(self, image: Tensor) -> np.ndarray:
+        x = self.preprocess(image)
+        height, width = image.shape[-2:]
         flips: list[tuple[int, ...]] = [()]
         if self.tta:
             flips = [(), (-1,), (-2,), (-2, -1)]
         total: Tensor | None = None
         for dims in flips:
             xi = x.flip(dims) if dims else x
-            parts = [p for p in self._forward(xi) if p is not None]
-            probs = torch.cat(parts, dim=1)
+            probs = self.engine.run(xi)
             if dims:
                 probs = probs.flip(dims)
             total = probs if total is None else total + probs
@@ -217,6 +174,33 @@ class _Inferencer:
         total = total / len(flips)
         total = total[..., :height, :width]
         return total.float().cpu().numpy()
+
+    def calibrate(
+        self, source: Any, windows: Sequence[tuple[int, int, int, int]], threshold: float
+    ) -> float | None:
+        """For ``precision="int8"``: quantize the engine on these tiles of the scene.
+
+        Tiles without valid pixels are skipped. Returns the held-out binary change agreement
+        of int8 with fp32 (None for other precisions).
+
+        Raises:
+            QuantizationError: the agreement is below 99.5 %, or too few valid tiles.
+        """
+        if self.engine.precision != "int8":
+            return None
+        from geochange.predict.engines.openvino_engine import OpenVINOEngine
+        from geochange.predict.engines.quantize import quantize_engine
+
+        assert isinstance(self.engine, OpenVINOEngine)
+        dataset = TileDataset(source, windows)
+        tiles = []
+        for index in range(len(dataset)):
+            item = dataset[index]
+            if bool(item["valid"].any()):
+                with torch.inference_mode():
+                    tiles.append(self.preprocess(item["image"][None]).cpu().numpy()[0])
+        stacked = np.stack(tiles) if tiles else np.zeros((0, 1), np.float32)
+        return quantize_engine(self.engine, stacked, threshold=threshold)
 
     def for_scene(
         self,
@@ -272,7 +256,7 @@ class _Inferencer:
         for height, width in ((32, 32), tile):
             probe = torch.zeros(1, 2, in_channels, height, width)
             try:
-                probs = self(probe)
+                probs = self._probe(probe)
                 break
             except ConfigurationError:
                 raise
@@ -285,6 +269,17 @@ class _Inferencer:
         if channels != 1 + 2 * classes:
             raise ConfigurationError(f"model produced {channels} output channels")
         return channels, classes
+
+    @torch.inference_mode()
+    def _probe(self, image: Tensor) -> np.ndarray:
+        """The PyTorch model's probabilities (fp32) for ``image``: no engine export for a probe.
+
+        It folds the engine's BatchNorms on the probe, as the first batch would.
+        """
+        x = self.preprocess(image)
+        runner = self.engine.runner(x.to(self.engine.model_device()))
+        out = to_probabilities(runner(x.to(self.engine.model_device())))
+        return out[..., : image.shape[-2], : image.shape[-1]].cpu().numpy()
 
 
 def model_fingerprint(model: nn.Module) -> str:

@@ -39,12 +39,9 @@ from geochange.predict.distributed import (
     to_dataset,
     xarray_source,
 )
-from geochange.predict.inference import (
-    _Inferencer,
-    default_num_workers,
-    resolve_device,
-    resolve_precision,
-)
+from geochange.predict.engines import resolve_engine
+from geochange.predict.engines.quantize import CALIBRATION_TILES
+from geochange.predict.inference import _Inferencer, default_num_workers
 from geochange.predict.outputs import decode_outputs, output_class_names
 from geochange.predict.result import PredictionResult
 from geochange.predict.run import LOCK_NAME, SIDECAR_NAME, _PredictOptions, _SceneRun
@@ -52,6 +49,7 @@ from geochange.predict.tiles import (
     MIN_STRIPE_TILES,
     PREDICT_MMAP_THRESHOLD,
     _compute_tiles,
+    calibrate_on_scene,
     stripes_for_budget,
 )
 from geochange.predict.windows import BLEND_MODES, ColumnStripe, TileGrid
@@ -76,7 +74,8 @@ __all__ = [
     "overlap_default",
 ]
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+EngineName = Literal["torch", "openvino", "onnxruntime"]
 
 
 def _check_arguments(
@@ -160,8 +159,13 @@ class ChangePredictor:
         num_workers: DataLoader reader processes; default on CUDA ``min(4, cpu_count // 4)``
             (at least 1), on the CPU 0 below 8 cores (the model's threads use them all), else
             ``min(2, cpu_count // 8)``.
-        precision: ``"auto"`` (bf16 autocast on CUDA and on CPUs with native bf16, else fp32),
-            ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        precision: ``"auto"`` (the engine's best: bf16 autocast on CUDA and on CPUs with
+            native bf16 for torch, OpenVINO's bf16 inference precision on CPUs with AMX or
+            AVX-512-bf16, else fp32; fp32 for ONNX Runtime), ``"fp32"``, ``"bf16"``,
+            ``"fp16"`` or ``"int8"`` (OpenVINO only: NNCF post-training quantization on
+            ``calibration_tiles`` tiles of each scene, refused with a
+            :class:`~geochange.errors.QuantizationError` when it changes more than 0.5 % of the
+            binary change pixels of held-out tiles; see docs/prediction.md).
         normalization: ``{"mean": [...], "std": [...]}`` per band in raw pixel units; None feeds
             raw pixel values.
         probability_dtype: ``"uint8"`` (``round(p * 254)``, nodata 255) or ``"float32"`` (NaN).
@@ -198,6 +202,17 @@ class ChangePredictor:
             ranges before the first tile, ``"rescale"`` maps that date's values linearly onto
             the training range (by the ratio of the full-scale values, 255 / 4095 for 12-bit
             imagery on an 8-bit model), ``"ignore"`` predicts on the values as they are.
+        engine: the inference engine: ``"torch"`` (default), ``"openvino"`` (CPU; extra
+            ``geochange[openvino]``) or ``"onnxruntime"`` (CPU or CUDA, fp32; extra
+            ``geochange[onnx]``). Every engine runs the same graph (the model, BatchNorm
+            folded, then its sigmoid/softmax); OpenVINO and ONNX Runtime run it exported to
+            ONNX, once per weights, tile shape, batch, precision and engine version, cached in
+            ``engine_cache_dir``.
+        engine_cache_dir: the directory of exported models; default
+            ``$XDG_CACHE_HOME/geochange/engines`` (or ``$GEOCHANGE_ENGINE_CACHE``). Dask
+            workers load from it (and export again where they do not see it).
+        calibration_tiles: with ``precision="int8"``, tiles sampled evenly over the scene
+            for calibration; a quarter of them are held out for the agreement check.
 
     Raises:
         ConfigurationError: inconsistent arguments (e.g. ``tile_size <= overlap``).
@@ -231,6 +246,9 @@ class ChangePredictor:
         fold_batchnorm: bool = True,
         input_range: dict[str, Any] | None = None,
         value_range: Literal["check", "rescale", "ignore"] = "check",
+        engine: EngineName = "torch",
+        engine_cache_dir: str | os.PathLike[str] | None = None,
+        calibration_tiles: int = CALIBRATION_TILES,
     ) -> None:
         margin = overlap // 4 if margin is None else margin
         _check_arguments(
@@ -245,8 +263,9 @@ class ChangePredictor:
             normalization=normalization,
             value_range=value_range,
         )
-        self.device = resolve_device(device)
-        self.precision: str = resolve_precision(precision, self.device)
+        self.engine = engine
+        self.device, self.precision = resolve_engine(engine, device, precision)
+        self.calibration_tiles = int(calibration_tiles)
         self.model = model
         self.tile_size = int(tile_size)
         self.overlap = int(overlap)
@@ -284,6 +303,9 @@ class ChangePredictor:
             channels_last=channels_last,
             size_divisor=size_divisor,
             fold_batchnorm=fold_batchnorm,
+            engine=engine,
+            batch_size=self.batch_size,
+            engine_cache_dir=engine_cache_dir,
         )
 
     # -- construction from checkpoints -----------------------------------------------------
@@ -462,6 +484,13 @@ class ChangePredictor:
         grid = self._grid(height, width)
         channels, classes = self._inferencer.probe_channels(
             int(pre.shape[0]), (grid.tile_height, grid.tile_width)
+        )
+        calibrate_on_scene(
+            self._inferencer,
+            source,
+            grid,
+            count=self.calibration_tiles,
+            threshold=self.threshold,
         )
         names = output_class_names(self.class_names, classes, stacklevel=3) if classes else []
         decode = self._decoder(classes, "float32")

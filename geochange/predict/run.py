@@ -27,7 +27,7 @@ from geochange.predict.inference import model_fingerprint
 from geochange.predict.outputs import output_class_names, output_specs
 from geochange.predict.reader import RasterPair, resolve_window
 from geochange.predict.result import PredictionResult
-from geochange.predict.tiles import _compute_tiles, _rows_from, _TileResult
+from geochange.predict.tiles import _compute_tiles, _rows_from, _TileResult, calibrate_on_scene
 from geochange.predict.windows import ColumnStripe, TileGrid
 from geochange.predict.writer import GeoTiffBandWriter, OutputSpec
 
@@ -166,6 +166,15 @@ class _SceneRun:
         channels, classes = p._inferencer.probe_channels(
             len(pair.bands), (grid.tile_height, grid.tile_width)
         )
+        # int8: quantized and checked on this scene before any output exists.
+        calibrate_on_scene(
+            p._inferencer,
+            pair,
+            grid,
+            count=p.calibration_tiles,
+            threshold=p.threshold,
+            origin=origin,
+        )
         # stacklevel: the warning names the caller of predict().
         names = output_class_names(p.class_names, classes, stacklevel=5) if classes else []
         specs = output_specs(
@@ -203,6 +212,7 @@ class _SceneRun:
             "outputs": [s.key for s in plan.specs],
             "threshold": p.threshold,
             "precision": p.precision,
+            "engine": p.engine,
             "probability_dtype": p.probability_dtype,
             "model": model_fingerprint(p.model),
             "stripes": [[st.band_x0, st.out_x0, st.out_x1] for st in plan.stripes],

@@ -146,3 +146,30 @@ def stripes_for_budget(
     # Stripes narrower than a few tiles would recompute a large share of the tiles.
     max_width = max(max_width, MIN_STRIPE_TILES * grid.tile_width)
     return column_stripes(grid, max_width)
+
+
+def calibrate_on_scene(
+    inferencer: _Inferencer,
+    source: Any,
+    grid: TileGrid,
+    *,
+    count: int,
+    threshold: float,
+    origin: tuple[int, int] = (0, 0),
+) -> float | None:
+    """With ``precision="int8"``: quantize on ``count`` tiles spread evenly over the scene.
+
+    Returns the held-out agreement with fp32 (None at other precisions).
+
+    Raises:
+        QuantizationError: int8 changes too many binary change pixels (see
+            :mod:`geochange.predict.engines.quantize`).
+    """
+    if inferencer.engine.precision != "int8":
+        return None
+    from geochange.predict.engines.quantize import sample_indices
+
+    rows = range(len(grid.row_starts))
+    windows = _tile_windows(grid, rows, range(len(grid.col_starts)), origin)
+    picked = [windows[i] for i in sample_indices(count, len(windows))]
+    return inferencer.calibrate(source, picked, threshold)
