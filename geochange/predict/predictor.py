@@ -25,6 +25,7 @@ from geochange._deprecation import renamed_argument
 from geochange.checkpoint import load_model
 from geochange.errors import CheckpointError, ConfigurationError
 from geochange.io import bound_malloc_growth, gdal_cache
+from geochange.models.early_fusion import adapt_input_layout
 from geochange.predict.blend import (
     DECODE_CHUNK_WIDTH,
     TRIM_EVERY_TILES,
@@ -100,9 +101,7 @@ def _check_arguments(
     if tile_size <= 0 or overlap < 0:
         raise ConfigurationError(f"invalid tile_size={tile_size} / overlap={overlap}")
     if tile_size <= overlap:
-        raise ConfigurationError(
-            f"tile_size ({tile_size}) must be larger than overlap ({overlap})"
-        )
+        raise ConfigurationError(f"tile_size ({tile_size}) must be larger than overlap ({overlap})")
     if overlap > 0 and not 0 <= 2 * margin < overlap:
         raise ConfigurationError(f"margin ({margin}) must be in [0, overlap / 2)")
     if blend not in BLEND_MODES:
@@ -198,6 +197,10 @@ class ChangePredictor:
             ranges before the first tile, ``"rescale"`` maps that date's values linearly onto
             the training range (by the ratio of the full-scale values, 255 / 4095 for 12-bit
             imagery on an 8-bit model), ``"ignore"`` predicts on the values as they are.
+        input_layout: how ``model`` takes the two dates: ``"temporal"`` ``[B, 2, C, H, W]``
+            (the geochange contract) or ``"stacked"`` ``[B, 2C, H, W]``, pre-date bands first
+            (early-fusion networks such as the ``unet`` of TorchGeo's change task); a stacked
+            model is wrapped in :class:`geochange.models.StackedDates` (``self.model``).
 
     Raises:
         ConfigurationError: inconsistent arguments (e.g. ``tile_size <= overlap``).
@@ -231,8 +234,11 @@ class ChangePredictor:
         fold_batchnorm: bool = True,
         input_range: dict[str, Any] | None = None,
         value_range: Literal["check", "rescale", "ignore"] = "check",
+        input_layout: Literal["temporal", "stacked"] = "temporal",
     ) -> None:
         margin = overlap // 4 if margin is None else margin
+        # An ordinary bi-temporal module from here on (for exporters and engines too).
+        model = adapt_input_layout(model, input_layout, in_channels)
         _check_arguments(
             tile_size=tile_size,
             overlap=overlap,
@@ -293,11 +299,16 @@ class ChangePredictor:
         """Build a predictor from a geochange training checkpoint.
 
         Normalization, bands, class names, input channels and tile size come from the
-        checkpoint's ``"geochange"`` metadata; any constructor argument can be overridden.
+        checkpoint's ``"geochange"`` metadata; any constructor argument can be overridden. A
+        TorchGeo ``ChangeDetection`` checkpoint is rebuilt from its hyper-parameters (see
+        :func:`geochange.checkpoint.load_model`); it records no normalization: pass
+        ``normalization`` (the datamodule's ``mean``/``std``), else raw values are fed.
 
         Args:
-            path: a checkpoint written by :class:`geochange.trainers.ChangeTrainer`.
-            **overrides: constructor keyword arguments.
+            path: a checkpoint written by :class:`geochange.trainers.ChangeTrainer`, or by
+                TorchGeo's ``ChangeDetection`` task.
+            **overrides: constructor keyword arguments (``input_layout`` must match a TorchGeo
+                checkpoint's, which the loaded model already follows).
 
         Returns:
             The predictor with the checkpoint's model in eval mode.
@@ -320,7 +331,14 @@ class ChangePredictor:
             "in_channels": metadata.in_channels,
             "input_range": metadata.input_range,
         }
-        if metadata.input_range is None and overrides.get("value_range") != "ignore":
+        if metadata.trainer == "torchgeo.tasks.ChangeDetection":
+            _torchgeo_warning(path, metadata.extra.get("input_layout"), overrides)
+        elif overrides.get("input_layout", "temporal") != "temporal":
+            raise ConfigurationError(
+                f"{str(path)!r} holds a geochange model, which takes [B, 2, C, H, W]: "
+                "input_layout='stacked' is for networks taking the dates as channels"
+            )
+        elif metadata.input_range is None and overrides.get("value_range") != "ignore":
             warnings.warn(
                 f"checkpoint {str(path)!r} has no record of its training imagery's value range "
                 f"(written by geochange {metadata.version}); predict cannot check that a "
@@ -484,9 +502,7 @@ class ChangePredictor:
 
     def _stripes(self, grid: TileGrid, channels: int, classes: int) -> list[ColumnStripe]:
         """Column stripes whose blending bands fit ``band_memory_mb``."""
-        return stripes_for_budget(
-            grid, channels, classes, self.semantic_blend, self.band_memory_mb
-        )
+        return stripes_for_budget(grid, channels, classes, self.semantic_blend, self.band_memory_mb)
 
     def _decoder(
         self, classes: int, probability_dtype: str, wanted: set[str] | None = None
@@ -536,6 +552,23 @@ class ChangePredictor:
         from tqdm.auto import tqdm
 
         return tqdm(total=total, unit="tile", desc="predict", disable=not self.progress)
+
+
+def _torchgeo_warning(path: Path, layout: Any, overrides: dict[str, Any]) -> None:
+    """Check ``input_layout`` and warn of what a TorchGeo checkpoint does not record."""
+    asked = overrides.pop("input_layout", layout)
+    if asked != layout:
+        raise ConfigurationError(
+            f"{str(path)!r} is a TorchGeo checkpoint whose network takes the {layout} layout; "
+            f"input_layout={asked!r} does not match (leave it out: the loaded model is adapted)"
+        )
+    if overrides.get("normalization") is None:
+        warnings.warn(
+            f"TorchGeo checkpoint {str(path)!r} records no input normalization or value range; "
+            "pass normalization={'mean': [...], 'std': [...]} (the mean/std of the datamodule "
+            "it was trained with, e.g. std 255 for 8-bit imagery) or raw pixel values are fed",
+            stacklevel=3,
+        )
 
 
 def overlap_default(tile_size: int) -> int:
