@@ -13,16 +13,23 @@ TorchGeo task is imported; the file is read with ``torch.load(weights_only=True)
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from geochange.checkpoint import CheckpointMetadata, describe_state_dict_mismatch
-from geochange.errors import CheckpointError
+from geochange.errors import CheckpointError, ConfigurationError
 from geochange.models.early_fusion import EarlyFusionUNet, StackedDates
 
-__all__ = ["TORCHGEO_MODELS", "is_torchgeo_checkpoint", "torchgeo_model_from_checkpoint"]
+__all__ = [
+    "TORCHGEO_MODELS",
+    "is_torchgeo_checkpoint",
+    "torchgeo_model_from_checkpoint",
+    "torchgeo_overrides",
+]
 
 #: Hyper-parameters every TorchGeo ``ChangeDetection`` checkpoint has (``freeze_decoder`` and
 #: ``num_labels`` are the task's own; geochange trainers have neither).
@@ -194,3 +201,31 @@ def torchgeo_model_from_checkpoint(
         extra={"input_layout": layout, "torchgeo_task": hparams.get("task")},
     )
     return model.eval(), metadata
+
+
+def torchgeo_overrides(path: Path, layout: Any, overrides: dict[str, Any]) -> None:
+    """Check a predictor's overrides for a TorchGeo checkpoint; warn of what it lacks.
+
+    ``input_layout`` is removed from ``overrides`` (the loaded model is already adapted).
+
+    Args:
+        path: The checkpoint.
+        layout: Its network's input layout (``metadata.extra["input_layout"]``).
+        overrides: ``ChangePredictor.from_checkpoint``'s keyword arguments (edited in place).
+
+    Raises:
+        ConfigurationError: An ``input_layout`` that is not the network's.
+    """
+    asked = overrides.pop("input_layout", layout)
+    if asked != layout:
+        raise ConfigurationError(
+            f"{str(path)!r} is a TorchGeo checkpoint whose network takes the {layout} layout; "
+            f"input_layout={asked!r} does not match (leave it out: the loaded model is adapted)"
+        )
+    if overrides.get("normalization") is None:
+        warnings.warn(
+            f"TorchGeo checkpoint {str(path)!r} records no input normalization or value range; "
+            "pass normalization={'mean': [...], 'std': [...]} (the mean/std of the datamodule "
+            "it was trained with, e.g. std 255 for 8-bit imagery) or raw pixel values are fed",
+            stacklevel=3,
+        )

@@ -148,9 +148,7 @@ def _semantic_specs(out_dir: Path, classes: int, names: list[str]) -> list[Outpu
     # Colour a transition by its destination class.
     tmap = None
     if dtype == "uint8":
-        tmap = {
-            a * classes + b: (*colours[b], 255) for a in range(classes) for b in range(classes)
-        }
+        tmap = {a * classes + b: (*colours[b], 255) for a in range(classes) for b in range(classes)}
         tmap[unchanged] = (0, 0, 0, 255)
     specs.append(
         OutputSpec(

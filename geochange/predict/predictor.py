@@ -26,6 +26,7 @@ from geochange.checkpoint import load_model
 from geochange.errors import CheckpointError, ConfigurationError
 from geochange.io import bound_malloc_growth, gdal_cache
 from geochange.models.early_fusion import adapt_input_layout
+from geochange.models.torchgeo_checkpoint import torchgeo_overrides
 from geochange.predict.blend import (
     DECODE_CHUNK_WIDTH,
     TRIM_EVERY_TILES,
@@ -46,6 +47,7 @@ from geochange.predict.inference import (
     resolve_device,
     resolve_precision,
 )
+from geochange.predict.lazy import is_dask, lazy_outputs
 from geochange.predict.outputs import decode_outputs, output_class_names
 from geochange.predict.result import PredictionResult
 from geochange.predict.run import LOCK_NAME, SIDECAR_NAME, _PredictOptions, _SceneRun
@@ -332,7 +334,7 @@ class ChangePredictor:
             "input_range": metadata.input_range,
         }
         if metadata.trainer == "torchgeo.tasks.ChangeDetection":
-            _torchgeo_warning(path, metadata.extra.get("input_layout"), overrides)
+            torchgeo_overrides(path, metadata.extra.get("input_layout"), overrides)
         elif overrides.get("input_layout", "temporal") != "temporal":
             raise ConfigurationError(
                 f"{str(path)!r} holds a geochange model, which takes [B, 2, C, H, W]: "
@@ -454,10 +456,13 @@ class ChangePredictor:
         )
 
     def predict_xarray(self, pre: xr.DataArray, post: xr.DataArray) -> xr.Dataset:
-        """Predict change between two ``(band, y, x)`` DataArrays; returns an in-memory Dataset.
+        """Predict change between two ``(band, y, x)`` DataArrays; returns a CF-described Dataset.
 
         The post array is reprojected onto the pre grid with rioxarray when their CRS or
-        transform differ; lazily dask-backed inputs are read tile by tile.
+        transform differ. Dask-backed inputs give a lazy, dask-backed Dataset (one task per
+        two tile rows, each reading only the input rows it needs; nothing runs until it is
+        computed, on any dask scheduler, and the values equal the in-memory result); numpy
+        inputs are predicted at once.
 
         Args:
             pre: pre-date array ``(band, y, x)`` (rioxarray CRS/transform are carried over).
@@ -465,7 +470,10 @@ class ChangePredictor:
 
         Returns:
             Dataset with ``change`` (uint8, 255 nodata), ``probability`` (float32, NaN nodata)
-            and, for semantic models, ``semantic_pre``, ``semantic_post``, ``transition``.
+            and, for semantic models, ``semantic_pre``, ``semantic_post``, ``transition``; each
+            with CF attributes (``long_name``, ``_FillValue``, ``units`` for the probability,
+            ``flag_values``/``flag_meanings``/``flag_colors`` for class maps). Write one as a
+            GeoTIFF with its palette with :func:`geochange.predict.lazy.to_raster`.
         """
         source, pre, crs = xarray_source(pre, post, self.in_channels)
         height, width = source.height, source.width
@@ -474,6 +482,9 @@ class ChangePredictor:
             int(pre.shape[0]), (grid.tile_height, grid.tile_width)
         )
         names = output_class_names(self.class_names, classes, stacklevel=3) if classes else []
+        if is_dask(source.pre) or is_dask(source.post):
+            lazy = lazy_outputs(self, source, grid, channels, classes, names)
+            return to_dataset(lazy, pre, names, crs, classes)
         decode = self._decoder(classes, "float32")
         outputs: dict[str, np.ndarray] = {}
         stripes = self._stripes(grid, channels, classes)
@@ -493,7 +504,7 @@ class ChangePredictor:
                 )
                 assembler = self._assembler(grid, channels, classes, decode, write, stripe)
                 blend_stripe(assembler, 0, tiles)
-        return to_dataset(outputs, pre, names, crs)
+        return to_dataset(outputs, pre, names, crs, classes)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -552,23 +563,6 @@ class ChangePredictor:
         from tqdm.auto import tqdm
 
         return tqdm(total=total, unit="tile", desc="predict", disable=not self.progress)
-
-
-def _torchgeo_warning(path: Path, layout: Any, overrides: dict[str, Any]) -> None:
-    """Check ``input_layout`` and warn of what a TorchGeo checkpoint does not record."""
-    asked = overrides.pop("input_layout", layout)
-    if asked != layout:
-        raise ConfigurationError(
-            f"{str(path)!r} is a TorchGeo checkpoint whose network takes the {layout} layout; "
-            f"input_layout={asked!r} does not match (leave it out: the loaded model is adapted)"
-        )
-    if overrides.get("normalization") is None:
-        warnings.warn(
-            f"TorchGeo checkpoint {str(path)!r} records no input normalization or value range; "
-            "pass normalization={'mean': [...], 'std': [...]} (the mean/std of the datamodule "
-            "it was trained with, e.g. std 255 for 8-bit imagery) or raw pixel values are fed",
-            stacklevel=3,
-        )
 
 
 def overlap_default(tile_size: int) -> int:
