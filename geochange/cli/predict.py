@@ -77,6 +77,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also replace existing outputs that geochange did not write (never an input)",
     )
+    for flag in ("--mean", "--std"):
+        parser.add_argument(
+            flag,
+            type=float,
+            nargs="+",
+            metavar="V",
+            help=f"per-band normalization {flag[2:]} in raw pixel units, with --mean/--std both "
+            "(default: the checkpoint's; TorchGeo checkpoints record none)",
+        )
     parser.add_argument(
         "--input-layout",
         choices=["temporal", "stacked"],
@@ -125,6 +134,12 @@ def run(args: argparse.Namespace) -> int:
         overrides["num_workers"] = args.num_workers
     if args.input_layout is not None:
         overrides["input_layout"] = args.input_layout
+    if (args.mean is None) != (args.std is None):
+        from geochange.errors import ConfigurationError
+
+        raise ConfigurationError("give --mean and --std together")
+    if args.mean is not None:
+        overrides["normalization"] = {"mean": args.mean, "std": args.std}
     # Folders this run creates; those still empty when it fails early are removed again.
     created = _missing_dirs(args.out_dir)
     if args.vector:

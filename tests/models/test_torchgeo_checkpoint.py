@@ -158,3 +158,13 @@ def test_trained_torchgeo_checkpoint_predicts_a_scene(tmp_path: Path) -> None:
     np.testing.assert_allclose(probability, np.round(expected * 254), atol=1)
     with pytest.raises(ConfigurationError, match="stacked layout"):
         ChangePredictor.from_checkpoint(checkpoint, input_layout="temporal")
+    # The CLI: --mean/--std give the normalization; the same map as from Python.
+    from geochange.cli import main as cli_main
+
+    cli = ["predict", "--checkpoint", str(checkpoint), "--pre", str(pair.pre), "--post"]
+    cli += [str(pair.post), "--out-dir", str(tmp_path / "cli"), "--precision", "fp32", "--quiet"]
+    cli += ["--mean", "0", "0", "0", "--std", "255", "255", "255", "--device", "cpu"]
+    assert cli_main(cli) == 0
+    with rasterio.open(tmp_path / "cli" / "probability.tif") as ds:
+        np.testing.assert_array_equal(ds.read(1), probability)
+    assert cli_main([*cli[:-8], "--mean", "0", "--device", "cpu"]) == 1  # --std missing
