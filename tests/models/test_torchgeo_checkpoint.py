@@ -167,4 +167,4 @@ def test_trained_torchgeo_checkpoint_predicts_a_scene(tmp_path: Path) -> None:
     assert cli_main(cli) == 0
     with rasterio.open(tmp_path / "cli" / "probability.tif") as ds:
         np.testing.assert_array_equal(ds.read(1), probability)
-    assert cli_main([*cli[:-8], "--mean", "0", "--device", "cpu"]) == 1  # --std missing
+    assert cli_main([*cli[:-10], "--mean", "0", "--device", "cpu"]) == 1  # --std missing
