@@ -98,7 +98,7 @@ def dask_client(
                     n_workers=local_workers,
                     threads_per_worker=threads,
                     processes=True,
-                    dashboard_address=None,
+                    dashboard_address=":0",  # any free port: no clash with a running one
                 )
             )
             client = stack.enter_context(distributed.Client(cluster))
