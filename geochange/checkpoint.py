@@ -293,7 +293,9 @@ def validate_metadata(checkpoint: dict[str, Any], path: str | Path) -> dict[str,
     if not isinstance(stored, dict):
         raise CheckpointError(
             f"{path} is a Lightning checkpoint but not a geochange one (no "
-            f"'{CHECKPOINT_KEY}' metadata); train it with geochange.ChangeTrainer"
+            f"'{CHECKPOINT_KEY}' metadata); train it with geochange.ChangeTrainer (a "
+            "TorchGeo ChangeDetection checkpoint loads with load_model or "
+            "ChangePredictor.from_checkpoint)"
         )
     metadata = _current_names(stored, path)
     missing = [key for key in METADATA_KEYS if key not in metadata]
@@ -471,7 +473,9 @@ def load_model(
 ) -> tuple[nn.Module, CheckpointMetadata]:
     """Rebuild a checkpoint's model from the registry and load its weights (no Lightning).
 
-    The file is read once, with ``torch.load(weights_only=True)``: it cannot run code.
+    The file is read once, with ``torch.load(weights_only=True)``: it cannot run code. A
+    TorchGeo ``ChangeDetection`` checkpoint is recognised by its hyper-parameters and rebuilt by
+    :func:`geochange.models.torchgeo_checkpoint.torchgeo_model_from_checkpoint`.
 
     Args:
         path: Checkpoint written by a geochange trainer.
@@ -514,6 +518,13 @@ def model_from_checkpoint(
     Raises:
         CheckpointError: As :func:`load_model`.
     """
+    from geochange.models.torchgeo_checkpoint import (  # imports the models: lazily
+        is_torchgeo_checkpoint,
+        torchgeo_model_from_checkpoint,
+    )
+
+    if model is None and is_torchgeo_checkpoint(checkpoint):
+        return torchgeo_model_from_checkpoint(checkpoint, str(path), strict=strict)
     metadata = CheckpointMetadata.from_dict(validate_metadata(checkpoint, path))
     if model is None:
         model = _build_registry_model(checkpoint, metadata, path)

@@ -67,8 +67,16 @@ def test_functions_are_short(part: str) -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["geochange.predict", "geochange.vectorize", "geochange.evaluate", "geochange.checkpoint",
-     "geochange.io", "geochange.losses", "geochange.transforms", "geochange.synthetic"],
+    [
+        "geochange.predict",
+        "geochange.vectorize",
+        "geochange.evaluate",
+        "geochange.checkpoint",
+        "geochange.io",
+        "geochange.losses",
+        "geochange.transforms",
+        "geochange.synthetic",
+    ],
 )
 def test_inference_and_plumbing_do_not_import_lightning(module: str) -> None:
     code = (

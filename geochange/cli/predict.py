@@ -100,6 +100,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also replace existing outputs that geochange did not write (never an input)",
     )
+    for flag in ("--mean", "--std"):
+        parser.add_argument(
+            flag,
+            type=float,
+            nargs="+",
+            metavar="V",
+            help=f"per-band normalization {flag[2:]} in raw pixel units, with --mean/--std both "
+            "(default: the checkpoint's; TorchGeo checkpoints record none)",
+        )
+    parser.add_argument(
+        "--input-layout",
+        choices=["temporal", "stacked"],
+        help="how the checkpoint's network takes the dates (default: what the checkpoint says; "
+        "a TorchGeo 'unet' takes them stacked as channels)",
+    )
+    dask = parser.add_mutually_exclusive_group()
+    dask.add_argument(
+        "--dask-scheduler",
+        metavar="ADDRESS",
+        help="infer blocks of tile rows on the workers of this Dask scheduler (tcp://host:8786)",
+    )
+    dask.add_argument(
+        "--dask-local-workers",
+        type=int,
+        metavar="N",
+        help="start a local Dask cluster of N worker processes for this run (closed at the end)",
+    )
     parser.add_argument("--vector", help="also vectorize the changes to this file (.gpkg, ...)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -131,6 +158,14 @@ def run(args: argparse.Namespace) -> int:
         overrides["margin"] = args.margin
     if args.num_workers is not None:
         overrides["num_workers"] = args.num_workers
+    if args.input_layout is not None:
+        overrides["input_layout"] = args.input_layout
+    if (args.mean is None) != (args.std is None):
+        from geochange.errors import ConfigurationError
+
+        raise ConfigurationError("give --mean and --std together")
+    if args.mean is not None:
+        overrides["normalization"] = {"mean": args.mean, "std": args.std}
     # Folders this run creates; those still empty when it fails early are removed again.
     created = _missing_dirs(args.out_dir)
     if args.vector:
@@ -156,6 +191,7 @@ def _missing_dirs(path: Path) -> list[Path]:
 
 def _run(args: argparse.Namespace, overrides: dict[str, object]) -> int:
     from geochange.predict import ChangePredictor
+    from geochange.predict.cluster import dask_client
 
     if args.vector:
         from geochange.io import check_not_inputs
@@ -169,17 +205,19 @@ def _run(args: argparse.Namespace, overrides: dict[str, object]) -> int:
         )
     started = time.perf_counter()
     predictor = ChangePredictor.from_checkpoint(args.checkpoint, **overrides)
-    result = predictor.predict(
-        args.pre,
-        args.post,
-        args.out_dir,
-        window=args.bounds,
-        write_probability=not args.no_probability,
-        resume=args.resume,
-        crs=args.crs,
-        res=args.res,
-        overwrite=args.overwrite,
-    )
+    with dask_client(args.dask_scheduler, args.dask_local_workers) as client:
+        result = predictor.predict(
+            args.pre,
+            args.post,
+            args.out_dir,
+            window=args.bounds,
+            write_probability=not args.no_probability,
+            resume=args.resume,
+            crs=args.crs,
+            res=args.res,
+            overwrite=args.overwrite,
+            client=client,
+        )
     for key in ("change", "probability", "semantic_pre", "semantic_post", "transition"):
         path = getattr(result, key)
         if path is not None:

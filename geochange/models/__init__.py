@@ -16,8 +16,16 @@ from geochange.models.base import (
 )
 from geochange.models.bit import BIT
 from geochange.models.changeformer import ChangeFormer
+from geochange.models.early_fusion import EarlyFusionUNet, StackedDates
 from geochange.models.folding import fold_batch_norm
-from geochange.models.registry import build_model, list_models, load_pretrained, register_model
+from geochange.models.registry import (
+    MODEL_ALIASES,
+    build_model,
+    canonical_model_name,
+    list_models,
+    load_pretrained,
+    register_model,
+)
 from geochange.models.semantic_change import SemanticChangeNet
 from geochange.models.siamese import FusionUNet, SiamConc, SiamDiff
 from geochange.models.snunet import SNUNet
@@ -29,6 +37,7 @@ SEMANTIC_MODELS = frozenset({"semantic_change"})
 register_model("fusion_unet", FusionUNet)
 register_model("siam_diff", SiamDiff)
 register_model("siam_conc", SiamConc)
+register_model("early_fusion_unet", EarlyFusionUNet)
 register_model("semantic_change", SemanticChangeNet)
 register_model("changeformer", ChangeFormer)
 register_model("snunet", SNUNet)
@@ -38,17 +47,21 @@ register_model("tinycd", TinyCD)
 __all__ = [
     *_keys.__all__,
     "BIT",
+    "MODEL_ALIASES",
     "SEMANTIC_MODELS",
     "ChangeFormer",
     "ChangeModel",
+    "EarlyFusionUNet",
     "FusionUNet",
     "SNUNet",
     "SemanticChangeNet",
     "SiamConc",
     "SiamDiff",
     "SiameseChangeModel",
+    "StackedDates",
     "TinyCD",
     "build_model",
+    "canonical_model_name",
     "fold_batch_norm",
     "list_models",
     "load_pretrained",

@@ -17,6 +17,14 @@ ModelFactory = Callable[..., nn.Module]
 
 _REGISTRY: dict[str, ModelFactory] = {}
 
+#: TorchGeo's ``ChangeDetection`` model names accepted by :func:`build_model`, with the
+#: geochange model each builds (same topology; docs/models.md says where they differ).
+MODEL_ALIASES: dict[str, str] = {
+    "fcsiamdiff": "siam_diff",
+    "fcsiamconc": "siam_conc",
+    "unet": "early_fusion_unet",
+}
+
 # Prefixes a state dict may carry around the model's own keys: a Lightning module holding the
 # model as ``self.model``, DataParallel/DDP wrappers, torch.compile.
 _WRAPPER_PREFIXES = ("model.", "module.", "_orig_mod.", "net.")
@@ -63,12 +71,24 @@ def register_model(
 
 
 def list_models() -> list[str]:
-    """Return the registered model names, sorted.
+    """Return the registered model names, sorted (canonical names, no aliases).
 
     Returns:
-        Names accepted by :func:`build_model`.
+        Names accepted by :func:`build_model` (which also accepts :data:`MODEL_ALIASES`).
     """
     return sorted(_REGISTRY)
+
+
+def canonical_model_name(name: str) -> str:
+    """The registry name of ``name``: itself, or the model a TorchGeo alias stands for.
+
+    Args:
+        name: A registry name or a key of :data:`MODEL_ALIASES` (``"fcsiamdiff"``, ...).
+
+    Returns:
+        The canonical registry name (a registered name is never taken as an alias).
+    """
+    return name if name in _REGISTRY else MODEL_ALIASES.get(name, name)
 
 
 def build_model(
@@ -85,8 +105,10 @@ def build_model(
 
     Args:
         name: Registered model name (see :func:`list_models`): ``"fusion_unet"``,
-            ``"siam_diff"``, ``"siam_conc"``, ``"semantic_change"``, ``"changeformer"``,
-            ``"snunet"`` or a user model.
+            ``"siam_diff"``, ``"siam_conc"``, ``"early_fusion_unet"``, ``"semantic_change"``,
+            ``"changeformer"``, ``"snunet"`` or a user model; TorchGeo's names
+            ``"fcsiamdiff"``, ``"fcsiamconc"`` and ``"unet"`` build the geochange model of
+            :data:`MODEL_ALIASES` (``model_name`` is then the canonical name).
         backbone: Any segmentation-models-pytorch encoder name; ``None`` (the default) keeps
             the model's own default (``"resnet18"`` for the UNet models, ``"mit_b0"`` for
             ``changeformer``; ``snunet`` has its own encoder).
@@ -108,9 +130,12 @@ def build_model(
         ConfigurationError: Unknown model or backbone, or inconsistent arguments.
         CheckpointError: Pretrained weights unavailable or not matching the model.
     """
+    name = canonical_model_name(name)
     if name not in _REGISTRY:
+        aliases = ", ".join(f"{a} ({c})" for a, c in MODEL_ALIASES.items())
         raise ConfigurationError(
-            f"unknown model {name!r}; registered models: {', '.join(list_models())}"
+            f"unknown model {name!r}; registered models: {', '.join(list_models())}; "
+            f"TorchGeo aliases: {aliases}"
         )
     checkpoint_path: Path | None = None
     factory_kwargs = dict(kwargs)

@@ -154,16 +154,17 @@ class _BandAssembler:
             ids = probs[1 + date * k : 1 + (date + 1) * k].argmax(0).astype(np.uint8)
             np.copyto(self.labels[date, :, cols], ids, where=better)
 
-    def finish(self) -> None:
-        """Write the remaining rows down to the bottom of the scene."""
+    def finish(self, until: int | None = None) -> None:
+        """Write the remaining rows down to the bottom of the scene (or to row ``until``).
+
+        ``until`` ends a run over the tile rows that reach rows above it (a block of a lazy
+        prediction): those rows are complete, later ones are not written.
+        """
         if self.top is not None:
-            self._release(self.grid.height)
+            self._release(self.grid.height if until is None else until)
 
 
-
-def blend_stripe(
-    assembler: _BandAssembler, first_row: int, tiles: Iterable[_TileResult]
-) -> int:
+def blend_stripe(assembler: _BandAssembler, first_row: int, tiles: Iterable[_TileResult]) -> int:
     """Blend ``tiles`` (row-major, from tile row ``first_row``) and write every row.
 
     Returns:

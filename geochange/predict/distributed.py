@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geochange.errors import DataError, GeochangeError
-from geochange.io import CLASS_NAMES_TAG, NODATA_U8, bound_malloc_growth, gdal_cache
+from geochange.io import CLASS_NAMES_TAG, bound_malloc_growth, gdal_cache
 from geochange.predict.inference import _Inferencer
 from geochange.predict.reader import ArrayPair, picklable_error
 from geochange.predict.tiles import (
@@ -179,9 +179,7 @@ def xarray_source(
     if pre.shape != post.shape:
         raise DataError(f"pre {pre.shape} and post {post.shape} arrays differ in shape")
     if in_channels is not None and pre.shape[0] != in_channels:
-        raise DataError(
-            f"the model expects {in_channels} bands but the arrays have {pre.shape[0]}"
-        )
+        raise DataError(f"the model expects {in_channels} bands but the arrays have {pre.shape[0]}")
     source = ArrayPair(
         pre.data,
         post.data,
@@ -192,15 +190,21 @@ def xarray_source(
 
 
 def to_dataset(
-    outputs: dict[str, np.ndarray], pre: xr.DataArray, names: list[str], crs: Any
+    outputs: dict[str, Any], pre: xr.DataArray, names: list[str], crs: Any, classes: int = 0
 ) -> xr.Dataset:
-    """The decoded rasters as a Dataset on the grid (coordinates, CRS, transform) of ``pre``."""
+    """The decoded rasters (numpy or dask) as a CF-described Dataset on the grid of ``pre``.
+
+    Coordinates, CRS and transform are those of ``pre``; each variable gets the CF attributes
+    of :func:`geochange.predict.lazy.describe`.
+    """
     import xarray as xr
+
+    from geochange.predict.lazy import describe
 
     coords = {k: pre.coords[k] for k in ("y", "x") if k in pre.coords}
     data_vars = {key: (("y", "x"), values) for key, values in outputs.items()}
     dataset = xr.Dataset(data_vars, coords=coords)
-    dataset["change"].attrs["_FillValue"] = NODATA_U8
+    describe(dataset, classes, names)
     if names:
         dataset.attrs[CLASS_NAMES_TAG] = json.dumps(names)
     if crs is not None:

@@ -25,6 +25,9 @@ from geochange._deprecation import renamed_argument
 from geochange.checkpoint import load_model
 from geochange.errors import CheckpointError, ConfigurationError, NormalizationWarning
 from geochange.io import bound_malloc_growth, gdal_cache
+from geochange.models.early_fusion import adapt_input_layout
+from geochange.models.torchgeo_checkpoint import torchgeo_overrides
+from geochange.predict.arguments import _check_arguments
 from geochange.predict.blend import (
     DECODE_CHUNK_WIDTH,
     TRIM_EVERY_TILES,
@@ -41,7 +44,11 @@ from geochange.predict.distributed import (
 )
 from geochange.predict.engines import resolve_engine
 from geochange.predict.engines.quantize import CALIBRATION_TILES
-from geochange.predict.inference import _Inferencer, default_num_workers
+from geochange.predict.inference import (
+    _Inferencer,
+    default_num_workers,
+)
+from geochange.predict.lazy import is_dask, lazy_outputs
 from geochange.predict.outputs import decode_outputs, output_class_names
 from geochange.predict.result import PredictionResult
 from geochange.predict.run import LOCK_NAME, SIDECAR_NAME, _PredictOptions, _SceneRun
@@ -52,8 +59,7 @@ from geochange.predict.tiles import (
     calibrate_on_scene,
     stripes_for_budget,
 )
-from geochange.predict.windows import BLEND_MODES, ColumnStripe, TileGrid
-from geochange.transforms.stats import VALUE_RANGE_MODES
+from geochange.predict.windows import ColumnStripe, TileGrid
 
 if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
@@ -76,53 +82,6 @@ __all__ = [
 
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 EngineName = Literal["torch", "openvino", "onnxruntime"]
-
-
-def _check_arguments(
-    *,
-    tile_size: int,
-    overlap: int,
-    margin: int,
-    blend: str,
-    semantic_blend: str,
-    probability_dtype: str,
-    threshold: float,
-    batch_size: int,
-    normalization: dict[str, Sequence[float]] | None,
-    value_range: str,
-) -> None:
-    """Raise a ConfigurationError for inconsistent :class:`ChangePredictor` arguments."""
-    if value_range not in VALUE_RANGE_MODES:
-        raise ConfigurationError(
-            f"value_range must be one of {VALUE_RANGE_MODES}, got {value_range!r}"
-        )
-    if tile_size <= 0 or overlap < 0:
-        raise ConfigurationError(f"invalid tile_size={tile_size} / overlap={overlap}")
-    if tile_size <= overlap:
-        raise ConfigurationError(
-            f"tile_size ({tile_size}) must be larger than overlap ({overlap})"
-        )
-    if overlap > 0 and not 0 <= 2 * margin < overlap:
-        raise ConfigurationError(f"margin ({margin}) must be in [0, overlap / 2)")
-    if blend not in BLEND_MODES:
-        raise ConfigurationError(f"unknown blend {blend!r}; choose one of {BLEND_MODES}")
-    if semantic_blend not in ("probability", "center"):
-        raise ConfigurationError(
-            f"semantic_blend must be 'probability' or 'center', got {semantic_blend!r}"
-        )
-    if probability_dtype not in ("uint8", "float32"):
-        raise ConfigurationError("probability_dtype must be 'uint8' or 'float32'")
-    if not 0.0 <= threshold <= 1.0:
-        raise ConfigurationError(f"threshold must be in [0, 1], got {threshold}")
-    if batch_size < 1:
-        raise ConfigurationError("batch_size must be >= 1")
-    if normalization is not None:
-        if set(normalization) < {"mean", "std"}:
-            raise ConfigurationError("normalization must have 'mean' and 'std' lists")
-        if len(normalization["mean"]) != len(normalization["std"]):
-            raise ConfigurationError("normalization 'mean' and 'std' differ in length")
-        if any(float(s) == 0 for s in normalization["std"]):
-            raise ConfigurationError("normalization 'std' contains zeros")
 
 
 class ChangePredictor:
@@ -213,6 +172,10 @@ class ChangePredictor:
             workers load from it (and export again where they do not see it).
         calibration_tiles: with ``precision="int8"``, tiles sampled evenly over the scene
             for calibration; a quarter of them are held out for the agreement check.
+        input_layout: how ``model`` takes the two dates: ``"temporal"`` ``[B, 2, C, H, W]``
+            (the geochange contract) or ``"stacked"`` ``[B, 2C, H, W]``, pre-date bands first
+            (early-fusion networks such as the ``unet`` of TorchGeo's change task); a stacked
+            model is wrapped in :class:`geochange.models.StackedDates` (``self.model``).
 
     Raises:
         ConfigurationError: inconsistent arguments (e.g. ``tile_size <= overlap``).
@@ -249,8 +212,11 @@ class ChangePredictor:
         engine: EngineName = "torch",
         engine_cache_dir: str | os.PathLike[str] | None = None,
         calibration_tiles: int = CALIBRATION_TILES,
+        input_layout: Literal["temporal", "stacked"] = "temporal",
     ) -> None:
         margin = overlap // 4 if margin is None else margin
+        # An ordinary bi-temporal module from here on (for exporters and engines too).
+        model = adapt_input_layout(model, input_layout, in_channels)
         _check_arguments(
             tile_size=tile_size,
             overlap=overlap,
@@ -315,11 +281,16 @@ class ChangePredictor:
         """Build a predictor from a geochange training checkpoint.
 
         Normalization, bands, class names, input channels and tile size come from the
-        checkpoint's ``"geochange"`` metadata; any constructor argument can be overridden.
+        checkpoint's ``"geochange"`` metadata; any constructor argument can be overridden. A
+        TorchGeo ``ChangeDetection`` checkpoint is rebuilt from its hyper-parameters (see
+        :func:`geochange.checkpoint.load_model`); it records no normalization: pass
+        ``normalization`` (the datamodule's ``mean``/``std``), else raw values are fed.
 
         Args:
-            path: a checkpoint written by :class:`geochange.trainers.ChangeTrainer`.
-            **overrides: constructor keyword arguments.
+            path: a checkpoint written by :class:`geochange.trainers.ChangeTrainer`, or by
+                TorchGeo's ``ChangeDetection`` task.
+            **overrides: constructor keyword arguments (``input_layout`` must match a TorchGeo
+                checkpoint's, which the loaded model already follows).
 
         Returns:
             The predictor with the checkpoint's model in eval mode.
@@ -342,7 +313,14 @@ class ChangePredictor:
             "in_channels": metadata.in_channels,
             "input_range": metadata.input_range,
         }
-        if metadata.input_range is None and overrides.get("value_range") != "ignore":
+        if metadata.trainer == "torchgeo.tasks.ChangeDetection":
+            torchgeo_overrides(path, metadata.extra.get("input_layout"), overrides)
+        elif overrides.get("input_layout", "temporal") != "temporal":
+            raise ConfigurationError(
+                f"{str(path)!r} holds a geochange model, which takes [B, 2, C, H, W]: "
+                "input_layout='stacked' is for networks taking the dates as channels"
+            )
+        elif metadata.input_range is None and overrides.get("value_range") != "ignore":
             warnings.warn(
                 f"checkpoint {str(path)!r} has no record of its training imagery's value range "
                 f"(written by geochange {metadata.version}); predict cannot check that a "
@@ -466,10 +444,13 @@ class ChangePredictor:
         )
 
     def predict_xarray(self, pre: xr.DataArray, post: xr.DataArray) -> xr.Dataset:
-        """Predict change between two ``(band, y, x)`` DataArrays; returns an in-memory Dataset.
+        """Predict change between two ``(band, y, x)`` DataArrays; returns a CF-described Dataset.
 
         The post array is reprojected onto the pre grid with rioxarray when their CRS or
-        transform differ; lazily dask-backed inputs are read tile by tile.
+        transform differ. Dask-backed inputs give a lazy, dask-backed Dataset (one task per
+        two tile rows, each reading only the input rows it needs; nothing runs until it is
+        computed, on any dask scheduler, and the values equal the in-memory result); numpy
+        inputs are predicted at once.
 
         Args:
             pre: pre-date array ``(band, y, x)`` (rioxarray CRS/transform are carried over).
@@ -477,7 +458,10 @@ class ChangePredictor:
 
         Returns:
             Dataset with ``change`` (uint8, 255 nodata), ``probability`` (float32, NaN nodata)
-            and, for semantic models, ``semantic_pre``, ``semantic_post``, ``transition``.
+            and, for semantic models, ``semantic_pre``, ``semantic_post``, ``transition``; each
+            with CF attributes (``long_name``, ``_FillValue``, ``units`` for the probability,
+            ``flag_values``/``flag_meanings``/``flag_colors`` for class maps). Write one as a
+            GeoTIFF with its palette with :func:`geochange.predict.lazy.to_raster`.
         """
         source, pre, crs = xarray_source(pre, post, self.in_channels)
         height, width = source.height, source.width
@@ -493,6 +477,9 @@ class ChangePredictor:
             threshold=self.threshold,
         )
         names = output_class_names(self.class_names, classes, stacklevel=3) if classes else []
+        if is_dask(source.pre) or is_dask(source.post):
+            lazy = lazy_outputs(self, source, grid, channels, classes, names)
+            return to_dataset(lazy, pre, names, crs, classes)
         decode = self._decoder(classes, "float32")
         outputs: dict[str, np.ndarray] = {}
         stripes = self._stripes(grid, channels, classes)
@@ -512,7 +499,7 @@ class ChangePredictor:
                 )
                 assembler = self._assembler(grid, channels, classes, decode, write, stripe)
                 blend_stripe(assembler, 0, tiles)
-        return to_dataset(outputs, pre, names, crs)
+        return to_dataset(outputs, pre, names, crs, classes)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -521,9 +508,7 @@ class ChangePredictor:
 
     def _stripes(self, grid: TileGrid, channels: int, classes: int) -> list[ColumnStripe]:
         """Column stripes whose blending bands fit ``band_memory_mb``."""
-        return stripes_for_budget(
-            grid, channels, classes, self.semantic_blend, self.band_memory_mb
-        )
+        return stripes_for_budget(grid, channels, classes, self.semantic_blend, self.band_memory_mb)
 
     def _decoder(
         self, classes: int, probability_dtype: str, wanted: set[str] | None = None

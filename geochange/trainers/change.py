@@ -438,15 +438,16 @@ class ChangeTrainer(CheckpointLoading):
     def _log_metrics(
         self, metrics: BinaryChangeMetrics | SemanticChangeMetrics, stage: str
     ) -> None:
-        # compute() already reduces the confusion matrices across processes.
-        scores = metrics.compute()
+        # compute() already reduced the confusion matrices, so all processes log one value:
+        # "max" syncs it exactly and Lightning warns of no missing sync_dist under DDP.
+        scores, synced = metrics.compute(), dict[str, Any](sync_dist=True, reduce_fx="max")
         for name, value in scores.items():
             if name == "semantic_iou":
                 names = self.class_names or [f"class_{i}" for i in range(value.numel())]
                 for class_name, class_iou in zip(names, value, strict=True):
-                    self.log(f"{stage}/iou/{class_name}", class_iou.float())
+                    self.log(f"{stage}/iou/{class_name}", class_iou.float(), **synced)
             else:
-                self.log(f"{stage}/{name}", value.float(), prog_bar=name in ("f1", "sek"))
+                self.log(f"{stage}/{name}", value.float(), prog_bar=name in ("f1", "sek"), **synced)
         metrics.reset()
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

@@ -25,9 +25,7 @@ def quickstart_with_blocks() -> str:
     """The README's python block, its vectorize call cut into 4 blocks on 2 workers."""
     (block,) = [b for b in parse(REPO / "README.md") if b.kind == "python"]
     assert VECTORIZE_CALL in block.code, "the README quickstart changed: update this test"
-    return block.code.replace(
-        VECTORIZE_CALL, VECTORIZE_CALL[:-1] + ", block_size=1024, workers=2)"
-    )
+    return block.code.replace(VECTORIZE_CALL, VECTORIZE_CALL[:-1] + ", block_size=1024, workers=2)")
 
 
 @pytest.mark.parametrize("how", ["script", "stdin"])

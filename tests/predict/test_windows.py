@@ -41,7 +41,6 @@ def test_invalid_layouts_raise_configuration_error() -> None:
         ChangePredictor(TinyConvChange(), blend="median")
 
 
-
 @pytest.mark.parametrize(
     ("width", "tile", "overlap", "max_width"),
     [(251, 64, 16, 128), (1000, 64, 40, 200), (5000, 512, 128, 1500), (700, 64, 16, 10_000)],
