@@ -26,6 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin", type=int, help="zero-weight margin (default: overlap / 4)")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    _add_engine_arguments(parser)
+    _add_blending_arguments(parser)
+    _add_output_arguments(parser)
+    _add_model_input_arguments(parser)
+    parser.add_argument("--vector", help="also vectorize the changes to this file (.gpkg, ...)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16", "fp16", "int8"],
@@ -50,6 +59,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=32,
         help="int8: tiles sampled over the scene for calibration and the agreement check",
     )
+    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    add_renamed_option(
+        parser, "--num-workers", "--workers", type=int, help="DataLoader reader processes"
+    )
+    dask = parser.add_mutually_exclusive_group()
+    dask.add_argument(
+        "--dask-scheduler",
+        metavar="ADDRESS",
+        help="infer blocks of tile rows on the workers of this Dask scheduler (tcp://host:8786)",
+    )
+    dask.add_argument(
+        "--dask-local-workers",
+        type=int,
+        metavar="N",
+        help="start a local Dask cluster of N worker processes for this run (closed at the end)",
+    )
+
+
+def _add_blending_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=0.5, help="change threshold")
     parser.add_argument(
         "--blend", choices=["cosine", "gaussian", "mean", "center"], default="cosine"
@@ -75,10 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "imagery, 8-bit model): fail (check), map them linearly onto it (rescale), or predict "
         "anyway (ignore)",
     )
-    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    add_renamed_option(
-        parser, "--num-workers", "--workers", type=int, help="DataLoader reader processes"
-    )
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probability-dtype", choices=["uint8", "float32"], default="uint8")
     parser.add_argument(
         "--no-probability", action="store_true", help="do not write probability.tif"
@@ -100,6 +127,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also replace existing outputs that geochange did not write (never an input)",
     )
+
+
+def _add_model_input_arguments(parser: argparse.ArgumentParser) -> None:
     for flag in ("--mean", "--std"):
         parser.add_argument(
             flag,
@@ -115,20 +145,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how the checkpoint's network takes the dates (default: what the checkpoint says; "
         "a TorchGeo 'unet' takes them stacked as channels)",
     )
-    dask = parser.add_mutually_exclusive_group()
-    dask.add_argument(
-        "--dask-scheduler",
-        metavar="ADDRESS",
-        help="infer blocks of tile rows on the workers of this Dask scheduler (tcp://host:8786)",
-    )
-    dask.add_argument(
-        "--dask-local-workers",
-        type=int,
-        metavar="N",
-        help="start a local Dask cluster of N worker processes for this run (closed at the end)",
-    )
-    parser.add_argument("--vector", help="also vectorize the changes to this file (.gpkg, ...)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
