@@ -242,9 +242,9 @@ class RasterLayer:
                         warp=not _aligned(src, grid),
                         bounds=grid.snap(bounds),
                         dtype=src.dtypes[indexes[0] - 1],
-                        nbytes=src.width * src.height * sum(
-                            np.dtype(t).itemsize for t in src.dtypes
-                        ),
+                        nbytes=src.width
+                        * src.height
+                        * sum(np.dtype(t).itemsize for t in src.dtypes),
                     )
                 )
         if grid is None:

@@ -140,7 +140,6 @@ class BiTemporalRasterDataset(GeoDataset):
         mask_values: str = "auto",
     ) -> None:
         self.transforms = transforms
-        # The scene's size picks the cache once every layer is open (placeholder until then).
         self.gdal_cache_mb = gdal_cache_mb if gdal_cache_mb is not None else BOUNDED_CACHE_MB
         self.mask_values = mask_values
         #: How the change-label raster's values decode to 0/1/255 (None: no raster label).
@@ -222,12 +221,7 @@ class BiTemporalRasterDataset(GeoDataset):
         self.semantic_post = self._open_label(
             "semantic_post", semantic_post, class_attribute, IGNORE_INDEX, all_touched
         )
-        layers = (self.pre, self.post, self.change, self.semantic_pre, self.semantic_post)
-        if gdal_cache_mb is None:
-            self.gdal_cache_mb = scene_cache_mb(layers)
-        for layer in layers:
-            if isinstance(layer, RasterLayer):
-                layer.gdal_cache_mb = self.gdal_cache_mb
+        self._size_cache(gdal_cache_mb)
 
         # One index row per pre file: its part of the pre/post overlap.
         geometries, filepaths = [], []
@@ -246,6 +240,15 @@ class BiTemporalRasterDataset(GeoDataset):
         self._bounds_cache: tuple[Any, tuple[slice, slice, slice]] | None = None
 
     # -- construction helpers ---------------------------------------------------------------
+
+    def _size_cache(self, gdal_cache_mb: int | None) -> None:
+        """Give every raster layer the block cache: ``gdal_cache_mb``, or sized to the scene."""
+        layers = (self.pre, self.post, self.change, self.semantic_pre, self.semantic_post)
+        if gdal_cache_mb is None:
+            self.gdal_cache_mb = scene_cache_mb(layers)
+        for layer in layers:
+            if isinstance(layer, RasterLayer):
+                layer.gdal_cache_mb = self.gdal_cache_mb
 
     @staticmethod
     def _resolve_images(
@@ -435,12 +438,8 @@ class BiTemporalRasterDataset(GeoDataset):
         """Both dates as float32 ``[2, C, h, w]`` and their joint validity (None: all valid)."""
         pre_window = direct_window(self.pre, bounds, res)
         post_window = direct_window(self.post, bounds, res)
-        if (
-            pre_window is not None
-            and post_window is not None
-            and can_read_as_float32(self.pre)
-            and can_read_as_float32(self.post)
-        ):
+        exact = can_read_as_float32(self.pre) and can_read_as_float32(self.post)
+        if pre_window is not None and post_window is not None and exact:
             # Both dates straight into one buffer (see geochange.datasets._direct).
             image = np.empty(
                 (2, self.pre.count, int(pre_window.height), int(pre_window.width)), np.float32
