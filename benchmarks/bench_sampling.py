@@ -308,6 +308,47 @@ def warm_cache(data: Path, count: int, patch: int, repeats: int) -> None:
             raw[i]
 
 
+def cpu_line() -> str:
+    """``lscpu``'s model name and the SIMD/matrix flags that matter here, in one line."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return f"cpu: unknown, {os.cpu_count()} CPUs"
+    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
+                  if ln.startswith("Model name")), "unknown")  # fmt: skip
+    flags = next((ln.split(":", 1)[1].split() for ln in out.splitlines()
+                  if ln.startswith("Flags")), [])  # fmt: skip
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return f"cpu: {model}, {os.cpu_count()} CPUs, flags: {' '.join(shown) or 'no avx2/avx512/amx'}"
+
+
+def summary(results: dict[tuple[str, int], dict[str, Any]], workers: list[int]) -> None:
+    """Print the best TorchGeo baseline, raw reads and geochange per worker count, and ratios."""
+    print("summary (samples/s, medians; ratios measured in this run):")
+    for w in workers:
+        tg = max((results[(m, w)]["rate"] for m in ("torchgeo-and", "torchgeo-ts")
+                  if (m, w) in results), default=None)  # fmt: skip
+        raw = results.get(("rasterio-raw", w))
+        line = f"  workers={w}: TorchGeo best {tg or float('nan'):.1f}, raw rasterio "
+        line += f"{raw['rate'] if raw else float('nan'):.1f}"
+        for method in ("geochange-random", "geochange-balanced"):
+            ours = results.get((method, w))
+            if ours is None:
+                continue
+            line += f"; {method} {ours['rate']:.1f}"
+            if tg:
+                line += f" = {ours['rate'] / tg:.2f}x TorchGeo"
+            if raw:
+                line += f", {100 * ours['rate'] / raw['rate']:.0f}% of raw"
+        print(line)
+    if len(workers) > 1:
+        w0, w1 = workers[0], workers[-1]
+        for method in ("geochange-random", "geochange-balanced", "rasterio-raw"):
+            if (method, w0) in results and (method, w1) in results:
+                ratio = results[(method, w1)]["rate"] / results[(method, w0)]["rate"]
+                print(f"  {method}: {w1} workers / {w0} workers = {ratio:.2f}x")
+
+
 def main() -> None:
     """Parse arguments, then generate the scene or run every configuration."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -353,6 +394,7 @@ def main() -> None:
 
     with rasterio.open(args.data / "pre.tif") as src:
         print(f"scene: {src.width} x {src.height} px, {src.count} bands, {src.dtypes[0]}")
+    print(cpu_line())
     print(f"{args.samples} windows of {args.patch}px, median of {args.repeats} runs, batch 8")
     warm_cache(args.data, args.samples, args.patch, args.repeats)
     results: dict[tuple[str, int], dict[str, Any]] = {}
@@ -378,20 +420,7 @@ def main() -> None:
                 f"{result['rss_mb']:.0f} MB){extra}",
                 flush=True,
             )
-    for workers in args.workers:
-        tg = [results[(m, workers)]["rate"] for m in ("torchgeo-and", "torchgeo-ts")
-              if (m, workers) in results]  # fmt: skip
-        raw = results.get(("rasterio-raw", workers))
-        for method in ("geochange-random", "geochange-balanced"):
-            ours = results.get((method, workers))
-            if ours is None:
-                continue
-            parts = []
-            if tg:
-                parts.append(f"{ours['rate'] / max(tg):.2f}x best TorchGeo baseline")
-            if raw:
-                parts.append(f"{100 * ours['rate'] / raw['rate']:.0f}% of raw rasterio")
-            print(f"{method} workers={workers}: " + ", ".join(parts))
+    summary(results, args.workers)
 
 
 if __name__ == "__main__":

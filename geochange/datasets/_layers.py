@@ -151,6 +151,8 @@ class RasterFile:
     warp: bool
     bounds: tuple[float, float, float, float]
     dtype: str
+    #: Decoded size of the whole file (every band), for sizing the block cache.
+    nbytes: int = 0
 
 
 def _track_open(layer: RasterLayer) -> None:
@@ -240,6 +242,9 @@ class RasterLayer:
                         warp=not _aligned(src, grid),
                         bounds=grid.snap(bounds),
                         dtype=src.dtypes[indexes[0] - 1],
+                        nbytes=src.width
+                        * src.height
+                        * sum(np.dtype(t).itemsize for t in src.dtypes),
                     )
                 )
         if grid is None:

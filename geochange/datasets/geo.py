@@ -30,6 +30,14 @@ from torchgeo.datasets import GeoDataset, IntersectionDataset, RasterDataset
 from torchgeo.datasets.utils import GeoSlice
 
 from geochange.classes import IGNORE_INDEX, LSSCD_CLASS_NAMES
+from geochange.datasets._direct import (
+    BOUNDED_CACHE_MB,
+    both_valid,
+    can_read_as_float32,
+    direct_window,
+    read_into,
+    scene_cache_mb,
+)
 from geochange.datasets._layers import (
     RASTER_EXTENSIONS,
     RasterLayer,
@@ -97,7 +105,9 @@ class BiTemporalRasterDataset(GeoDataset):
         class_names: semantic class names in class-id order (default: LsSCD classes when
             semantic labels are given).
         all_touched: rasterize vector labels on every pixel a polygon touches.
-        gdal_cache_mb: GDAL block cache per process, in MB (bounded memory per worker).
+        gdal_cache_mb: GDAL block cache per process, in MB (bounded memory per worker). None:
+            the decoded size of the scene's rasters when that fits within GDAL's default
+            budget (5 % of the RAM), so each block is decoded once per process, else 256.
         mask_values: how change-label rasters store change (see
             :func:`geochange.io.check_change_mask`): ``"auto"`` (0/1 with 255 ignore; a 0/255
             label is refused with a message), ``"0,1"`` (the same without the 0/255
@@ -130,14 +140,14 @@ class BiTemporalRasterDataset(GeoDataset):
         class_attribute: str = "class",
         class_names: Sequence[str] | None = None,
         all_touched: bool = False,
-        gdal_cache_mb: int = 256,
+        gdal_cache_mb: int | None = None,
         mask_values: str = "auto",
         mask_layout: str = "geochange",
     ) -> None:
         #: ``"geochange"`` (masks ``[H, W]``) or ``"torchgeo"`` (``[1, H, W]``, as LEVIRCD).
         self.mask_layout = check_mask_layout(mask_layout)
         self.transforms = transforms
-        self.gdal_cache_mb = gdal_cache_mb
+        self.gdal_cache_mb = gdal_cache_mb if gdal_cache_mb is not None else BOUNDED_CACHE_MB
         self.mask_values = mask_values
         #: How the change-label raster's values decode to 0/1/255 (None: no raster label).
         self.change_mask: ChangeMask | None = None
@@ -180,7 +190,7 @@ class BiTemporalRasterDataset(GeoDataset):
                 grid=grid,
                 bands=bands,
                 resampling=Resampling.bilinear,
-                gdal_cache_mb=gdal_cache_mb,
+                gdal_cache_mb=self.gdal_cache_mb,
             )
             return layer
 
@@ -218,6 +228,7 @@ class BiTemporalRasterDataset(GeoDataset):
         self.semantic_post = self._open_label(
             "semantic_post", semantic_post, class_attribute, IGNORE_INDEX, all_touched
         )
+        self._size_cache(gdal_cache_mb)
 
         # One index row per pre file: its part of the pre/post overlap.
         geometries, filepaths = [], []
@@ -236,6 +247,15 @@ class BiTemporalRasterDataset(GeoDataset):
         self._bounds_cache: tuple[Any, tuple[slice, slice, slice]] | None = None
 
     # -- construction helpers ---------------------------------------------------------------
+
+    def _size_cache(self, gdal_cache_mb: int | None) -> None:
+        """Give every raster layer the block cache: ``gdal_cache_mb``, or sized to the scene."""
+        layers = (self.pre, self.post, self.change, self.semantic_pre, self.semantic_post)
+        if gdal_cache_mb is None:
+            self.gdal_cache_mb = scene_cache_mb(layers)
+        for layer in layers:
+            if isinstance(layer, RasterLayer):
+                layer.gdal_cache_mb = self.gdal_cache_mb
 
     @staticmethod
     def _resolve_images(
@@ -396,29 +416,46 @@ class BiTemporalRasterDataset(GeoDataset):
             exist, ``mask`` / ``mask_pre`` / ``mask_post`` uint8 ``[h, w]`` (255 = ignore).
         """
         res = res or self._res
-        pre, pre_valid = self.pre.read(bounds, res, 0.0)
-        post, post_valid = self.post.read(bounds, res, 0.0)
-        image = np.stack([pre, post])
-        valid = pre_valid & post_valid
-        if not valid.all():
-            image[:, :, ~valid] = 0.0
-        out: dict[str, np.ndarray] = {"image": image, "valid": valid}
+        image, valid = self._read_images(bounds, res)
+        invalid = None if valid is None else ~valid
+        if invalid is not None and invalid.any():
+            image[:, :, invalid] = 0.0
+        else:
+            invalid = None  # every pixel valid: nothing to mark in the labels
+        out: dict[str, np.ndarray] = {
+            "image": image,
+            "valid": np.ones(image.shape[-2:], dtype=bool) if valid is None else valid,
+        }
         sem_pre = self._read_label(self.semantic_pre, bounds, res)
         sem_post = self._read_label(self.semantic_post, bounds, res)
-        if sem_pre is not None:
-            sem_pre[~valid] = IGNORE_INDEX
-            out["mask_pre"] = sem_pre
-        if sem_post is not None:
-            sem_post[~valid] = IGNORE_INDEX
-            out["mask_post"] = sem_post
         change = self._read_label(self.change, bounds, res)
         if change is None and sem_pre is not None and sem_post is not None:
             change = (sem_pre != sem_post).astype(np.uint8)
             change[(sem_pre == IGNORE_INDEX) | (sem_post == IGNORE_INDEX)] = IGNORE_INDEX
-        if change is not None:
-            change[~valid] = IGNORE_INDEX
-            out["mask"] = change
+        for key, label in (("mask_pre", sem_pre), ("mask_post", sem_post), ("mask", change)):
+            if label is not None:
+                if invalid is not None:
+                    label[invalid] = IGNORE_INDEX
+                out[key] = label
         return out
+
+    def _read_images(
+        self, bounds: tuple[float, float, float, float], res: tuple[float, float]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Both dates as float32 ``[2, C, h, w]`` and their joint validity (None: all valid)."""
+        pre_window = direct_window(self.pre, bounds, res)
+        post_window = direct_window(self.post, bounds, res)
+        exact = can_read_as_float32(self.pre) and can_read_as_float32(self.post)
+        if pre_window is not None and post_window is not None and exact:
+            # Both dates straight into one buffer (see geochange.datasets._direct).
+            image = np.empty(
+                (2, self.pre.count, int(pre_window.height), int(pre_window.width)), np.float32
+            )
+            pre_valid = read_into(self.pre, pre_window, image[0])
+            return image, both_valid(pre_valid, read_into(self.post, post_window, image[1]))
+        pre, pre_valid = self.pre.read(bounds, res, 0.0)
+        post, post_valid = self.post.read(bounds, res, 0.0)
+        return np.stack([pre, post]), pre_valid & post_valid
 
     def read_change(
         self, bounds: tuple[float, float, float, float], res: tuple[float, float] | None = None
@@ -496,6 +533,16 @@ class BiTemporalRasterDataset(GeoDataset):
             return None
         if isinstance(layer, VectorLayer):
             return np.asarray(layer.read(bounds, res))
+        window = direct_window(layer, bounds, res)
+        if window is not None and layer.files[0].dtype == "uint8":
+            # A uint8 label holds only 0..255: read it as it is, no wider copy to check.
+            data = np.empty((1, int(window.height), int(window.width)), np.uint8)
+            direct_valid = read_into(layer, window, data)
+            if layer is self.change and self.change_mask is not None:
+                return self.change_mask.decode(data[0], direct_valid)
+            if direct_valid is not None:
+                data[0][~direct_valid] = IGNORE_INDEX
+            return data[0]
         # Read in a type that holds every file value (an int16 -1 must not wrap to 255).
         dtype = np.result_type(*(np.dtype(f.dtype) for f in layer.files), np.int16)
         data, label_valid = layer.read(bounds, res, IGNORE_INDEX, dtype=dtype)
@@ -531,7 +578,12 @@ class BiTemporalRasterDataset(GeoDataset):
         """
         bounds, res = self._query_bounds(index)
         left, bottom, right, top = bounds
-        ob = self.overlap.bounds
+        cached = self.__dict__.get("_overlap_bounds")
+        if cached is None or cached[0] is not self.overlap:
+            # shapely's bounds cost more than the rest of the query: once per overlap.
+            cached = (self.overlap, tuple(self.overlap.bounds))
+            self._overlap_bounds = cached
+        ob = cached[1]
         if left >= ob[2] or right <= ob[0] or bottom >= ob[3] or top <= ob[1]:
             raise IndexError(f"index {index} is outside the dataset bounds {self.bounds}")
         arrays = self.read_window(bounds, res)
