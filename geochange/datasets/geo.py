@@ -45,6 +45,7 @@ from geochange.datasets._layers import (
     VectorLayer,
     expand_paths,
 )
+from geochange.datasets.density import change_density
 from geochange.errors import DataError
 from geochange.io import VECTOR_EXTENSIONS, ChangeMask, check_change_mask
 from geochange.keys import check_mask_layout, to_mask_layout
@@ -498,30 +499,7 @@ class BiTemporalRasterDataset(GeoDataset):
             ``(counts, transform)``: int64 ``[rows, cols]`` change-pixel counts and the affine
             transform of the cell grid (cell (0, 0) starts at the overlap's top-left corner).
         """
-        cache = self.__dict__.setdefault("_density_cache", {})
-        if cell_size in cache:
-            return cache[cell_size]
-        xres, yres = self._res
-        left, bottom, right, top = self.grid.snap(tuple(self.overlap.bounds))
-        width = round((right - left) / xres)
-        height = round((top - bottom) / yres)
-        rows, cols = math.ceil(height / cell_size), math.ceil(width / cell_size)
-        counts = np.zeros((rows, cols), dtype=np.int64)
-        block = cell_size * block_cells
-        for r0 in range(0, rows, block_cells):
-            for c0 in range(0, cols, block_cells):
-                b_left = left + c0 * cell_size * xres
-                b_top = top - r0 * cell_size * yres
-                label = self.read_change(
-                    (b_left, b_top - block * yres, b_left + block * xres, b_top), self._res
-                )
-                hits = (label == 1).reshape(block_cells, cell_size, block_cells, cell_size)
-                part = hits.sum(axis=(1, 3))
-                r1, c1 = min(r0 + block_cells, rows), min(c0 + block_cells, cols)
-                counts[r0:r1, c0:c1] = part[: r1 - r0, : c1 - c0]
-        transform = Affine(cell_size * xres, 0, left, 0, -cell_size * yres, top)
-        cache[cell_size] = (counts, transform)
-        return counts, transform
+        return change_density(self, cell_size, block_cells=block_cells)
 
     def _read_label(
         self,
