@@ -140,11 +140,9 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 
 def _scene_files(scene: Any) -> list[Path]:
-    return [
-        scene.pre,
-        scene.post,
-        scene.change,
-        scene.semantic_pre,
-        scene.semantic_post,
-        scene.changed_buildings,
-    ]
+    from geochange.io import sidecar_paths
+
+    labels = [scene.change, scene.semantic_pre, scene.semantic_post]
+    # The label rasters' GIS sidecars (category names, QGIS styles) are the generator's too.
+    sidecars = [path for raster in labels for path in sidecar_paths(raster)]
+    return [scene.pre, scene.post, *labels, scene.changed_buildings, *sidecars]
