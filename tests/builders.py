@@ -246,6 +246,28 @@ def whole_image(model: nn.Module, pre: np.ndarray, post: np.ndarray, norm: float
     )
 
 
+def torchgeo_checkpoint(task: nn.Module) -> dict:
+    """The parts of a Lightning checkpoint of a TorchGeo ``ChangeDetection`` task that matter.
+
+    ``trainer.save_checkpoint`` writes the same ``state_dict`` (the network under ``model.``)
+    and ``hyper_parameters``; this skips the training run that would precede it.
+    """
+    state = {f"model.{k}": v for k, v in task.model.state_dict().items()}
+    return {"state_dict": state, "hyper_parameters": dict(task.hparams)}
+
+
+def write_torchgeo_checkpoint(
+    path: Path, model: str = "unet", backbone: str = "resnet18", in_channels: int = 3, seed: int = 0
+) -> Path:
+    """Save a randomly initialised TorchGeo ``ChangeDetection`` checkpoint (needs torchgeo)."""
+    from torchgeo.tasks import ChangeDetection
+
+    torch.manual_seed(seed)
+    task = ChangeDetection(model=model, backbone=backbone, in_channels=in_channels)
+    torch.save(torchgeo_checkpoint(task.eval()), path)
+    return path
+
+
 # --- tiny in-memory training data ----------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ import re
 import shlex
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -35,10 +35,12 @@ import pytest
 import rasterio
 import scipy.ndimage as ndi
 import shapely
+import torch
 import yaml
 
 from geochange.cli import build_parser
 from geochange.cli import main as geochange_main
+from tests.builders import write_torchgeo_checkpoint
 from tests.cli.docs_commands import (
     REPO,
     SUBCOMMAND_NAMES,
@@ -153,6 +155,12 @@ class Env:
         self.root = root
         self.configs = CONFIGS
         self._runs: dict[str, Run] = {}
+        self._single: dict[tuple[str, ...], Run] = {}
+        self._closing = contextlib.ExitStack()
+
+    def close(self) -> None:
+        """Stop what the cases started (the Dask scheduler)."""
+        self._closing.close()
 
     def run(self, case: Case, cwd: Path) -> Run:
         """Run ``case`` in ``cwd`` (shared cases once per module, in the module's folder)."""
@@ -233,6 +241,69 @@ class Env:
     def synthetic_data(self) -> Path:
         """The scene the documented fit generated on first use (``data/synthetic``)."""
         return self.fit.cwd / "data" / "synthetic"
+
+    @cached_property
+    def steep_checkpoint(self) -> Path:
+        """The fit's checkpoint with a 100x steeper change head.
+
+        The one-step model's uint8 probabilities are one value (129) over the whole scene, so
+        equal maps would say little; steepened, they vary over it (about 146 to 200).
+        """
+        checkpoint = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+        checkpoint["state_dict"]["model.change_head.0.weight"] *= 100.0
+        path = self.root / "steep.ckpt"
+        torch.save(checkpoint, path)
+        return path
+
+    def in_process(self, argv: list[str]) -> Path:
+        """Run ``argv`` without its Dask options (once per module); its output folder."""
+        single = list(argv)
+        for option in ("--dask-scheduler", "--dask-local-workers"):
+            if option in single:
+                del single[single.index(option) : single.index(option) + 2]
+        key = tuple(single)
+        if key not in self._single:
+            self._single[key] = run_cli(single, self.root / f"in-process-{len(self._single)}")
+        run = self._single[key]
+        assert run.code == 0, run.err[-4000:]
+        return run.cwd / single[single.index("--out-dir") + 1]
+
+    @cached_property
+    def dask_scheduler(self) -> str:
+        """The tcp address of a one-worker Dask cluster in threads of this process."""
+        distributed = pytest.importorskip("distributed")
+        # Threads, not processes: a worker process importing torch takes minutes here.
+        cluster = distributed.LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=False,
+            protocol="tcp",
+            dashboard_address=None,
+        )
+        self._closing.enter_context(cluster)
+        return str(cluster.scheduler_address)
+
+    @cached_property
+    def torchgeo_checkpoint(self) -> Path:
+        """A randomly initialised TorchGeo ``ChangeDetection`` (unet, resnet18) checkpoint."""
+        return write_torchgeo_checkpoint(self.root / "torchgeo.ckpt")
+
+    @cached_property
+    def torchgeo_probability(self) -> np.ndarray:
+        """The TorchGeo checkpoint's probabilities on the small scene, from Python."""
+        from geochange.predict import ChangePredictor
+
+        predictor = ChangePredictor.from_checkpoint(
+            self.torchgeo_checkpoint,
+            normalization={"mean": [0.0] * 3, "std": [255.0] * 3},
+            tile_size=128,
+            overlap=32,
+            progress=False,
+        )
+        result = predictor.predict(
+            self.small_scene.pre, self.small_scene.post, self.root / "torchgeo-python"
+        )
+        return _read(result.probability)
 
     @cached_property
     def levircd(self) -> Path:
@@ -371,6 +442,65 @@ def check_predict(
     return check
 
 
+def check_same_as_in_process(case: str, out: str) -> Callable[[Env, Run], None]:
+    """The rasters of a Dask run equal those of the same command in one process, bit for bit."""
+
+    def check(env: Env, run: Run) -> None:
+        check_predict(out)(env, run)
+        single = env.in_process(CASES_BY_NAME[case].argv(env))
+        for name in ("change.tif", "probability.tif"):
+            spread = _read(run.cwd / out / name)
+            np.testing.assert_array_equal(spread, _read(single / name), err_msg=name)
+        # Probabilities that vary over the scene: equal ones show every block was inferred.
+        probability = _read(run.cwd / out / "probability.tif")
+        assert probability.std() > 1 and len(np.unique(probability)) > 20
+
+    return check
+
+
+def check_torchgeo(out: str, *, layout: bool = False) -> Callable[[Env, Run], None]:
+    """The TorchGeo checkpoint's maps, normalized by --mean/--std as from Python."""
+
+    def check(env: Env, run: Run) -> None:
+        check_predict(out)(env, run)
+        probability = _read(run.cwd / out / "probability.tif")
+        assert probability.dtype == np.uint8 and probability.std() > 0
+        np.testing.assert_array_equal(probability, env.torchgeo_probability)
+        if layout:
+            # The checkpoint's network takes the dates stacked: the other layout is refused,
+            # before anything is written.
+            argv = CASES_BY_NAME["predict-torchgeo-input-layout"].argv(env)
+            argv[argv.index("--input-layout") + 1] = "temporal"
+            refused = run_cli(argv, run.cwd / "temporal")
+            assert refused.code == 1
+            assert "stacked layout; input_layout='temporal' does not match" in refused.err
+            assert str(env.torchgeo_checkpoint) in refused.err
+            assert not (run.cwd / "temporal" / out).exists()
+
+    return check
+
+
+def check_synth_realism(out_dir: str, size: tuple[int, int]) -> Callable[[Env, Run], None]:
+    """A ``--realism levir`` scene: recorded in scene.json, its post image not the clean one."""
+
+    def check(env: Env, run: Run) -> None:
+        from geochange.synthetic import PRESETS, Scene
+
+        check_synth(out_dir, size)(env, run)
+        recorded = json.loads((run.cwd / out_dir / "scene.json").read_text())["realism"]
+        assert recorded == PRESETS["levir"].to_dict() and recorded["lean"]["strength"] > 0
+        assert Scene.load(run.cwd / out_dir).realism == recorded
+        clean = run_cli(["synth", "clean", "--size", "256x256", "--realism", "none"], run.cwd)
+        assert clean.code == 0 and Scene.load(run.cwd / "clean").realism == {}
+        with rasterio.open(run.cwd / out_dir / "post.tif") as real:
+            with rasterio.open(run.cwd / "clean" / "post.tif") as plain:
+                assert real.shape == plain.shape and real.transform == plain.transform
+                difference = np.abs(real.read().astype(int) - plain.read().astype(int))
+        assert (difference > 0).mean() > 0.5, (difference > 0).mean()
+
+    return check
+
+
 def check_vectorize(
     *, min_area: float = 0.0, semantic: bool = False, layer_per_type: bool = False
 ) -> Callable[[Env, Run], None]:
@@ -465,6 +595,12 @@ ON_FIT_DATA = (
 PREDICT = (
     "predict --checkpoint {e.checkpoint} --pre {e.small_scene.pre} --post {e.small_scene.post}"
 )
+# The TorchGeo checkpoint records no normalization: --mean/--std give TorchGeo's default.
+TORCHGEO_PREDICT = (
+    "predict --checkpoint {e.torchgeo_checkpoint} --pre {e.small_scene.pre} "
+    "--post {e.small_scene.post} --out-dir out_torchgeo_cli/ --tile-size 128 --overlap 32 "
+    "--mean 0 0 0 --std 255 255 255 --quiet"
+)
 
 CASES: list[Case] = [
     # synth
@@ -482,6 +618,11 @@ CASES: list[Case] = [
         "synth-workers",
         "synth data/lsscd --size 256x256 --res 0.5 --bands 4 --workers 2",
         check_synth("data/lsscd", (256, 256), res=0.5, bands=4),
+    ),
+    Case(
+        "synth-realism",
+        "synth data/levir-cli --size 256x256 --realism levir",
+        check_synth_realism("data/levir-cli", (256, 256)),
     ),
     Case("synth-help", "synth --help", check_help("synth")),
     # fit / validate / test (LightningCLI)
@@ -577,6 +718,29 @@ CASES: list[Case] = [
         check_predict("out", vector="out/changes.gpkg", window=True),
         setup=foreign_change_tif("out"),
     ),
+    Case(
+        "predict-torchgeo",
+        TORCHGEO_PREDICT,
+        check_torchgeo("out_torchgeo_cli"),
+    ),
+    Case(
+        "predict-torchgeo-input-layout",
+        f"{TORCHGEO_PREDICT} --input-layout stacked",
+        check_torchgeo("out_torchgeo_cli", layout=True),
+    ),
+    Case(
+        "predict-dask-local-workers",
+        "predict --checkpoint {e.steep_checkpoint} --pre {e.small_scene.pre} "
+        "--post {e.small_scene.post} --out-dir out_dask/ --dask-local-workers 1 --quiet",
+        # One worker process starting (it imports torch): ~35 s on the loaded 2-core machine.
+        check_same_as_in_process("predict-dask-local-workers", "out_dask"),
+    ),
+    Case(
+        "predict-dask-scheduler",
+        "predict --dask-scheduler {e.dask_scheduler} --checkpoint {e.steep_checkpoint} "
+        "--pre {e.small_scene.pre} --post {e.small_scene.post} --out-dir out_dask/",
+        check_same_as_in_process("predict-dask-scheduler", "out_dask"),
+    ),
     Case("predict-help", "predict --help", check_help("predict")),
     # vectorize
     Case(
@@ -660,8 +824,10 @@ SHARED = {"fit-synthetic"}
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
-    return Env(tmp_path_factory.mktemp("documented"))
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    shared = Env(tmp_path_factory.mktemp("documented"))
+    yield shared
+    shared.close()
 
 
 def test_every_documented_combination_has_a_case() -> None:

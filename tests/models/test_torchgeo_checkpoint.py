@@ -24,7 +24,7 @@ from geochange.models import (
 )
 from geochange.models.torchgeo_checkpoint import torchgeo_model_from_checkpoint
 from geochange.predict import ChangePredictor
-from tests.builders import make_pair
+from tests.builders import make_pair, torchgeo_checkpoint
 
 tasks = pytest.importorskip("torchgeo.tasks")
 
@@ -65,18 +65,13 @@ def test_stacked_layout_wraps_and_checks() -> None:
         ChangePredictor(network, input_layout="channels", device="cpu")
 
 
-def _checkpoint(task: nn.Module) -> dict:
-    state = {f"model.{k}": v for k, v in task.model.state_dict().items()}
-    return {"state_dict": state, "hyper_parameters": dict(task.hparams)}
-
-
 @pytest.mark.parametrize(
     "name", ["unet", "fcsiamdiff", "fcsiamconc", "deeplabv3+", "upernet", "fcn"]
 )
 def test_torchgeo_checkpoints_rebuild_the_task_network(name: str) -> None:
     torch.manual_seed(0)
     task = tasks.ChangeDetection(model=name, backbone="resnet18", in_channels=3).eval()
-    model, metadata = torchgeo_model_from_checkpoint(_checkpoint(task), "tg.ckpt")
+    model, metadata = torchgeo_model_from_checkpoint(torchgeo_checkpoint(task), "tg.ckpt")
     x = torch.rand(2, 2, 3, 64, 64)
     stacked = x if name.startswith("fcsiam") else rearrange(x, "b t c h w -> b (t c) h w")
     with torch.no_grad():
@@ -93,8 +88,8 @@ def test_unmappable_torchgeo_checkpoints_say_what_to_do() -> None:
         model="unet", backbone="resnet18", in_channels=3, task="multiclass", num_classes=3
     )
     with pytest.raises(CheckpointError, match="num_classes=2"):
-        torchgeo_model_from_checkpoint(_checkpoint(task), "tg.ckpt")
-    checkpoint = _checkpoint(tasks.ChangeDetection(model="unet", backbone="resnet18"))
+        torchgeo_model_from_checkpoint(torchgeo_checkpoint(task), "tg.ckpt")
+    checkpoint = torchgeo_checkpoint(tasks.ChangeDetection(model="unet", backbone="resnet18"))
     checkpoint["hyper_parameters"]["model"] = "btc"
     with pytest.raises(CheckpointError, match="input_layout='stacked'"):
         torchgeo_model_from_checkpoint(checkpoint, "tg.ckpt")
