@@ -208,3 +208,34 @@ def test_output_is_unchanged_for_a_seed(tmp_path) -> None:
     np.testing.assert_allclose(frame["area_m2"], [g[4] for g in GOLDEN_BUILDINGS], atol=1e-6)
     vertices = np.round(shapely.get_coordinates(frame.geometry.values), 6)
     assert hashlib.sha256(vertices.tobytes()).hexdigest() == GOLDEN_VERTICES
+
+
+def test_changed_buildings_open_styled_in_qgis(scene: Scene) -> None:
+    """The GeoPackage carries a default QGIS style categorized by change_type, as predictions do."""
+    import sqlite3
+    import xml.etree.ElementTree as ET
+
+    from geochange.classes import CHANGE_TYPE_COLORS
+    from geochange.io import polygon_layer
+
+    with sqlite3.connect(scene.changed_buildings) as db:
+        rows = db.execute(
+            "SELECT f_table_name, f_geometry_column, styleQML FROM layer_styles "
+            "WHERE useAsDefault = 1"
+        ).fetchall()
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    db.close()
+    assert [(table, column) for table, column, _ in rows] == [("changed_buildings", "geom")]
+    renderer = ET.fromstring(rows[0][2].split("\n", 1)[1]).find("renderer-v2")
+    assert renderer is not None and renderer.get("type") == "categorizedSymbol"
+    assert renderer.get("attr") == "change_type"
+    types = ["new building", "demolished building"]
+    categories = [(c.get("value"), c.get("label")) for c in renderer.iter("category")]
+    assert categories == [(t, t) for t in types]
+    fills = [o.get("value") for o in renderer.iter("Option") if o.get("name") == "color"]
+    expected = [CHANGE_TYPE_COLORS[t] for t in types]
+    assert fills[:2] == [",".join(map(str, (*rgb, 128))) for rgb in expected]
+    # Reading "the" layer still means the buildings, not QGIS's style table.
+    assert polygon_layer(scene.changed_buildings) == "changed_buildings"
+    frame = pyogrio.read_dataframe(scene.changed_buildings, layer="changed_buildings")
+    assert set(frame["change_type"]) == {"new building", "demolished building"}
