@@ -52,7 +52,7 @@ def test_georeferencing_and_file_layout(scene: Scene) -> None:
             assert ds.colormap(1)[0][:3] == (230, 50, 50)
     with rasterio.open(scene.change) as ds:
         assert ds.nodata == 255
-    frame = pyogrio.read_dataframe(scene.changed_buildings)
+    frame = pyogrio.read_dataframe(scene.changed_buildings, layer="changed_buildings")
     assert frame.crs.to_epsg() == 32650
     assert scene.class_names == CLASS_NAMES
 
@@ -82,8 +82,9 @@ def test_deterministic_for_a_seed_and_seed_dependent(scene: Scene, tmp_path) -> 
         np.testing.assert_array_equal(
             read_raster(getattr(again, name)), read_raster(getattr(scene, name)), name
         )
-    first = pyogrio.read_dataframe(scene.changed_buildings).sort_values("building_id")
-    second = pyogrio.read_dataframe(again.changed_buildings).sort_values("building_id")
+    layer = "changed_buildings"
+    first = pyogrio.read_dataframe(scene.changed_buildings, layer=layer).sort_values("building_id")
+    second = pyogrio.read_dataframe(again.changed_buildings, layer=layer).sort_values("building_id")
     assert list(first["building_id"]) == list(second["building_id"])
     assert all(
         a.equals_exact(b, 1e-9) for a, b in zip(first.geometry, second.geometry, strict=True)
@@ -103,9 +104,9 @@ def test_parallel_workers_write_identical_files(scene: Scene, tmp_path) -> None:
 
 def test_tiny_scene_without_changed_buildings_has_a_valid_empty_layer(tmp_path) -> None:
     tiny = make_scene(tmp_path, 64, 64, seed=0)
-    frame = pyogrio.read_dataframe(tiny.changed_buildings)
+    frame = pyogrio.read_dataframe(tiny.changed_buildings, layer="changed_buildings")
     assert len(frame) == 0 and {"change_type", "building_id"} <= set(frame.columns)
-    info = pyogrio.read_info(tiny.changed_buildings)
+    info = pyogrio.read_info(tiny.changed_buildings, layer="changed_buildings")
     assert info["geometry_type"] == "Polygon" and info["crs"] == "EPSG:32650"
     assert tiny.stats["new_buildings"] == tiny.stats["demolished_buildings"] == 0
 
@@ -202,7 +203,7 @@ def test_output_is_unchanged_for_a_seed(tmp_path) -> None:
     for name, digest in GOLDEN_PIXELS.items():
         pixels = read_raster(getattr(scene, name))
         assert hashlib.sha256(pixels.tobytes()).hexdigest() == digest, name
-    frame = pyogrio.read_dataframe(scene.changed_buildings)
+    frame = pyogrio.read_dataframe(scene.changed_buildings, layer="changed_buildings")
     rows = [(r.change_type, r.building_id, r.from_class, r.to_class) for r in frame.itertuples()]
     assert rows == [golden[:4] for golden in GOLDEN_BUILDINGS]
     np.testing.assert_allclose(frame["area_m2"], [g[4] for g in GOLDEN_BUILDINGS], atol=1e-6)
