@@ -40,7 +40,6 @@ def _has_pyqgis() -> bool:
 
 pytestmark = pytest.mark.skipif(not _has_pyqgis(), reason=f"no PyQGIS in {SYSTEM_PYTHON}")
 MAGENTA = [255, 0, 255, 255]
-TRANSPARENT = [0, 0, 0, 0]
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +113,7 @@ def test_change_raster_opens_paletted_with_transparent_no_change(qgis, outputs) 
     info = qgis["change"]
     assert info["valid"] and info["renderer"] == "paletted"  # from change.qml
     assert info["classes"] == [
-        {"value": 0.0, "label": "no change", "rgba": TRANSPARENT},
+        {"value": 0.0, "label": "no change", "rgba": [255, 255, 255, 0]},
         {"value": 1.0, "label": "change", "rgba": MAGENTA},
     ]
     assert info["legend"] == ["no change", "change"] and info["nodata"] == 255.0
@@ -148,7 +147,7 @@ def test_class_and_transition_rasters_show_class_names(qgis, outputs) -> None:
     transition = qgis["transition"]
     labels = [c["label"] for c in transition["classes"]]
     assert labels[1] == "building -> road" and labels[-1] == "no change"
-    assert transition["classes"][-1]["rgba"] == TRANSPARENT
+    assert transition["classes"][-1]["rgba"] == [255, 255, 255, 0]
     unchanged = (_read(outputs["transition"]) == transition["classes"][-1]["value"]).sum()
     assert _drawn(transition)[(0, 0, 0, 0)] >= unchanged > 0
 
