@@ -166,7 +166,8 @@ def make_labels(changed_buildings: Path, dst: Path) -> Path:
 
     from geochange.io import atomic_output
 
-    polygons = gpd.read_file(changed_buildings)[["change_type", "geometry"]].to_crs("EPSG:4326")
+    polygons = gpd.read_file(changed_buildings, layer="changed_buildings")
+    polygons = polygons[["change_type", "geometry"]].to_crs("EPSG:4326")
     with atomic_output(dst) as tmp:
         polygons.to_file(tmp, driver="GPKG", layer="changes")
     return dst

@@ -68,8 +68,9 @@ CLASS_COLORS: dict[int, tuple[int, int, int]] = {
 CHANGE_CLASS_NAMES: tuple[str, str] = ("no change", "change")
 #: Display colours of a binary change raster (value -> RGBA): "no change" is transparent, so a
 #: change map laid over the imagery shows only the changes, in a magenta that no land-cover
-#: class uses.
-CHANGE_PALETTE: dict[int, RGBA] = {0: (0, 0, 0, 0), 1: (255, 0, 255, 255)}
+#: class uses. Its RGB is white because QGIS draws a legend swatch at the layer's opacity, not
+#: the entry's alpha: the swatch of "no change" then reads as empty instead of black.
+CHANGE_PALETTE: dict[int, RGBA] = {0: (255, 255, 255, 0), 1: (255, 0, 255, 255)}
 #: :data:`CHANGE_PALETTE` without the opacity (value -> RGB).
 CHANGE_COLORS: dict[int, tuple[int, int, int]] = {
     value: (r, g, b) for value, (r, g, b, _) in CHANGE_PALETTE.items()

@@ -38,6 +38,7 @@ from geochange.io import (
     PARQUET_SUFFIXES,
     band_indexes,
     nonfinite_pixels,
+    polygon_layer,
     set_process_gdal_cache,
 )
 
@@ -476,7 +477,8 @@ class VectorLayer:
             if path.suffix.lower() in PARQUET_SUFFIXES:
                 frame = gpd.read_parquet(path)
             else:
-                frame = gpd.read_file(path)
+                # A GeoPackage styled for QGIS also holds layer_styles: read its feature layer.
+                frame = gpd.read_file(path, layer=polygon_layer(path))
         except Exception as err:  # pyogrio raises several types for unreadable files
             raise DataError(f"{name} vector file {str(path)!r} cannot be read: {err}") from err
         frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]

@@ -10,11 +10,13 @@ stays a valid GeoPackage that GDAL, pyogrio and Fiona still list layer by layer.
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
+from geochange.classes import CHANGE_TYPE_COLORS, CLASS_COLORS, LSSCD_CLASS_NAMES
 from geochange.errors import OutputError
 
 __all__ = [
@@ -22,7 +24,9 @@ __all__ = [
     "StyleCategory",
     "categorized_qml",
     "categorized_sld",
+    "change_type_categories",
     "distinct_values",
+    "style_change_types",
     "write_layer_style",
 ]
 
@@ -243,3 +247,55 @@ def write_layer_style(
             (layer, row[0], layer, qml, sld, description),
         )
     db.close()  # the context manager commits; it does not close
+
+
+def change_type_categories(values: Sequence[str | None]) -> list[StyleCategory]:
+    """The categories of the default QGIS style of a changes layer, one per change type.
+
+    Args:
+        values: the ``change_type`` values present in the layer (``None``: null).
+
+    Returns:
+        One :class:`~geochange.io.StyleCategory` per value, labelled with the change type,
+        coloured by :data:`geochange.classes.CHANGE_TYPE_COLORS`, by the to-class of a
+        ``"from → to"`` type, or else by a fixed colour derived from the name.
+    """
+    categories = []
+    for value in values:
+        if value is None:
+            categories.append(StyleCategory(None, "unknown", (128, 128, 128)))
+            continue
+        to_class = value.rsplit(" → ", 1)[-1]
+        if value in CHANGE_TYPE_COLORS:
+            colour = CHANGE_TYPE_COLORS[value]
+        elif " → " in value and to_class in LSSCD_CLASS_NAMES:
+            colour = CLASS_COLORS[LSSCD_CLASS_NAMES.index(to_class)]
+        else:  # a class set of its own: the same name always gets the same colour
+            seed = zlib.crc32(value.encode())
+            colour = (64 + seed % 192, 64 + (seed >> 8) % 192, 64 + (seed >> 16) % 192)
+        categories.append(StyleCategory(value, value, colour))
+    return categories
+
+
+def style_change_types(
+    path: Path, layer: str, change_types: Sequence[str | None] | None = None
+) -> None:
+    """Give a changes layer of a GeoPackage its default QGIS style: one category per type.
+
+    Args:
+        path: the GeoPackage, written completely by OGR (not yet renamed into place).
+        layer: the layer with a ``change_type`` attribute.
+        change_types: the legend's change types, in order; None: the values the layer holds
+            (appended features included).
+
+    Raises:
+        OutputError: ``path`` has no such feature layer.
+    """
+    values = distinct_values(path, layer, "change_type") if change_types is None else change_types
+    write_layer_style(
+        path,
+        layer,
+        "change_type",
+        change_type_categories(values),
+        description="geochange: change polygons categorized by change_type",
+    )

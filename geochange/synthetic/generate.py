@@ -35,6 +35,7 @@ from geochange.io import (
     class_categories,
     finalize_cog,
     gdal_cache,
+    style_change_types,
     write_style_sidecars,
 )
 from geochange.synthetic.layout import _DEMOLISHED, _NEW, CELL
@@ -139,7 +140,9 @@ def make_scene(
       date``).
     * ``changed_buildings.gpkg``: layer ``changed_buildings``, one polygon per new or demolished
       building with ``change_type`` ("new building" / "demolished building"), ``building_id``,
-      ``from_class``, ``to_class`` and ``area_m2`` (area in square CRS units).
+      ``from_class``, ``to_class`` and ``area_m2`` (area in square CRS units), and a
+      default QGIS style in its ``layer_styles`` table, categorized by ``change_type`` like
+      the changes a prediction vectorizes to (:func:`geochange.io.style_change_types`).
     * ``scene.json``: the manifest read by :meth:`Scene.load`.
 
     The content depends only on ``seed`` (and on the pixel position), not on ``block_size``;
@@ -371,6 +374,11 @@ def _write_changed_buildings(job: _Job, records: list[dict[str, Any]]) -> None:
                 engine="pyogrio",
                 geometry_type="Polygon",  # declared even when the layer is empty
             )
+        # Both types in the legend, also when a small scene has one or none.
+        style_change_types(tmp, "changed_buildings", _BUILDING_CHANGE_TYPES)
+
+
+_BUILDING_CHANGE_TYPES = ("new building", "demolished building")
 
 
 def _stats(
@@ -380,9 +388,9 @@ def _stats(
     return {
         "changed_pixels": changed_pixels,
         "changed_fraction": changed_pixels / (scene.height * scene.width),
-        "new_buildings": int(sum(r["change_type"] == "new building" for r in records)),
+        "new_buildings": int(sum(r["change_type"] == _BUILDING_CHANGE_TYPES[0] for r in records)),
         "demolished_buildings": int(
-            sum(r["change_type"] == "demolished building" for r in records)
+            sum(r["change_type"] == _BUILDING_CHANGE_TYPES[1] for r in records)
         ),
         "seconds": round(seconds, 3),
     }
@@ -499,7 +507,7 @@ def _changed_building_records(
         new = state == _NEW
         records.append(
             {
-                "change_type": "new building" if new else "demolished building",
+                "change_type": _BUILDING_CHANGE_TYPES[0 if new else 1],
                 "building_id": int(building_id),
                 "from_class": CLASS_NAMES[int(from_class)] if new else "building",
                 "to_class": "building" if new else CLASS_NAMES[BARE_LAND],

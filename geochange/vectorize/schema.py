@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -11,13 +9,10 @@ import numpy.typing as npt
 import shapely
 import shapely.affinity
 
-from geochange.classes import (
-    CHANGE_CLASS_NAMES,
-    CHANGE_TYPE_COLORS,
-    CLASS_COLORS,
-    LSSCD_CLASS_NAMES,
-)
-from geochange.io.vector_style import StyleCategory
+from geochange.classes import CHANGE_CLASS_NAMES
+
+# Moved to geochange.io (synthetic scenes style their GeoPackages too); re-exported.
+from geochange.io.vector_style import change_type_categories as change_type_categories
 
 #: Name of the class whose appearance/disappearance gets the "new/demolished building" types.
 BUILDING_CLASS = "building"
@@ -75,34 +70,6 @@ def change_type_name(
     if from_class == building and to_class != building:
         return f"demolished {building}"
     return f"{from_class or 'unknown'} → {to_class or 'unknown'}"
-
-
-def change_type_categories(values: Sequence[str | None]) -> list[StyleCategory]:
-    """The categories of the default QGIS style of a changes layer, one per change type.
-
-    Args:
-        values: the ``change_type`` values present in the layer (``None``: null).
-
-    Returns:
-        One :class:`~geochange.io.StyleCategory` per value, labelled with the change type,
-        coloured by :data:`geochange.classes.CHANGE_TYPE_COLORS`, by the to-class of a
-        ``"from → to"`` type, or else by a fixed colour derived from the name.
-    """
-    categories = []
-    for value in values:
-        if value is None:
-            categories.append(StyleCategory(None, "unknown", (128, 128, 128)))
-            continue
-        to_class = value.rsplit(" → ", 1)[-1]
-        if value in CHANGE_TYPE_COLORS:
-            colour = CHANGE_TYPE_COLORS[value]
-        elif " → " in value and to_class in LSSCD_CLASS_NAMES:
-            colour = CLASS_COLORS[LSSCD_CLASS_NAMES.index(to_class)]
-        else:  # a class set of its own: the same name always gets the same colour
-            seed = zlib.crc32(value.encode())
-            colour = (64 + seed % 192, 64 + (seed >> 8) % 192, 64 + (seed >> 16) % 192)
-        categories.append(StyleCategory(value, value, colour))
-    return categories
 
 
 def _metric_measures(

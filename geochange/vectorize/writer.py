@@ -20,13 +20,12 @@ from geochange.io import (
     VECTOR_OUTPUT_DRIVERS,
     atomic_output,
     check_writable_dir,
-    distinct_values,
     layer_creation_options,
     list_layers,
-    write_layer_style,
+    style_change_types,
     write_polygon_layer,
 )
-from geochange.vectorize.schema import SCHEMA, WriteMode, change_type_categories
+from geochange.vectorize.schema import SCHEMA, WriteMode
 
 #: Output file extension -> OGR driver (``None``: GeoParquet written through GeoPandas/pyarrow);
 #: the one list is :data:`geochange.io.VECTOR_OUTPUT_DRIVERS`.
@@ -336,20 +335,14 @@ def style_change_layer(path: Path, layer: str) -> None:
     """Give a changes layer of a GeoPackage its default QGIS style: one category per type.
 
     The categories are the ``change_type`` values the layer holds once written (appended
-    features included), each labelled with its type.
+    features included), each labelled with its type
+    (:func:`geochange.io.style_change_types`).
 
     Args:
         path: the GeoPackage, written completely by OGR.
         layer: the changes layer.
     """
-    values = distinct_values(path, layer, "change_type")
-    write_layer_style(
-        path,
-        layer,
-        "change_type",
-        change_type_categories(values),
-        description="geochange: change polygons categorized by change_type",
-    )
+    style_change_types(path, layer)
 
 
 def _write_wkb_layer(

@@ -352,7 +352,8 @@ def check_synth(
             assert pre.res == (res, res)
             changed = int((change.read(1) == 1).sum())
         assert changed == scene.stats["changed_pixels"]
-        assert pyogrio.read_info(scene.changed_buildings)["features"] == (
+        info = pyogrio.read_info(scene.changed_buildings, layer="changed_buildings")
+        assert info["features"] == (
             scene.stats["new_buildings"] + scene.stats["demolished_buildings"]
         )
         assert run.out.startswith(f"wrote {out_dir}:")
@@ -529,7 +530,7 @@ def check_vectorize(
         np.testing.assert_allclose(written["mean_prob"], 0.8, rtol=1e-6)
         assert f"wrote {len(written)} change polygons to changes.gpkg" in run.out
         if semantic:
-            truth = pyogrio.read_dataframe(env.scene.changed_buildings)
+            truth = pyogrio.read_dataframe(env.scene.changed_buildings, layer="changed_buildings")
             expected = truth["change_type"].value_counts().to_dict()
             assert written["change_type"].value_counts().to_dict() == expected
         if layer_per_type:
@@ -546,7 +547,7 @@ def check_vectorize(
 
 def check_evaluate(env: Env, run: Run) -> None:
     report = json.loads((run.cwd / "report" / "report.json").read_text())
-    truth = pyogrio.read_info(env.scene.changed_buildings)["features"]
+    truth = pyogrio.read_info(env.scene.changed_buildings, layer="changed_buildings")["features"]
     # The scene's own change and class rasters as the prediction: a perfect score.
     assert report["pixel"]["iou_change"] == 1.0
     objects = report["objects"]

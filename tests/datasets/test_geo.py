@@ -426,3 +426,22 @@ def test_bands_and_resolution_arguments(pair: Pair) -> None:
     assert sample["image"].shape == (2, 3, 64, 64) and sample["mask"].shape == (64, 64)
     # Labels are resampled with nearest: still 0/1.
     assert set(sample["mask"].unique().tolist()) <= {0, 1}
+
+
+def test_vector_label_in_a_styled_geopackage(pair: Pair, tmp_path: Path) -> None:
+    """A GeoPackage with QGIS's layer_styles table is read from its feature layer, silently."""
+    import shutil
+    import warnings
+
+    from geochange.io import StyleCategory, write_layer_style
+
+    styled = tmp_path / "styled.gpkg"
+    shutil.copy(pair.change_vector, styled)
+    write_layer_style(
+        styled, "change", "id", [StyleCategory("1", "one", (255, 0, 0))], description="test"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pyogrio warns "More than one layer found" otherwise
+        ds = BiTemporalRasterDataset(pair.pre, pair.post, change=styled)
+        mask = ds[window(0, 0, 256)]["mask"]
+    assert int(mask.sum()) == int(pair.change_array.sum())

@@ -164,7 +164,7 @@ def test_synthetic_scene_building_changes(tmp_path: Path) -> None:
             ds.write(array, 1)
             ds.update_tags(GEOCHANGE_CLASS_NAMES=json.dumps(LSSCD))
 
-    survey = gpd.read_file(scene.changed_buildings)
+    survey = gpd.read_file(scene.changed_buildings, layer="changed_buildings")
     counts = survey["change_type"].value_counts()
     assert counts["new building"] > 0 and counts["demolished building"] > 0
     report = evaluate_scene(

@@ -60,7 +60,7 @@ def write_tif(path: Path, values: np.ndarray) -> Path:
 def test_categories_of_each_class_set() -> None:
     change = change_categories()
     assert [(c.value, c.name, c.rgba) for c in change] == [
-        (0, "no change", (0, 0, 0, 0)),  # transparent over the imagery
+        (0, "no change", (255, 255, 255, 0)),  # transparent over the imagery
         (1, "change", (255, 0, 255, 255)),
     ]
     classes = class_categories(LSSCD_CLASS_NAMES)
@@ -92,7 +92,7 @@ def test_paletted_qml_is_a_qgis_paletted_style() -> None:
     assert resampling.get("zoomedInResamplingMethod") == "nearestNeighbour"
     change = qml_root(paletted_qml(change_categories())).findall(".//paletteEntry")
     assert [(e.get("label"), e.get("color"), e.get("alpha")) for e in change] == [
-        ("no change", "#000000", "0"),
+        ("no change", "#ffffff", "0"),
         ("change", "#ff00ff", "255"),
     ]
 
@@ -120,7 +120,7 @@ def test_pam_xml_of_a_uint8_transition_raster() -> None:
     assert names[9] == ""  # not a code
     entries = band.findall("ColorTable/Entry")
     assert len(entries) == 256
-    assert entries[254].attrib == {"c1": "0", "c2": "0", "c3": "0", "c4": "0"}
+    assert entries[254].attrib == {"c1": "255", "c2": "255", "c3": "255", "c4": "0"}
     assert entries[2].attrib == {"c1": "40", "c2": "100", "c3": "230", "c4": "255"}
     rat = band.find("GDALRasterAttributeTable")
     assert rat is not None and rat.get("tableType") == "thematic"
@@ -128,7 +128,7 @@ def test_pam_xml_of_a_uint8_transition_raster() -> None:
     assert fields == ["value", "class", "red", "green", "blue", "alpha"]
     rows = [[f.text for f in row.findall("F")] for row in rat.findall("Row")]
     assert len(rows) == 10 and rows[5] == ["5", "road -> water", "40", "100", "230", "255"]
-    assert rows[-1] == ["254", "no change", "0", "0", "0", "0"]
+    assert rows[-1] == ["254", "no change", "255", "255", "255", "0"]
 
 
 def test_pam_xml_of_a_uint16_raster_has_only_the_rat() -> None:
@@ -153,7 +153,7 @@ def test_sidecars_are_read_back_by_gdal(tmp_path: Path) -> None:
     ]  # no temporary leftovers
     with rasterio.open(raster) as ds:  # rasterio reads the PAM colour table, opacity included
         colormap = ds.colormap(1)
-        assert colormap[0] == CHANGE_PALETTE[0] == (0, 0, 0, 0)
+        assert colormap[0] == CHANGE_PALETTE[0] == (255, 255, 255, 0)
         assert colormap[1] == CHANGE_PALETTE[1] and colormap[255][3] == 0
         assert ds.read(1).tolist() == [[0, 1], [255, 1]]  # values untouched
 
@@ -193,3 +193,13 @@ def test_a_failed_sidecar_write_is_an_output_error_naming_it(tmp_path: Path) -> 
         write_style_sidecars(raster, change_categories())
     assert (tmp_path / "change.qml").is_dir()
     assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_transparent_categories_have_a_light_legend_swatch() -> None:
+    """QGIS draws a paletted legend swatch at the layer's opacity, not the entry's alpha (seen in
+    QGIS 3.22): a transparent "no change" must have an RGB that reads as empty there, not black."""
+    for categories in (change_categories(), transition_categories(["building", "road"])):
+        entries = qml_root(paletted_qml(categories)).findall(".//paletteEntry")
+        hidden = [(e.get("label"), e.get("color")) for e in entries if e.get("alpha") == "0"]
+        assert hidden == [("no change", "#ffffff")]
+    assert CHANGE_PALETTE[0] == (255, 255, 255, 0)

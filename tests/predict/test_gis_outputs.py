@@ -70,7 +70,7 @@ def test_every_predicted_raster_carries_its_meaning(semantic_result) -> None:
         is_valid, errors, warnings = cog_validate(str(path), strict=True)
         assert is_valid and not errors and not warnings, (key, errors, warnings)
     with rasterio.open(result.change) as ds:
-        assert ds.colormap(1)[0] == CHANGE_PALETTE[0] == (0, 0, 0, 0)  # transparent
+        assert ds.colormap(1)[0] == CHANGE_PALETTE[0] == (255, 255, 255, 0)  # transparent
         assert ds.colormap(1)[1] == (255, 0, 255, 255)
     for path in (result.semantic_pre, result.semantic_post):
         with rasterio.open(path) as ds:
@@ -79,13 +79,13 @@ def test_every_predicted_raster_carries_its_meaning(semantic_result) -> None:
         assert ds.colormap(1)[254][3] == 0  # unchanged: transparent
         assert ds.colormap(1)[1 * 3 + 2] == (*CLASS_COLORS[2], 255)  # road -> water: water
     assert palette_labels(out / "change.qml") == {
-        0: ("no change", "#000000", "0"),
+        0: ("no change", "#ffffff", "0"),
         1: ("change", "#ff00ff", "255"),
     }
     assert [label for label, _, _ in palette_labels(out / "semantic_pre.qml").values()] == NAMES
     transitions = palette_labels(out / "transition.qml")
     assert transitions[5][0] == "road -> water"
-    assert transitions[254] == ("no change", "#000000", "0")
+    assert transitions[254] == ("no change", "#ffffff", "0")
     ramp = ET.parse(out / "probability.qml").getroot().find("pipe/rasterrenderer")
     assert ramp is not None and ramp.get("type") == "singlebandpseudocolor"
 
@@ -141,7 +141,7 @@ def test_gdalinfo_shows_categories_scale_and_rat(semantic_result) -> None:
     assert band["scale"] == pytest.approx(1 / 254) and band["offset"] == 0.0
     info = gdalinfo(semantic_result.change)
     assert info["bands"][0]["categories"] == ["no change", "change"]
-    assert info["bands"][0]["colorTable"]["entries"][:2] == [[0, 0, 0, 0], [255, 0, 255, 255]]
+    assert info["bands"][0]["colorTable"]["entries"][:2] == [[255, 255, 255, 0], [255, 0, 255, 255]]
     assert [r["f"][:2] for r in info["rat"]["row"]] == [[0, "no change"], [1, "change"]]
     info = gdalinfo(semantic_result.semantic_post)
     assert info["bands"][0]["categories"] == NAMES
@@ -167,7 +167,7 @@ def test_synthetic_label_rasters_match_predicted_styles(tmp_path: Path) -> None:
         assert {v: ds.colormap(1)[v] for v in (0, 1)} == CHANGE_PALETTE
     qml = palette_labels(scene.semantic_pre.with_suffix(".qml"))
     assert [label for label, _, _ in qml.values()] == list(LSSCD_CLASS_NAMES)
-    assert palette_labels(scene.change.with_suffix(".qml"))[0] == ("no change", "#000000", "0")
+    assert palette_labels(scene.change.with_suffix(".qml"))[0] == ("no change", "#ffffff", "0")
 
 
 def test_synthetic_image_bands_are_selected_by_description(tmp_path: Path) -> None:

@@ -92,7 +92,7 @@ def test_scene_output_is_a_georeferenced_label_cog(tmp_path, scene_maps):
     ]
     with rasterio.open(out) as ds:
         assert ds.descriptions == ("change (pseudo labels)",)
-        assert ds.colormap(1)[0] == (0, 0, 0, 0) and ds.colormap(1)[1] == (255, 0, 255, 255)
+        assert ds.colormap(1)[0] == (255, 255, 255, 0) and ds.colormap(1)[1] == (255, 0, 255, 255)
 
 
 def test_output_may_not_be_an_input(tmp_path, scene_maps):

@@ -266,7 +266,7 @@ def build(root: Path) -> Corpus:
     minus[:8, :8] = -1
     _copy_raster(scene.change, corpus.mask_minus1, minus[None], nodata=None)
 
-    polygons = gpd.read_file(scene.changed_buildings)
+    polygons = gpd.read_file(scene.changed_buildings, layer="changed_buildings")
     bowtie = shapely.Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])
     x0, y0 = bounds.left + 20, bounds.bottom + 20
     bad = gpd.GeoDataFrame(

@@ -52,7 +52,7 @@ def test_georeferencing_and_file_layout(scene: Scene) -> None:
             assert ds.colormap(1)[0][:3] == (230, 50, 50)
     with rasterio.open(scene.change) as ds:
         assert ds.nodata == 255
-    frame = pyogrio.read_dataframe(scene.changed_buildings)
+    frame = pyogrio.read_dataframe(scene.changed_buildings, layer="changed_buildings")
     assert frame.crs.to_epsg() == 32650
     assert scene.class_names == CLASS_NAMES
 
@@ -82,8 +82,9 @@ def test_deterministic_for_a_seed_and_seed_dependent(scene: Scene, tmp_path) -> 
         np.testing.assert_array_equal(
             read_raster(getattr(again, name)), read_raster(getattr(scene, name)), name
         )
-    first = pyogrio.read_dataframe(scene.changed_buildings).sort_values("building_id")
-    second = pyogrio.read_dataframe(again.changed_buildings).sort_values("building_id")
+    layer = "changed_buildings"
+    first = pyogrio.read_dataframe(scene.changed_buildings, layer=layer).sort_values("building_id")
+    second = pyogrio.read_dataframe(again.changed_buildings, layer=layer).sort_values("building_id")
     assert list(first["building_id"]) == list(second["building_id"])
     assert all(
         a.equals_exact(b, 1e-9) for a, b in zip(first.geometry, second.geometry, strict=True)
@@ -103,9 +104,9 @@ def test_parallel_workers_write_identical_files(scene: Scene, tmp_path) -> None:
 
 def test_tiny_scene_without_changed_buildings_has_a_valid_empty_layer(tmp_path) -> None:
     tiny = make_scene(tmp_path, 64, 64, seed=0)
-    frame = pyogrio.read_dataframe(tiny.changed_buildings)
+    frame = pyogrio.read_dataframe(tiny.changed_buildings, layer="changed_buildings")
     assert len(frame) == 0 and {"change_type", "building_id"} <= set(frame.columns)
-    info = pyogrio.read_info(tiny.changed_buildings)
+    info = pyogrio.read_info(tiny.changed_buildings, layer="changed_buildings")
     assert info["geometry_type"] == "Polygon" and info["crs"] == "EPSG:32650"
     assert tiny.stats["new_buildings"] == tiny.stats["demolished_buildings"] == 0
 
@@ -202,9 +203,40 @@ def test_output_is_unchanged_for_a_seed(tmp_path) -> None:
     for name, digest in GOLDEN_PIXELS.items():
         pixels = read_raster(getattr(scene, name))
         assert hashlib.sha256(pixels.tobytes()).hexdigest() == digest, name
-    frame = pyogrio.read_dataframe(scene.changed_buildings)
+    frame = pyogrio.read_dataframe(scene.changed_buildings, layer="changed_buildings")
     rows = [(r.change_type, r.building_id, r.from_class, r.to_class) for r in frame.itertuples()]
     assert rows == [golden[:4] for golden in GOLDEN_BUILDINGS]
     np.testing.assert_allclose(frame["area_m2"], [g[4] for g in GOLDEN_BUILDINGS], atol=1e-6)
     vertices = np.round(shapely.get_coordinates(frame.geometry.values), 6)
     assert hashlib.sha256(vertices.tobytes()).hexdigest() == GOLDEN_VERTICES
+
+
+def test_changed_buildings_open_styled_in_qgis(scene: Scene) -> None:
+    """The GeoPackage carries a default QGIS style categorized by change_type, as predictions do."""
+    import sqlite3
+    import xml.etree.ElementTree as ET
+
+    from geochange.classes import CHANGE_TYPE_COLORS
+    from geochange.io import polygon_layer
+
+    with sqlite3.connect(scene.changed_buildings) as db:
+        rows = db.execute(
+            "SELECT f_table_name, f_geometry_column, styleQML FROM layer_styles "
+            "WHERE useAsDefault = 1"
+        ).fetchall()
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    db.close()
+    assert [(table, column) for table, column, _ in rows] == [("changed_buildings", "geom")]
+    renderer = ET.fromstring(rows[0][2].split("\n", 1)[1]).find("renderer-v2")
+    assert renderer is not None and renderer.get("type") == "categorizedSymbol"
+    assert renderer.get("attr") == "change_type"
+    types = ["new building", "demolished building"]
+    categories = [(c.get("value"), c.get("label")) for c in renderer.iter("category")]
+    assert categories == [(t, t) for t in types]
+    fills = [o.get("value") for o in renderer.iter("Option") if o.get("name") == "color"]
+    expected = [CHANGE_TYPE_COLORS[t] for t in types]
+    assert fills[:2] == [",".join(map(str, (*rgb, 128))) for rgb in expected]
+    # Reading "the" layer still means the buildings, not QGIS's style table.
+    assert polygon_layer(scene.changed_buildings) == "changed_buildings"
+    frame = pyogrio.read_dataframe(scene.changed_buildings, layer="changed_buildings")
+    assert set(frame["change_type"]) == {"new building", "demolished building"}

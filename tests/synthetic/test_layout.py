@@ -40,7 +40,7 @@ def test_change_equals_semantic_transitions(scene: Scene) -> None:
 
 
 def test_changed_buildings_match_change_pixels(scene: Scene) -> None:
-    frame = pyogrio.read_dataframe(scene.changed_buildings)
+    frame = pyogrio.read_dataframe(scene.changed_buildings, layer="changed_buildings")
     assert set(frame["change_type"]) == {"new building", "demolished building"}
     assert {"building_id", "from_class", "to_class", "area_m2"} <= set(frame.columns)
     pre, post, change = (

@@ -99,7 +99,7 @@ def test_synthetic_scene_recovers_changed_buildings(tmp_path: Path) -> None:
         semantic_post=scene.semantic_post,
         block_size=256,
     )
-    truth = gpd.read_file(scene.changed_buildings)
+    truth = gpd.read_file(scene.changed_buildings, layer="changed_buildings")
     assert len(truth) > 0
     ours = frame[frame["change_type"].isin(["new building", "demolished building"])]
     tree = shapely.STRtree(ours.geometry.values)
