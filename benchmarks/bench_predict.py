@@ -5,6 +5,8 @@ configuration, a fresh subprocess runs the predictor so its peak RSS (main proce
 DataLoader workers, ``resource.getrusage``) is measured per run. In the same run it measures:
 
 * tiles/s of the full pipeline (read -> infer -> blend -> row-band write -> COG);
+* the CPU seconds (all threads, ``time.process_time``) of both, whose ratio is the CPU-time
+  overhead: on a shared machine it moves far less with the other jobs than the wall clock;
 * the model's pure compute time on the same tiles (already in memory, same batches): the
   pipeline overhead is ``pipeline / compute - 1``;
 * a baseline: TorchGeo ``GridGeoSampler`` + ``DataLoader`` + in-memory mean stitching over the
@@ -164,16 +166,20 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         from rasterio.windows import Window
 
         window = Window(*spec["window"]) if spec.get("window") else None
+        cpu0 = time.process_time()
         result = predictor.predict(scene / "pre.tif", scene / "post.tif", out, window=window)
         seconds = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
         tiles = result.tiles
         workers = predictor.num_workers
         resolved = predictor.precision
     elif spec["mode"] == "compute":
         workers = 0
-        seconds, tiles, resolved = compute_only(model, scene, spec)
+        seconds, tiles, resolved, cpu = compute_only(model, scene, spec)
     else:
+        cpu0 = time.process_time()
         seconds, tiles = torchgeo_baseline(model, scene, spec)
+        cpu = time.process_time() - cpu0
         workers = spec["workers"] or 0
         resolved = "fp32"
     # Children's ru_maxrss also holds short-lived helpers (``ldconfig -p`` run by imports),
@@ -181,6 +187,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     children = peak_rss_mb(resource.RUSAGE_CHILDREN) if workers else 0.0
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "tiles": tiles,
         "rss_mb": peak_rss_mb(),
         "rss_children_mb": children,
@@ -200,7 +207,7 @@ def tile_windows(height: int, width: int, tile: int, overlap: int) -> list[tuple
 
 def compute_only(
     model: torch.nn.Module, scene: Path, spec: dict[str, Any]
-) -> tuple[float, int, str]:
+) -> tuple[float, int, str, float]:
     """The predictor's own model runner on the scene's tiles, preloaded, in the same batches.
 
     It is the ``_Inferencer`` of a predictor built with the pipeline's options (engine,
@@ -240,10 +247,11 @@ def compute_only(
     )
     inferencer = predictor._inferencer
     batch = spec["batch"]
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for i in range(0, len(tiles), batch):
         inferencer(torch.stack(tiles[i : i + batch]))
-    return time.perf_counter() - t0, len(tiles), predictor.precision
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return seconds, len(tiles), predictor.precision, cpu
 
 
 def torchgeo_baseline(
@@ -339,6 +347,8 @@ def round_ratios(slower: list[dict[str, Any]], faster: list[dict[str, Any]]) -> 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     best = dict(runs[0])
     best["seconds"] = statistics.median(r["seconds"] for r in runs)
+    if all("cpu_seconds" in r for r in runs):
+        best["cpu_seconds"] = statistics.median(r["cpu_seconds"] for r in runs)
     best["rss_mb"] = max(r["rss_mb"] for r in runs)
     best["rss_children_mb"] = max(r["rss_children_mb"] for r in runs)
     best["all_seconds"] = [round(r["seconds"], 1) for r in runs]
@@ -440,6 +450,20 @@ def report(runs: dict[str, list[dict[str, Any]]], engine: str, height: int, widt
             f"per-round ratios; rounds {[f'{100 * (r - 1):+.1f}%' for r in ratios]})",
             flush=True,
         )
+        if all("cpu_seconds" in r for r in runs[f"ours:{engine}"] + runs[f"compute:{engine}"]):
+            cpu = [
+                a["cpu_seconds"] / b["cpu_seconds"]
+                for a, b in zip(runs[f"ours:{engine}"], runs[f"compute:{engine}"], strict=True)
+            ]
+            # CPU seconds of the process (all threads): on a shared machine the wall-clock
+            # ratio swings with the other jobs' load, the work done much less.
+            print(
+                f"  CPU time (all threads): pipeline {ours['cpu_seconds']:.1f} s, compute "
+                f"{comp['cpu_seconds']:.1f} s -> CPU-time overhead "
+                f"{100 * (statistics.median(cpu) - 1):+.1f}% (median of per-round ratios; "
+                f"rounds {[f'{100 * (r - 1):+.1f}%' for r in cpu]})",
+                flush=True,
+            )
     if "baseline" in results:
         base = results["baseline"]
         ratios = round_ratios(runs["baseline"], runs[f"ours:{engine}"])

@@ -18,6 +18,8 @@ from geochange.predict.windows import ColumnStripe, TileGrid, column_stripes
 DECODE_CHUNK_WIDTH = 2048
 # Tiles between two heap trims (see geochange.io.trim_heap).
 TRIM_EVERY_TILES = 64
+# Blending windows kept (a grid has a few distinct ones: edges, inner, the clamped last).
+WEIGHT_CACHE_SIZE = 16
 
 #: ``decode(probs, valid, labels)`` -> output arrays of some rows.
 Decode = Callable[[np.ndarray, np.ndarray, np.ndarray | None], dict[str, np.ndarray]]
@@ -76,6 +78,7 @@ class _BandAssembler:
         self.top: int | None = None
         self.row: int | None = None
         self.tiles = 0
+        self._weights_cache: dict[tuple[bytes, bytes], np.ndarray] = {}
 
     def _release(self, until: int) -> None:
         assert self.top is not None
@@ -132,7 +135,7 @@ class _BandAssembler:
             # Per-tile buffers must not fragment the heap into growth with the scene; trimming
             # rarely keeps the (re-faulted) pages of the model's activations cheap.
             trim_heap()
-        weights = _tile_weights(self.grid, tile.row, tile.col)
+        weights = self._weights(tile.row, tile.col)
         if self.center:
             self._take_center_labels(tile.probs, weights, cols)
             # Only the change probability is blended.
@@ -142,6 +145,18 @@ class _BandAssembler:
             _weight_tile(self.grid, tile, weights)
             self.acc[:, :, cols] += tile.probs
         self.tiles += 1
+
+    def _weights(self, row: int, col: int) -> np.ndarray:
+        """The tile's blending window (read-only), cached: tiles share a few distinct ones."""
+        key = (self.grid.row_weights(row).tobytes(), self.grid.col_weights(col).tobytes())
+        weights = self._weights_cache.get(key)
+        if weights is None:
+            if len(self._weights_cache) >= WEIGHT_CACHE_SIZE:
+                self._weights_cache.clear()  # odd grids: stay bounded
+            weights = _tile_weights(self.grid, row, col)
+            weights.flags.writeable = False
+            self._weights_cache[key] = weights
+        return weights
 
     def _take_center_labels(self, probs: np.ndarray, weights: np.ndarray, cols: slice) -> None:
         """Keep each date's tile arg-max where this tile's window weight is the largest so far."""

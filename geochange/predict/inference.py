@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -118,11 +118,22 @@ class _Inferencer:
         :func:`geochange.io.model_buffers_on_heap`) are reused pass after pass without
         fragmenting the heap that tile and row buffers use.
         """
+        return self.submit(image).result()
+
+    def submit(self, image: Tensor) -> Future[np.ndarray]:
+        """Start :meth:`__call__` on ``image``; its probabilities come from the future.
+
+        On the CPU the batch runs on the model thread, so the caller reads the next batch and
+        blends the previous one meanwhile; batches run one at a time, in submission order.
+        Elsewhere (CUDA) it runs now and the future is already done.
+        """
         if self.device.type != "cpu":
-            return self._infer(image)
+            done: Future[np.ndarray] = Future()
+            done.set_result(self._infer(image))
+            return done
         if self._thread is None:
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geochange-model")
-        return self._thread.submit(self._infer, image).result()
+        return self._thread.submit(self._infer, image)
 
     def _prepare(self) -> None:
         if self._prepared:
@@ -144,7 +155,8 @@ class _Inferencer:
         self._prepare()
         x = image.to(self.device, non_blocking=True).float()
         if self.normalization is not None:
-            x = (x - self._mean) / self._std
+            # One temporary, divided in place (the same values as ``(x - mean) / std``).
+            x = (x - self._mean).div_(self._std)
         height, width = x.shape[-2:]
         pad_h = -height % self.size_divisor
         pad_w = -width % self.size_divisor
@@ -171,7 +183,8 @@ class _Inferencer:
                 probs = probs.flip(dims)
             total = probs if total is None else total + probs
         assert total is not None
-        total = total / len(flips)
+        if len(flips) > 1:  # x / 1 == x: no copy without TTA
+            total = total / len(flips)
         total = total[..., :height, :width]
         return total.float().cpu().numpy()
 

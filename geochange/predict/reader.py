@@ -4,7 +4,8 @@
 the files lazily, once per process, so a copy handed to each DataLoader worker (or Dask worker)
 opens its own handles. The post image is warped on the fly onto the pre grid with a
 :class:`~rasterio.vrt.WarpedVRT` when the grids differ. :class:`TileDataset` turns a tile grid
-into a map-style dataset of ``[2, C, h, w]`` float32 tiles plus validity masks.
+into a map-style dataset of ``[2, C, h, w]`` tiles (float32, or the files' own uint8, int8 or
+int16) plus validity masks.
 """
 
 from __future__ import annotations
@@ -256,25 +257,43 @@ class RasterPair:
             window: pixel window of the pre grid.
 
         Returns:
-            ``(image, valid)``: float32 ``[2, C, h, w]`` raw pixel values (0 where invalid) and
+            ``(image, valid)``: ``[2, C, h, w]`` raw pixel values (0 where invalid) and
             a bool ``[h, w]`` mask, False where either date is nodata, NaN or +-inf in any
             band, or outside the post footprint.
         """
         pre, post = self._sources()
-        pre_data = pre.read(self.bands, window=window, out_dtype="float32")
-        post_data = post.read(self.bands, window=window, out_dtype="float32")
+        pre_data = pre.read(self.bands, window=window, out_dtype=_tile_dtype(pre, self.warp_pre))
+        post_data = post.read(
+            self.bands, window=window, out_dtype=_tile_dtype(post, self.warp_post)
+        )
         valid = pre.dataset_mask(window=window) > 0
         valid &= post.dataset_mask(window=window) > 0
         # NaN / +-inf are nodata whether or not the file declares a nodata value (as in
         # training): a single NaN would spread through every convolution that sees it.
         valid &= ~nonfinite_pixels(pre_data)
         valid &= ~nonfinite_pixels(post_data)
-        image = np.stack([pre_data, post_data])
+        image = np.stack([pre_data, post_data])  # float32 unless both dates are small ints
         # Nodata values (e.g. -9999), NaN or warp fill must not reach the model: valid pixels
         # near a hole or footprint edge see them through the receptive field. Zero, as in
         # training, so the model sees what it was trained on around holes.
         image[:, :, ~valid] = 0
         return image, valid
+
+
+#: Integer dtypes read as they are (every value is exact in float32, torch converts them):
+#: uint8 tiles are a quarter of float32 ones to read, mask, stack and hand to the model.
+NATIVE_TILE_DTYPES = frozenset({"uint8", "int8", "int16"})
+
+
+def _tile_dtype(view: Any, warped: bool) -> str:
+    """The dtype a date's tiles are read in: its own small-integer dtype, else float32.
+
+    Warped dates stay float32, as GDAL resamples them for that buffer type.
+    """
+    dtype = str(view.dtypes[0])
+    if not warped and dtype in NATIVE_TILE_DTYPES and len(set(view.dtypes)) == 1:
+        return dtype
+    return "float32"
 
 
 def picklable_error(err: GeochangeError) -> GeochangeError:

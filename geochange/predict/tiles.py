@@ -7,6 +7,7 @@ on them and yields one :class:`_TileResult` per tile in row-major order.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from geochange.errors import ConfigurationError
+from geochange.errors import ConfigurationError, GeochangeError
 from geochange.io import worker_init_bound_malloc
 from geochange.predict.inference import _Inferencer
 from geochange.predict.reader import TileDataset
@@ -24,6 +25,9 @@ from geochange.predict.windows import ColumnStripe, TileGrid, column_stripes
 MIN_STRIPE_TILES = 8
 # glibc mmap threshold of the predicting process (reader workers use 128 KiB).
 PREDICT_MMAP_THRESHOLD = 8 * 2**20
+# Batches in flight in _compute_tiles: 2 = the next one runs while the last is blended
+# (1 = one after the other).
+PIPELINE_DEPTH = 2
 
 
 def _tile_windows(
@@ -82,7 +86,6 @@ def _compute_tiles(
     cols = list(range(len(grid.col_starts))) if cols is None else list(cols)
     if not rows or not cols:
         return
-    ncols = len(cols)
     dataset = TileDataset(source, _tile_windows(grid, rows, cols, origin))
     loader = DataLoader(
         dataset,
@@ -94,26 +97,63 @@ def _compute_tiles(
         prefetch_factor=4 if num_workers > 0 else None,
         persistent_workers=False,
     )
-    for batch in loader:
+    # Double buffering: batch N runs on the model thread while this thread hands out the
+    # tiles of batch N - 1 (blended, decoded, queued for writing by the caller) and reads batch
+    # N + 1; the model still sees the same batches in the same order.
+    pending: list[tuple[Future[np.ndarray] | None, dict[str, Any], np.ndarray]] = []
+    batches, error = iter(loader), None
+    while error is None:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        except GeochangeError as err:  # read inline (no reader worker)
+            error = err
+            break
         if "error" in batch:
-            raise batch["error"]
+            error = batch["error"]
+            break
         valid = batch["valid"].numpy()
         keep = valid.reshape(valid.shape[0], -1).any(axis=1)
-        probs = inferencer(batch["image"][torch.from_numpy(keep)]) if keep.any() else None
-        if probs is not None and probs.shape[1] != channels:
-            raise ConfigurationError(
-                f"the model produced {probs.shape[1]} output channels, expected {channels}"
-            )
-        kept = 0
-        for i, index in enumerate(batch["index"]):
-            tile_probs = None
-            if keep[i]:
-                assert probs is not None
-                tile_probs = probs[kept]
-                kept += 1
-            yield _TileResult(rows[index // ncols], cols[index % ncols], tile_probs, valid[i])
-        if progress is not None:
-            progress.update(len(batch["index"]))
+        image = batch.pop("image")
+        future = inferencer.submit(image[torch.from_numpy(keep)]) if keep.any() else None
+        del image  # the model thread holds the kept tiles
+        pending.append((future, batch, keep))
+        if len(pending) >= PIPELINE_DEPTH:
+            yield from _batch_tiles(*pending.pop(0), rows, cols, channels, progress)
+    # The batches read before a failed read are blended and written first, as without the
+    # double buffering: an interrupted run keeps (and resumes from) the same rows.
+    while pending:
+        yield from _batch_tiles(*pending.pop(0), rows, cols, channels, progress)
+    if error is not None:
+        raise error
+
+
+def _batch_tiles(
+    future: Future[np.ndarray] | None,
+    batch: dict[str, Any],
+    keep: np.ndarray,
+    rows: list[int],
+    cols: list[int],
+    channels: int,
+    progress: Any,
+) -> Iterator[_TileResult]:
+    """The tiles of one batch, once its probabilities are ready."""
+    probs = future.result() if future is not None else None
+    if probs is not None and probs.shape[1] != channels:
+        raise ConfigurationError(
+            f"the model produced {probs.shape[1]} output channels, expected {channels}"
+        )
+    valid, ncols, kept = batch["valid"].numpy(), len(cols), 0
+    for i, index in enumerate(batch["index"]):
+        tile_probs = None
+        if keep[i]:
+            assert probs is not None
+            tile_probs = probs[kept]
+            kept += 1
+        yield _TileResult(rows[index // ncols], cols[index % ncols], tile_probs, valid[i])
+    if progress is not None:
+        progress.update(len(batch["index"]))
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -63,6 +63,11 @@ __all__ = [
     "written_by_geochange",
 ]
 
+#: zstd level of the hidden tiled files: they are decoded once into the COGs (which keep
+#: GDAL's default level, so the final files are unchanged). Level 1 wrote a 4096^2 probability
+#: raster ~3x faster than the default 9, at the same size.
+INTERMEDIATE_ZSTD_LEVEL = 1
+
 #: Appended to errors after which the partial results stay on disk.
 RESUME_HINT = (
     "Partial results are kept: fix the problem (e.g. free disk space) and rerun with --resume "
@@ -213,6 +218,7 @@ class GeoTiffBandWriter:
             for spec in self.specs:
                 profile = dict(TILED_GTIFF_OPTIONS)
                 profile.update(
+                    zstd_level=INTERMEDIATE_ZSTD_LEVEL,
                     count=1,
                     dtype=spec.dtype,
                     nodata=spec.nodata,

@@ -62,3 +62,19 @@ def test_column_chunked_decoding_matches_one_chunk(scene_pair, monkeypatch) -> N
         np.testing.assert_array_equal(
             read(getattr(chunked, key)), read(getattr(whole, key)), err_msg=key
         )
+
+
+def test_blending_windows_are_cached_read_only_and_equal_to_recomputed() -> None:
+    """The band reuses a few read-only windows, each equal to the tile's own product."""
+    from geochange.predict.blend import WEIGHT_CACHE_SIZE, _BandAssembler
+    from geochange.predict.tiles import _tile_weights
+
+    grid = TileGrid(500, 430, 64, 16, 4, "cosine")
+    band = _BandAssembler(grid, 1, lambda p, v, lab: {}, lambda top, arrays, col: None)
+    for row in range(len(grid.row_starts)):
+        for col in range(len(grid.col_starts)):
+            weights = band._weights(row, col)
+            assert weights.dtype == np.float32 and weights.shape == (64, 64)
+            assert not weights.flags.writeable
+            np.testing.assert_array_equal(weights, _tile_weights(grid, row, col))
+    assert 4 <= len(band._weights_cache) <= WEIGHT_CACHE_SIZE

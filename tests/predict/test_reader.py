@@ -138,3 +138,43 @@ def test_all_nodata_image_is_refused_before_any_work(tmp_path: Path, overviews: 
     partly = np.zeros_like(valid)
     partly[:, 290:, 190:] = 7  # one valid corner is enough
     RasterPair.open(write_raster(tmp_path / "partly.tif", partly, nodata=0), good)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "expected"),
+    [("uint8", np.uint8), ("int16", np.int16), ("uint16", np.float32), ("float32", np.float32)],
+)
+def test_tiles_are_read_in_small_integer_dtypes(tmp_path: Path, dtype, expected) -> None:
+    """uint8/int8/int16 tiles keep their dtype (exact in float32); others are read as float32."""
+    from geochange.predict.reader import RasterPair
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(1, 120, size=(2, 40, 50)).astype(dtype)
+    pre = write_raster(tmp_path / "pre.tif", data, nodata=0)
+    post = write_raster(tmp_path / "post.tif", data[::-1].copy(), nodata=0)
+    pair = RasterPair.open(pre, post)
+    try:
+        image, valid = pair.read(rasterio.windows.Window(5, 3, 32, 24))
+    finally:
+        pair.close()
+    assert image.dtype == expected and image.shape == (2, 2, 24, 32)
+    assert valid.all()
+    np.testing.assert_array_equal(image[0], data[:, 3:27, 5:37].astype(expected))
+    np.testing.assert_array_equal(image[1], data[::-1, 3:27, 5:37].astype(expected))
+
+
+def test_warped_post_is_read_as_float32(tmp_path: Path) -> None:
+    """A date warped onto the pre grid is resampled for a float32 buffer, whatever its dtype."""
+    from geochange.predict.reader import RasterPair
+
+    data = np.full((3, 40, 40), 50, dtype=np.uint8)
+    pre = write_raster(tmp_path / "pre.tif", data)
+    shifted = from_origin(500005.0, 4600000.0, 10.0, 10.0)
+    post = write_raster(tmp_path / "post.tif", data, transform=shifted)
+    pair = RasterPair.open(pre, post)
+    try:
+        assert pair.warp_post and not pair.warp_pre
+        image, _ = pair.read(rasterio.windows.Window(0, 0, 16, 16))
+    finally:
+        pair.close()
+    assert image.dtype == np.float32
