@@ -27,6 +27,16 @@ sizes with a cheap 3x3-conv model (memory does not depend on the model's arithme
     python benchmarks/bench_predict.py --sizes 32500x48000      # the full LsSCD-scale pair
     python benchmarks/bench_predict.py --scenes bench_data/lsscd_sampling --no-compute \
         --no-baseline --agreement-size 0   # an existing 48000 x 32500 pair (bench_sampling's)
+    # int8 vs bf16 vs fp32 on a trained checkpoint (bench_train.py --save-checkpoint), on its
+    # held-out scene: tiles/s side by side, and agreement with torch fp32 and OpenVINO fp32
+    python benchmarks/bench_predict.py --scenes bench_data/train/eval_1024 --engines openvino \
+        --precisions fp32,bf16,int8 --checkpoint bench_data/train/trained_binary.ckpt
+
+Every (engine, precision) of ``--engines`` x ``--precisions`` is one configuration, measured in
+the same interleaved rounds. With ``--checkpoint`` every run (pipeline, pure compute, TorchGeo
+baseline, agreement) uses the trained model and its normalization. An int8 configuration
+calibrates on ``--calibration-tiles`` tiles of the scene (NNCF; cached, so only the first round
+pays it) and its agreement is reported against both torch fp32 and OpenVINO fp32.
 """
 
 from __future__ import annotations
@@ -126,6 +136,7 @@ def calibrated_model(scene: Path, path: Path, tile: int) -> None:
     model.train()
     with torch.no_grad():
         model(((x - mean) / std)[None])
+    path.parent.mkdir(parents=True, exist_ok=True)  # --scenes runs generate no scene here
     torch.save(model.eval().state_dict(), path)
 
 
@@ -137,8 +148,15 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     model_path = Path(spec["model_path"]) if spec["model_path"] else None
     checkpoint = spec["model"] == "checkpoint"
     model = None if checkpoint else build(spec["model"], model_path, spec.get("classes", 0))
+    if checkpoint and spec["mode"] == "torchgeo":
+        from geochange.checkpoint import load_model
+
+        assert model_path is not None
+        model, meta = load_model(model_path)
+        spec["norm"] = meta.normalization or {"mean": [0.0] * 3, "std": [1.0] * 3}
     scene = Path(spec["scene"])
     out = Path(spec["out"])
+    extra: dict[str, Any] = {}
     if spec["mode"] == "geochange":
         from geochange.predict import ChangePredictor
 
@@ -152,6 +170,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             "semantic_blend": spec.get("semantic_blend", "probability"),
             "progress": False,
             "engine": spec.get("engine", "torch"),
+            "calibration_tiles": spec.get("calibration_tiles", 32),
         }
         if spec.get("gdal_cache_mb"):
             options["gdal_cache_mb"] = spec["gdal_cache_mb"]
@@ -173,6 +192,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         tiles = result.tiles
         workers = predictor.num_workers
         resolved = predictor.precision
+        if resolved == "int8":
+            extra["int8"] = quantization_meta(predictor._inferencer.engine)
     elif spec["mode"] == "compute":
         workers = 0
         seconds, tiles, resolved, cpu = compute_only(model, scene, spec)
@@ -186,6 +207,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     # which report the parent's RSS at fork time: only meaningful with reader workers.
     children = peak_rss_mb(resource.RUSAGE_CHILDREN) if workers else 0.0
     return {
+        **extra,
         "seconds": seconds,
         "cpu_seconds": cpu,
         "tiles": tiles,
@@ -194,6 +216,15 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         "workers": workers,
         "precision": resolved,
     }
+
+
+def quantization_meta(engine: Any) -> dict[str, Any]:
+    """The int8 cache entry's metadata (held-out agreement, tile counts) of ``engine``."""
+    from geochange.predict.engines.cache import read_meta
+
+    entry = next(iter(engine.entries.values()))
+    meta = read_meta(Path(engine.cache_dir) / entry)
+    return {k: meta[k] for k in ("agreement", "calibration_tiles", "held_out_tiles")}
 
 
 def tile_windows(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int]]:
@@ -234,24 +265,39 @@ def compute_only(
             )
             for r, c in windows
         ]
-    predictor = ChangePredictor(
-        model,
-        normalization=NORM,
-        tile_size=tile,
-        overlap=spec["overlap"],
-        batch_size=spec["batch"],
-        precision=spec["precision"],
-        engine=spec.get("engine", "torch"),
-        fold_batchnorm=not spec.get("unfolded"),
-        progress=False,
-    )
+    options: dict[str, Any] = {
+        "tile_size": tile,
+        "overlap": spec["overlap"],
+        "batch_size": spec["batch"],
+        "precision": spec["precision"],
+        "engine": spec.get("engine", "torch"),
+        "fold_batchnorm": not spec.get("unfolded"),
+        "progress": False,
+    }
+    if spec["model"] == "checkpoint":
+        predictor = ChangePredictor.from_checkpoint(spec["model_path"], **options)
+    else:
+        predictor = ChangePredictor(model, normalization=NORM, **options)
     inferencer = predictor._inferencer
     batch = spec["batch"]
+    if predictor.precision == "int8":
+        calibrate_in_memory(predictor, tiles, spec.get("calibration_tiles", 32))
     t0, cpu0 = time.perf_counter(), time.process_time()
     for i in range(0, len(tiles), batch):
         inferencer(torch.stack(tiles[i : i + batch]))
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     return seconds, len(tiles), predictor.precision, cpu
+
+
+def calibrate_in_memory(predictor: Any, tiles: list[torch.Tensor], count: int) -> None:
+    """int8: quantize on the tiles the pipeline samples (evenly spread), before timing."""
+    from geochange.predict.engines.quantize import quantize_engine, sample_indices
+
+    inferencer = predictor._inferencer
+    picked = [tiles[i] for i in sample_indices(count, len(tiles))]
+    with torch.inference_mode():
+        stacked = inferencer.preprocess(torch.stack(picked)).cpu().numpy()
+    quantize_engine(inferencer.engine, stacked, threshold=predictor.threshold)
 
 
 def torchgeo_baseline(
@@ -297,8 +343,9 @@ def torchgeo_baseline(
         height, width, transform = src.height, src.width, src.transform
     total = np.zeros((height, width), np.float32)
     count = np.zeros((height, width), np.float32)
-    mean = torch.tensor(NORM["mean"]).view(1, 1, -1, 1, 1)
-    std = torch.tensor(NORM["std"]).view(1, 1, -1, 1, 1)
+    norm = spec.get("norm", NORM)
+    mean = torch.tensor(norm["mean"]).view(1, 1, -1, 1, 1)
+    std = torch.tensor(norm["std"]).view(1, 1, -1, 1, 1)
     tiles = 0
     with torch.inference_mode():
         for images, queries in loader:
@@ -355,37 +402,64 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return best
 
 
-def agreement(scene: Path, model_path: Path | None, args: argparse.Namespace, engine: str) -> None:
-    """``engine`` at ``--precision`` vs fp32 torch on a window of ``scene``."""
+def agreement(scene: Path, model_path: Path | None, args: argparse.Namespace) -> None:
+    """Every configuration vs torch fp32 (and int8 vs OpenVINO fp32) on a window of ``scene``."""
     import rasterio
 
     size = args.agreement_size
-    outs = {}
-    for name, eng, precision in (("ref", "torch", "fp32"), ("cand", engine, args.precision)):
-        spec = base_spec(args, scene, model_path, "geochange", f"agree_{name}")
+    checkpoint = args.checkpoint or args.agreement_checkpoint
+    references = [("torch", "fp32")]
+    configs = configurations(args)
+    if any(p == "int8" for _, p in configs):
+        references.append(("openvino", "fp32"))
+    probs, resolved = {}, {}
+    for engine, precision in dict.fromkeys(references + configs):
+        name = f"agree_{engine}_{precision}"
+        spec = base_spec(args, scene, model_path, "geochange", name)
         spec.update(
-            engine=eng, precision=precision, prob_dtype="float32", window=[0, 0, size, size]
+            engine=engine, precision=precision, prob_dtype="float32", window=[0, 0, size, size]
         )
-        if args.agreement_checkpoint:
-            spec.update(model="checkpoint", model_path=str(args.agreement_checkpoint))
-        outs[name] = run_child(spec)
-    with (
-        rasterio.open(DATA / "runs" / "agree_ref" / "probability.tif") as a,
-        rasterio.open(DATA / "runs" / "agree_cand" / "probability.tif") as b,
-    ):
-        pa, pb = a.read(1), b.read(1)
-    diff = np.abs(pa - pb)
-    same = np.mean((pa >= 0.5) == (pb >= 0.5))
-    near = np.mean(np.abs(pa - 0.5) < 0.05)
-    source = args.agreement_checkpoint or "random-init calibrated model"
-    print(
-        f"  agreement, {engine} {outs['cand']['precision']} vs torch fp32 ({source}, {size}^2): "
-        f"binary identical {100 * same:.3f}% of pixels; max |dp| {np.nanmax(diff):.4f}, mean "
-        f"|dp| {np.nanmean(diff):.5f}, 99.9th percentile |dp| "
-        f"{np.nanpercentile(diff, 99.9):.4f} ({100 * near:.2f}% of fp32 probabilities within "
-        f"0.05 of the threshold)",
-        flush=True,
-    )
+        if checkpoint:
+            spec.update(model="checkpoint", model_path=str(checkpoint))
+        resolved[engine, precision] = run_child(spec)
+        with rasterio.open(DATA / "runs" / name / "probability.tif") as src:
+            probs[engine, precision] = src.read(1)
+    source = checkpoint or "random-init calibrated model"
+    for candidate in configs:
+        for reference in references:
+            if candidate == reference or (reference[0] == "openvino" and candidate[1] != "int8"):
+                continue
+            pa, pb = probs[reference], probs[candidate]
+            diff = np.abs(pa - pb)
+            same = np.mean((pa >= 0.5) == (pb >= 0.5))
+            near = np.mean(np.abs(pa - 0.5) < 0.05)
+            result = resolved[candidate]
+            gate = ""
+            if "int8" in result:
+                q = result["int8"]
+                gate = (
+                    f"; int8 gate: {100 * q['agreement']:.3f}% on {q['held_out_tiles']} held-out "
+                    f"tiles (calibrated on {q['calibration_tiles']})"
+                )
+            print(
+                f"  agreement, {candidate[0]} {result['precision']} vs {reference[0]} fp32 "
+                f"({source}, {size}^2): binary identical {100 * same:.3f}% of pixels; max |dp| "
+                f"{np.nanmax(diff):.4f}, mean |dp| {np.nanmean(diff):.5f}, 99.9th percentile "
+                f"|dp| {np.nanpercentile(diff, 99.9):.4f} ({100 * near:.2f}% of reference "
+                f"probabilities within 0.05 of the threshold){gate}",
+                flush=True,
+            )
+
+
+def configurations(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The measured (engine, precision) pairs: ``--engines`` x ``--precisions``."""
+    engines = args.engines.split(",") if args.engines else [args.engine]
+    precisions = args.precisions.split(",") if args.precisions else [args.precision]
+    return [(e, p) for e in engines for p in precisions]
+
+
+def label(engine: str, precision: str) -> str:
+    return f"{engine}-{precision}"
 
 
 def cpu_line() -> str:
@@ -415,16 +489,20 @@ def base_spec(
         "precision": args.precision,
         "prob_dtype": "uint8",
         "gdal_cache_mb": args.gdal_cache_mb,
+        "calibration_tiles": args.calibration_tiles,
+        **({"model": "checkpoint", "model_path": str(args.checkpoint)} if args.checkpoint else {}),
     }
 
 
-def report(runs: dict[str, list[dict[str, Any]]], engine: str, height: int, width: int) -> None:
-    """Print one engine's pipeline, pure-compute, overhead and baseline figures."""
+def report(runs: dict[str, list[dict[str, Any]]], config: str, height: int, width: int) -> None:
+    """Print one configuration's pipeline, pure-compute, overhead and baseline figures."""
     results = {name: summarize(rounds) for name, rounds in runs.items()}
+    engine = config
     ours = results[f"ours:{engine}"]
     tiles = ours["tiles"]
     print(
-        f"{height}x{width}, engine {engine}, precision {ours['precision']}: pipeline {tiles} "
+        f"{height}x{width}, engine {engine.split('-')[0]}, precision {ours['precision']} "
+        f"(asked {engine.split('-')[1]}): pipeline {tiles} "
         f"tiles in {ours['seconds']:.1f} s ({tiles / ours['seconds']:.2f} tiles/s; runs "
         f"{ours['all_seconds']}), peak RSS {ours['rss_mb']:.0f} MB main{worker_text(ours)}",
         flush=True,
@@ -495,6 +573,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--precision", default="auto")
     parser.add_argument(
+        "--precisions",
+        help="comma-separated precisions (e.g. fp32,bf16,int8) measured side by side with each "
+        "engine (overrides --precision)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="a trained geochange checkpoint (bench_train.py --save-checkpoint) for every run "
+        "instead of the random-init model; its normalization is used",
+    )
+    parser.add_argument(
+        "--calibration-tiles",
+        type=int,
+        default=32,
+        help="int8: tiles of the scene sampled for NNCF calibration and the agreement gate",
+    )
+    parser.add_argument(
         "--engine", default="torch", choices=["torch", "openvino", "onnxruntime"]
     )
     parser.add_argument(
@@ -547,7 +642,8 @@ def main() -> None:
     print(
         f"bench_predict: tile {args.tile_size}, overlap {args.overlap}, batch {args.batch_size}, "
         f"{args.workers} reader worker(s), {args.threads} threads, precision "
-        f"{args.precision}, engines {','.join(engines)}; torch {torch.__version__}\n"
+        f"{args.precisions or args.precision}, engines {','.join(engines)}; model "
+        f"{args.checkpoint or 'random-init calibrated fusion_unet'}; torch {torch.__version__}\n"
         f"CPU: {cpu_line()}",
         flush=True,
     )
@@ -560,10 +656,10 @@ def main() -> None:
             height, width = src.height, src.width
         calibrated_model(scene, model_path, args.tile_size)  # fresh: the architecture may change
         modes = []
-        for engine in engines:
-            modes.append(("geochange", f"ours:{engine}"))
+        for engine, precision in configurations(args):
+            modes.append(("geochange", f"ours:{label(engine, precision)}"))
             if not args.no_compute:
-                modes.append(("compute", f"compute:{engine}"))
+                modes.append(("compute", f"compute:{label(engine, precision)}"))
         if args.unfolded:
             modes.append(("geochange", "unfolded"))
         if not args.no_baseline:
@@ -576,16 +672,26 @@ def main() -> None:
         for _ in range(args.repeats):
             for mode, name in modes:
                 spec = base_spec(args, scene, model_path, mode, name)
-                spec["engine"] = name.split(":")[1] if ":" in name else engines[0]
-                spec["unfolded"] = name == "unfolded"
+                engine, precision = (
+                    name.split(":")[1].split("-") if ":" in name else configurations(args)[0]
+                )
+                spec.update(engine=engine, precision=precision, unfolded=name == "unfolded")
                 if args.scene_window:
                     spec["window"] = [0, 0, width, height]
                 runs[name].append(run_child(spec))
-        for engine in engines:
-            report(runs, engine, height, width)
+        for engine, precision in configurations(args):
+            report(runs, label(engine, precision), height, width)
+            int8 = runs[f"ours:{label(engine, precision)}"][0].get("int8")
+            if int8:
+                print(
+                    f"  int8 gate (NNCF, held-out tiles of this scene): "
+                    f"{100 * int8['agreement']:.3f}% identical binary change pixels to OpenVINO "
+                    f"fp32 on {int8['held_out_tiles']} tiles, calibrated on "
+                    f"{int8['calibration_tiles']} (needs >= 99.5%)",
+                    flush=True,
+                )
         if args.agreement_size:
-            for engine in engines:
-                agreement(scene, model_path, args, engine)
+            agreement(scene, model_path, args)
     for text in args.rss_sizes:
         window = None
         if args.rss_scene is not None:
