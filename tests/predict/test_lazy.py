@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from geochange.classes import CHANGE_COLORS
+from geochange.classes import CHANGE_COLORS, CHANGE_PALETTE
 from geochange.predict.lazy import palette, to_raster
 from tests.builders import TinyConvChange
 from tests.predict.helpers import EXACT, tiny_predictor
@@ -57,7 +57,7 @@ def test_results_are_cf_described(scene_pair) -> None:
     assert change["flag_meanings"] == "no_change change"
     assert probability["units"] == "1" and np.isnan(probability["_FillValue"])
     np.testing.assert_array_equal(probability["valid_range"], [0.0, 1.0])
-    assert palette(dataset["change"]) == {v: (*rgb, 255) for v, rgb in CHANGE_COLORS.items()}
+    assert palette(dataset["change"]) == CHANGE_PALETTE  # "no change" transparent
 
 
 def test_semantic_outputs_carry_class_flags(scene_pair) -> None:
