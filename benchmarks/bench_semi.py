@@ -233,8 +233,8 @@ def build_module(method: str, args: argparse.Namespace) -> Any:
         )
         if getattr(args, name) is not None
     }
-    if args.no_balance:
-        options["balance_pseudo_labels"] = False
+    if args.no_balance or args.balance:
+        options["balance_pseudo_labels"] = bool(args.balance)
     if args.ceg_mode is not None:
         options["ceg_kwargs"] = {"mode": args.ceg_mode}
     if method == "diffmatch_legacy":
@@ -390,7 +390,9 @@ def parse_args() -> argparse.Namespace:
     # Semi-supervised options (None: the trainer's default).
     parser.add_argument("--confidence-threshold", type=float, default=None)
     parser.add_argument("--change-confidence-threshold", type=float, default=None)
-    parser.add_argument("--no-balance", action="store_true", help="balance_pseudo_labels=False")
+    balance = parser.add_mutually_exclusive_group()
+    balance.add_argument("--balance", action="store_true", help="balance_pseudo_labels=True")
+    balance.add_argument("--no-balance", action="store_true", help="balance_pseudo_labels=False")
     parser.add_argument("--generated-weight-start", type=float, default=None)
     parser.add_argument("--generated-weight-end", type=float, default=None)
     parser.add_argument("--generated-loss", choices=("bce", "change_loss"), default=None)
