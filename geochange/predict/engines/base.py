@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -73,7 +74,7 @@ def as_tensor(x: Tensor | np.ndarray) -> Tensor:
     return tensor.float()
 
 
-class Engine:
+class Engine(ABC):
     """Base class of the inference engines; :meth:`run` is the one call the pipeline makes.
 
     Engines are picklable (Dask workers receive them): what was compiled is dropped and made
@@ -135,6 +136,7 @@ class Engine:
         """One line for logs and benchmarks: engine, precision, device."""
         return f"{self.name} engine, {self.precision} on {self.device}"
 
+    @abstractmethod
     def run(self, x: Tensor | np.ndarray) -> Tensor:
         """Probabilities ``[B, 1 + 2K, H, W]`` (float32) for normalized tiles ``[B, 2, C, H, W]``.
 

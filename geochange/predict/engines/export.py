@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -90,14 +91,17 @@ class ExportedEngine(Engine):
 
     # -- what subclasses provide -------------------------------------------------------------
 
+    @abstractmethod
     def engine_version(self) -> str:
         """The version of the runtime (part of the cache key)."""
         raise NotImplementedError
 
+    @abstractmethod
     def build(self, runner: nn.Module, shape: tuple[int, ...], directory: Path) -> dict[str, Any]:
         """Write the entry's files for ``runner`` and ``shape`` into ``directory``."""
         raise NotImplementedError
 
+    @abstractmethod
     def load(self, entry: Path, shape: tuple[int, ...]) -> Compiled:
         """Compile the model of ``entry``."""
         raise NotImplementedError
