@@ -354,3 +354,22 @@ def test_synthetic_scene_realism_and_per_date_shift(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="regenerating the synthetic scene"):
         SyntheticSceneDataModule(str(root), 96, 96, scene_seed=1, patch_size=32)
     assert json.loads((root / "scene.json").read_text())["realism"] == {}
+
+
+def test_cli_call_leaves_sidecars_readable(tiny_scene: Path) -> None:
+    # A Lightning CLI call in this process (a notebook, a test worker) used to set
+    # GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR for good: GDAL then ignored every .aux.xml
+    # sidecar, so class rasters lost their names and the transparent "no change" colour.
+    import rasterio
+
+    from geochange.classes import CHANGE_PALETTE
+
+    before = {key: os.environ.get(key) for key in cli_lightning._GDAL_SETTINGS}
+    with pytest.raises(SystemExit) as exit_info:
+        lightning_main(["fit", "--help"])
+    assert exit_info.value.code == 0
+    assert {key: os.environ.get(key) for key in cli_lightning._GDAL_SETTINGS} == before
+    assert "GDAL_DISABLE_READDIR_ON_OPEN" not in os.environ
+    change = next(tiny_scene.rglob("change.tif"))
+    with rasterio.open(change) as ds:
+        assert ds.colormap(1)[0] == CHANGE_PALETTE[0] == (255, 255, 255, 0)

@@ -33,9 +33,11 @@ from geochange.errors import ConfigurationError, GeochangeError
 
 __all__ = ["FolderChangeDataModule", "SyntheticSceneDataModule", "main"]
 
-# Raster access settings for remote / large files (as TorchGeo's CLI sets them).
+# Raster access settings for large files, set for the duration of one CLI call only. Not
+# GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR (TorchGeo's CLI sets it): it hides every sidecar,
+# so GDAL would ignore a scene's .ovr overviews and the .aux.xml class names and colour alpha
+# geochange writes, for the rest of the process.
 _GDAL_SETTINGS = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "GDAL_MAX_RAW_BLOCK_CACHE_SIZE": "200000000",
     "GDAL_SWATH_SIZE": "200000000",
     "VSI_CURL_CACHE_SIZE": "200000000",
@@ -105,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import geochange
     from geochange.trainers import ChangeTrainer
 
+    saved_environ = {key: os.environ.get(key) for key in _GDAL_SETTINGS}
     for key, value in _GDAL_SETTINGS.items():
         os.environ.setdefault(key, value)
     args = list(sys.argv[1:] if argv is None else argv)
@@ -133,6 +136,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(1) from cause
     finally:
         sys.argv = saved_argv
+        for key, saved in saved_environ.items():
+            if saved is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = saved
 
 
 def _geochange_error(error: BaseException) -> GeochangeError | None:

@@ -502,6 +502,22 @@ def check_synth_realism(out_dir: str, size: tuple[int, int]) -> Callable[[Env, R
     return check
 
 
+def check_vectorize_change_classes(*, min_area: float) -> Callable[[Env, Run], None]:
+    """Only building changes, typed from both dates, as the scene's own changed buildings."""
+
+    def check(env: Env, run: Run) -> None:
+        written = pyogrio.read_dataframe(run.cwd / "changes.gpkg", layer="changes")
+        assert len(written) and (written["area_m2"] >= min_area).all()
+        assert all("building" in value for value in written["change_type"])
+        truth = pyogrio.read_dataframe(env.scene.changed_buildings, layer="changed_buildings")
+        big = truth[truth.geometry.area >= min_area]
+        assert written["change_type"].value_counts().to_dict() == (
+            big["change_type"].value_counts().to_dict()
+        )
+
+    return check
+
+
 def check_vectorize(
     *, min_area: float = 0.0, semantic: bool = False, layer_per_type: bool = False
 ) -> Callable[[Env, Run], None]:
@@ -761,6 +777,12 @@ CASES: list[Case] = [
         "--semantic-pre {e.scene.semantic_pre} --semantic-post {e.scene.semantic_post} "
         "--min-area 20 --simplify 0.5 --regularize rectangle --layer-per-type",
         check_vectorize(min_area=20, semantic=True, layer_per_type=True),
+    ),
+    Case(
+        "vectorize-change-classes",
+        "vectorize {e.scene.change} --out changes.gpkg --semantic-pre {e.scene.semantic_pre} "
+        "--semantic-post {e.scene.semantic_post} --change-classes building --min-area 4",
+        check_vectorize_change_classes(min_area=4),
     ),
     Case("vectorize-help", "vectorize --help", check_help("vectorize")),
     # evaluate
