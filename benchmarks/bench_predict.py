@@ -589,9 +589,7 @@ def main() -> None:
         default=32,
         help="int8: tiles of the scene sampled for NNCF calibration and the agreement gate",
     )
-    parser.add_argument(
-        "--engine", default="torch", choices=["torch", "openvino", "onnxruntime"]
-    )
+    parser.add_argument("--engine", default="torch", choices=["torch", "openvino", "onnxruntime"])
     parser.add_argument(
         "--engines", help="comma-separated engines measured side by side (overrides --engine)"
     )

@@ -44,4 +44,3 @@ def change_density(
     transform = Affine(cell_size * xres, 0, left, 0, -cell_size * yres, top)
     cache[cell_size] = (counts, transform)
     return counts, transform
-

@@ -238,9 +238,7 @@ def probability_qml() -> str:
     QGIS applies the raster's scale and offset, so the ramp spans p = 0..1 for uint8 and
     float32 probability rasters alike.
     """
-    renderer = _renderer(
-        "singlebandpseudocolor", classificationMin="0", classificationMax="1"
-    )
+    renderer = _renderer("singlebandpseudocolor", classificationMin="0", classificationMax="1")
     shader = ET.SubElement(ET.SubElement(renderer, "rastershader"), "colorrampshader")
     shader.attrib.update(
         colorRampType="INTERPOLATED", classificationMode="1", clip="0",

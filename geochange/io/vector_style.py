@@ -87,7 +87,7 @@ def _fill_symbol(name: str, color: tuple[int, int, int]) -> str:
     # QGIS >= 3.26 reads the <Option> map, older 3.x the <prop> list: write both, as QGIS
     # itself did while the two coexisted.
     options = "".join(
-        f"<Option name={quoteattr(k)} type=\"QString\" value={quoteattr(v)}/>"
+        f'<Option name={quoteattr(k)} type="QString" value={quoteattr(v)}/>'
         for k, v in props.items()
     )
     legacy = "".join(f"<prop k={quoteattr(k)} v={quoteattr(v)}/>" for k, v in props.items())
@@ -141,8 +141,7 @@ def categorized_sld(layer: str, field: str, categories: Sequence[StyleCategory])
     def rule(c: StyleCategory) -> str:
         hex_colour = "#{:02x}{:02x}{:02x}".format(*c.color)
         test = (
-            f"<ogc:PropertyIsNull><ogc:PropertyName>{field}</ogc:PropertyName>"
-            "</ogc:PropertyIsNull>"
+            f"<ogc:PropertyIsNull><ogc:PropertyName>{field}</ogc:PropertyName></ogc:PropertyIsNull>"
             if c.value is None
             else f"<ogc:PropertyIsEqualTo><ogc:PropertyName>{field}</ogc:PropertyName>"
             f"<ogc:Literal>{_text(c.value)}</ogc:Literal></ogc:PropertyIsEqualTo>"

@@ -173,8 +173,7 @@ class ChangeAugmentation(nn.Module):
         image, moved = pipeline(image, stack)
         parts = torch.split(moved[:, 0], sizes, dim=1)
         out = {
-            k: part.round().long().reshape(shapes[k])
-            for k, part in zip(masks, parts, strict=True)
+            k: part.round().long().reshape(shapes[k]) for k, part in zip(masks, parts, strict=True)
         }
         return image, out
 

@@ -142,10 +142,14 @@ def test_pam_xml_of_a_uint16_raster_has_only_the_rat() -> None:
 def test_sidecars_are_read_back_by_gdal(tmp_path: Path) -> None:
     raster = write_tif(tmp_path / "change.tif", np.array([[0, 1], [255, 1]], np.uint8))
     written = write_style_sidecars(raster, change_categories())
-    assert written == sidecar_paths(raster) == [
-        tmp_path / "change.tif.aux.xml",
-        tmp_path / "change.qml",
-    ]
+    assert (
+        written
+        == sidecar_paths(raster)
+        == [
+            tmp_path / "change.tif.aux.xml",
+            tmp_path / "change.qml",
+        ]
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "change.qml",
         "change.tif",

@@ -99,9 +99,7 @@ def test_other_formats_round_trip(tmp_path: Path, stress_path: Path, suffix: str
         back = back.to_crs(frame.crs)
     assert back.crs == frame.crs
     rtol = 3e-2 if suffix == ".geojson" else 1e-7  # 7 decimals of a degree: ~1 cm
-    np.testing.assert_allclose(
-        sorted(back.geometry.area), sorted(frame.geometry.area), rtol=rtol
-    )
+    np.testing.assert_allclose(sorted(back.geometry.area), sorted(frame.geometry.area), rtol=rtol)
 
 
 def test_empty_result_writes_empty_layer_with_schema(tmp_path: Path) -> None:

@@ -49,9 +49,7 @@ def to_probabilities(out: Any) -> Tensor:
     change = change.float()
     if change.ndim == 3:
         change = change.unsqueeze(1)
-    parts = [
-        torch.sigmoid(change[:, :1]) if change.shape[1] == 1 else change.softmax(1)[:, 1:2]
-    ]
+    parts = [torch.sigmoid(change[:, :1]) if change.shape[1] == 1 else change.softmax(1)[:, 1:2]]
     parts += [p.float().softmax(1) for p in (pre, post) if p is not None]
     return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 

@@ -37,9 +37,7 @@ CALIBRATION_TILES = 32
 HELD_OUT_SHARE = 0.25
 
 
-def binary_agreement(
-    reference: np.ndarray, candidate: np.ndarray, threshold: float = 0.5
-) -> float:
+def binary_agreement(reference: np.ndarray, candidate: np.ndarray, threshold: float = 0.5) -> float:
     """Share of pixels whose binary change (channel 0 >= ``threshold``) is the same.
 
     Args:

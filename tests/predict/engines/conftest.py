@@ -23,9 +23,7 @@ ENGINE_PARAMS = [
     pytest.param(
         "onnxruntime",
         id="onnxruntime",
-        marks=pytest.mark.skipif(
-            not _installed("onnxruntime", "onnx"), reason="no onnxruntime"
-        ),
+        marks=pytest.mark.skipif(not _installed("onnxruntime", "onnx"), reason="no onnxruntime"),
     ),
 ]
 
