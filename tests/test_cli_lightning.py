@@ -364,12 +364,13 @@ def test_cli_call_leaves_sidecars_readable(tiny_scene: Path) -> None:
 
     from geochange.classes import CHANGE_PALETTE
 
-    before = {key: os.environ.get(key) for key in cli_lightning._GDAL_SETTINGS}
+    keys = [*cli_lightning._GDAL_SETTINGS, "GDAL_DISABLE_READDIR_ON_OPEN"]
+    before = {key: os.environ.get(key) for key in keys}
     with pytest.raises(SystemExit) as exit_info:
         lightning_main(["fit", "--help"])
     assert exit_info.value.code == 0
-    assert {key: os.environ.get(key) for key in cli_lightning._GDAL_SETTINGS} == before
-    assert "GDAL_DISABLE_READDIR_ON_OPEN" not in os.environ
+    assert {key: os.environ.get(key) for key in keys} == before
+    assert "GDAL_DISABLE_READDIR_ON_OPEN" not in cli_lightning._GDAL_SETTINGS
     change = next(tiny_scene.rglob("change.tif"))
     with rasterio.open(change) as ds:
         assert ds.colormap(1)[0] == CHANGE_PALETTE[0] == (255, 255, 255, 0)
