@@ -14,8 +14,12 @@
    the preset ``levir``, or one perturbation alone (``misregistration``, ``radiometry``,
    ``phenology``, ``sun``, ``lean``, ``distractors``). ``--augment`` names the augmentations
    compared: ``default`` (shared geometry, per-date photometry), ``shift`` (``default`` plus
-   ``per_date_shift=--shift-px``) or ``none``. The training seed sets the model's
-   initialisation and the patch sampling; the scenes are fixed (train seed 0, test seed 1).
+   ``per_date_shift=--shift-px``), ``radiometric`` (``default`` plus per-date, per-band gain,
+   offset, gamma and haze covering the preset's radiometry:
+   :meth:`~geochange.transforms.ChangeAugmentation.radiometric`), ``robust`` (``radiometric``
+   plus the shift and a per-date rotation of up to 1 degree and scale of up to 2 %) or ``none``.
+   The training seed sets the model's initialisation and the patch sampling; the scenes are
+   fixed (train seed 0, test seed 1).
 
 Examples::
 
@@ -219,6 +223,22 @@ def budget_steps(task: str, args: argparse.Namespace) -> int:
     return _STEPS[task]
 
 
+def augmentation(augment: str, args: argparse.Namespace) -> Any:
+    """``ChangeDataModule(augment=...)`` of an ``--augment`` name (the scenes are 8-bit)."""
+    from geochange.transforms import ChangeAugmentation
+
+    if augment in ("default", "shift", "none"):
+        return augment != "none"  # shift: the default one, with per_date_shift
+    if augment == "radiometric":
+        return ChangeAugmentation.radiometric(value_range=255.0)
+    if augment == "robust":
+        return ChangeAugmentation.radiometric(
+            value_range=255.0, per_date_shift=args.shift_px, per_date_rotation=1.0,
+            per_date_scale=0.02,
+        )  # fmt: skip
+    raise ValueError(f"unknown augmentation {augment!r}")
+
+
 def train_and_score(
     task: str,
     args: argparse.Namespace,
@@ -252,7 +272,7 @@ def train_and_score(
         samples_per_epoch=args.samples_per_epoch,
         splits=(0.8, 0.1, 0.1),
         num_workers=args.workers,
-        augment=augment != "none",
+        augment=augmentation(augment, args),
         per_date_shift=args.shift_px if augment == "shift" else 0.0,
         seed=seed,
     )
@@ -438,7 +458,7 @@ def main() -> None:
     parser.add_argument(
         "--augment",
         nargs="+",
-        choices=["default", "shift", "none"],
+        choices=["default", "shift", "radiometric", "robust", "none"],
         default=["default"],
         help="augmentations compared in the realism configurations",
     )

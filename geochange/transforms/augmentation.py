@@ -7,8 +7,11 @@ or TorchGeo's ``[B, 1, H, W]``, optional ``mask_pre``/``mask_post`` and joined l
 parameters for both dates and every mask (so pixels stay co-registered and labels stay
 aligned); photometric jitter is drawn *independently* per date (two acquisitions differ in
 illumination, season, sensor).
-The optional per-date shift (``per_date_shift``) translates each date independently by a few
-pixels, as misregistration does; the masks follow the pre date.
+The optional per-date shift (``per_date_shift``), rotation and scale warp each date
+independently by a little, as misregistration and view-angle differences do; the masks follow
+the pre date. The optional radiometric jitter (``band_gain``, ``band_offset``, ``gamma``,
+``haze``) draws per date *and per band* what ``ColorJitter`` draws per image: sensor gains,
+offsets and gammas that differ between bands, and a smooth haze over part of the scene.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from typing import Any
 
 import kornia.augmentation as K
 import torch
-from kornia.geometry.transform import translate
+import torch.nn.functional as F
+from kornia.geometry.transform import get_affine_matrix2d, warp_affine
 from torch import Tensor, nn
 
 from geochange.classes import IGNORE_INDEX
@@ -86,6 +90,23 @@ class ChangeAugmentation(nn.Module):
             ``[-per_date_shift, per_date_shift]`` (bilinear, edges replicated), so the dates
             are misregistered against each other by up to twice that; the masks follow the
             pre date (nearest), and the strip shifted in from outside becomes the ignore value.
+        per_date_rotation: largest independent rotation of each date about the patch centre,
+            in degrees (0 disables); applied with the shift, masks following the pre date.
+        per_date_scale: largest independent relative scale change of each date (0.02: scales
+            drawn in ``[0.98, 1.02]``; 0 disables); applied with the shift and rotation.
+        band_gain: per-date, per-band gains are drawn in ``[1 - band_gain, 1 + band_gain]``
+            (0 disables), as radiometric calibration differs between bands and acquisitions.
+        band_offset: per-date, per-band offsets in ``[-band_offset, band_offset]``, as a
+            fraction of ``value_range`` (or in normalized units when ``value_range`` is None).
+        gamma: per-date, per-band gammas in ``[exp(-gamma), exp(gamma)]`` (needs a
+            ``value_range``; skipped on normalized data, as saturation and hue are).
+        haze: largest haze fraction of a date (0 disables): each date is blended towards a
+            bright airlight by a smooth random field of up to a random fraction in
+            ``[0, haze]`` (needs a ``value_range``).
+
+    The radiometric jitter is applied with the same per-date probability ``photometric_p``,
+    after ``ColorJitter``; ``ChangeAugmentation.radiometric(...)`` gives its ranges matched to
+    the ``"levir"`` realism preset of the synthetic scenes.
     """
 
     def __init__(
@@ -103,11 +124,36 @@ class ChangeAugmentation(nn.Module):
         value_range: float | None = 255.0,
         per_date_photometry: bool = True,
         per_date_shift: float = 0.0,
+        per_date_rotation: float = 0.0,
+        per_date_scale: float = 0.0,
+        band_gain: float = 0.0,
+        band_offset: float = 0.0,
+        gamma: float = 0.0,
+        haze: float = 0.0,
     ) -> None:
         super().__init__()
-        if not per_date_shift >= 0:
-            raise ConfigurationError(f"per_date_shift must be >= 0 pixels, got {per_date_shift}")
+        amounts = {
+            "per_date_shift": per_date_shift,
+            "per_date_rotation": per_date_rotation,
+            "per_date_scale": per_date_scale,
+            "band_gain": band_gain,
+            "band_offset": band_offset,
+            "gamma": gamma,
+            "haze": haze,
+        }
+        for name, value in amounts.items():
+            if not value >= 0:
+                raise ConfigurationError(f"{name} must be >= 0, got {value}")
+        if per_date_scale >= 1 or band_gain >= 1 or haze > 1:
+            raise ConfigurationError(
+                "per_date_scale and band_gain must be < 1 and haze <= 1, got "
+                f"{per_date_scale}, {band_gain} and {haze}"
+            )
         self.per_date_shift = float(per_date_shift)
+        self.per_date_rotation = float(per_date_rotation)
+        self.per_date_scale = float(per_date_scale)
+        self.band_gain, self.band_offset = float(band_gain), float(band_offset)
+        self.gamma, self.haze = float(gamma), float(haze)
         geometric: list[nn.Module] = []
         if flip:
             geometric += [K.RandomHorizontalFlip(p=0.5), K.RandomVerticalFlip(p=0.5)]
@@ -122,6 +168,7 @@ class ChangeAugmentation(nn.Module):
         self.date_swap = date_swap
         # Frames are the dates: same_on_frame=False draws one jitter per date.
         same = not per_date_photometry
+        self.per_date_photometry = per_date_photometry
         self._jitter_rgb = K.VideoSequential(
             K.ColorJitter(brightness, contrast, saturation, hue, p=photometric_p),
             data_format="BTCHW",
@@ -136,6 +183,23 @@ class ChangeAugmentation(nn.Module):
         )
         # Geometry pipelines by (height, width, with masks): the crop needs the output size.
         self._pipelines: dict[tuple[int, int, bool], K.AugmentationSequential] = {}
+
+    @classmethod
+    def radiometric(cls, **kwargs: Any) -> ChangeAugmentation:
+        """The default augmentation plus radiometric jitter matched to the ``"levir"`` preset.
+
+        The ranges cover the synthetic scenes' :class:`geochange.synthetic.realism.Radiometry`
+        of that preset: per-band gain ±0.15, offset ±12/255, gamma ``exp(±0.2)``, haze up to
+        0.25. Keyword arguments override any of them (or the other arguments of the class).
+        """
+        params: dict[str, Any] = {
+            "band_gain": 0.15,
+            "band_offset": 12 / 255,
+            "gamma": 0.2,
+            "haze": 0.25,
+        }
+        params.update(kwargs)
+        return cls(**params)
 
     def _pipeline(self, h: int, w: int, with_masks: bool) -> K.AugmentationSequential | None:
         key = (h, w, with_masks)
@@ -177,30 +241,49 @@ class ChangeAugmentation(nn.Module):
         }
         return image, out
 
-    def _shift_dates(
+    @property
+    def _warps_dates(self) -> bool:
+        return self.per_date_shift > 0 or self.per_date_rotation > 0 or self.per_date_scale > 0
+
+    def _date_matrices(self, image: Tensor) -> Tensor:
+        """``[B, 2, 2, 3]`` affine matrices (pixels) of each sample's two dates."""
+        b, _, _, h, w = image.shape
+        device = image.device
+        # (sample, date, (x, y)) in pixels; drawn first so shift-only runs draw as before.
+        shift = (torch.rand(b, 2, 2, device=device) * 2 - 1) * self.per_date_shift
+        angle = (torch.rand(b, 2, device=device) * 2 - 1) * self.per_date_rotation
+        scale = 1 + (torch.rand(b, 2, device=device) * 2 - 1) * self.per_date_scale
+        center = torch.tensor([(w - 1) / 2, (h - 1) / 2], device=device).expand(b * 2, 2)
+        matrix = get_affine_matrix2d(
+            shift.reshape(-1, 2),
+            center,
+            scale.reshape(-1, 1).expand(-1, 2).contiguous(),
+            angle.reshape(-1),
+        )
+        return matrix[:, :2].reshape(b, 2, 2, 3)
+
+    def _warp_dates(
         self, image: Tensor, masks: dict[str, Tensor]
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Independent sub-pixel translation of each date; masks follow the pre date."""
+        """Independent small affine warp of each date; masks follow the pre date."""
         b = image.shape[0]
-        s = self.per_date_shift
-        # (sample, date, (x, y)) in pixels.
-        shift = (torch.rand(b, 2, 2, device=image.device) * 2 - 1) * s
+        h, w = image.shape[-2:]
+        matrix = self._date_matrices(image)
         dates = [
-            translate(image[:, t], shift[:, t], mode="bilinear", padding_mode="border",
-                      align_corners=True)
+            warp_affine(image[:, t], matrix[:, t], (h, w), mode="bilinear",
+                        padding_mode="border", align_corners=True)
             for t in range(2)
         ]  # fmt: skip
         if not masks:
             return torch.stack(dates, dim=1), masks
         # Masks ([B, H, W] or [B, 1, H, W]) become channels of one stack, plus a channel of
-        # ones that tells which pixels were shifted in from outside.
-        h, w = image.shape[-2:]
+        # ones that tells which pixels were moved in from outside.
         shapes = {k: m.shape for k, m in masks.items()}
         flat = [masks[k].reshape(b, -1, h, w).float() for k in masks]
         sizes = [f.shape[1] for f in flat]
         stack = torch.cat([*flat, torch.ones_like(flat[0][:, :1])], dim=1)
-        moved = translate(stack, shift[:, 0], mode="nearest", padding_mode="zeros",
-                          align_corners=True)  # fmt: skip
+        moved = warp_affine(stack, matrix[:, 0], (h, w), mode="nearest", padding_mode="zeros",
+                            align_corners=True)  # fmt: skip
         inside = moved[:, -1:] > 0.5
         parts = torch.split(moved[:, :-1], sizes, dim=1)
         out = {
@@ -209,16 +292,46 @@ class ChangeAugmentation(nn.Module):
         }
         return torch.stack(dates, dim=1), out
 
-    def _photometric(self, image: Tensor) -> Tensor:
+    def _radiometric(self, image: Tensor, scaled: bool) -> Tensor:
+        """Per-date, per-band gain/offset/gamma and a smooth haze (``[0, 1]`` units if scaled)."""
         if self.photometric_p <= 0 or not (
-            self.brightness or self.contrast or self.saturation or self.hue
+            self.band_gain or self.band_offset or (scaled and (self.gamma or self.haze))
         ):
             return image
+        b, _, c, h, w = image.shape
+        device = image.device
+        t = 2 if self.per_date_photometry else 1  # 1: one draw for both dates (broadcast)
+
+        def draw(amount: float, *shape: int) -> Tensor:
+            return (torch.rand(b, t, *shape, device=device) * 2 - 1) * amount
+
+        on = (torch.rand(b, t, 1, 1, 1, device=device) < self.photometric_p).float()
+        out = image
+        if scaled and self.gamma:
+            out = out.clamp(0, 1) ** torch.exp(draw(self.gamma, c, 1, 1))
+        out = out * (1 + draw(self.band_gain, c, 1, 1)) + draw(self.band_offset, c, 1, 1)
+        if scaled and self.haze:
+            # A smooth field: bilinear upsampling of a 3 x 3 grid of random levels.
+            grid = torch.rand(b * t, 1, 3, 3, device=device)
+            field = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=True)
+            amount = torch.rand(b, t, 1, 1, 1, device=device) * self.haze
+            fraction = field.view(b, t, 1, h, w) * amount
+            airlight = 0.8 + 0.2 * torch.rand(b, t, c, 1, 1, device=device)
+            out = out * (1 - fraction) + airlight * fraction
+        if scaled:
+            out = out.clamp(0, 1)
+        return on * out + (1 - on) * image
+
+    def _photometric(self, image: Tensor) -> Tensor:
+        amounts = (self.brightness, self.contrast, self.saturation, self.hue, self.band_gain,
+                   self.band_offset, self.gamma, self.haze)  # fmt: skip
+        if self.photometric_p <= 0 or not any(amounts):
+            return image
         if self.value_range is None:
-            return self._jitter_any(image)
+            return self._radiometric(self._jitter_any(image), scaled=False)
         scaled = (image / self.value_range).clamp(0, 1)
         jitter = self._jitter_rgb if image.shape[2] == 3 else self._jitter_any
-        return jitter(scaled) * self.value_range
+        return self._radiometric(jitter(scaled), scaled=True) * self.value_range
 
     @staticmethod
     def _with_extra(image: Tensor, extra: Tensor | None) -> tuple[Tensor, int, bool]:
@@ -263,8 +376,8 @@ class ChangeAugmentation(nn.Module):
             extra = image[:, :, channels:]
             out[EXTRA_IMAGE] = extra[:, 0] if single else extra
             image = image[:, :, :channels]
-        if self.per_date_shift > 0:
-            image, masks = self._shift_dates(image, masks)
+        if self._warps_dates:
+            image, masks = self._warp_dates(image, masks)
         image = self._photometric(image)
         if self.date_swap > 0:
             image = self._swap(image, masks)

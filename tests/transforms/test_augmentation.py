@@ -169,3 +169,121 @@ def test_per_date_shift_is_off_by_default_and_validated() -> None:
     assert torch.equal(out["image"], batch["image"]) and torch.equal(out["mask"], batch["mask"])
     with pytest.raises(ConfigurationError, match="per_date_shift"):
         ChangeAugmentation(per_date_shift=-1)
+
+
+def _radiometric_only(**kwargs: float | bool) -> ChangeAugmentation:
+    """No geometry and no ColorJitter: only the per-band radiometric jitter."""
+    return ChangeAugmentation(
+        flip=False, rotate90=False, scale=None, brightness=0, contrast=0, saturation=0, hue=0,
+        photometric_p=1.0, **kwargs,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def _flat_batch(b: int = 4, size: int = 16) -> dict[str, torch.Tensor]:
+    """Every band of both dates a ramp of values from 40 to 200 (so a gain is exact)."""
+    ramp = torch.linspace(40, 200, size * size).view(size, size)
+    pre = ramp.expand(b, 3, size, size).clone()
+    return {"image": torch.stack([pre, pre.clone()], dim=1), "mask": torch.zeros(b, size, size)}
+
+
+def test_band_gain_is_drawn_per_date_and_per_band_within_its_range() -> None:
+    torch.manual_seed(0)
+    batch = _flat_batch()
+    out = _radiometric_only(band_gain=0.15)(batch)["image"]
+    ratio = out / batch["image"]
+    # One gain per (sample, date, band): constant over the pixels, inside [0.85, 1.15].
+    gains = ratio.mean(dim=(-2, -1))
+    assert torch.allclose(ratio, gains[..., None, None], atol=1e-5)
+    assert gains.min() >= 0.85 - 1e-6 and gains.max() <= 1.15 + 1e-6
+    assert gains.std(dim=2).min() > 0  # bands differ
+    assert not torch.allclose(gains[:, 0], gains[:, 1])  # dates differ
+
+
+def test_gamma_and_offset_per_band() -> None:
+    torch.manual_seed(1)
+    batch = _flat_batch()
+    x = batch["image"] / 255
+    out = _radiometric_only(gamma=0.2)(batch)["image"] / 255
+    # out = x ** g for one g per (sample, date, band) in [exp(-0.2), exp(0.2)].
+    g = (out.log() / x.log()).mean(dim=(-2, -1))
+    assert torch.allclose(out, x ** g[..., None, None], atol=1e-4)
+    assert g.min() >= torch.exp(torch.tensor(-0.2)) - 1e-4
+    assert g.max() <= torch.exp(torch.tensor(0.2)) + 1e-4
+    assert g.std() > 0.01
+    shifted = _radiometric_only(band_offset=12 / 255)(batch)["image"] - batch["image"]
+    offsets = shifted.mean(dim=(-2, -1))
+    assert torch.allclose(shifted, offsets[..., None, None], atol=1e-3)
+    assert offsets.abs().max() <= 12 + 1e-3 and offsets.std(dim=2).min() > 0
+
+
+def test_haze_brightens_smoothly_towards_the_airlight() -> None:
+    torch.manual_seed(2)
+    batch = _flat_batch(b=16, size=32)
+    x = batch["image"] / 255
+    out = _radiometric_only(haze=0.25)(batch)["image"] / 255
+    # Haze is a blend towards an airlight >= 0.8: dark pixels get brighter, by at most 25 %
+    # of the distance to the airlight, and the fraction varies smoothly over the patch.
+    dark = x < 0.5
+    assert (out[dark] >= x[dark] - 1e-6).all()
+    fraction = (out - x) / (1.0 - x)  # a lower bound on the blend fraction (airlight <= 1)
+    assert fraction.max() <= 0.25 + 1e-4 and fraction.max() > 0.05
+    step = (fraction[..., 1:, :] - fraction[..., :-1, :]).abs().max()
+    assert step < 0.05  # smooth: no jumps between neighbouring pixels
+
+
+def test_radiometric_preset_is_applied_per_date_and_can_be_shared() -> None:
+    torch.manual_seed(3)
+    batch = _flat_batch()
+    aug = ChangeAugmentation.radiometric(flip=False, rotate90=False, scale=None)
+    assert (aug.band_gain, aug.gamma, aug.haze) == (0.15, 0.2, 0.25)
+    out = aug(batch)["image"]
+    assert not torch.allclose(out[:, 0], out[:, 1])
+    shared = _radiometric_only(band_gain=0.15, gamma=0.2, per_date_photometry=False)(batch)
+    assert torch.allclose(shared["image"][:, 0], shared["image"][:, 1])
+    # Off by default: the default augmentation draws nothing new.
+    default = ChangeAugmentation()
+    assert (default.band_gain, default.band_offset, default.gamma, default.haze) == (0,) * 4
+
+
+def test_per_date_rotation_and_scale_keep_the_mask_on_the_pre_date() -> None:
+    torch.manual_seed(4)
+    aug = ChangeAugmentation(
+        flip=False, rotate90=False, scale=None, photometric_p=0,
+        per_date_rotation=3.0, per_date_scale=0.03,
+    )  # fmt: skip
+    batch = _squares()
+    out = aug(batch)
+    mask, pre, post = out["mask"], out["image"][:, 0, 0], out["image"][:, 1, 0]
+    valid = mask != 255
+    assert (~valid).any()  # rotated corners came from outside
+    pre_agree = ((pre > 120).long() == mask)[valid].float().mean()
+    post_agree = ((post > 120).long() == mask)[valid].float().mean()
+    assert pre_agree > 0.9 and post_agree < pre_agree - 0.03
+    assert torch.equal(batch["image"][:, 0], batch["image"][:, 1])  # input untouched
+
+
+def test_shift_only_warp_is_the_translation_it_draws() -> None:
+    from kornia.geometry.transform import translate
+
+    batch = _squares(b=3)
+    torch.manual_seed(7)
+    out = ChangeAugmentation(
+        flip=False, rotate90=False, scale=None, photometric_p=0, per_date_shift=2.5
+    )(batch)
+    torch.manual_seed(7)
+    shift = (torch.rand(3, 2, 2) * 2 - 1) * 2.5
+    for t in range(2):
+        expected = translate(batch["image"][:, t], shift[:, t], mode="bilinear",
+                             padding_mode="border", align_corners=True)  # fmt: skip
+        assert torch.allclose(out["image"][:, t], expected, atol=1e-4)
+
+
+def test_radiometric_and_warp_arguments_are_validated() -> None:
+    import pytest
+
+    from geochange.errors import ConfigurationError
+
+    for kwargs in ({"band_gain": -0.1}, {"gamma": -1}, {"per_date_rotation": -2},
+                   {"per_date_scale": 1.5}, {"haze": 2.0}):  # fmt: skip
+        with pytest.raises(ConfigurationError):
+            ChangeAugmentation(**kwargs)  # type: ignore[arg-type]
