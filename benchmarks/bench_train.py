@@ -40,7 +40,7 @@ import statistics
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -213,7 +213,16 @@ def trainer_kwargs(task: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 _STEPS: dict[str, int] = {}
-NORMALIZATION: dict[int, dict[str, list[float]]] = {}
+
+
+class Trained(NamedTuple):
+    """What :func:`train_and_score` returns."""
+
+    trainer: Any  #: the Lightning trainer
+    module: Any  #: the trained ChangeTrainer
+    scores: dict[str, float]  #: scores on the evaluation scene
+    #: the training normalization, to score the same model on further scenes
+    normalization: dict[str, list[float]]
 
 
 def budget_steps(task: str, args: argparse.Namespace) -> int:
@@ -253,12 +262,8 @@ def train_and_score(
     seed: int = 0,
     augment: str = "default",
     out: Path,
-) -> tuple[Any, Any, dict[str, float]]:
-    """Train for the budget on ``train_scene`` and score on ``eval_scene``.
-
-    Returns:
-        The Lightning trainer, the trained module and the scores.
-    """
+) -> Trained:
+    """Train for the budget on ``train_scene`` and score on ``eval_scene``."""
     import lightning.pytorch as pl
 
     from geochange.datamodules import ChangeDataModule
@@ -306,9 +311,7 @@ def train_and_score(
         flush=True,
     )
     scores = evaluate(module, eval_scene, datamodule.normalization, args.eval_tile, out)
-    # Kept so a caller can score the same model on further scenes with the same inputs.
-    NORMALIZATION[id(module)] = datamodule.normalization
-    return trainer, module, scores
+    return Trained(trainer, module, scores, datamodule.normalization)
 
 
 def accuracy(task: str, args: argparse.Namespace) -> None:
@@ -316,7 +319,7 @@ def accuracy(task: str, args: argparse.Namespace) -> None:
     train_scene = scene(root / f"train_{args.size}", args.size, seed=0)
     eval_scene = scene(root / f"eval_{args.eval_size}", args.eval_size, seed=1)
     semantic = task == "semantic"
-    trainer, _, scores = train_and_score(
+    trainer, _, scores, _ = train_and_score(
         task, args, train_scene, eval_scene, out=root / f"predicted_{task}"
     )
     if semantic:
@@ -377,11 +380,10 @@ def realism_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
                 )
                 out = root / f"predicted_{train}_{test}_{augment}_{seed}"
                 if i == 0:
-                    _, module, scores = train_and_score(
+                    _, module, scores, normalization = train_and_score(
                         "binary", args, train_scene, eval_scene, seed=seed, augment=augment,
                         out=out,
                     )  # fmt: skip
-                    normalization = NORMALIZATION[id(module)]
                 else:
                     scores = evaluate(module, eval_scene, normalization, args.eval_tile, out)
                 print(

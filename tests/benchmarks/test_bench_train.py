@@ -25,14 +25,13 @@ def test_each_model_is_trained_once_and_scored_on_every_test_kind(
 
     def train_and_score(
         task: str, args: Any, train: str, test: str, *, seed: int, augment: str, out: Path
-    ) -> tuple[None, object, dict[str, float]]:
+    ) -> bench_train.Trained:
         trained.append((train, augment, seed))
-        module = object()
-        bench_train.NORMALIZATION[id(module)] = {"mean": [0.0], "std": [1.0]}
         scored.append((train, test))
         # Scores that identify the pair, so the table rows can be checked.
-        return None, module, {"f1": seed + 0.1 * len(test), "iou_change": 0.0,
-                              "precision": 0.0, "recall": 0.0}  # fmt: skip
+        scores = {"f1": seed + 0.1 * len(test), "iou_change": 0.0, "precision": 0.0,
+                  "recall": 0.0}  # fmt: skip
+        return bench_train.Trained(None, object(), scores, {"mean": [0.0], "std": [1.0]})
 
     def evaluate(module: object, test: str, normalization: Any, tile: int, out: Path) -> dict:
         assert normalization == {"mean": [0.0], "std": [1.0]}
@@ -56,3 +55,21 @@ def test_each_model_is_trained_once_and_scored_on_every_test_kind(
         ("none", "none"), ("levir", "levir"), ("none", "levir")
     ]  # fmt: skip
     assert rows[2]["f1"] == [0.5, 0.5]  # scored by evaluate, not by the clean test's training
+
+
+def test_augment_names_build_the_augmentations_they_document() -> None:
+    from geochange.transforms import ChangeAugmentation
+
+    args = argparse.Namespace(shift_px=2.0)
+    assert bench_train.augmentation("none", args) is False
+    assert bench_train.augmentation("default", args) is True
+    assert bench_train.augmentation("shift", args) is True  # with ChangeDataModule's shift
+    radiometric = bench_train.augmentation("radiometric", args)
+    assert isinstance(radiometric, ChangeAugmentation)
+    assert (radiometric.band_gain, radiometric.gamma, radiometric.haze) == (0.15, 0.2, 0.25)
+    assert radiometric.per_date_shift == 0 and radiometric.value_range == 255.0
+    robust = bench_train.augmentation("robust", args)
+    assert (robust.band_gain, robust.per_date_shift) == (0.15, 2.0)
+    assert (robust.per_date_rotation, robust.per_date_scale) == (1.0, 0.02)
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        bench_train.augmentation("mixup", args)
