@@ -246,10 +246,7 @@ def augmentation(augment: str, args: argparse.Namespace) -> Any:
     if augment == "radiometric":
         return ChangeAugmentation.radiometric(value_range=255.0)
     if augment == "robust":
-        return ChangeAugmentation.radiometric(
-            value_range=255.0, per_date_shift=args.shift_px, per_date_rotation=1.0,
-            per_date_scale=0.02,
-        )  # fmt: skip
+        return ChangeAugmentation.robust(value_range=255.0, per_date_shift=args.shift_px)
     raise ValueError(f"unknown augmentation {augment!r}")
 
 

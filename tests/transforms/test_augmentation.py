@@ -287,3 +287,11 @@ def test_radiometric_and_warp_arguments_are_validated() -> None:
                    {"per_date_scale": 1.5}, {"haze": 2.0}):  # fmt: skip
         with pytest.raises(ConfigurationError):
             ChangeAugmentation(**kwargs)  # type: ignore[arg-type]
+
+
+def test_robust_is_radiometric_with_the_per_date_warp() -> None:
+    robust = ChangeAugmentation.robust(per_date_shift=3.0)
+    assert (robust.band_gain, robust.gamma, robust.haze) == (0.15, 0.2, 0.25)
+    assert (robust.per_date_shift, robust.per_date_rotation, robust.per_date_scale) == (
+        3.0, 1.0, 0.02,
+    )  # fmt: skip
