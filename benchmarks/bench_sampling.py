@@ -6,13 +6,17 @@ Prints, in one run, samples/s (median of ``--repeats`` runs) and peak RSS for:
 * ``torchgeo-ts``: plain TorchGeo baseline, one ``RasterDataset(time_series=True)``;
 * ``geochange-random``: :class:`BiTemporalRasterDataset` on the same random windows;
 * ``geochange-balanced``: the dataset with :class:`ChangeBalancedGeoSampler` (50% change);
-* ``rasterio-raw``: raw ``DatasetReader.read`` of the same windows, files opened once per
-  process (the ceiling);
+* ``rasterio-raw``: raw ``DatasetReader.read`` of the same windows of both dates, files
+  opened once per process, stacked as float32 (the ceiling the issue set);
+* ``rasterio-raw-labels``: the same plus the change label's window as int64, i.e. the data a
+  geochange sample holds;
 
-each with 0 and 2 DataLoader workers (batch size 8, ``stack_samples``). Every configuration
-runs in a fresh subprocess so its peak RSS (the process plus its largest worker, times the
-worker count, an upper bound) is its own. All timed runs read windows already in the OS page
-cache (a warm-up pass reads them first), so the figures compare CPU cost, not disk speed.
+each with 0 and 2 DataLoader workers (batch size 8; TorchGeo's ``stack_samples`` for the
+TorchGeo and raw configurations, geochange's for geochange's, as ``ChangeDataModule`` uses).
+Every configuration runs in a fresh subprocess so its peak RSS (the process plus its largest
+worker, times the worker count, an upper bound) is its own. All timed runs read windows
+already in the OS page cache (a warm-up pass reads them first), so the figures compare CPU
+cost, not disk speed.
 
 Generate the scene once (outside CI; ~10 GB of GeoTIFFs at full size)::
 
@@ -115,8 +119,10 @@ def _windows(data: Path, count: int, patch: int, seed: int) -> list[tuple[float,
 class _RawPairs:
     """Map-style dataset of raw rasterio window reads (files opened once per process)."""
 
-    def __init__(self, data: Path, windows: list[tuple[float, ...]], patch: int) -> None:
-        self.data, self.windows, self.patch = data, windows, patch
+    def __init__(
+        self, data: Path, windows: list[tuple[float, ...]], patch: int, labels: bool = False
+    ) -> None:
+        self.data, self.windows, self.patch, self.labels = data, windows, patch, labels
         self.handles: dict[str, Any] = {}
 
     def __len__(self) -> int:
@@ -132,12 +138,17 @@ class _RawPairs:
                 "pid": os.getpid(),
                 "pre": rasterio.open(self.data / "pre.tif"),
                 "post": rasterio.open(self.data / "post.tif"),
+                "change": rasterio.open(self.data / "change.tif"),
             }
         *_, row, col = self.windows[i]
         window = Window(int(col), int(row), self.patch, self.patch)
         pre = self.handles["pre"].read(window=window)
         post = self.handles["post"].read(window=window)
-        return {"image": torch.from_numpy(np.stack([pre, post]).astype(np.float32))}
+        sample = {"image": torch.from_numpy(np.stack([pre, post]).astype(np.float32))}
+        if self.labels:
+            change = self.handles["change"].read(1, window=window)
+            sample["mask"] = torch.from_numpy(change.astype(np.int64))
+        return sample
 
 
 class _Slices:
@@ -247,14 +258,18 @@ def measure(method: str, data: Path, workers: int, count: int, patch: int, repea
             sampler = _Slices(slice_sets[0])
     else:
         # All windows live in the dataset (workers keep their copy); the sampler picks the set.
-        dataset = _RawPairs(data, [w for ws in window_sets for w in ws], patch)
+        windows = [w for ws in window_sets for w in ws]
+        dataset = _RawPairs(data, windows, patch, labels=method == "rasterio-raw-labels")
         raw_sets = [list(range(r * count, (r + 1) * count)) for r in range(repeats)]
         sampler = _Slices(raw_sets[0])
 
+    collate: Any = stack_samples
+    if method.startswith("geochange"):
+        from geochange.datasets.batches import stack_samples as collate
     loader_kwargs: dict[str, Any] = {
         "batch_size": 8,
         "num_workers": workers,
-        "collate_fn": stack_samples,
+        "collate_fn": collate,
         "persistent_workers": workers > 0,
     }
     if sampler is not None:
@@ -303,7 +318,7 @@ def measure(method: str, data: Path, workers: int, count: int, patch: int, repea
 def warm_cache(data: Path, count: int, patch: int, repeats: int) -> None:
     """Read every benchmark window once so all timed runs start from a warm page cache."""
     for seed in range(repeats):
-        raw = _RawPairs(data, _windows(data, count, patch, seed=seed), patch)
+        raw = _RawPairs(data, _windows(data, count, patch, seed=seed), patch, labels=True)
         for i in range(len(raw)):
             raw[i]
 
@@ -329,8 +344,11 @@ def summary(results: dict[tuple[str, int], dict[str, Any]], workers: list[int]) 
         tg = max((results[(m, w)]["rate"] for m in ("torchgeo-and", "torchgeo-ts")
                   if (m, w) in results), default=None)  # fmt: skip
         raw = results.get(("rasterio-raw", w))
+        raw_labels = results.get(("rasterio-raw-labels", w))
         line = f"  workers={w}: TorchGeo best {tg or float('nan'):.1f}, raw rasterio "
         line += f"{raw['rate'] if raw else float('nan'):.1f}"
+        if raw_labels:
+            line += f" (with labels {raw_labels['rate']:.1f})"
         for method in ("geochange-random", "geochange-balanced"):
             ours = results.get((method, w))
             if ours is None:
@@ -340,10 +358,13 @@ def summary(results: dict[tuple[str, int], dict[str, Any]], workers: list[int]) 
                 line += f" = {ours['rate'] / tg:.2f}x TorchGeo"
             if raw:
                 line += f", {100 * ours['rate'] / raw['rate']:.0f}% of raw"
+            if raw_labels:
+                line += f" ({100 * ours['rate'] / raw_labels['rate']:.0f}% with labels)"
         print(line)
     if len(workers) > 1:
         w0, w1 = workers[0], workers[-1]
-        for method in ("geochange-random", "geochange-balanced", "rasterio-raw"):
+        for method in ("geochange-random", "geochange-balanced", "rasterio-raw",
+                       "rasterio-raw-labels"):  # fmt: skip
             if (method, w0) in results and (method, w1) in results:
                 ratio = results[(method, w1)]["rate"] / results[(method, w0)]["rate"]
                 print(f"  {method}: {w1} workers / {w0} workers = {ratio:.2f}x")
@@ -370,6 +391,7 @@ def main() -> None:
             "geochange-random",
             "geochange-balanced",
             "rasterio-raw",
+            "rasterio-raw-labels",
         ],
     )
     parser.add_argument("--_measure", nargs=2, metavar=("METHOD", "WORKERS"), help="internal")

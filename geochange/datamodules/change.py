@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchgeo.datasets import stack_samples
 
 from geochange.datamodules.geo import open_scene, region_sampler, seeded, split_scene
 from geochange.datasets import BiTemporalRasterDataset, SemanticChangeFolderDataset
+from geochange.datasets.batches import select_keys, stack_samples
 from geochange.errors import ConfigurationError
 from geochange.io import worker_init_bound_malloc
 from geochange.keys import (
@@ -33,7 +33,7 @@ from geochange.transforms.stats import input_range_record
 
 def stack_unlabeled(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Collate samples like ``stack_samples`` after dropping their label masks."""
-    return stack_samples([{k: v for k, v in s.items() if k not in MASK_KEYS} for s in samples])
+    return stack_samples(select_keys(samples, drop=MASK_KEYS))
 
 
 def stack_unlabeled_with_pseudo(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -43,9 +43,7 @@ def stack_unlabeled_with_pseudo(samples: Sequence[dict[str, Any]]) -> dict[str, 
     change label is dropped, the per-date maps stay as pseudo labels.
     """
     renamed = {MASK_PRE: PSEUDO_PRE, MASK_POST: PSEUDO_POST}
-    return stack_samples(
-        [{renamed.get(k, k): v for k, v in s.items() if k != MASK} for s in samples]
-    )
+    return stack_samples(select_keys(samples, drop=(MASK,), rename=renamed))
 
 
 def stack_unlabeled_with_truth(
@@ -56,7 +54,7 @@ def stack_unlabeled_with_truth(
     For benchmarks on scenes whose unlabeled share has a ground truth (generated scenes): the
     semi-supervised trainer scores its pseudo labels against it and never trains on it.
     """
-    kept = [{DIAGNOSTIC_CHANGE if k == MASK else k: v for k, v in s.items()} for s in samples]
+    kept = select_keys(samples, rename={MASK: DIAGNOSTIC_CHANGE})
     if pseudo:
         return stack_unlabeled_with_pseudo(kept)
     return stack_unlabeled(kept)

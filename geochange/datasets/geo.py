@@ -45,16 +45,26 @@ from geochange.datasets._layers import (
     VectorLayer,
     expand_paths,
 )
+from geochange.datasets.batches import BatchSamples, batch_buffer
 from geochange.datasets.density import change_density
 from geochange.errors import DataError
 from geochange.io import VECTOR_EXTENSIONS, ChangeMask, check_change_mask
-from geochange.keys import check_mask_layout, to_mask_layout
+from geochange.keys import MASK, MASK_POST, MASK_PRE, check_mask_layout, to_mask_layout
 
 #: LsSCD classes, the default class names of semantic labels (a list copy of
 #: :data:`geochange.classes.LSSCD_CLASS_NAMES`; ``IGNORE_INDEX`` comes from there too).
 LSSCD_CLASSES = list(LSSCD_CLASS_NAMES)
 
 PathsOrDataset = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | RasterDataset
+
+
+#: The label keys of a sample.
+LABEL_KEYS = (MASK, MASK_PRE, MASK_POST)
+
+
+def _fits(out: np.ndarray | None, shape: tuple[int, ...]) -> bool:
+    """Whether ``out`` is a float32 array of ``shape`` (a slot to read an image into)."""
+    return out is not None and out.shape == shape and out.dtype == np.float32
 
 
 def _is_vector(paths: Any) -> bool:
@@ -83,10 +93,13 @@ class BiTemporalRasterDataset(GeoDataset):
 
     Example:
         >>> from torchgeo.samplers import RandomGeoSampler
-        >>> from torchgeo.datasets import stack_samples
+        >>> from geochange.datasets import stack_samples
         >>> ds = BiTemporalRasterDataset("pre.tif", "post.tif", change="change.gpkg")
         >>> loader = DataLoader(ds, sampler=RandomGeoSampler(ds, 256, 100),
         ...                     batch_size=8, collate_fn=stack_samples)
+
+    TorchGeo's ``stack_samples`` gives the same batches; geochange's keeps the buffers that
+    :meth:`__getitems__` reads a whole batch into, instead of copying every sample again.
 
     Args:
         pre: pre-date image: a file, a directory, a list of files, or a TorchGeo
@@ -404,20 +417,26 @@ class BiTemporalRasterDataset(GeoDataset):
         )
 
     def read_window(
-        self, bounds: tuple[float, float, float, float], res: tuple[float, float] | None = None
+        self,
+        bounds: tuple[float, float, float, float],
+        res: tuple[float, float] | None = None,
+        *,
+        out: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """Read both dates and labels in ``(left, bottom, right, top)`` as numpy arrays.
 
         Args:
             bounds: window in the dataset CRS.
             res: output resolution (default: the dataset's).
+            out: float32 ``[2, C, h, w]`` array to read the image into (used as ``image``
+                when its shape matches the window, else ignored).
 
         Returns:
             ``image`` float32 ``[2, C, h, w]``, ``valid`` bool ``[h, w]`` and, when labels
             exist, ``mask`` / ``mask_pre`` / ``mask_post`` uint8 ``[h, w]`` (255 = ignore).
         """
         res = res or self._res
-        image, valid = self._read_images(bounds, res)
+        image, valid = self._read_images(bounds, res, out)
         invalid = None if valid is None else ~valid
         if invalid is not None and invalid.any():
             image[:, :, invalid] = 0.0
@@ -441,21 +460,30 @@ class BiTemporalRasterDataset(GeoDataset):
         return out
 
     def _read_images(
-        self, bounds: tuple[float, float, float, float], res: tuple[float, float]
+        self,
+        bounds: tuple[float, float, float, float],
+        res: tuple[float, float],
+        out: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Both dates as float32 ``[2, C, h, w]`` and their joint validity (None: all valid)."""
+        """Both dates as float32 ``[2, C, h, w]`` and their joint validity (None: all valid).
+
+        ``out`` receives the image when its shape is the window's.
+        """
         pre_window = direct_window(self.pre, bounds, res)
         post_window = direct_window(self.post, bounds, res)
         exact = can_read_as_float32(self.pre) and can_read_as_float32(self.post)
         if pre_window is not None and post_window is not None and exact:
             # Both dates straight into one buffer (see geochange.datasets._direct).
-            image = np.empty(
-                (2, self.pre.count, int(pre_window.height), int(pre_window.width)), np.float32
-            )
+            shape = (2, self.pre.count, int(pre_window.height), int(pre_window.width))
+            image = out if _fits(out, shape) else np.empty(shape, np.float32)
             pre_valid = read_into(self.pre, pre_window, image[0])
             return image, both_valid(pre_valid, read_into(self.post, post_window, image[1]))
         pre, pre_valid = self.pre.read(bounds, res, 0.0)
         post, post_valid = self.post.read(bounds, res, 0.0)
+        shape = (2, *pre.shape)
+        if _fits(out, shape) and post.shape == pre.shape:
+            assert out is not None
+            return np.stack([pre, post], out=out), pre_valid & post_valid
         return np.stack([pre, post]), pre_valid & post_valid
 
     def read_change(
@@ -554,6 +582,68 @@ class BiTemporalRasterDataset(GeoDataset):
         Raises:
             IndexError: if the slice does not intersect the pre/post overlap.
         """
+        bounds, res = self._checked_query(index)
+        arrays = self.read_window(bounds, res)
+        sample: dict[str, Any] = {"image": torch.from_numpy(arrays["image"])}
+        for key in LABEL_KEYS:
+            if key in arrays:
+                sample[key] = torch.from_numpy(arrays[key].astype(np.int64))
+        sample["bounds"] = torch.tensor(self._bounds_row(bounds, res), dtype=torch.float64)
+        sample["transform"] = torch.tensor(self._transform_row(bounds, res), dtype=torch.float64)
+        if self.mask_layout != "geochange":
+            sample = to_mask_layout(sample, self.mask_layout, batched=False)
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+    def __getitems__(self, indices: Sequence[GeoSlice]) -> list[dict[str, Any]]:
+        """The samples of a batch of queries (what PyTorch's DataLoader calls per batch).
+
+        The same samples as ``[self[i] for i in indices]``. Without ``transforms`` and with
+        the geochange mask layout, every window is read straight into one buffer per key
+        (in shared memory inside a DataLoader worker), and the samples are views of those
+        buffers: :func:`geochange.datasets.batches.stack_samples` then returns the buffers
+        without copying them (see :mod:`geochange.datasets.batches`).
+
+        Args:
+            indices: the queries of the batch.
+
+        Returns:
+            The sample dicts, as a :class:`~geochange.datasets.batches.BatchSamples`.
+        """
+        if self.transforms is not None or self.mask_layout != "geochange" or len(indices) < 2:
+            return [self[index] for index in indices]
+        queries = [self._checked_query(index) for index in indices]
+        first = self.read_window(*queries[0])
+        shape = first["image"].shape
+        size = len(queries)
+        image = batch_buffer((size, *shape), torch.float32)
+        masks = {key: batch_buffer((size, *first[key].shape), torch.int64)
+                 for key in LABEL_KEYS if key in first}  # fmt: skip
+        bounds = batch_buffer((size, 9), torch.float64)
+        transforms = batch_buffer((size, 9), torch.float64)
+        images = image.numpy()
+        for slot, (query, res) in enumerate(queries):
+            view = images[slot]
+            arrays = first if slot == 0 else self.read_window(query, res, out=view)
+            if arrays["image"].shape != shape or any(
+                arrays[key].shape != masks[key].shape[1:] for key in masks
+            ):
+                return [self[index] for index in indices]  # windows of different sizes
+            if arrays["image"] is not view:
+                view[...] = arrays["image"]
+            for key, batch in masks.items():
+                batch[slot] = torch.from_numpy(arrays[key])  # uint8 -> int64 in the copy
+            bounds[slot] = torch.tensor(self._bounds_row(query, res), dtype=torch.float64)
+            transforms[slot] = torch.tensor(self._transform_row(query, res), dtype=torch.float64)
+        stacked = {"image": image, **masks, "bounds": bounds, "transform": transforms}
+        samples = [{key: batch[slot] for key, batch in stacked.items()} for slot in range(size)]
+        return BatchSamples(samples, stacked)
+
+    def _checked_query(
+        self, index: GeoSlice
+    ) -> tuple[tuple[float, float, float, float], tuple[float, float]]:
+        """The query's bounds and resolution; IndexError outside the pre/post overlap."""
         bounds, res = self._query_bounds(index)
         left, bottom, right, top = bounds
         cached = self.__dict__.get("_overlap_bounds")
@@ -564,24 +654,23 @@ class BiTemporalRasterDataset(GeoDataset):
         ob = cached[1]
         if left >= ob[2] or right <= ob[0] or bottom >= ob[3] or top <= ob[1]:
             raise IndexError(f"index {index} is outside the dataset bounds {self.bounds}")
-        arrays = self.read_window(bounds, res)
-        sample: dict[str, Any] = {"image": torch.from_numpy(arrays["image"])}
-        for key in ("mask", "mask_pre", "mask_post"):
-            if key in arrays:
-                sample[key] = torch.from_numpy(arrays[key].astype(np.int64))
+        return bounds, res
+
+    def _bounds_row(
+        self, bounds: tuple[float, float, float, float], res: tuple[float, float]
+    ) -> list[float]:
+        """TorchGeo's ``bounds`` metadata of a sample (x, y and t slices, flattened)."""
+        left, bottom, right, top = bounds
         t = self.bounds[2]
-        sample["bounds"] = torch.tensor(
-            [left, right, res[0], bottom, top, res[1], t.start.timestamp(), t.stop.timestamp(), 1],
-            dtype=torch.float64,
-        )
-        sample["transform"] = torch.tensor(
-            [res[0], 0.0, left, 0.0, -res[1], top, 0.0, 0.0, 1.0], dtype=torch.float64
-        )
-        if self.mask_layout != "geochange":
-            sample = to_mask_layout(sample, self.mask_layout, batched=False)
-        if self.transforms is not None:
-            sample = self.transforms(sample)
-        return sample
+        return [left, right, res[0], bottom, top, res[1], t.start.timestamp(),
+                t.stop.timestamp(), 1]  # fmt: skip
+
+    @staticmethod
+    def _transform_row(
+        bounds: tuple[float, float, float, float], res: tuple[float, float]
+    ) -> list[float]:
+        """TorchGeo's ``transform`` metadata of a sample (the affine, row-major 3 x 3)."""
+        return [res[0], 0.0, bounds[0], 0.0, -res[1], bounds[3], 0.0, 0.0, 1.0]
 
     def __and__(self, other: GeoDataset) -> IntersectionDataset:
         """Join a TorchGeo layer; its data arrives under its own key (``extra_image``, ...).
