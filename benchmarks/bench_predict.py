@@ -296,7 +296,7 @@ def calibrate_in_memory(predictor: Any, tiles: list[torch.Tensor], count: int) -
     inferencer = predictor._inferencer
     picked = [tiles[i] for i in sample_indices(count, len(tiles))]
     with torch.inference_mode():
-        stacked = inferencer.preprocess(torch.stack(picked)).cpu().numpy()
+        stacked = inferencer.preprocess(torch.stack(picked), normalize=True).cpu().numpy()
     quantize_engine(inferencer.engine, stacked, threshold=predictor.threshold)
 
 

@@ -71,10 +71,10 @@ class _Timed:
         self.run = engine.run
         self.ms = 0.0
 
-    def __call__(self, x: Any) -> Any:
+    def __call__(self, x: Any, normalization: Any = None) -> Any:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        out = self.run(x)
+        out = self.run(x, normalization)
         end.record()
         end.synchronize()
         self.ms += start.elapsed_time(end)

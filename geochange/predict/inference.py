@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from geochange.errors import ConfigurationError, DataError
 from geochange.io import band_indexes, open_raster
 from geochange.predict.engines import Engine, create_engine, to_probabilities
+from geochange.predict.engines.base import Normalization
 from geochange.predict.engines.torch_engine import cpu_bf16_supported, resolve_torch_precision
 from geochange.predict.reader import TileDataset
 from geochange.transforms.stats import check_value_range, sample_raster_range
@@ -147,14 +148,35 @@ class _Inferencer:
             self._std = std.view(1, dates, -1, 1, 1).to(self.device)
         self._prepared = True
 
-    def preprocess(self, image: Tensor) -> Tensor:
-        """Raw tiles ``[B, 2, C, h, w]`` -> the engine's input: normalized float32.
+    def raw_normalization(self, channels: int) -> Normalization:
+        """The ``(mean, std)`` an engine that :meth:`~Engine.takes_raw` normalizes with."""
+        self._prepare()
+        if self.normalization is None:
+            mean, std = torch.zeros(1, 1, channels, 1, 1), torch.ones(1, 1, channels, 1, 1)
+        else:
+            mean, std = self._mean.cpu(), self._std.cpu()
+        shape = (1, 2, channels, 1, 1)
+        return (
+            np.array(np.broadcast_to(mean.numpy(), shape), dtype=np.float32),
+            np.array(np.broadcast_to(std.numpy(), shape), dtype=np.float32),
+        )
 
-        Tiles are padded to the model's size multiple (only tiles smaller than it need that).
+    def preprocess(self, image: Tensor, normalize: bool | None = None) -> Tensor:
+        """Raw tiles ``[B, 2, C, h, w]`` -> the engine's input.
+
+        Normalized float32, or, for an engine that :meth:`~Engine.takes_raw` (and
+        ``normalize`` not True), the raw tiles in their own dtype (the engine normalizes them
+        with :meth:`raw_normalization`). Tiles are padded to the model's size multiple (only
+        tiles smaller than it need that); reflect and replicate padding commute with the
+        per-band normalization, so either order gives the same values.
         """
         self._prepare()
-        x = image.to(self.device, non_blocking=True).float()
-        if self.normalization is not None:
+        if normalize is None:
+            normalize = not self.engine.takes_raw()
+        x = image.to(self.device, non_blocking=True)
+        if normalize:
+            x = x.float()
+        if normalize and self.normalization is not None:
             # One temporary, divided in place (the same values as ``(x - mean) / std``).
             x = (x - self._mean).div_(self._std)
         height, width = x.shape[-2:]
@@ -171,6 +193,7 @@ class _Inferencer:
     @torch.inference_mode()
     def _infer(self, image: Tensor) -> np.ndarray:
         x = self.preprocess(image)
+        raw = self.raw_normalization(x.shape[2]) if self.engine.takes_raw() else None
         height, width = image.shape[-2:]
         flips: list[tuple[int, ...]] = [()]
         if self.tta:
@@ -178,7 +201,7 @@ class _Inferencer:
         total: Tensor | None = None
         for dims in flips:
             xi = x.flip(dims) if dims else x
-            probs = self.engine.run(xi)
+            probs = self.engine.run(xi, raw)
             if dims:
                 probs = probs.flip(dims)
             total = probs if total is None else total + probs
@@ -211,7 +234,8 @@ class _Inferencer:
             item = dataset[index]
             if bool(item["valid"].any()):
                 with torch.inference_mode():
-                    tiles.append(self.preprocess(item["image"][None]).cpu().numpy()[0])
+                    x = self.preprocess(item["image"][None], normalize=True)
+                    tiles.append(x.cpu().numpy()[0])
         stacked = np.stack(tiles) if tiles else np.zeros((0, 1), np.float32)
         return quantize_engine(self.engine, stacked, threshold=threshold)
 
@@ -289,7 +313,7 @@ class _Inferencer:
 
         It folds the engine's BatchNorms on the probe, as the first batch would.
         """
-        x = self.preprocess(image)
+        x = self.preprocess(image, normalize=True)
         runner = self.engine.runner(x.to(self.engine.model_device()))
         out = to_probabilities(runner(x.to(self.engine.model_device())))
         return out[..., : image.shape[-2], : image.shape[-1]].cpu().numpy()

@@ -2,9 +2,11 @@
 
 Every engine runs the same graph, the model with its BatchNorm layers folded followed by its
 sigmoid/softmax, through one call, :meth:`Engine.run` (normalized float32 tiles
-``[B, 2, C, H, W]`` -> probabilities ``[B, 1 + 2K, H, W]``). The OpenVINO and ONNX Runtime
-engines export the model to ONNX once per (weights, tile shape, batch, precision, engine
-version) into an on-disk cache (:mod:`~geochange.predict.engines.cache`).
+``[B, 2, C, H, W]`` -> probabilities ``[B, 1 + 2K, H, W]``; the exported engines at float
+precisions take the raw tiles and their normalization instead and normalize inside the graph).
+The OpenVINO and ONNX Runtime engines export the model to ONNX once per (weights, tile shape,
+batch, input dtype, precision, engine version) into an on-disk cache
+(:mod:`~geochange.predict.engines.cache`).
 
     >>> from geochange.predict.engines import ENGINES
     >>> ENGINES

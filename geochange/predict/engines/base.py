@@ -2,9 +2,14 @@
 
 An engine turns a batch of *normalized* float32 tiles ``[B, 2, C, H, W]`` into float32
 probabilities ``[B, 1 + 2K, H, W]`` (change probability, then the pre and post class
-probabilities of semantic models) with :meth:`Engine.run`. Normalization, padding, TTA flips
-and output decoding stay in :class:`geochange.predict.inference._Inferencer`, so every engine
-runs exactly the same graph: the model (BatchNorm folded) followed by its sigmoid/softmax.
+probabilities of semantic models) with :meth:`Engine.run`. Engines whose :meth:`Engine.takes_raw`
+is true (the exported ones, at float precisions) take the *raw* tiles in their own dtype with
+the normalization instead, and normalize inside their graph (:class:`NormalizingModel`): the
+conversion and the arithmetic then run in the engine's vectorized, multi-threaded kernels
+instead of three passes of torch over the batch on the model thread, and a uint8 batch is a
+quarter of the bytes to hand over. Padding, TTA flips and output decoding stay in
+:class:`geochange.predict.inference._Inferencer`, so every engine runs the same graph: the
+model (BatchNorm folded) followed by its sigmoid/softmax.
 """
 
 from __future__ import annotations
@@ -64,6 +69,29 @@ class ProbabilityModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Probabilities ``[B, 1 + 2K, H, W]`` for model input ``x``."""
         return to_probabilities(self.model(x))
+
+
+class NormalizingModel(ProbabilityModel):
+    """:class:`ProbabilityModel` on raw tiles: ``(image - mean) / std`` in float32 first.
+
+    ``mean`` and ``std`` are inputs of the graph (``[1, 2, C, 1, 1]``, per date and band), not
+    constants, so one exported model serves every normalization (a scene rescaled by
+    ``value_range`` included); the arithmetic is the one :class:`_Inferencer` does in torch.
+    """
+
+    def forward(self, image: Tensor, mean: Tensor, std: Tensor) -> Tensor:  # type: ignore[override]
+        """Probabilities ``[B, 1 + 2K, H, W]`` for raw tiles ``image`` ``[B, 2, C, H, W]``."""
+        return to_probabilities(self.model((image.float() - mean) / std))
+
+
+#: ``(mean, std)``, float32 ``[1, 2, C, 1, 1]`` each: the normalization of raw tiles.
+Normalization = tuple[np.ndarray, np.ndarray]
+
+
+def normalize(x: Tensor, normalization: Normalization) -> Tensor:
+    """Raw tiles ``x`` normalized as :class:`NormalizingModel` does (float32)."""
+    mean, std = (torch.from_numpy(a) for a in normalization)
+    return (x.float() - mean) / std
 
 
 def as_tensor(x: Tensor | np.ndarray) -> Tensor:
@@ -134,12 +162,19 @@ class Engine(ABC):
         """One line for logs and benchmarks: engine, precision, device."""
         return f"{self.name} engine, {self.precision} on {self.device}"
 
+    def takes_raw(self) -> bool:
+        """Whether :meth:`run` takes raw tiles with their normalization (see the module)."""
+        return False
+
     @abstractmethod
-    def run(self, x: Tensor | np.ndarray) -> Tensor:
-        """Probabilities ``[B, 1 + 2K, H, W]`` (float32) for normalized tiles ``[B, 2, C, H, W]``.
+    def run(self, x: Tensor | np.ndarray, normalization: Normalization | None = None) -> Tensor:
+        """Probabilities ``[B, 1 + 2K, H, W]`` (float32) for tiles ``[B, 2, C, H, W]``.
 
         Args:
-            x: normalized float32 tiles (a tensor on any device, or a numpy array).
+            x: normalized float32 tiles (a tensor on any device, or a numpy array); with
+                ``normalization``, raw tiles in their own dtype (engines that
+                :meth:`takes_raw` only).
+            normalization: the ``(mean, std)`` of raw tiles ``x``.
 
         Returns:
             The probabilities, on the engine's device for the torch engine, else on the CPU.

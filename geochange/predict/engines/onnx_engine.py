@@ -17,7 +17,10 @@ from torch import nn
 from geochange.errors import ConfigurationError, EngineUnavailableError
 from geochange.predict.engines.export import (
     INPUT_NAME,
+    MEAN_NAME,
+    NORMALIZED,
     ONNX_NAME,
+    STD_NAME,
     Compiled,
     ExportedEngine,
     export_onnx,
@@ -72,10 +75,12 @@ class OnnxRuntimeEngine(ExportedEngine):
         """ONNX Runtime's version."""
         return str(require_onnxruntime().__version__)
 
-    def build(self, runner: nn.Module, shape: tuple[int, ...], directory: Path) -> dict[str, Any]:
+    def build(
+        self, runner: nn.Module, shape: tuple[int, ...], directory: Path, kind: str = NORMALIZED
+    ) -> dict[str, Any]:
         """Export the ONNX file."""
         require_onnxruntime()
-        export_onnx(runner, shape, directory / ONNX_NAME)
+        export_onnx(runner, shape, directory / ONNX_NAME, kind)
         return {"onnx": ONNX_NAME}
 
     def providers(self) -> list[str]:
@@ -96,8 +101,11 @@ class OnnxRuntimeEngine(ExportedEngine):
         session = ort.InferenceSession(str(entry / ONNX_NAME), options, providers=providers)
         logger.info("onnxruntime engine: fp32, providers %s", session.get_providers())
 
-        def run(batch: np.ndarray) -> np.ndarray:
+        names = [INPUT_NAME, MEAN_NAME, STD_NAME]
+
+        def run(batch: np.ndarray, *normalization: np.ndarray) -> np.ndarray:
             # InferenceSession.run may be called from several threads at once.
-            return np.asarray(session.run(None, {INPUT_NAME: batch})[0])
+            feed = dict(zip(names, (batch, *normalization), strict=False))
+            return np.asarray(session.run(None, feed)[0])
 
         return run

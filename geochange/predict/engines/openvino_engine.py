@@ -18,7 +18,13 @@ import torch
 from torch import nn
 
 from geochange.errors import ConfigurationError, EngineUnavailableError
-from geochange.predict.engines.export import ONNX_NAME, Compiled, ExportedEngine, export_onnx
+from geochange.predict.engines.export import (
+    NORMALIZED,
+    ONNX_NAME,
+    Compiled,
+    ExportedEngine,
+    export_onnx,
+)
 
 logger = logging.getLogger("geochange.predict.engines")
 
@@ -108,11 +114,13 @@ class OpenVINOEngine(ExportedEngine):
             "INFERENCE_NUM_THREADS": torch.get_num_threads(),
         }
 
-    def build(self, runner: nn.Module, shape: tuple[int, ...], directory: Path) -> dict[str, Any]:
+    def build(
+        self, runner: nn.Module, shape: tuple[int, ...], directory: Path, kind: str = NORMALIZED
+    ) -> dict[str, Any]:
         """Export to ONNX, convert to IR (weights kept in fp32), drop the ONNX file."""
         ov = require_openvino()
         onnx_path = directory / ONNX_NAME
-        export_onnx(runner, shape, onnx_path)
+        export_onnx(runner, shape, onnx_path, kind)
         model = ov.convert_model(str(onnx_path))
         ov.save_model(model, str(directory / IR_NAME), compress_to_fp16=False)
         for path in directory.glob("model.onnx*"):
@@ -141,10 +149,10 @@ class _Requests:
         self.compiled = compiled
         self.local = threading.local()
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: np.ndarray, *normalization: np.ndarray) -> np.ndarray:
         request = getattr(self.local, "request", None)
         if request is None:
             request = self.local.request = self.compiled.create_infer_request()
-        request.infer({0: batch})
+        request.infer(dict(enumerate((batch, *normalization))))
         # Copied: the request's output buffer is reused by its next inference.
         return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)

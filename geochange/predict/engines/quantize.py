@@ -22,7 +22,7 @@ from torch import nn
 
 from geochange.errors import EngineUnavailableError, QuantizationError
 from geochange.predict.engines.cache import cache_key, get_or_create, read_meta
-from geochange.predict.engines.export import ONNX_NAME, Compiled, export_onnx
+from geochange.predict.engines.export import NORMALIZED, ONNX_NAME, Compiled, export_onnx
 
 if TYPE_CHECKING:  # pragma: no cover
     from geochange.predict.engines.openvino_engine import OpenVINOEngine
@@ -156,8 +156,8 @@ def quantize_engine(
         )
     logger.info("openvino engine: %s", message)
     with engine._lock:
-        engine.entries[shape] = entry.name
-        engine._compiled.pop(shape, None)  # another scene's calibration
+        engine.entries[(shape, NORMALIZED)] = entry.name
+        engine._compiled.pop((shape, NORMALIZED), None)  # another scene's calibration
     return agreement
 
 

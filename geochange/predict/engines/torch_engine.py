@@ -11,7 +11,13 @@ from torch import Tensor
 
 from geochange.errors import ConfigurationError
 from geochange.io import model_buffers_on_heap
-from geochange.predict.engines.base import Engine, as_tensor, to_probabilities
+from geochange.predict.engines.base import (
+    Engine,
+    Normalization,
+    as_tensor,
+    normalize,
+    to_probabilities,
+)
 
 
 def resolve_torch_precision(precision: str, device: torch.device) -> str:
@@ -52,8 +58,10 @@ class TorchEngine(Engine):
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     @torch.inference_mode()
-    def run(self, x: Tensor | np.ndarray) -> Tensor:
+    def run(self, x: Tensor | np.ndarray, normalization: Normalization | None = None) -> Tensor:
         """Probabilities ``[B, 1 + 2K, H, W]`` (float32, on the engine's device); see Engine."""
+        if normalization is not None:
+            x = normalize(torch.as_tensor(x), normalization)
         x = as_tensor(x).to(self.device, non_blocking=True)
         runner = self.runner(x)
         with self._autocast(), model_buffers_on_heap():

@@ -12,7 +12,7 @@ import torch
 
 import geochange.predict.engines.export as export_module
 from geochange.predict import ChangePredictor
-from tests.builders import TinyConvBNChange, TinyConvChange, whole_image
+from tests.builders import TinyConvBNChange, TinyConvChange, whole_image, write_raster
 from tests.predict.engines.conftest import ENGINE_PARAMS
 from tests.predict.helpers import EXACT, read
 
@@ -105,3 +105,34 @@ def test_a_pickled_engine_compiles_from_the_cache_without_exporting(
     # The same weights in a new predictor find the entry too.
     again = predictor(TinyConvBNChange(), engine)
     np.testing.assert_allclose(again._inferencer(x), first, atol=1e-6)
+
+
+@pytest.mark.parametrize("engine", [p for p in ENGINE_PARAMS if p.values[0] != "torch"])
+@pytest.mark.parametrize("per_date", [False, True], ids=["per-band", "per-date"])
+def test_raw_uint8_tiles_are_normalized_inside_the_graph(
+    tmp_path: Path, engine: str, per_date: bool
+) -> None:
+    rng = np.random.default_rng(3)
+    pre = rng.integers(0, 256, (3, 150, 170)).astype(np.uint8)
+    post = pre.copy()
+    post[:, 30:80, 40:120] = rng.integers(0, 256, (3, 50, 80))
+    pre_path = write_raster(tmp_path / "pre.tif", pre)
+    post_path = write_raster(tmp_path / "post.tif", post)
+    norm = {"mean": [100.0, 120.0, 90.0], "std": [60.0, 50.0, 70.0]}
+    # 48-px tiles padded to the size divisor of 32: the padding is done on the raw uint8 tiles.
+    options = {"normalization": norm, "tile_size": 48, "size_divisor": 32}
+    model = TinyConvBNChange()
+    runs = {}
+    for name in ("torch", engine):
+        runs[name] = predictor(model, name, **options)
+        if per_date:  # what value_range="rescale" makes of a date rescaled by 1/2
+            runs[name]._inferencer.normalization = {
+                key: [values, [v / 2 for v in values]] for key, values in norm.items()
+            }
+    reference = runs["torch"].predict(pre_path, post_path, tmp_path / "t")
+    p = runs[engine]
+    result = p.predict(pre_path, post_path, tmp_path / engine)
+    np.testing.assert_allclose(read(result.probability), read(reference.probability), atol=1e-5)
+    assert np.mean(read(result.change) == read(reference.change)) > 0.999
+    # The engine got the uint8 tiles themselves (one entry, of the uint8 input kind).
+    assert [kind for _, kind in p._inferencer.engine.entries] == ["uint8"]
