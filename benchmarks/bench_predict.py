@@ -282,9 +282,19 @@ def compute_only(
     batch = spec["batch"]
     if predictor.precision == "int8":
         calibrate_in_memory(predictor, tiles, spec.get("calibration_tiles", 32))
+    # As many batches in flight as the pipeline keeps (engines with several streams run
+    # them at once), results taken in order.
+    from geochange.predict.tiles import PIPELINE_DEPTH
+
+    depth = max(PIPELINE_DEPTH, getattr(inferencer.engine, "concurrency", 1) + 1)
+    pending: list[Any] = []
     t0, cpu0 = time.perf_counter(), time.process_time()
     for i in range(0, len(tiles), batch):
-        inferencer(torch.stack(tiles[i : i + batch]))
+        pending.append(inferencer.submit(torch.stack(tiles[i : i + batch])))
+        if len(pending) >= depth:
+            pending.pop(0).result()
+    for future in pending:
+        future.result()
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     return seconds, len(tiles), predictor.precision, cpu
 

@@ -6,6 +6,9 @@ Prints, in one run, samples/s (median of ``--repeats`` runs) and peak RSS for:
 * ``torchgeo-ts``: plain TorchGeo baseline, one ``RasterDataset(time_series=True)``;
 * ``geochange-random``: :class:`BiTemporalRasterDataset` on the same random windows;
 * ``geochange-balanced``: the dataset with :class:`ChangeBalancedGeoSampler` (50% change);
+* ``geochange-compact``: random windows of the dataset with ``compact=True`` (uint8 images
+  and masks, what ``ChangeDataModule``'s loaders yield; widened to float32 / long on the
+  device);
 * ``rasterio-raw``: raw ``DatasetReader.read`` of the same windows of both dates, files
   opened once per process, stacked as float32 (the ceiling the issue set);
 * ``rasterio-raw-labels``: the same plus the change label's window as int64, i.e. the data a
@@ -240,7 +243,10 @@ def measure(method: str, data: Path, workers: int, count: int, patch: int, repea
         from geochange.datasets import BiTemporalRasterDataset
 
         dataset = BiTemporalRasterDataset(
-            data / "pre.tif", data / "post.tif", change=data / "change.tif"
+            data / "pre.tif",
+            data / "post.tif",
+            change=data / "change.tif",
+            compact=method == "geochange-compact",
         )
         if method == "geochange-balanced":
             from geochange.samplers import ChangeBalancedGeoSampler
@@ -349,7 +355,7 @@ def summary(results: dict[tuple[str, int], dict[str, Any]], workers: list[int]) 
         line += f"{raw['rate'] if raw else float('nan'):.1f}"
         if raw_labels:
             line += f" (with labels {raw_labels['rate']:.1f})"
-        for method in ("geochange-random", "geochange-balanced"):
+        for method in ("geochange-random", "geochange-balanced", "geochange-compact"):
             ours = results.get((method, w))
             if ours is None:
                 continue
@@ -363,8 +369,8 @@ def summary(results: dict[tuple[str, int], dict[str, Any]], workers: list[int]) 
         print(line)
     if len(workers) > 1:
         w0, w1 = workers[0], workers[-1]
-        for method in ("geochange-random", "geochange-balanced", "rasterio-raw",
-                       "rasterio-raw-labels"):  # fmt: skip
+        for method in ("geochange-random", "geochange-balanced", "geochange-compact",
+                       "rasterio-raw", "rasterio-raw-labels"):  # fmt: skip
             if (method, w0) in results and (method, w1) in results:
                 ratio = results[(method, w1)]["rate"] / results[(method, w0)]["rate"]
                 print(f"  {method}: {w1} workers / {w0} workers = {ratio:.2f}x")
@@ -390,6 +396,7 @@ def main() -> None:
             "torchgeo-ts",
             "geochange-random",
             "geochange-balanced",
+            "geochange-compact",
             "rasterio-raw",
             "rasterio-raw-labels",
         ],

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from geochange.datamodules.geo import open_scene, region_sampler, seeded, split_scene
 from geochange.datasets import BiTemporalRasterDataset, SemanticChangeFolderDataset
-from geochange.datasets.batches import select_keys, stack_samples
+from geochange.datasets.batches import select_keys, stack_samples, widen
 from geochange.errors import ConfigurationError
 from geochange.io import worker_init_bound_malloc
 from geochange.keys import (
@@ -134,7 +134,12 @@ class ChangeDataModule(LightningDataModule):
             built, with a message naming this option), ``"0,1"`` or ``"0,255"`` (255 =
             change); see :func:`geochange.io.check_change_mask`.
         dataset_kwargs: extra arguments for :class:`BiTemporalRasterDataset` (``crs``, ``res``,
-            ``bands``, ``class_names``, ``class_attribute``, ...).
+            ``bands``, ``class_names``, ``class_attribute``, ...). The geo path's dataset is
+            ``compact`` by default: its loaders yield uint8 images and masks from 8-bit
+            rasters (a quarter of the bytes to copy and to hand over from workers), which
+            :meth:`apply_batch_transforms` (Lightning's ``on_after_batch_transfer``) turns
+            into float32 images and long masks on the device; ``{"compact": False}`` keeps
+            float32 / long batches from the loader.
         mask_layout: ``"geochange"`` (masks ``[B, H, W]``) or ``"torchgeo"`` (``[B, 1, H, W]``,
             what TorchGeo's ``ChangeDetection`` task trains on).
 
@@ -228,7 +233,9 @@ class ChangeDataModule(LightningDataModule):
             semantic_pre,
             semantic_post,
             mask_values=mask_values,
-            dataset_kwargs=dataset_kwargs,
+            # Compact samples (uint8 images and masks from 8-bit rasters): a quarter of the
+            # bytes through the loader; apply_batch_transforms widens them on the device.
+            dataset_kwargs={"compact": True, **(dataset_kwargs or {})},
         )
         self.rois = split_scene(self.geo_dataset, splits, patch_size, labeled_fraction)
 
@@ -548,6 +555,7 @@ class ChangeDataModule(LightningDataModule):
         Returns:
             The transformed batch.
         """
+        batch = widen(batch)  # compact loader batches: float32 images, long masks
         if train and self.augmentation is not None:
             augmentation = self.augmentation.to(batch["image"].device)
             batch = augmentation(batch)

@@ -26,6 +26,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import get_worker_info
 
+from geochange.keys import DIAGNOSTIC_CHANGE, MASK_KEYS, PSEUDO_POST, PSEUDO_PRE
+
 
 def batch_buffer(shape: Sequence[int], dtype: torch.dtype) -> Tensor:
     """An uninitialised tensor for a batch; in a DataLoader worker, in shared memory.
@@ -117,3 +119,26 @@ def select_keys(
         stacked = {rename.get(k, k): v for k, v in samples.stacked.items() if k not in drop}
         return BatchSamples(kept, stacked)
     return kept
+
+
+#: Keys of integer label maps in samples and batches (long once widened).
+LABEL_MAP_KEYS = (*MASK_KEYS, PSEUDO_PRE, PSEUDO_POST, DIAGNOSTIC_CHANGE)
+
+
+def widen(batch: dict[str, Any]) -> dict[str, Any]:
+    """A compact batch (``BiTemporalRasterDataset(compact=True)``) as an ordinary one.
+
+    ``image`` becomes float32 and integer label maps long: the values of the non-compact
+    batch. Batches that already are float32 / long are returned unchanged (no copy). Call it
+    where the batch is to be used, e.g. on the GPU after the transfer, so the smaller batch
+    is what gets copied around.
+    """
+    out = dict(batch)
+    image = out.get("image")
+    if isinstance(image, Tensor) and not image.is_floating_point():
+        out["image"] = image.float()
+    for key in LABEL_MAP_KEYS:
+        value = out.get(key)
+        if isinstance(value, Tensor) and value.dtype == torch.uint8:
+            out[key] = value.long()
+    return out

@@ -60,11 +60,18 @@ PathsOrDataset = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Ras
 
 #: The label keys of a sample.
 LABEL_KEYS = (MASK, MASK_PRE, MASK_POST)
+_TORCH_DTYPES = {"float32": torch.float32, "uint8": torch.uint8, "int8": torch.int8,
+                 "int16": torch.int16}  # fmt: skip
 
 
-def _fits(out: np.ndarray | None, shape: tuple[int, ...]) -> bool:
-    """Whether ``out`` is a float32 array of ``shape`` (a slot to read an image into)."""
-    return out is not None and out.shape == shape and out.dtype == np.float32
+#: Image dtypes a compact sample keeps (every value exact in float32, so ``widen`` restores
+#: the float32 sample exactly).
+COMPACT_DTYPES = frozenset({"uint8", "int8", "int16"})
+
+
+def _fits(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype[Any]) -> bool:
+    """Whether ``out`` is an array of ``shape`` and ``dtype`` (a slot to read an image into)."""
+    return out is not None and out.shape == shape and out.dtype == dtype
 
 
 def _is_vector(paths: Any) -> bool:
@@ -129,6 +136,12 @@ class BiTemporalRasterDataset(GeoDataset):
         mask_layout: ``"geochange"`` (masks ``[H, W]``, batches ``[B, H, W]``) or
             ``"torchgeo"`` (``[1, H, W]``, batches ``[B, 1, H, W]``, the layout of TorchGeo's
             LEVIRCD / OSCD samples and of its ``ChangeDetection`` task).
+        compact: samples as small as their values allow: ``image`` in the files' dtype when
+            both dates are uint8, int8 or int16 (float32 otherwise), masks uint8. Batches are
+            then a quarter of the bytes (uint8 imagery) to copy and to hand from DataLoader
+            workers to the main process; :func:`geochange.datasets.batches.widen` (which
+            ``ChangeDataModule`` applies on the device) restores float32 images and long
+            masks with the same values.
 
     Raises:
         DataError: unreadable/corrupt files, different band counts, pre/post or labels with no
@@ -157,9 +170,12 @@ class BiTemporalRasterDataset(GeoDataset):
         gdal_cache_mb: int | None = None,
         mask_values: str = "auto",
         mask_layout: str = "geochange",
+        compact: bool = False,
     ) -> None:
         #: ``"geochange"`` (masks ``[H, W]``) or ``"torchgeo"`` (``[1, H, W]``, as LEVIRCD).
         self.mask_layout = check_mask_layout(mask_layout)
+        #: Images in the files' own dtype and uint8 masks (see the ``compact`` argument).
+        self.compact = compact
         self.transforms = transforms
         self.gdal_cache_mb = gdal_cache_mb if gdal_cache_mb is not None else BOUNDED_CACHE_MB
         self.mask_values = mask_values
@@ -386,6 +402,14 @@ class BiTemporalRasterDataset(GeoDataset):
         """Data type of the pre image's files."""
         return self.pre.dtype
 
+    def sample_dtype(self) -> np.dtype[Any]:
+        """The dtype of a sample's ``image``: float32, or the files' own with ``compact``."""
+        if self.compact and can_read_as_float32(self.pre) and can_read_as_float32(self.post):
+            pre, post = self.pre.files[0].dtype, self.post.files[0].dtype
+            if pre == post and pre in COMPACT_DTYPES:
+                return np.dtype(pre)
+        return np.dtype(np.float32)
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_bounds_cache"] = None
@@ -428,11 +452,12 @@ class BiTemporalRasterDataset(GeoDataset):
         Args:
             bounds: window in the dataset CRS.
             res: output resolution (default: the dataset's).
-            out: float32 ``[2, C, h, w]`` array to read the image into (used as ``image``
-                when its shape matches the window, else ignored).
+            out: ``[2, C, h, w]`` array of :meth:`sample_dtype` to read the image into (used
+                as ``image`` when its shape matches the window, else ignored).
 
         Returns:
-            ``image`` float32 ``[2, C, h, w]``, ``valid`` bool ``[h, w]`` and, when labels
+            ``image`` ``[2, C, h, w]`` of :meth:`sample_dtype` (float32 unless ``compact``),
+            ``valid`` bool ``[h, w]`` and, when labels
             exist, ``mask`` / ``mask_pre`` / ``mask_post`` uint8 ``[h, w]`` (255 = ignore).
         """
         res = res or self._res
@@ -442,7 +467,7 @@ class BiTemporalRasterDataset(GeoDataset):
             image[:, :, invalid] = 0.0
         else:
             invalid = None  # every pixel valid: nothing to mark in the labels
-        out: dict[str, np.ndarray] = {
+        arrays: dict[str, np.ndarray] = {
             "image": image,
             "valid": np.ones(image.shape[-2:], dtype=bool) if valid is None else valid,
         }
@@ -456,8 +481,8 @@ class BiTemporalRasterDataset(GeoDataset):
             if label is not None:
                 if invalid is not None:
                     label[invalid] = IGNORE_INDEX
-                out[key] = label
-        return out
+                arrays[key] = label
+        return arrays
 
     def _read_images(
         self,
@@ -465,26 +490,28 @@ class BiTemporalRasterDataset(GeoDataset):
         res: tuple[float, float],
         out: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Both dates as float32 ``[2, C, h, w]`` and their joint validity (None: all valid).
+        """Both dates ``[2, C, h, w]`` (:meth:`sample_dtype`) and their joint validity.
 
-        ``out`` receives the image when its shape is the window's.
+        The validity is None where every pixel is valid; ``out`` receives the image when its
+        shape and dtype are the window's.
         """
         pre_window = direct_window(self.pre, bounds, res)
         post_window = direct_window(self.post, bounds, res)
         exact = can_read_as_float32(self.pre) and can_read_as_float32(self.post)
+        dtype = self.sample_dtype()
         if pre_window is not None and post_window is not None and exact:
             # Both dates straight into one buffer (see geochange.datasets._direct).
             shape = (2, self.pre.count, int(pre_window.height), int(pre_window.width))
-            image = out if _fits(out, shape) else np.empty(shape, np.float32)
+            image = out if out is not None and _fits(out, shape, dtype) else np.empty(shape, dtype)
             pre_valid = read_into(self.pre, pre_window, image[0])
             return image, both_valid(pre_valid, read_into(self.post, post_window, image[1]))
         pre, pre_valid = self.pre.read(bounds, res, 0.0)
         post, post_valid = self.post.read(bounds, res, 0.0)
         shape = (2, *pre.shape)
-        if _fits(out, shape) and post.shape == pre.shape:
-            assert out is not None
-            return np.stack([pre, post], out=out), pre_valid & post_valid
-        return np.stack([pre, post]), pre_valid & post_valid
+        if out is not None and _fits(out, shape, dtype) and post.shape == pre.shape:
+            # Exact when compact: the dates are integer files and fills are 0.
+            return np.stack([pre, post], out=out, casting="unsafe"), pre_valid & post_valid
+        return np.stack([pre, post]).astype(dtype, copy=False), pre_valid & post_valid
 
     def read_change(
         self, bounds: tuple[float, float, float, float], res: tuple[float, float] | None = None
@@ -585,9 +612,10 @@ class BiTemporalRasterDataset(GeoDataset):
         bounds, res = self._checked_query(index)
         arrays = self.read_window(bounds, res)
         sample: dict[str, Any] = {"image": torch.from_numpy(arrays["image"])}
+        label_dtype = np.uint8 if self.compact else np.int64
         for key in LABEL_KEYS:
             if key in arrays:
-                sample[key] = torch.from_numpy(arrays[key].astype(np.int64))
+                sample[key] = torch.from_numpy(arrays[key].astype(label_dtype, copy=False))
         sample["bounds"] = torch.tensor(self._bounds_row(bounds, res), dtype=torch.float64)
         sample["transform"] = torch.tensor(self._transform_row(bounds, res), dtype=torch.float64)
         if self.mask_layout != "geochange":
@@ -617,8 +645,9 @@ class BiTemporalRasterDataset(GeoDataset):
         first = self.read_window(*queries[0])
         shape = first["image"].shape
         size = len(queries)
-        image = batch_buffer((size, *shape), torch.float32)
-        masks = {key: batch_buffer((size, *first[key].shape), torch.int64)
+        image = batch_buffer((size, *shape), _TORCH_DTYPES[first["image"].dtype.name])
+        label_dtype = torch.uint8 if self.compact else torch.int64
+        masks = {key: batch_buffer((size, *first[key].shape), label_dtype)
                  for key in LABEL_KEYS if key in first}  # fmt: skip
         bounds = batch_buffer((size, 9), torch.float64)
         transforms = batch_buffer((size, 9), torch.float64)

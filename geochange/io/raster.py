@@ -496,6 +496,10 @@ def _is_geochange_change_raster(tag: str | None) -> bool:
         return False
 
 
+#: ZSTD level of the COGs geochange writes (GDAL's default is 9).
+COG_ZSTD_LEVEL = 6
+
+
 def overview_factors(height: int, width: int, min_size: int = 256) -> list[int]:
     """Overview factors (2, 4, 8, ...) until the smaller side drops below ``min_size``."""
     factors: list[int] = []
@@ -550,6 +554,9 @@ def build_cog(
             dst,
             driver="COG",
             compress="ZSTD",
+            # Level 6, not GDAL's default 9: measured on a 4096^2 change map, 2.7x less time
+            # for a 4 % larger file (level 3: 6x less, 15 % larger); see docs/prediction.md.
+            level=COG_ZSTD_LEVEL,
             predictor="YES",
             blocksize=512,
             bigtiff="IF_SAFER",

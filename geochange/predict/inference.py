@@ -124,8 +124,9 @@ class _Inferencer:
     def submit(self, image: Tensor) -> Future[np.ndarray]:
         """Start :meth:`__call__` on ``image``; its probabilities come from the future.
 
-        On the CPU the batch runs on the model thread, so the caller reads the next batch and
-        blends the previous one meanwhile; batches run one at a time, in submission order.
+        On the CPU the batch runs on a model thread, so the caller reads the next batch and
+        blends the previous one meanwhile; batches run in submission order, as many at once
+        as the engine's :attr:`~geochange.predict.engines.Engine.concurrency`.
         Elsewhere (CUDA) it runs now and the future is already done.
         """
         if self.device.type != "cpu":
@@ -133,7 +134,10 @@ class _Inferencer:
             done.set_result(self._infer(image))
             return done
         if self._thread is None:
-            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geochange-model")
+            # One model thread per batch the engine runs at once (OpenVINO's streams).
+            self._thread = ThreadPoolExecutor(
+                max_workers=self.engine.concurrency, thread_name_prefix="geochange-model"
+            )
         return self._thread.submit(self._infer, image)
 
     def _prepare(self) -> None:

@@ -21,7 +21,7 @@ import rasterio
 import torch
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.transform import array_bounds
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
@@ -228,6 +228,13 @@ class RasterPair:
             # Read errors deep into a run name the file and window.
             views = [_NamedReader(views[0], self.pre_path), _NamedReader(views[1], self.post_path)]
             self._handles.update(pid=pid, pre=pre, post=post, pre_view=views[0], post_view=views[1])
+            # A file read on its own grid with no nodata value, mask band or alpha band is
+            # valid everywhere: its dataset mask (a GDAL call and a tile-sized array per
+            # tile) says nothing, so it is skipped. Warped views always read theirs.
+            self._handles["all_valid"] = (
+                not self.warp_pre and _all_valid(pre),
+                not self.warp_post and _all_valid(post),
+            )
         return self._handles["pre_view"], self._handles["post_view"]
 
     def _warped(self, src: Any) -> WarpedVRT:
@@ -266,18 +273,29 @@ class RasterPair:
         post_data = post.read(
             self.bands, window=window, out_dtype=_tile_dtype(post, self.warp_post)
         )
-        valid = pre.dataset_mask(window=window) > 0
-        valid &= post.dataset_mask(window=window) > 0
+        valid = np.ones(pre_data.shape[-2:], dtype=bool)
+        for view, all_valid in zip((pre, post), self._handles["all_valid"], strict=True):
+            if not all_valid:
+                valid &= view.dataset_mask(window=window) > 0
         # NaN / +-inf are nodata whether or not the file declares a nodata value (as in
         # training): a single NaN would spread through every convolution that sees it.
-        valid &= ~nonfinite_pixels(pre_data)
-        valid &= ~nonfinite_pixels(post_data)
+        for data in (pre_data, post_data):
+            if data.dtype.kind in "fc":  # integers are always finite
+                valid &= ~nonfinite_pixels(data)
         image = np.stack([pre_data, post_data])  # float32 unless both dates are small ints
         # Nodata values (e.g. -9999), NaN or warp fill must not reach the model: valid pixels
         # near a hole or footprint edge see them through the receptive field. Zero, as in
         # training, so the model sees what it was trained on around holes.
-        image[:, :, ~valid] = 0
+        if not valid.all():
+            image[:, :, ~valid] = 0
         return image, valid
+
+
+def _all_valid(src: Any) -> bool:
+    """Whether every pixel of ``src`` is valid: no nodata value, no mask or alpha band."""
+    return src.nodata is None and all(
+        flags == [MaskFlags.all_valid] for flags in src.mask_flag_enums
+    )
 
 
 #: Integer dtypes read as they are (every value is exact in float32, torch converts them):

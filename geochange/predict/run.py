@@ -7,9 +7,10 @@ its methods are the phases of the run.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from operator import itemgetter
@@ -69,6 +70,23 @@ class _Plan:
     names: list[str]
     specs: list[OutputSpec]
     stripes: list[ColumnStripe]
+
+
+@contextlib.contextmanager
+def frozen_gc() -> Iterator[None]:
+    """Exclude the objects that exist now from the garbage collector's passes, for a while.
+
+    The loop over tiles allocates many short-lived containers, so the collector runs often,
+    and its oldest-generation passes walk every object the process holds (torch and the
+    engines: hundreds of thousands). Profiled at 4096^2 with OpenVINO: ~5 % of the main
+    thread's time; frozen (``gc.freeze``), the passes only see the objects made since, and
+    the pipeline ran ~3 % faster. Everything is unfrozen (collectable again) afterwards.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class _SceneRun:
@@ -133,7 +151,8 @@ class _SceneRun:
             cleanup.close()
             raise
         try:
-            tiles = self.predict_stripes(plan, writer)
+            with frozen_gc():
+                tiles = self.predict_stripes(plan, writer)
             paths = writer.finalize()
         finally:
             try:

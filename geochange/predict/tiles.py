@@ -101,6 +101,8 @@ def _compute_tiles(
     # tiles of batch N - 1 (blended, decoded, queued for writing by the caller) and reads batch
     # N + 1; the model still sees the same batches in the same order.
     pending: list[tuple[Future[np.ndarray] | None, dict[str, Any], np.ndarray]] = []
+    # Engines running several batches at once get them all in flight, plus the one blended.
+    depth = max(PIPELINE_DEPTH, inferencer.engine.concurrency + 1)
     batches, error = iter(loader), None
     while error is None:
         try:
@@ -119,7 +121,7 @@ def _compute_tiles(
         future = inferencer.submit(image[torch.from_numpy(keep)]) if keep.any() else None
         del image  # the model thread holds the kept tiles
         pending.append((future, batch, keep))
-        if len(pending) >= PIPELINE_DEPTH:
+        if len(pending) >= depth:
             yield from _batch_tiles(*pending.pop(0), rows, cols, channels, progress)
     # The batches read before a failed read are blended and written first, as without the
     # double buffering: an interrupted run keeps (and resumes from) the same rows.

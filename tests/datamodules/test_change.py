@@ -56,7 +56,12 @@ def test_semantic_maps_as_pseudo_labels_for_unlabeled(pair: Pair) -> None:
     ub = next(iter(dm.unlabeled_dataloader()))
     assert "mask" not in ub and "mask_pre" not in ub
     assert ub["pseudo_pre"].shape == ub["pseudo_post"].shape == (2, 32, 32)
-    assert ub["pseudo_pre"].dtype == torch.long
+    # The loader's batches are compact (uint8 rasters -> uint8 maps); the batch transforms
+    # that run on the device give long maps with the same values.
+    assert ub["pseudo_pre"].dtype == torch.uint8 and ub["image"].dtype == torch.uint8
+    seen = dm.apply_batch_transforms(ub, train=False)
+    assert seen["pseudo_pre"].dtype == torch.long and seen["image"].dtype == torch.float32
+    assert torch.equal(seen["pseudo_pre"], ub["pseudo_pre"].long())
     assert bool((ub["pseudo_pre"] != 255).any())  # real class ids, not an empty placeholder
 
 

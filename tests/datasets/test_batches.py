@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,8 +12,8 @@ from torch.utils.data import DataLoader
 from torchgeo.datasets import stack_samples as torchgeo_stack_samples
 
 from geochange.datasets import BiTemporalRasterDataset
-from geochange.datasets.batches import BatchSamples, select_keys, stack_samples
-from tests.builders import ORIGIN, Pair
+from geochange.datasets.batches import BatchSamples, select_keys, stack_samples, widen
+from tests.builders import ORIGIN, Pair, write_tif
 
 X0, Y0 = ORIGIN
 
@@ -134,3 +135,32 @@ def test_stack_samples_of_plain_samples(workers: int) -> None:
     assert batch["name"] == ["0", "1", "2"]
     assert batch["made_shared"] == [workers > 0]
     torch.testing.assert_close(batch["image"][:, 0, 0], torch.tensor([0.0, 1.0, 2.0]))
+
+
+def test_compact_samples_widen_to_the_ordinary_batch(pair: Pair) -> None:
+    ordinary = _dataset(pair)
+    compact = _dataset(pair, compact=True)
+    queries = [*QUERIES, _query(220, 220, 64)]  # the last one reads past the edge
+    samples = compact.__getitems__(queries)
+    batch = stack_samples(samples)
+    assert batch["image"].dtype == torch.uint8 and batch["mask"].dtype == torch.uint8
+    assert batch["image"].data_ptr() == samples.stacked["image"].data_ptr()
+    expected = torchgeo_stack_samples([ordinary[q] for q in queries])
+    _assert_batches_equal(widen(batch), expected)
+    single = compact[queries[-1]]  # one at a time, through the general (filling) path
+    assert single["image"].dtype == torch.uint8 and single["mask"].dtype == torch.uint8
+    _assert_batches_equal(widen(single), ordinary[queries[-1]])
+
+
+def test_widen_leaves_ordinary_batches_alone() -> None:
+    batch = {"image": torch.zeros(1, 2, 3, 4, 4), "mask": torch.zeros(1, 4, 4, dtype=torch.long)}
+    widened = widen(batch)
+    assert widened["image"] is batch["image"] and widened["mask"] is batch["mask"]
+
+
+def test_compact_float_rasters_stay_float32(tmp_path: Path) -> None:
+    pre = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)
+    ds = BiTemporalRasterDataset(
+        write_tif(tmp_path / "pre.tif", pre), write_tif(tmp_path / "post.tif", pre), compact=True
+    )
+    assert ds[_query(0, 0, 32)]["image"].dtype == torch.float32

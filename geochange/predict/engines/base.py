@@ -166,6 +166,11 @@ class Engine(ABC):
         """Whether :meth:`run` takes raw tiles with their normalization (see the module)."""
         return False
 
+    @property
+    def concurrency(self) -> int:
+        """Batches the engine runs at once (:meth:`run` called from that many threads)."""
+        return 1
+
     @abstractmethod
     def run(self, x: Tensor | np.ndarray, normalization: Normalization | None = None) -> Tensor:
         """Probabilities ``[B, 1 + 2K, H, W]`` (float32) for tiles ``[B, 2, C, H, W]``.

@@ -136,3 +136,27 @@ def test_raw_uint8_tiles_are_normalized_inside_the_graph(
     assert np.mean(read(result.change) == read(reference.change)) > 0.999
     # The engine got the uint8 tiles themselves (one entry, of the uint8 input kind).
     assert [kind for _, kind in p._inferencer.engine.entries] == ["uint8"]
+
+
+@pytest.mark.parametrize("engine", [p for p in ENGINE_PARAMS if p.values[0] == "openvino"])
+def test_two_openvino_streams_give_the_one_stream_mosaic(
+    scene_pair, tmp_path: Path, engine: str, monkeypatch
+) -> None:
+    from geochange.predict.engines.openvino_engine import OpenVINOEngine
+
+    pre_path, post_path, _, _ = scene_pair
+    model = TinyConvBNChange()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        p = predictor(model, engine, batch_size=2)
+        assert p._inferencer.engine.concurrency == 2
+        assert p._inferencer.engine.compile_config()["NUM_STREAMS"] == 2
+        two = p.predict(pre_path, post_path, tmp_path / "two")
+        monkeypatch.setattr(OpenVINOEngine, "concurrency", property(lambda self: 1))
+        one = predictor(model, engine, batch_size=2).predict(pre_path, post_path, tmp_path / "one")
+    finally:
+        torch.set_num_threads(previous)
+    # Batches in flight at once, but each in submission order into the same mosaic.
+    np.testing.assert_allclose(read(two.probability), read(one.probability), atol=1e-6)
+    assert np.mean(read(two.change) == read(one.change)) > 0.9999
