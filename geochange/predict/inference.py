@@ -99,6 +99,8 @@ class _Inferencer:
         )
         self._prepared = False
         self._thread: ThreadPoolExecutor | None = None
+        #: Channel count -> the normalization handed to raw-input engines.
+        self._raw: dict[int, Normalization] = {}
 
     @property
     def folded_batchnorms(self) -> int | None:
@@ -109,6 +111,7 @@ class _Inferencer:
         state = self.__dict__.copy()
         state["_prepared"] = False
         state["_thread"] = None
+        state["_raw"] = {}
         return state
 
     def __call__(self, image: Tensor) -> np.ndarray:
@@ -153,17 +156,24 @@ class _Inferencer:
         self._prepared = True
 
     def raw_normalization(self, channels: int) -> Normalization:
-        """The ``(mean, std)`` an engine that :meth:`~Engine.takes_raw` normalizes with."""
+        """The ``(mean, std)`` an engine that :meth:`~Engine.takes_raw` normalizes with.
+
+        Made once per channel count (every batch of a run uses it).
+        """
         self._prepare()
+        cached = self._raw.get(channels)
+        if cached is not None:
+            return cached
         if self.normalization is None:
             mean, std = torch.zeros(1, 1, channels, 1, 1), torch.ones(1, 1, channels, 1, 1)
         else:
             mean, std = self._mean.cpu(), self._std.cpu()
         shape = (1, 2, channels, 1, 1)
-        return (
+        self._raw[channels] = (
             np.array(np.broadcast_to(mean.numpy(), shape), dtype=np.float32),
             np.array(np.broadcast_to(std.numpy(), shape), dtype=np.float32),
         )
+        return self._raw[channels]
 
     def preprocess(self, image: Tensor, normalize: bool | None = None) -> Tensor:
         """Raw tiles ``[B, 2, C, h, w]`` -> the engine's input.

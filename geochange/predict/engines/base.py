@@ -177,9 +177,10 @@ class Engine(ABC):
 
         Args:
             x: normalized float32 tiles (a tensor on any device, or a numpy array); with
-                ``normalization``, raw tiles in their own dtype (engines that
-                :meth:`takes_raw` only).
-            normalization: the ``(mean, std)`` of raw tiles ``x``.
+                ``normalization``, raw tiles in their own dtype.
+            normalization: the ``(mean, std)`` of raw tiles ``x``: engines that
+                :meth:`takes_raw` normalize them in their graph, the others with
+                :func:`normalize` first (the predictor passes it only to the former).
 
         Returns:
             The probabilities, on the engine's device for the torch engine, else on the CPU.
