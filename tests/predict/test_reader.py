@@ -178,3 +178,23 @@ def test_warped_post_is_read_as_float32(tmp_path: Path) -> None:
     finally:
         pair.close()
     assert image.dtype == np.float32
+
+
+def test_an_internal_mask_band_without_nodata_marks_nodata(tmp_path: Path) -> None:
+    # No nodata value, but a GDAL mask band: the dataset mask must still be read (only files
+    # with no nodata, mask or alpha band skip it).
+    rng = np.random.default_rng(6)
+    pre = rng.integers(1, 255, size=(3, 100, 120)).astype(np.uint8)
+    pre_path = write_raster(tmp_path / "pre.tif", pre)
+    post_path = write_raster(tmp_path / "post.tif", pre.copy())
+    mask = np.full((100, 120), 255, dtype=np.uint8)
+    mask[:, :30] = 0
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(pre_path, "r+") as ds:
+        ds.write_mask(mask)
+    with rasterio.open(pre_path) as ds:
+        assert ds.nodata is None and ds.mask_flag_enums[0] != [rasterio.enums.MaskFlags.all_valid]
+    result = exact_predictor(DifferenceModel(), normalization=None).predict(
+        pre_path, post_path, tmp_path / "out"
+    )
+    change = read(result.change)
+    assert np.all(change[:, :30] == 255) and np.all(change[:, 30:] == 0)
