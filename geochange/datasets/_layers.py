@@ -123,6 +123,38 @@ class TargetGrid:
         return left, bottom, right, top
 
 
+def target_grid(
+    pre_file: Path, crs: CRS | str | None = None, res: float | tuple[float, float] | None = None
+) -> TargetGrid:
+    """The grid a dataset reads on: the pre image's, optionally in ``crs`` and at ``res``.
+
+    In another CRS the origin is the corner of the pre image's transformed bounds and, without
+    ``res``, the resolution keeps roughly the pre image's pixel count across the extent.
+    """
+    with rasterio.open(pre_file) as first:
+        t = first.transform
+        target_crs = first.crs
+        origin = (t.c, t.f)
+        target_res = (abs(t.a), abs(t.e))
+        bounds = tuple(first.bounds)
+        shape = (first.height, first.width)
+    if crs is not None:
+        new_crs = CRS.from_user_input(crs)
+        if target_crs is not None and new_crs != target_crs:
+            bounds = transform_bounds(target_crs, new_crs, *bounds)
+            origin = (bounds[0], bounds[3])
+            if res is None:
+                target_res = (
+                    (bounds[2] - bounds[0]) / shape[1],
+                    (bounds[3] - bounds[1]) / shape[0],
+                )
+        target_crs = new_crs
+    if res is not None:
+        target_res = (float(res), float(res)) if isinstance(res, int | float) else res
+    return TargetGrid(crs=target_crs, res=(float(target_res[0]), float(target_res[1])),
+                      origin=origin)  # fmt: skip
+
+
 def _aligned(src: Any, grid: TargetGrid) -> bool:
     """Whether ``src`` can be read without warping: same CRS, resolution and pixel phase."""
     t = src.transform

@@ -9,16 +9,13 @@ sampling several times faster than two ``RasterDataset`` objects joined with ``&
 
 from __future__ import annotations
 
-import math
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import rasterio
 import shapely
 import torch
 from affine import Affine
@@ -38,17 +35,24 @@ from geochange.datasets._direct import (
     read_into,
     scene_cache_mb,
 )
+from geochange.datasets._labels import (
+    LabelOptions,
+    box_bounds,
+    derive_change,
+    open_label,
+    read_label,
+)
 from geochange.datasets._layers import (
     RASTER_EXTENSIONS,
     RasterLayer,
-    TargetGrid,
     VectorLayer,
     expand_paths,
+    target_grid,
 )
 from geochange.datasets.batches import BatchSamples, batch_buffer
 from geochange.datasets.density import change_density
 from geochange.errors import DataError
-from geochange.io import VECTOR_EXTENSIONS, ChangeMask, check_change_mask
+from geochange.io import ChangeMask
 from geochange.keys import MASK, MASK_POST, MASK_PRE, check_mask_layout, to_mask_layout
 
 #: LsSCD classes, the default class names of semantic labels (a list copy of
@@ -72,16 +76,6 @@ COMPACT_DTYPES = frozenset({"uint8", "int8", "int16"})
 def _fits(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype[Any]) -> bool:
     """Whether ``out`` is an array of ``shape`` and ``dtype`` (a slot to read an image into)."""
     return out is not None and out.shape == shape and out.dtype == dtype
-
-
-def _is_vector(paths: Any) -> bool:
-    if isinstance(paths, str | os.PathLike):
-        return Path(paths).suffix.lower() in VECTOR_EXTENSIONS
-    return False
-
-
-def _box_bounds(geom: Any) -> tuple[float, float, float, float]:
-    return tuple(float(v) for v in geom.bounds)  # type: ignore[return-value]
 
 
 class BiTemporalRasterDataset(GeoDataset):
@@ -185,31 +179,9 @@ class BiTemporalRasterDataset(GeoDataset):
         post_files, post_bands = self._resolve_images(post, bands, "post")
         self.paths = [str(p) for p in pre_files + post_files]
 
-        # The target grid: pre image's grid, optionally reprojected/resampled.
-        with rasterio.open(pre_files[0]) as first:
-            t = first.transform
-            target_crs = first.crs
-            origin = (t.c, t.f)
-            target_res = (abs(t.a), abs(t.e))
-            bounds = tuple(first.bounds)
-        if crs is not None:
-            new_crs = CRS.from_user_input(crs.to_wkt() if isinstance(crs, PROJ_CRS) else crs)
-            if target_crs is not None and new_crs != target_crs:
-                from rasterio.warp import transform_bounds
-
-                bounds = transform_bounds(target_crs, new_crs, *bounds)
-                origin = (bounds[0], bounds[3])
-                if res is None:
-                    # Keep roughly the pre image's pixel count across the extent.
-                    with rasterio.open(pre_files[0]) as first:
-                        target_res = (
-                            (bounds[2] - bounds[0]) / first.width,
-                            (bounds[3] - bounds[1]) / first.height,
-                        )
-            target_crs = new_crs
-        if res is not None:
-            target_res = (float(res), float(res)) if isinstance(res, int | float) else res
-        grid = TargetGrid(crs=target_crs, res=tuple(target_res), origin=origin)
+        if isinstance(crs, PROJ_CRS):
+            crs = crs.to_wkt()
+        grid = target_grid(pre_files[0], crs, res)
 
         def open_date(
             date: str, files: Sequence[Path], bands: Sequence[int | str] | None
@@ -240,8 +212,8 @@ class BiTemporalRasterDataset(GeoDataset):
         if overlap.is_empty or overlap.area <= 0:
             raise DataError(
                 f"pre image {str(pre_files[0])!r} and post image {str(post_files[0])!r} do not "
-                f"overlap (pre bounds {_box_bounds(pre_union)}, post bounds "
-                f"{_box_bounds(post_union)} in the pre CRS)"
+                f"overlap (pre bounds {box_bounds(pre_union)}, post bounds "
+                f"{box_bounds(post_union)} in the pre CRS)"
             )
         self.overlap = overlap
 
@@ -251,29 +223,14 @@ class BiTemporalRasterDataset(GeoDataset):
             if class_names is not None
             else (LSSCD_CLASSES if has_semantic else None)
         )
-        self.change = self._open_label("change", change, None, 0, all_touched)
-        self.semantic_pre = self._open_label(
-            "semantic_pre", semantic_pre, class_attribute, IGNORE_INDEX, all_touched
-        )
-        self.semantic_post = self._open_label(
-            "semantic_post", semantic_post, class_attribute, IGNORE_INDEX, all_touched
-        )
+        options = LabelOptions(grid, overlap, self.class_names, class_attribute, all_touched,
+                               self.gdal_cache_mb, mask_values)  # fmt: skip
+        self.change, self.change_mask = open_label("change", change, options)
+        self.semantic_pre, _ = open_label("semantic_pre", semantic_pre, options)
+        self.semantic_post, _ = open_label("semantic_post", semantic_post, options)
         self._size_cache(gdal_cache_mb)
 
-        # One index row per pre file: its part of the pre/post overlap.
-        geometries, filepaths = [], []
-        for info, footprint in zip(self.pre.files, self.pre.footprints(), strict=True):
-            part = shapely.intersection(footprint, post_union)
-            if not part.is_empty and part.area > 0:
-                geometries.append(part)
-                filepaths.append(str(info.path))
-        interval = pd.IntervalIndex.from_tuples(
-            [(pd.Timestamp.min, pd.Timestamp.max)] * len(geometries), closed="both", name="datetime"
-        )
-        index_crs = PROJ_CRS.from_wkt(grid.crs.to_wkt()) if grid.crs is not None else None
-        self.index = GeoDataFrame(
-            {"filepath": filepaths}, index=interval, geometry=geometries, crs=index_crs
-        )
+        self.index = self._overlap_index(post_union)
         self._bounds_cache: tuple[Any, tuple[slice, slice, slice]] | None = None
 
     # -- construction helpers ---------------------------------------------------------------
@@ -287,6 +244,22 @@ class BiTemporalRasterDataset(GeoDataset):
             if isinstance(layer, RasterLayer):
                 layer.gdal_cache_mb = self.gdal_cache_mb
 
+    def _overlap_index(self, post_union: Any) -> GeoDataFrame:
+        """TorchGeo's index: one row per pre file, its part of the pre/post overlap."""
+        geometries, filepaths = [], []
+        for info, footprint in zip(self.pre.files, self.pre.footprints(), strict=True):
+            part = shapely.intersection(footprint, post_union)
+            if not part.is_empty and part.area > 0:
+                geometries.append(part)
+                filepaths.append(str(info.path))
+        interval = pd.IntervalIndex.from_tuples(
+            [(pd.Timestamp.min, pd.Timestamp.max)] * len(geometries), closed="both", name="datetime"
+        )
+        index_crs = PROJ_CRS.from_wkt(self.grid.crs.to_wkt()) if self.grid.crs is not None else None
+        return GeoDataFrame(
+            {"filepath": filepaths}, index=interval, geometry=geometries, crs=index_crs
+        )
+
     @staticmethod
     def _resolve_images(
         source: PathsOrDataset, bands: Sequence[int | str] | None, what: str
@@ -298,75 +271,6 @@ class BiTemporalRasterDataset(GeoDataset):
         if isinstance(source, GeoDataset):
             raise DataError(f"{what}: only TorchGeo RasterDatasets or paths are supported")
         return expand_paths(source, RASTER_EXTENSIONS, f"{what} image"), bands
-
-    def _open_label(
-        self,
-        name: str,
-        source: Any,
-        class_attribute: str | None,
-        vector_background: int,
-        all_touched: bool,
-    ) -> RasterLayer | VectorLayer | None:
-        if source is None:
-            return None
-        layer: RasterLayer | VectorLayer
-        if isinstance(source, RasterDataset):
-            source = [Path(f) for f in source.index.filepath]
-        if _is_vector(source):
-            layer = VectorLayer.open(
-                name,
-                Path(source),
-                grid=self.grid,
-                class_attribute=class_attribute,
-                class_names=self.class_names,
-                background=vector_background,
-                all_touched=all_touched,
-            )
-            extent = layer.total_bounds()
-            if any(math.isnan(v) for v in extent):
-                # No features: a valid label saying "nothing of this kind here" (e.g. a scene
-                # without change); every pixel gets the background value.
-                warnings.warn(
-                    f"{name} label {str(source)!r} has no features: every pixel is background",
-                    stacklevel=3,
-                )
-                return layer
-            if not shapely.box(*extent).intersects(self.overlap):
-                raise DataError(
-                    f"{name} label {str(source)!r} does not overlap the images "
-                    f"(label bounds {extent}, image overlap {_box_bounds(self.overlap)})"
-                )
-            return layer
-        files = expand_paths(source, RASTER_EXTENSIONS, f"{name} label")
-        layer, _ = RasterLayer.open(
-            name,
-            files,
-            grid=self.grid,
-            bands=[1],
-            resampling=Resampling.nearest,
-            gdal_cache_mb=self.gdal_cache_mb,
-        )
-        if name == "change":
-            # Checked now (sampled read), not at the first training batch holding a bad value.
-            masks = [
-                check_change_mask(info.path, mask_values=self.mask_values, what="change label")
-                for info in layer.files
-            ]
-            for info, mask in zip(layer.files, masks, strict=True):
-                info.nodata = mask.nodata  # None where a 0/255 label's nodata tag is disregarded
-            where = str(files[0]) if len(files) == 1 else f"{files[0]} (or {len(files) - 1} more)"
-            # Nodata is handled per file by the layer's validity mask; this decodes the values.
-            confirmed = all(mask.confirmed for mask in masks)
-            self.change_mask = ChangeMask(
-                where, masks[0].values, what="change label", confirmed=confirmed
-            )
-        union = shapely.union_all(layer.footprints())
-        if not union.intersects(self.overlap) or union.intersection(self.overlap).area <= 0:
-            raise DataError(
-                f"{name} label {str(files[0])!r} does not overlap the images "
-                f"(label bounds {_box_bounds(union)}, image overlap {_box_bounds(self.overlap)})"
-            )
-        return layer
 
     # -- properties -------------------------------------------------------------------------
 
@@ -475,8 +379,7 @@ class BiTemporalRasterDataset(GeoDataset):
         sem_post = self._read_label(self.semantic_post, bounds, res)
         change = self._read_label(self.change, bounds, res)
         if change is None and sem_pre is not None and sem_post is not None:
-            change = (sem_pre != sem_post).astype(np.uint8)
-            change[(sem_pre == IGNORE_INDEX) | (sem_post == IGNORE_INDEX)] = IGNORE_INDEX
+            change = derive_change(sem_pre, sem_post)
         for key, label in (("mask_pre", sem_pre), ("mask_post", sem_post), ("mask", change)):
             if label is not None:
                 if invalid is not None:
@@ -536,9 +439,7 @@ class BiTemporalRasterDataset(GeoDataset):
         sem_post = self._read_label(self.semantic_post, bounds, res)
         if sem_pre is None or sem_post is None:
             raise DataError("the dataset has no change label (nor pre and post semantic labels)")
-        derived = (sem_pre != sem_post).astype(np.uint8)
-        derived[(sem_pre == IGNORE_INDEX) | (sem_post == IGNORE_INDEX)] = IGNORE_INDEX
-        return derived
+        return derive_change(sem_pre, sem_post)
 
     def change_density(self, cell_size: int, *, block_cells: int = 16) -> tuple[np.ndarray, Affine]:
         """Count change pixels per ``cell_size`` x ``cell_size`` cell over the pre/post overlap.
@@ -562,40 +463,8 @@ class BiTemporalRasterDataset(GeoDataset):
         bounds: tuple[float, float, float, float],
         res: tuple[float, float],
     ) -> np.ndarray | None:
-        if layer is None:
-            return None
-        if isinstance(layer, VectorLayer):
-            return np.asarray(layer.read(bounds, res))
-        window = direct_window(layer, bounds, res)
-        if window is not None and layer.files[0].dtype == "uint8":
-            # A uint8 label holds only 0..255: read it as it is, no wider copy to check.
-            data = np.empty((1, int(window.height), int(window.width)), np.uint8)
-            direct_valid = read_into(layer, window, data)
-            if layer is self.change and self.change_mask is not None:
-                return self.change_mask.decode(data[0], direct_valid)
-            if direct_valid is not None:
-                data[0][~direct_valid] = IGNORE_INDEX
-            return data[0]
-        # Read in a type that holds every file value (an int16 -1 must not wrap to 255).
-        dtype = np.result_type(*(np.dtype(f.dtype) for f in layer.files), np.int16)
-        data, label_valid = layer.read(bounds, res, IGNORE_INDEX, dtype=dtype)
-        if layer is self.change and self.change_mask is not None:
-            return self.change_mask.decode(data[0], label_valid)
-        label = data[0]
-        bad = label_valid & ((label < 0) | (label > IGNORE_INDEX))
-        if label.dtype.kind == "f":
-            bad |= label_valid & (label != np.round(label))
-        if bad.any():
-            values = np.unique(label[bad])
-            shown = ", ".join(f"{v:g}" for v in values[:8].tolist())
-            raise DataError(
-                f"{layer.name} label {str(layer.files[0].path)!r} holds "
-                f"value{'s' if values.size > 1 else ''} {shown}; class ids must be integers "
-                f"0..254 ({IGNORE_INDEX} or the nodata value = unlabeled)"
-            )
-        out = label.astype(np.uint8)
-        out[~label_valid] = IGNORE_INDEX
-        return out
+        decode = self.change_mask if layer is not None and layer is self.change else None
+        return read_label(layer, bounds, res, decode)
 
     def __getitem__(self, index: GeoSlice) -> dict[str, Any]:
         """Read the sample in a spatial (and ignored temporal) slice.
