@@ -5,7 +5,10 @@ scene with different seeds, both holding new and demolished buildings:
 
 1. A per-date "segmenter" is simulated by degrading the true class maps with
    :func:`geochange.pseudo.degrade_class_map` (eroded building outlines, blob-shaped class
-   confusions, missed small buildings; another seed per date). The degraded maps are given to
+   confusions, missed small buildings; another seed per date). ``--segmenter systematic``
+   simulates a worse one whose errors differ between the dates (buildings of any size missed,
+   grown or eroded outlines, bright soil taken for buildings, a displaced map), so that CEG
+   labels hold false and missed changes. The degraded maps are given to
    :class:`geochange.ChangeDataModule` as ``semantic_pre`` / ``semantic_post``: they are the
    pseudo semantic maps DiffMatch learns from.
 2. For each labeled fraction (default 5 % and 10 %) and seed, runs with the *same* budget
@@ -72,6 +75,19 @@ DEGRADE: dict[str, Any] = {
     "miss_area": 80,
     "miss_probability": 0.5,
 }
+#: A segmenter with systematic errors, different per date (pre, post): buildings of any size
+#: missed, outlines grown on one date and eroded on the other, bright-soil blobs taken for
+#: buildings after the season changed, the post map displaced by 2 px. Its CEG labels hold false
+#: and missed changes that the images do not show (see docs/semi_supervised.md).
+SYSTEMATIC: tuple[dict[str, Any], dict[str, Any]] = (
+    {**DEGRADE, "drop_probability": 0.15, "dilation_px": 2, "erosion_px": 0},
+    {**DEGRADE, "drop_probability": 0.15, "false_target_fraction": 0.08, "shift_px": (2, 2)},
+)
+#: Segmenter simulations by name: the keyword arguments of degrade_class_map per date.
+SEGMENTERS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "mild": (DEGRADE, DEGRADE),
+    "systematic": SYSTEMATIC,
+}
 #: Small siamese network: three encoder stages keep a step affordable on a shared 2-core CPU.
 MODEL_KWARGS: dict[str, Any] = {
     "encoder_depth": 3,
@@ -134,7 +150,9 @@ def scene(root: Path, size: int, seed: int, realism: str | None = None) -> Any:
     return make_scene(root, size, size, seed=seed, **extra)
 
 
-def write_segmenter_maps(scene_: Any, out_dir: Path, seed: int) -> tuple[Path, Path]:
+def write_segmenter_maps(
+    scene_: Any, out_dir: Path, seed: int, segmenter: str = "mild"
+) -> tuple[Path, Path]:
     """Degrade the scene's true class maps (one seed per date) and write them as rasters."""
     import rasterio
 
@@ -149,18 +167,20 @@ def write_segmenter_maps(scene_: Any, out_dir: Path, seed: int) -> tuple[Path, P
             profile = src.profile
             tags = src.tags()
             classes = src.read(1)
-        degraded = np.asarray(degrade_class_map(classes, index, seed), dtype=np.uint8)
+        degraded = np.asarray(degrade_class_map(classes, index, seed, segmenter), dtype=np.uint8)
         with rasterio.open(target, "w", **profile) as dst:
             dst.write(degraded, 1)
             dst.update_tags(**tags)
     return paths[0], paths[1]
 
 
-def degrade_class_map(classes: np.ndarray, date: int, seed: int) -> np.ndarray:
-    """The simulated segmenter's output for one date."""
+def degrade_class_map(
+    classes: np.ndarray, date: int, seed: int, segmenter: str = "mild"
+) -> np.ndarray:
+    """The simulated segmenter's output for one date (0 pre, 1 post)."""
     from geochange.pseudo import degrade_class_map as degrade
 
-    return degrade(classes, seed=seed * 2 + date, **DEGRADE)
+    return degrade(classes, seed=seed * 2 + date, **SEGMENTERS[segmenter][date])
 
 
 def datamodule(
@@ -352,12 +372,12 @@ def train_and_score(
     return report.pixel["iou_change"], info
 
 
-def unsupervised_ceg(test: Any, work: Path, seed: int) -> dict[str, float]:
+def unsupervised_ceg(test: Any, work: Path, seed: int, segmenter: str) -> dict[str, float]:
     """IoU^c of CEG alone on the held-out scene (degraded maps of that scene)."""
     from geochange.pseudo import evaluate_pseudo_labels, generate_pseudo_labels
 
-    maps = write_segmenter_maps(test, work / "test_segmenter", seed)
-    out = work / "test_ceg.tif"
+    maps = write_segmenter_maps(test, work / f"test_segmenter_{segmenter}", seed, segmenter)
+    out = work / f"test_ceg_{segmenter}.tif"
     generate_pseudo_labels(maps[0], maps[1], out, change_classes=[BUILDING], mode="mixed")
     score = evaluate_pseudo_labels(out, test.change)
     return {
@@ -389,6 +409,12 @@ def parse_args() -> argparse.Namespace:
         "--realism", default=None, help="passed to make_scene(realism=...) (issue 23 scenes)"
     )
     # Semi-supervised options (None: the trainer's default).
+    parser.add_argument(
+        "--segmenter",
+        choices=sorted(SEGMENTERS),
+        default="mild",
+        help="simulated segmenter: mild errors (CEG near-perfect) or systematic per-date errors",
+    )
     parser.add_argument("--confidence-threshold", type=float, default=None)
     parser.add_argument("--change-confidence-threshold", type=float, default=None)
     balance = parser.add_mutually_exclusive_group()
@@ -491,16 +517,21 @@ def main() -> int:
         test = scene(data / f"test_{args.test_size}_{args.test_seed}{tag}", args.test_size,
                      args.test_seed, args.realism)  # fmt: skip
         maps = write_segmenter_maps(
-            train, data / f"segmenter_{args.train_size}_{args.train_seed}{tag}", args.train_seed
+            train,
+            data / f"segmenter_{args.segmenter}_{args.train_size}_{args.train_seed}{tag}",
+            args.train_seed,
+            args.segmenter,
         )
         print(f"train scene: seed {args.train_seed}, {args.train_size}^2, {train.stats}")
         print(f"held-out scene: seed {args.test_seed}, {args.test_size}^2, {test.stats}")
-        print(f"segmenter simulation: degrade_class_map({DEGRADE}), seed per date")
+        pre_kw, post_kw = SEGMENTERS[args.segmenter]
+        print(f"segmenter simulation {args.segmenter!r}: degrade_class_map(pre: {pre_kw}; "
+              f"post: {post_kw}), seed per date")  # fmt: skip
         for fraction in args.fractions:
             dm = datamodule(args, train, maps, args.seed, fraction)
             print(f"{fraction:.0%}: {labeled_share(dm, train)}", flush=True)
 
-        ceg = unsupervised_ceg(test, work, args.test_seed)
+        ceg = unsupervised_ceg(test, work, args.test_seed, args.segmenter)
         print(
             f"CEG-only (mixed) on the held-out scene: IoU^c {ceg['iou_change']:.4f} "
             f"(precision {ceg['precision']:.3f}, recall {ceg['recall']:.3f}; IoU^c over decided "

@@ -56,3 +56,34 @@ def test_unsupervised_iou_on_true_and_degraded_maps():
     # Instance matching removes the boundary noise of pixel differencing.
     assert scores["mixed"].precision > scores["pixel"].precision
     assert scores["mixed"].iou_change > scores["pixel"].iou_change
+
+
+def test_systematic_segmenter_errors():
+    rng = np.random.default_rng(3)
+    pre, _ = building_scene(rng)
+    clean = dict(erosion_px=0, confusion_fraction=0, miss_area=0)
+    buildings = pre == BUILDING
+    _, count = ndi.label(buildings, structure=np.ones((3, 3)))
+    # Instances of any size dropped, about the given share of them.
+    dropped = degrade_class_map(pre, drop_probability=0.5, seed=1, **clean)
+    kept = ndi.label(dropped == BUILDING, structure=np.ones((3, 3)))[1]
+    assert 0.2 * count < kept < 0.8 * count
+    assert not ((dropped == BUILDING) & ~buildings).any()
+    # Grown outlines: one pixel into labelled surroundings, never over ignore pixels.
+    grown = degrade_class_map(pre, dilation_px=1, **clean)
+    np.testing.assert_array_equal(
+        grown == BUILDING, ndi.binary_dilation(buildings) & (pre != 255) | buildings
+    )
+    # False building blobs on bare land only, about the requested share of it.
+    bare = pre == 3
+    assert bare.sum() > 1000
+    false = degrade_class_map(pre, false_target_fraction=0.2, seed=2, **clean)
+    new = (false == BUILDING) & ~buildings
+    assert not (new & ~bare).any()
+    assert 0.15 < new.sum() / bare.sum() < 0.25
+    # The whole map displaced by (rows, cols).
+    shifted = degrade_class_map(pre, shift_px=(2, -3), **clean)
+    np.testing.assert_array_equal(shifted[2:, :-3], pre[:-2, 3:])
+    # The defaults are untouched by the new arguments (same map as before for a seed).
+    mild = degrade_class_map(pre, seed=4)
+    np.testing.assert_array_equal(mild, degrade_class_map(pre, seed=4, drop_probability=0.0))
