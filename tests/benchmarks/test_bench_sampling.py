@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -41,3 +42,15 @@ def test_the_summary_compares_with_raw_reads_with_and_without_labels(
     bench_sampling.summary(results, [0])
     out = capsys.readouterr().out
     assert "geochange-compact 300.0 = 3.00x TorchGeo, 150% of raw (200% with labels)" in out
+
+
+def test_first_passes_are_timed_apart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pair = make_pair(tmp_path / "scene")
+    bench_sampling.measure("geochange-compact", pair.root, 0, 16, 64, 2, first=1)
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(result["first_rates"]) == 1 and len(result["rates"]) == 2
+    assert result["pss_mb"] > 10  # the poller read this process's PSS at least once
+
+
+def test_peak_pss_reads_this_process() -> None:
+    assert bench_sampling._PeakPss._pss(os.getpid()) > 10 * 2**20
